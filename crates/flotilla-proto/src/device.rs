@@ -1,0 +1,119 @@
+//! Devices in the inventory. Identity is the MAC address, never the IP.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Which update protocol family a device speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Custom firmware with Flotilla's client (HTTP pull or MQTT push).
+    Native,
+    Tasmota,
+    ShellyGen1,
+    ShellyGen2,
+    ArduinoOta,
+    Esphome,
+    Unknown,
+}
+
+impl Family {
+    pub const ALL: [Family; 7] = [
+        Family::Native,
+        Family::Tasmota,
+        Family::ShellyGen1,
+        Family::ShellyGen2,
+        Family::ArduinoOta,
+        Family::Esphome,
+        Family::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Native => "native",
+            Family::Tasmota => "tasmota",
+            Family::ShellyGen1 => "shelly-gen1",
+            Family::ShellyGen2 => "shelly-gen2",
+            Family::ArduinoOta => "arduino-ota",
+            Family::Esphome => "esphome",
+            Family::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// A device in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Device {
+    /// MAC address, lower-case, colon-separated: the identity.
+    pub mac: String,
+    /// The device's own id (hostname, topic id) if it has one.
+    pub device_id: Option<String>,
+    pub name: Option<String>,
+    pub family: Family,
+    pub model: Option<String>,
+    pub chip: Option<String>,
+    pub version: Option<String>,
+    pub ip: Option<String>,
+    pub online: bool,
+    pub labels: Vec<String>,
+    /// Where the device was seen: `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
+    pub sources: Vec<String>,
+    /// RFC 3339 UTC.
+    pub first_seen: String,
+    /// RFC 3339 UTC.
+    pub last_seen: String,
+}
+
+/// Replace or edit a device's labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct LabelRequest {
+    /// Labels to add.
+    pub add: Vec<String>,
+    /// Labels to remove.
+    pub remove: Vec<String>,
+}
+
+/// Normalises a MAC address to `aa:bb:cc:dd:ee:ff`. Accepts `:`, `-`, `.` or no separators, any case.
+pub fn normalize_mac(s: &str) -> Option<String> {
+    let hex: String = s.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let lower = hex.to_ascii_lowercase();
+    let pairs: Vec<&str> = (0..6).filter_map(|i| lower.get(i * 2..i * 2 + 2)).collect();
+    Some(pairs.join(":"))
+}
+
+/// Checks a label: 1–64 characters of `[A-Za-z0-9._:/-]`.
+pub fn valid_label(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_normalise_from_every_common_spelling() {
+        for s in ["AA:BB:CC:00:11:22", "aa-bb-cc-00-11-22", "aabb.cc00.1122", "AABBCC001122"] {
+            assert_eq!(normalize_mac(s).as_deref(), Some("aa:bb:cc:00:11:22"), "{s}");
+        }
+        for s in ["", "aa:bb", "zz:bb:cc:00:11:22", "aa:bb:cc:00:11:22:33"] {
+            assert_eq!(normalize_mac(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(valid_label("floor-2/line_a"));
+        assert!(!valid_label(""));
+        assert!(!valid_label("has space"));
+        assert!(!valid_label(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,26 @@
+//! The store's error type.
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    Conflict(String),
+    /// A row holds something this version cannot read (a JSON column from a newer schema, say).
+    #[error("stored {what} is unreadable: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
