@@ -1,1 +1,10 @@
-mod placeholder {}
+//! End-to-end tests: the real `flotilla` binary, real sockets on loopback, real SQLite files in
+//! temp dirs. One test binary; one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin_api;
+mod cli;
+mod device_server;
+mod serve;
+mod support;

@@ -68,11 +68,7 @@ impl Chip {
 
     /// Parses [`Chip::as_str`] output; also accepts `esp32-s3` style spellings and any case.
     pub fn parse(s: &str) -> Option<Chip> {
-        let norm: String = s
-            .chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .flat_map(char::to_lowercase)
-            .collect();
+        let norm: String = s.chars().filter(|c| *c != '-' && *c != '_').flat_map(char::to_lowercase).collect();
         Chip::ALL.into_iter().find(|c| c.as_str() == norm)
     }
 }

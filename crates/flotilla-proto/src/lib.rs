@@ -19,6 +19,6 @@ pub use api::{ErrorBody, ErrorDetail, Health, PublicKey, RuntimeInfo};
 pub use device::{Device, Family, LabelRequest};
 pub use event::{Event, EventPage};
 pub use firmware::{
-    Channel, Chip, DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageFormat, ImageInfo,
-    ImportOptions, ImportPathRequest, ImportResponse, Manifest, SegmentInfo, SignedManifest,
+    Channel, Chip, DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageFormat, ImageInfo, ImportOptions,
+    ImportPathRequest, ImportResponse, Manifest, SegmentInfo, SignedManifest,
 };

@@ -7,10 +7,7 @@ use time::format_description::well_known::Rfc3339;
 
 /// Milliseconds since the Unix epoch, now. A clock before 1970 reads as 0.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// `ms` as RFC 3339 in UTC with millisecond precision, e.g. `2026-11-23T13:29:49.123Z`.

@@ -91,8 +91,10 @@ fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
 }
 
 fn finish(conn: &Connection, (mut device, sources): (Device, String)) -> Result<Device> {
-    device.sources = serde_json::from_str(&sources)
-        .map_err(|e| StoreError::Corrupt { what: format!("sources of device {}", device.mac), detail: e.to_string() })?;
+    device.sources = serde_json::from_str(&sources).map_err(|e| StoreError::Corrupt {
+        what: format!("sources of device {}", device.mac),
+        detail: e.to_string(),
+    })?;
     device.labels = labels_of(conn, &device.mac)?;
     Ok(device)
 }
@@ -185,9 +187,8 @@ mod tests {
         assert!(created);
         assert_eq!(first.family, Family::Native);
         // DHCP hands out a new address; mDNS reports the device without a version.
-        let (second, created) = store
-            .write(|tx| upsert(tx, &Sighting { ip: Some("10.0.0.9".into()), ..sighting(mac, "mdns") }))
-            .unwrap();
+        let (second, created) =
+            store.write(|tx| upsert(tx, &Sighting { ip: Some("10.0.0.9".into()), ..sighting(mac, "mdns") })).unwrap();
         assert!(!created);
         assert_eq!(second.ip.as_deref(), Some("10.0.0.9"));
         assert_eq!(second.version.as_deref(), Some("1.0.0"));
@@ -201,9 +202,7 @@ mod tests {
         let mut store = Store::open_in_memory().unwrap();
         let mac = "aa:bb:cc:00:11:22";
         store.write(|tx| upsert(tx, &sighting(mac, "manual"))).unwrap();
-        let d = store
-            .write(|tx| edit_labels(tx, mac, &["line-a".into(), "floor-2".into()], &[]))
-            .unwrap();
+        let d = store.write(|tx| edit_labels(tx, mac, &["line-a".into(), "floor-2".into()], &[])).unwrap();
         assert_eq!(d.labels, vec!["floor-2", "line-a"]);
         let d = store.write(|tx| edit_labels(tx, mac, &[], &["line-a".into()])).unwrap();
         assert_eq!(d.labels, vec!["floor-2"]);

@@ -73,9 +73,8 @@ pub fn page(conn: &Connection, before: Option<i64>, kind_prefix: Option<&str>, l
 
 /// Events with ids above `after`, oldest first (to replay what a reconnecting stream missed).
 pub fn since(conn: &Connection, after: i64, limit: u32) -> Result<Vec<Event>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at, kind, actor, subject, data FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
+    let mut stmt = conn
+        .prepare_cached("SELECT id, at, kind, actor, subject, data FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
     let rows = stmt.query_map(params![after, i64::from(limit)], from_row)?;
     rows.map(|r| to_event(r?)).collect()
 }

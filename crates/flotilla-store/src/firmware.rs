@@ -109,8 +109,7 @@ pub fn insert(conn: &Connection, new: &NewFirmware) -> Result<Firmware> {
             clock::now_ms(),
         ],
     )?;
-    get(conn, conn.last_insert_rowid())?
-        .ok_or_else(|| StoreError::NotFound { what: "firmware just inserted".into() })
+    get(conn, conn.last_insert_rowid())?.ok_or_else(|| StoreError::NotFound { what: "firmware just inserted".into() })
 }
 
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Firmware>> {

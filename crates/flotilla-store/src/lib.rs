@@ -111,7 +111,9 @@ mod tests {
         {
             let mut store = Store::open(&path).unwrap();
             store
-                .write(|tx| events::append(tx, &events::NewEvent::new("test.kept", "test", None, serde_json::json!({"n": 1}))))
+                .write(|tx| {
+                    events::append(tx, &events::NewEvent::new("test.kept", "test", None, serde_json::json!({"n": 1})))
+                })
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();

@@ -7,10 +7,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// `(file name, SQL)` of every migration, oldest first.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../../../migrations/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../../../migrations/0001_init.sql"))];
 
 /// The migrations, ready to apply. Each runs in its own transaction with `user_version` bumped in it.
 pub fn migrations() -> Migrations<'static> {
@@ -60,9 +57,8 @@ mod tests {
                 SchemaVersion::Inside(std::num::NonZeroUsize::new(latest).unwrap()),
                 "upgrade from version {from}"
             );
-            let fk_violations: i64 = conn
-                .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
-                .unwrap();
+            let fk_violations: i64 =
+                conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
             assert_eq!(fk_violations, 0);
         }
     }

@@ -1,0 +1,95 @@
+//! Engine configuration, and the layout of the data dir.
+//!
+//! Raw settings (flags, environment) are turned into an [`EngineConfig`] by the binaries; this
+//! module owns the defaults and the one place that knows where each file of the data dir lives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest image accepted by default: 3.9 MiB, the usual OTA slot of a 4 MB ESP32 layout with room
+/// to spare.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 4_089_446;
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Device HTTP server (LAN): firmware downloads, device API.
+    pub device_listen: SocketAddr,
+    /// Admin API (loopback by default).
+    pub admin_listen: SocketAddr,
+    /// URL devices use to reach the device server. `None`: derived from the bound address (the
+    /// first LAN IPv4 address when bound to `0.0.0.0`).
+    pub device_public_url: Option<String>,
+    /// Advertise `_flotilla._tcp` over mDNS.
+    pub mdns: bool,
+    /// Largest image (inflated size) accepted for a model without its own limit.
+    pub max_image_size: u64,
+    /// Per-model image size limits.
+    pub model_max_image_size: HashMap<String, u64>,
+    /// Firmware bytes kept in memory for serving (least recently used dropped first).
+    pub serve_cache_bytes: u64,
+}
+
+impl EngineConfig {
+    /// Defaults from `ARCHITECTURE.md`: devices on `0.0.0.0:8070`, admin on `127.0.0.1:8071`.
+    pub fn new(data_dir: PathBuf) -> EngineConfig {
+        EngineConfig {
+            data_dir,
+            device_listen: SocketAddr::from(([0, 0, 0, 0], 8070)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8071)),
+            device_public_url: None,
+            mdns: true,
+            max_image_size: DEFAULT_MAX_IMAGE_SIZE,
+            model_max_image_size: HashMap::new(),
+            serve_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// The size limit for `model`.
+    pub fn max_image_size_for(&self, model: &str) -> u64 {
+        self.model_max_image_size.get(model).copied().unwrap_or(self.max_image_size)
+    }
+}
+
+/// The default data dir: `$XDG_DATA_HOME/flotilla`, else `~/.local/share/flotilla`, else `./flotilla-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("flotilla");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/flotilla");
+    }
+    PathBuf::from("flotilla-data")
+}
+
+/// Where each file of a data dir lives.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("flotilla.db")
+    }
+    pub fn firmware_dir(&self) -> PathBuf {
+        self.root.join("firmware")
+    }
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin-token")
+    }
+    pub fn runtime_json(&self) -> PathBuf {
+        self.root.join("runtime.json")
+    }
+}

@@ -1,0 +1,69 @@
+//! The engine's error type: one variant per cause a caller can act on.
+
+use crate::firmware::image::ImageError;
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The file is not a firmware image that can work (the parser's reason, naming offset or field).
+    #[error("{0}")]
+    InvalidImage(#[from] ImageError),
+    /// The image parsed but breaks a rule of the site (size, version, duplicate version…).
+    #[error("{0}")]
+    Refused(String),
+    /// The request itself is malformed (bad id, bad label, bad JSON field).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with what is stored (in use, already exists with other bytes).
+    #[error("{0}")]
+    Conflict(String),
+    /// A file or socket operation failed; `context` says which and where.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(flotilla_store::StoreError),
+    /// The engine is shutting down or a worker it needs has stopped.
+    #[error("engine is shutting down")]
+    ShuttingDown,
+}
+
+impl CoreError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> CoreError {
+        CoreError::Io { context: context.into(), source }
+    }
+
+    /// Stable machine-readable code (the admin API's `error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::InvalidImage(_) => "invalid_image",
+            CoreError::Refused(_) => "refused",
+            CoreError::BadRequest(_) => "bad_request",
+            CoreError::NotFound(_) => "not_found",
+            CoreError::Conflict(_) => "conflict",
+            CoreError::Io { .. } => "io_error",
+            CoreError::Store(_) => "store_error",
+            CoreError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<flotilla_store::StoreError> for CoreError {
+    fn from(e: flotilla_store::StoreError) -> CoreError {
+        use flotilla_store::StoreError as S;
+        match e {
+            S::NotFound { what } => CoreError::NotFound(what),
+            S::Conflict(msg) => CoreError::Conflict(msg),
+            other => CoreError::Store(other),
+        }
+    }
+}
+
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

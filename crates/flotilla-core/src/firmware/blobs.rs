@@ -1,0 +1,244 @@
+//! The content-addressed firmware store: `<data>/firmware/<sha256>`, immutable once written.
+//!
+//! A file is written to `<sha256>.tmp`, synced, then renamed, so a crash or a full disk never leaves
+//! a half-written firmware under its final name. Bytes served to devices come from a bounded
+//! in-memory cache; a file is re-hashed when it is loaded, so a corrupted disk is caught instead of
+//! being flashed onto a device.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoreError, Result};
+
+/// True for 64 lower-case hex digits: the only names the store ever opens.
+pub fn valid_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<String, (Bytes, u64)>,
+    bytes: u64,
+    tick: u64,
+}
+
+/// The firmware files of one data dir.
+#[derive(Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+    cache: Mutex<Cache>,
+    cache_limit: u64,
+}
+
+impl Blobs {
+    /// Opens (creating) the folder and removes temp files a crash may have left.
+    pub fn open(dir: &Path, cache_limit: u64) -> Result<Blobs> {
+        fs::create_dir_all(dir).map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
+        let entries = fs::read_dir(dir).map_err(|e| CoreError::io(format!("cannot list {}", dir.display()), e))?;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Blobs { dir: dir.to_path_buf(), cache: Mutex::new(Cache::default()), cache_limit })
+    }
+
+    fn path(&self, sha256: &str) -> Result<PathBuf> {
+        if !valid_sha256(sha256) {
+            return Err(CoreError::BadRequest(format!("not a sha256: {sha256:?}")));
+        }
+        Ok(self.dir.join(sha256))
+    }
+
+    /// True when the file is present.
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.path(sha256).map(|p| p.is_file()).unwrap_or(false)
+    }
+
+    /// Stores `bytes` under `sha256` (which the caller computed). Returns false when the file was
+    /// already there (content addressing makes a second write pointless).
+    pub fn write(&self, sha256: &str, bytes: &[u8]) -> Result<bool> {
+        let path = self.path(sha256)?;
+        if path.is_file() {
+            return Ok(false);
+        }
+        let tmp = self.dir.join(format!("{sha256}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            // Make the rename itself durable.
+            if let Ok(d) = fs::File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            CoreError::io(format!("cannot store firmware in {}", self.dir.display()), e)
+        })?;
+        Ok(true)
+    }
+
+    /// Removes a file (and its cached bytes). Missing files are fine.
+    pub fn remove(&self, sha256: &str) -> Result<()> {
+        let path = self.path(sha256)?;
+        if let Ok(mut c) = self.cache.lock()
+            && let Some((b, _)) = c.entries.remove(sha256)
+        {
+            c.bytes = c.bytes.saturating_sub(b.len() as u64);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CoreError::io(format!("cannot remove {}", path.display()), e)),
+        }
+    }
+
+    /// The bytes of a firmware, from the cache or from disk (verified against its name).
+    pub async fn read(&self, sha256: &str) -> Result<Bytes> {
+        let path = self.path(sha256)?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.tick += 1;
+            let tick = c.tick;
+            if let Some((bytes, used)) = c.entries.get_mut(sha256) {
+                *used = tick;
+                return Ok(bytes.clone());
+            }
+        }
+        let data = match tokio::fs::read(&path).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CoreError::NotFound(format!("firmware file {sha256}")));
+            }
+            Err(e) => return Err(CoreError::io(format!("cannot read {}", path.display()), e)),
+        };
+        let data = tokio::task::spawn_blocking(move || {
+            let ok = hex::encode(Sha256::digest(&data)) == path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            (data, ok)
+        })
+        .await
+        .map_err(|_| CoreError::ShuttingDown)?;
+        let (data, ok) = data;
+        if !ok {
+            return Err(CoreError::Conflict(format!(
+                "stored firmware {sha256} is corrupt on disk (its SHA-256 no longer matches); re-import it"
+            )));
+        }
+        let bytes = Bytes::from(data);
+        self.remember(sha256, &bytes);
+        Ok(bytes)
+    }
+
+    fn remember(&self, sha256: &str, bytes: &Bytes) {
+        let len = bytes.len() as u64;
+        if len > self.cache_limit {
+            return;
+        }
+        let Ok(mut c) = self.cache.lock() else { return };
+        while c.bytes + len > self.cache_limit {
+            let Some(oldest) = c.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some((b, _)) = c.entries.remove(&oldest) {
+                c.bytes = c.bytes.saturating_sub(b.len() as u64);
+            }
+        }
+        c.tick += 1;
+        let tick = c.tick;
+        if c.entries.insert(sha256.to_owned(), (bytes.clone(), tick)).is_none() {
+            c.bytes += len;
+        }
+    }
+
+    /// Removes files whose sha256 is not in `known` (left by a crash between writing a file and
+    /// committing its row). Returns how many were removed.
+    pub fn sweep_orphans(&self, known: &std::collections::HashSet<String>) -> Result<usize> {
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| CoreError::io(format!("cannot list {}", self.dir.display()), e))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if valid_sha256(&name) && !known.contains(&name) && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    #[tokio::test]
+    async fn writes_reads_and_refuses_paths_that_leave_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), 1 << 20).unwrap();
+        let data = b"hello firmware".to_vec();
+        let s = sha(&data);
+        assert!(blobs.write(&s, &data).unwrap());
+        assert!(!blobs.write(&s, &data).unwrap());
+        assert_eq!(&blobs.read(&s).await.unwrap()[..], &data[..]);
+        for bad in ["../etc/passwd", "ABCDEF", &s.to_uppercase(), ""] {
+            assert!(matches!(blobs.read(bad).await, Err(CoreError::BadRequest(_))), "{bad}");
+        }
+        assert!(matches!(blobs.read(&"0".repeat(64)).await, Err(CoreError::NotFound(_))));
+        assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+    }
+
+    #[tokio::test]
+    async fn corruption_on_disk_is_caught_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), 1 << 20).unwrap();
+        let data = vec![0xE9u8; 4096];
+        let s = sha(&data);
+        blobs.write(&s, &data).unwrap();
+        fs::write(dir.path().join(&s), vec![0u8; 4096]).unwrap();
+        assert!(matches!(blobs.read(&s).await, Err(CoreError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn cache_stays_within_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), 10_000).unwrap();
+        let mut shas = Vec::new();
+        for i in 0..5u8 {
+            let data = vec![i; 4000];
+            let s = sha(&data);
+            blobs.write(&s, &data).unwrap();
+            blobs.read(&s).await.unwrap();
+            shas.push(s);
+        }
+        let c = blobs.cache.lock().unwrap();
+        assert!(c.bytes <= 10_000);
+        assert_eq!(c.entries.len(), 2);
+        assert!(c.entries.contains_key(&shas[4]));
+    }
+
+    #[test]
+    fn crash_leftovers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{}.tmp", "a".repeat(64))), b"half").unwrap();
+        let blobs = Blobs::open(dir.path(), 0).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        blobs.write(&"b".repeat(64), b"x").unwrap();
+        blobs.write(&"c".repeat(64), b"y").unwrap();
+        let known = std::iter::once("b".repeat(64)).collect();
+        assert_eq!(blobs.sweep_orphans(&known).unwrap(), 1);
+        assert!(blobs.contains(&"b".repeat(64)));
+        assert!(!blobs.contains(&"c".repeat(64)));
+    }
+}

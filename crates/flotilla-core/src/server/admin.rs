@@ -1,0 +1,562 @@
+//! The admin API (loopback by default): JSON over HTTP with a bearer token, plus a Server-Sent
+//! Events stream of live events. The UI, the CLI and automation all use it; every route calls one
+//! [`EngineHandle`] method.
+//!
+//! Routes are declared with `utoipa` so the router and its OpenAPI description come from the same
+//! code ([`openapi`]). Every route except `GET /health` answers 401 without the token. Errors are
+//! `{"error":{"code","message"}}` with the status that fits.
+
+use std::convert::Infallible;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use bytes::Bytes;
+use flotilla_proto::{
+    Channel, Device, DownloadLink, DownloadLinkRequest, ErrorBody, ErrorDetail, EventPage, Family, Firmware,
+    FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
+    RuntimeInfo,
+};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::engine::EngineHandle;
+use crate::error::CoreError;
+use flotilla_store::devices::Sighting;
+
+/// Who the audit log names for changes made through this API.
+const ACTOR: &str = "admin-api";
+
+// ---- errors -----------------------------------------------------------------------------------
+
+/// An error as the admin API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let status = match &e {
+            CoreError::InvalidImage(_) | CoreError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoreError::Conflict(_) => StatusCode::CONFLICT,
+            CoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "admin API request failed");
+        }
+        ApiError { status, code: e.code(), message: e.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `Json` whose rejections (bad JSON, wrong content type) answer in the API's error shape.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(|e: JsonRejection| ApiError::new(e.status(), "bad_request", e.body_text()))
+    }
+}
+
+/// `Query` with the API's error shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// `Path` with the API's error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e: PathRejection| ApiError::bad_request(e.body_text()))
+    }
+}
+
+// ---- router -----------------------------------------------------------------------------------
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The token in `<data>/admin-token`."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Flotilla admin API", description = "Loopback admin API of the Flotilla engine. Every route but /health needs `Authorization: Bearer <token>`."),
+    modifiers(&BearerAuth),
+    security(("admin_token" = [])),
+    tags((name = "firmware"), (name = "devices"), (name = "events"), (name = "engine"))
+)]
+struct ApiDoc;
+
+fn routes() -> OpenApiRouter<EngineHandle> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(info))
+        .routes(routes!(public_key))
+        .routes(routes!(list_firmware, upload_firmware))
+        .routes(routes!(import_firmware_path))
+        .routes(routes!(inspect_firmware))
+        .routes(routes!(get_firmware, patch_firmware, delete_firmware))
+        .routes(routes!(download_link))
+        .routes(routes!(list_devices, add_device))
+        .routes(routes!(get_device))
+        .routes(routes!(label_device))
+        .routes(routes!(list_events))
+        .routes(routes!(event_stream))
+}
+
+/// The OpenAPI description of the admin API, generated from the route declarations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The admin API router for `engine`.
+pub fn router(engine: EngineHandle) -> Router {
+    let body_limit =
+        usize::try_from(engine.shared.config.max_image_size.saturating_mul(4).max(64 << 20)).unwrap_or(64 << 20);
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(engine.clone(), require_token))
+        .with_state(engine)
+}
+
+/// Paths reachable without the token.
+const OPEN_PATHS: &[&str] = &["/health"];
+
+async fn require_token(State(engine): State<EngineHandle>, req: Request, next: Next) -> Response {
+    if OPEN_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // EventSource cannot send headers: the event stream alone also takes `?token=`.
+    let from_query = (req.uri().path() == "/api/v1/events/stream")
+        .then(|| req.uri().query())
+        .flatten()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    let expected = engine.admin_token().as_bytes();
+    match from_header.or(from_query) {
+        Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "admin token is wrong").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>` (the token is in <data>/admin-token)",
+        )
+        .into_response(),
+    }
+}
+
+// ---- engine -----------------------------------------------------------------------------------
+
+/// Liveness; needs no token.
+#[utoipa::path(get, path = "/health", tag = "engine", security(()), responses((status = OK, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+/// This OpenAPI description.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "engine", responses((status = OK, description = "OpenAPI 3.1 JSON")))]
+async fn openapi_json() -> Response {
+    static SPEC: OnceLock<String> = OnceLock::new();
+    let spec = SPEC.get_or_init(|| openapi().to_json().unwrap_or_else(|_| "{}".into()));
+    ([(header::CONTENT_TYPE, "application/json")], spec.clone()).into_response()
+}
+
+/// Where the engine listens.
+#[utoipa::path(get, path = "/api/v1/info", tag = "engine", responses((status = OK, body = RuntimeInfo)))]
+async fn info(State(engine): State<EngineHandle>) -> Json<RuntimeInfo> {
+    Json(RuntimeInfo {
+        admin_url: engine.admin_url().into(),
+        device_url: engine.device_url().into(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// The site signing key's public half, for baking into device firmware.
+#[utoipa::path(get, path = "/api/v1/keys/public", tag = "engine", responses((status = OK, body = PublicKey)))]
+async fn public_key(State(engine): State<EngineHandle>) -> Json<PublicKey> {
+    Json(engine.public_key())
+}
+
+// ---- firmware ---------------------------------------------------------------------------------
+
+/// Every imported firmware, newest first.
+#[utoipa::path(get, path = "/api/v1/firmware", tag = "firmware", responses((status = OK, body = Vec<Firmware>)))]
+async fn list_firmware(State(engine): State<EngineHandle>) -> ApiResult<Json<Vec<Firmware>>> {
+    Ok(Json(engine.list_firmware().await?))
+}
+
+/// Multipart form of a firmware upload.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The firmware file (`.bin` or `.bin.gz`).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    version: Option<String>,
+    model: Option<String>,
+    channel: Option<Channel>,
+    notes: Option<String>,
+    min_version: Option<String>,
+    public: Option<bool>,
+}
+
+/// Uploads and imports a firmware file (multipart field `file`, options as text fields).
+/// 201 when imported, 200 when exactly these bytes were already imported.
+#[utoipa::path(
+    post, path = "/api/v1/firmware", tag = "firmware",
+    request_body(content_type = "multipart/form-data", content = UploadForm),
+    responses(
+        (status = CREATED, body = ImportResponse), (status = OK, body = ImportResponse),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody, description = "not an image that can work; the message says why"),
+        (status = CONFLICT, body = ErrorBody, description = "this version of this model exists with other bytes"),
+    )
+)]
+async fn upload_firmware(State(engine): State<EngineHandle>, mut form: Multipart) -> ApiResult<Response> {
+    let mut file: Option<Bytes> = None;
+    let mut opts = ImportOptions::default();
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), "bad_request", e.body_text());
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            file = Some(field.bytes().await.map_err(bad)?);
+            continue;
+        }
+        let text = field.text().await.map_err(bad)?;
+        let text = text.trim().to_owned();
+        let value = (!text.is_empty()).then_some(text);
+        match name.as_str() {
+            "version" => opts.version = value,
+            "model" => opts.model = value,
+            "notes" => opts.notes = value,
+            "min_version" => opts.min_version = value,
+            "channel" => {
+                opts.channel = value
+                    .map(|v| {
+                        Channel::parse(&v)
+                            .ok_or_else(|| ApiError::bad_request(format!("channel {v:?} is not stable or beta")))
+                    })
+                    .transpose()?;
+            }
+            "public" => opts.public = value.map(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on")),
+            other => return Err(ApiError::bad_request(format!("unknown form field {other:?}"))),
+        }
+    }
+    let file = file.ok_or_else(|| ApiError::bad_request("multipart field `file` is missing"))?;
+    if file.is_empty() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_image", "the uploaded file is empty"));
+    }
+    let res = engine.import_firmware(file, opts, ACTOR).await?;
+    let status = if res.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(res)).into_response())
+}
+
+/// Imports a firmware file from the engine machine's own disk.
+#[utoipa::path(
+    post, path = "/api/v1/firmware/import", tag = "firmware", request_body = ImportPathRequest,
+    responses((status = CREATED, body = ImportResponse), (status = OK, body = ImportResponse),
+              (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = CONFLICT, body = ErrorBody))
+)]
+async fn import_firmware_path(
+    State(engine): State<EngineHandle>,
+    ApiJson(req): ApiJson<ImportPathRequest>,
+) -> ApiResult<Response> {
+    let path = std::path::PathBuf::from(&req.path);
+    if !path.is_absolute() {
+        return Err(ApiError::bad_request(format!("path {:?} must be absolute", req.path)));
+    }
+    let res = engine.import_firmware_path(&path, req.options, ACTOR).await?;
+    let status = if res.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(res)).into_response())
+}
+
+/// Parses a firmware file (the request body, raw bytes) without importing it.
+#[utoipa::path(
+    post, path = "/api/v1/firmware/inspect", tag = "firmware",
+    request_body(content_type = "application/octet-stream", content = Vec<u8>),
+    responses((status = OK, body = ImageInfo), (status = UNPROCESSABLE_ENTITY, body = ErrorBody))
+)]
+async fn inspect_firmware(State(engine): State<EngineHandle>, body: Bytes) -> ApiResult<Json<ImageInfo>> {
+    Ok(Json(engine.inspect_firmware(body).await?))
+}
+
+/// A firmware by id, sha256 (prefix of at least 6 hex digits) or version.
+#[utoipa::path(
+    get, path = "/api/v1/firmware/{ref}", tag = "firmware",
+    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    responses((status = OK, body = Firmware), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn get_firmware(
+    State(engine): State<EngineHandle>,
+    ApiPath(reference): ApiPath<String>,
+) -> ApiResult<Json<Firmware>> {
+    Ok(Json(engine.find_firmware(&reference).await?))
+}
+
+/// Blocks or unblocks a firmware, makes it public or private, changes its channel or notes.
+#[utoipa::path(
+    patch, path = "/api/v1/firmware/{ref}", tag = "firmware", request_body = FirmwarePatch,
+    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    responses((status = OK, body = Firmware), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn patch_firmware(
+    State(engine): State<EngineHandle>,
+    ApiPath(reference): ApiPath<String>,
+    ApiJson(patch): ApiJson<FirmwarePatch>,
+) -> ApiResult<Json<Firmware>> {
+    let fw = engine.find_firmware(&reference).await?;
+    Ok(Json(engine.patch_firmware(fw.id, patch, ACTOR).await?))
+}
+
+/// Deletes a firmware that no rollout uses, and its file.
+#[utoipa::path(
+    delete, path = "/api/v1/firmware/{ref}", tag = "firmware",
+    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    responses((status = OK, body = Firmware), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody))
+)]
+async fn delete_firmware(
+    State(engine): State<EngineHandle>,
+    ApiPath(reference): ApiPath<String>,
+) -> ApiResult<Json<Firmware>> {
+    let fw = engine.find_firmware(&reference).await?;
+    Ok(Json(engine.delete_firmware(fw.id, ACTOR).await?))
+}
+
+/// A download URL on the device server with a per-job token.
+#[utoipa::path(
+    post, path = "/api/v1/firmware/{ref}/download-link", tag = "firmware", request_body = DownloadLinkRequest,
+    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    responses((status = OK, body = DownloadLink), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn download_link(
+    State(engine): State<EngineHandle>,
+    ApiPath(reference): ApiPath<String>,
+    ApiJson(req): ApiJson<DownloadLinkRequest>,
+) -> ApiResult<Json<DownloadLink>> {
+    let fw = engine.find_firmware(&reference).await?;
+    let ttl = req.ttl_secs.map(Duration::from_secs);
+    Ok(Json(engine.download_link(fw.id, req.job.as_deref(), ttl).await?))
+}
+
+// ---- devices ----------------------------------------------------------------------------------
+
+/// Every device in the inventory.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", responses((status = OK, body = Vec<Device>)))]
+async fn list_devices(State(engine): State<EngineHandle>) -> ApiResult<Json<Vec<Device>>> {
+    Ok(Json(engine.list_devices().await?))
+}
+
+/// A device added by hand (known MAC, not yet discovered).
+#[derive(Debug, Deserialize, ToSchema)]
+struct NewDevice {
+    mac: String,
+    ip: Option<String>,
+    name: Option<String>,
+    family: Option<Family>,
+    model: Option<String>,
+    chip: Option<String>,
+    version: Option<String>,
+}
+
+/// Adds a device by hand, or merges what is given into the device with that MAC.
+#[utoipa::path(
+    post, path = "/api/v1/devices", tag = "devices", request_body = NewDevice,
+    responses((status = OK, body = Device), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn add_device(State(engine): State<EngineHandle>, ApiJson(d): ApiJson<NewDevice>) -> ApiResult<Json<Device>> {
+    if let Some(ip) = &d.ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(ApiError::bad_request(format!("ip {ip:?} is not an IP address")));
+    }
+    let sighting = Sighting {
+        mac: d.mac,
+        ip: d.ip,
+        name: d.name,
+        family: d.family,
+        model: d.model,
+        chip: d.chip,
+        version: d.version,
+        source: "manual".into(),
+        ..Sighting::default()
+    };
+    Ok(Json(engine.record_sighting(sighting).await?))
+}
+
+/// One device by MAC.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{mac}", tag = "devices",
+    params(("mac" = String, Path, description = "MAC address, any common spelling")),
+    responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn get_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.get_device(&mac).await?))
+}
+
+/// Adds and removes labels of a device.
+#[utoipa::path(
+    post, path = "/api/v1/devices/{mac}/labels", tag = "devices", request_body = LabelRequest,
+    params(("mac" = String, Path, description = "MAC address")),
+    responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn label_device(
+    State(engine): State<EngineHandle>,
+    ApiPath(mac): ApiPath<String>,
+    ApiJson(req): ApiJson<LabelRequest>,
+) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.label_device(&mac, req.add, req.remove, ACTOR).await?))
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventQuery {
+    /// Only events with ids below this (the previous page's `next_before`).
+    before: Option<i64>,
+    /// Only kinds starting with this, e.g. `firmware.`.
+    kind: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// The audit log, newest first, paged.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery), responses((status = OK, body = EventPage)))]
+async fn list_events(
+    State(engine): State<EngineHandle>,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> ApiResult<Json<EventPage>> {
+    Ok(Json(engine.events_page(q.before, q.kind, q.limit.unwrap_or(100)).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StreamQuery {
+    /// Replay events after this id first (same as the `Last-Event-ID` header).
+    after: Option<i64>,
+    /// The admin token, for clients that cannot send headers (EventSource).
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// Live events as Server-Sent Events (`event: <kind>`, `id: <event id>`, `data: <Event JSON>`).
+/// With `Last-Event-ID` or `?after=`, missed events are replayed first. A `lagged` event means
+/// the client fell behind and should reload.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(StreamQuery),
+    responses((status = OK, content_type = "text/event-stream", description = "event stream")))]
+async fn event_stream(
+    State(engine): State<EngineHandle>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(q.after);
+    // Subscribe before reading the backlog so nothing falls between the two.
+    let live = BroadcastStream::new(engine.subscribe());
+    let backlog = match after {
+        Some(after) => engine.events_since(after, 10_000).await?,
+        None => Vec::new(),
+    };
+    let last_replayed = backlog.last().map(|e| e.id).or(after).unwrap_or(0);
+    let replay = futures_util::stream::iter(backlog.into_iter().map(|e| Ok(to_sse(&e))));
+    let live = live.filter_map(move |item| async move {
+        match item {
+            Ok(e) if e.id > last_replayed => Some(Ok(to_sse(&e))),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"))))
+            }
+        }
+    });
+    let stop = engine.clone();
+    let stream = replay.chain(live).take_until(async move { stop.stopped().await });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn to_sse(e: &flotilla_proto::Event) -> SseEvent {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    SseEvent::default().id(e.id.to_string()).event(e.kind.clone()).data(data)
+}

@@ -1,0 +1,237 @@
+//! The device server (LAN): what devices download firmware from.
+//!
+//! `GET`/`HEAD /fw/<sha256>[.bin|.bin.gz]?t=<token>` serves a stored firmware with `Content-Length`,
+//! `ETag`, `Accept-Ranges` and single byte ranges (ESP-IDF's partial download and resumption, see
+//! `shared/reference/protocols.md` §5.4). A download needs a per-job token unless the firmware is
+//! public. Paths are content addresses, never file names: nothing outside the firmware store can
+//! be reached. This server must never expose an admin operation.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use flotilla_proto::Health;
+use serde::Deserialize;
+
+use crate::engine::Shared;
+use crate::error::CoreError;
+use crate::server::metrics::Metrics;
+
+/// Body chunk size: big enough to be cheap, small enough that progress and aborts are prompt.
+const CHUNK: usize = 256 * 1024;
+
+/// The device server's routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/fw/{file}", get(firmware))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render())
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadQuery {
+    t: Option<String>,
+}
+
+/// A refusal in plain text: ESP HTTP clients show the status, people show the text.
+fn refuse(metrics: &Metrics, status: StatusCode, why: &str) -> Response {
+    let counter = match status {
+        StatusCode::FORBIDDEN => &metrics.errors_forbidden,
+        StatusCode::NOT_FOUND => &metrics.errors_not_found,
+        StatusCode::RANGE_NOT_SATISFIABLE => &metrics.errors_range,
+        _ => &metrics.errors_internal,
+    };
+    counter.fetch_add(1, Relaxed);
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{why}\n")).into_response()
+}
+
+async fn firmware(
+    State(shared): State<Arc<Shared>>,
+    Path(file): Path<String>,
+    Query(q): Query<DownloadQuery>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let m = &shared.metrics;
+    m.requests.fetch_add(1, Relaxed);
+    let sha256 = file.strip_suffix(".bin.gz").or_else(|| file.strip_suffix(".bin")).unwrap_or(&file);
+    let Some(rule) = shared.catalog.rule(sha256) else {
+        return refuse(m, StatusCode::NOT_FOUND, "no such firmware");
+    };
+    if rule.blocked {
+        return refuse(m, StatusCode::FORBIDDEN, "this firmware is blocked");
+    }
+    if !rule.public {
+        let Some(token) = q.t.as_deref() else {
+            return refuse(m, StatusCode::FORBIDDEN, "a download token is required (?t=...)");
+        };
+        if let Err(e) = shared.tokens.check(token, sha256, crate::engine::unix_now()) {
+            return refuse(m, StatusCode::FORBIDDEN, &e.to_string());
+        }
+    }
+    let bytes = match shared.blobs.read(sha256).await {
+        Ok(b) => b,
+        Err(CoreError::NotFound(_)) => return refuse(m, StatusCode::NOT_FOUND, "firmware file is missing"),
+        Err(e) => {
+            tracing::error!(sha256, error = %e, "cannot serve firmware");
+            return refuse(m, StatusCode::INTERNAL_SERVER_ERROR, "firmware cannot be read");
+        }
+    };
+    let len = bytes.len() as u64;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| parse_range(r, len));
+    let (status, start, end) = match range {
+        None | Some(RangeDecision::Full) => (StatusCode::OK, 0, len),
+        Some(RangeDecision::Partial { start, end_inclusive }) => {
+            (StatusCode::PARTIAL_CONTENT, start, end_inclusive + 1)
+        }
+        Some(RangeDecision::Unsatisfiable) => {
+            let mut resp = refuse(m, StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return resp;
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{sha256}\""))
+        .header(header::CACHE_CONTROL, "no-cache");
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", end - 1));
+    }
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        let (Ok(s), Ok(e)) = (usize::try_from(start), usize::try_from(end)) else {
+            return refuse(m, StatusCode::INTERNAL_SERVER_ERROR, "range too large");
+        };
+        transfer_body(bytes.slice(s..e), Arc::clone(&shared.metrics))
+    };
+    builder.body(body).unwrap_or_else(|_| refuse(m, StatusCode::INTERNAL_SERVER_ERROR, "response failed"))
+}
+
+/// Tracks one transfer: counted active while its body lives, completed when every byte was taken.
+struct Transfer {
+    metrics: Arc<Metrics>,
+    left: usize,
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.metrics.active_transfers.fetch_sub(1, Relaxed);
+        if self.left == 0 {
+            self.metrics.downloads_completed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn transfer_body(bytes: Bytes, metrics: Arc<Metrics>) -> Body {
+    metrics.downloads.fetch_add(1, Relaxed);
+    metrics.active_transfers.fetch_add(1, Relaxed);
+    let transfer = Transfer { left: bytes.len(), metrics };
+    let stream = futures_util::stream::unfold((bytes, transfer), |(mut rest, mut t)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        let chunk = rest.split_to(CHUNK.min(rest.len()));
+        t.left -= chunk.len();
+        t.metrics.bytes_sent.fetch_add(chunk.len() as u64, Relaxed);
+        Some((Ok::<_, Infallible>(chunk), (rest, t)))
+    });
+    Body::from_stream(stream)
+}
+
+/// What to send for a `Range` header on a resource of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeDecision {
+    /// Ignore the header and send everything (multiple or malformed ranges, RFC 9110 §14.2).
+    Full,
+    Partial {
+        start: u64,
+        end_inclusive: u64,
+    },
+    /// 416 with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header: `bytes=a-b`, `bytes=a-` or `bytes=-n`, one range only.
+pub fn parse_range(header: &str, len: u64) -> RangeDecision {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeDecision::Full;
+    };
+    if spec.contains(',') {
+        return RangeDecision::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeDecision::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| if s.bytes().all(|c| c.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeDecision::Full,
+        // Suffix range: the last n bytes.
+        (true, false) => match parse(b) {
+            None => RangeDecision::Full,
+            Some(0) => RangeDecision::Unsatisfiable,
+            Some(n) => RangeDecision::Partial { start: len.saturating_sub(n), end_inclusive: len - 1 },
+        },
+        (false, _) => {
+            let Some(start) = parse(a) else { return RangeDecision::Full };
+            let end = if b.is_empty() {
+                Some(len.saturating_sub(1))
+            } else {
+                match parse(b) {
+                    None => return RangeDecision::Full,
+                    Some(e) if e < start => return RangeDecision::Full,
+                    Some(e) => Some(e.min(len.saturating_sub(1))),
+                }
+            };
+            match end {
+                _ if start >= len => RangeDecision::Unsatisfiable,
+                Some(end_inclusive) => RangeDecision::Partial { start, end_inclusive },
+                None => RangeDecision::Full,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RangeDecision::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-0", 100), Partial { start: 0, end_inclusive: 0 });
+        assert_eq!(parse_range("bytes=10-19", 100), Partial { start: 10, end_inclusive: 19 });
+        assert_eq!(parse_range("bytes=90-", 100), Partial { start: 90, end_inclusive: 99 });
+        assert_eq!(parse_range("bytes=90-500", 100), Partial { start: 90, end_inclusive: 99 });
+        assert_eq!(parse_range("bytes=-10", 100), Partial { start: 90, end_inclusive: 99 });
+        assert_eq!(parse_range("bytes=-500", 100), Partial { start: 0, end_inclusive: 99 });
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=x-1", "bytes=5-1", "bytes=-", "bytes=+1-2", "bytes"] {
+            assert_eq!(parse_range(ignored, 100), Full, "{ignored}");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The engine's two HTTP servers.
+//!
+//! - [`device`]: the LAN-facing server devices talk to (firmware downloads, health, metrics). It
+//!   must never expose an admin operation.
+//! - [`admin`]: the loopback admin API (bearer token) used by the UI, the CLI and automation.
+//!
+//! Both are plain `fn router(state) -> Router` so tests drive them with `oneshot` or on a port-0
+//! listener; [`serve`] runs one until the engine's cancellation token fires.
+
+pub mod admin;
+pub mod device;
+pub mod metrics;
+
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests get to finish once shutdown starts.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `router` on `listener` until `stop` is cancelled, then drains for at most [`GRACE`].
+pub async fn serve(name: &'static str, listener: TcpListener, router: Router, stop: CancellationToken) {
+    let drained = stop.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { drained.cancelled().await });
+    tokio::select! {
+        res = server => {
+            if let Err(e) = res {
+                tracing::error!(server = name, error = %e, "server stopped with an error");
+            }
+        }
+        () = async { stop.cancelled().await; tokio::time::sleep(GRACE).await } => {
+            tracing::warn!(server = name, "connections still open after the grace period; closing them");
+        }
+    }
+}

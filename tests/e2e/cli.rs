@@ -1,0 +1,121 @@
+//! The `flotilla` client commands: offline inspect, import, listing, keys; exit codes and JSON.
+
+use serde_json::Value;
+
+use crate::support::{Server, flotilla_bin, image, write};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn inspect_works_offline_and_refuses_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.bin", &image("4.5.6", 123_456));
+    let out =
+        std::process::Command::new(flotilla_bin()).args(["firmware", "inspect", "--json"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for key in [
+        "format",
+        "chip",
+        "version",
+        "project",
+        "idf_version",
+        "secure_version",
+        "size",
+        "sha256",
+        "flash_size",
+        "segments",
+    ] {
+        assert!(info.get(key).is_some(), "JSON carries {key}: {info}");
+    }
+    assert_eq!(info["format"], "esp32");
+    assert_eq!(info["version"], "4.5.6");
+    assert_eq!(info["project"], "demo");
+    assert_eq!(info["size"], 123_456);
+
+    let human = std::process::Command::new(flotilla_bin()).args(["firmware", "inspect"]).arg(&good).output().unwrap();
+    assert!(stdout(&human).contains("4.5.6") && stdout(&human).contains("sha256:"), "{}", stdout(&human));
+
+    let mut bad_bytes = image("4.5.6", 10_000);
+    let last = bad_bytes.len() - 40;
+    bad_bytes[last] ^= 0xFF;
+    let bad = write(dir.path(), "bad.bin", &bad_bytes);
+    let out = std::process::Command::new(flotilla_bin()).args(["firmware", "inspect"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.bin"), "{}", stderr(&out));
+
+    let missing =
+        std::process::Command::new(flotilla_bin()).args(["firmware", "inspect", "/nonexistent.bin"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("cannot read /nonexistent.bin"));
+}
+
+#[tokio::test]
+async fn import_list_show_and_keys_through_the_cli() {
+    let server = Server::start().await;
+    let file = write(server.data_dir(), "pump.bin", &image("1.4.2", 200_000));
+    let out = server.cli(&["firmware", "import", file.to_str().unwrap(), "--channel", "beta", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let res: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(res["created"], true);
+    assert_eq!(res["firmware"]["version"], "1.4.2");
+    assert_eq!(res["firmware"]["channel"], "beta");
+
+    let again = server.cli(&["firmware", "import", file.to_str().unwrap()]);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("Already imported"), "{}", stdout(&again));
+
+    let other = write(server.data_dir(), "other.bin", &image("1.4.2", 200_001));
+    let conflict = server.cli(&["firmware", "import", other.to_str().unwrap()]);
+    assert_eq!(conflict.status.code(), Some(2));
+    assert!(stderr(&conflict).contains("already imported"), "{}", stderr(&conflict));
+
+    let list = server.cli(&["firmware", "list"]);
+    assert!(list.status.success());
+    let text = stdout(&list);
+    assert!(text.lines().next().unwrap().starts_with("ID"), "{text}");
+    assert!(text.contains("1.4.2") && text.contains("demo") && text.contains("beta"), "{text}");
+    let json: Vec<Value> = serde_json::from_str(&stdout(&server.cli(&["firmware", "list", "--json"]))).unwrap();
+    assert_eq!(json.len(), 1);
+
+    let show = server.cli(&["firmware", "show", "1.4.2", "--json"]);
+    let fw: Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(fw["id"], json[0]["id"]);
+    let block = server.cli(&["firmware", "block", "1.4.2"]);
+    assert!(stdout(&block).contains("is blocked"), "{}", stdout(&block));
+
+    let devices = server.cli(&["devices", "list"]);
+    assert!(devices.status.success());
+    assert!(stdout(&devices).contains("No devices"));
+    let devices: Vec<Value> = serde_json::from_str(&stdout(&server.cli(&["devices", "list", "--json"]))).unwrap();
+    assert!(devices.is_empty());
+
+    let pem = server.cli(&["keys", "export"]);
+    assert!(stdout(&pem).starts_with("-----BEGIN PUBLIC KEY-----"), "{}", stdout(&pem));
+    let key: Value = serde_json::from_str(&stdout(&server.cli(&["keys", "export", "--format", "json"]))).unwrap();
+    assert_eq!(key["key_id"], fw["manifest"]["key_id"]);
+}
+
+#[test]
+fn client_commands_say_how_to_reach_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(flotilla_bin())
+        .args(["firmware", "list", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("FLOTILLA_API")
+        .env_remove("FLOTILLA_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("flotilla serve"), "{}", stderr(&out));
+    let out = std::process::Command::new(flotilla_bin())
+        .args(["firmware", "list", "--api", "http://127.0.0.1:9", "--token", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
