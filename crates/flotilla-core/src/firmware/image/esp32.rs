@@ -116,7 +116,7 @@ pub(super) fn parse(bytes: &[u8], hash_file: bool) -> Result<(ImageInfo, Option<
 /// Where padding checks resume after the image: past a Secure Boot v2 signature sector if one
 /// sits where esptool puts it, else at `end`.
 fn skip_signature_sector(bytes: &[u8], end: usize) -> usize {
-    let signed = end % SIGNATURE_ALIGN == 0
+    let signed = end.is_multiple_of(SIGNATURE_ALIGN)
         && bytes.get(end) == Some(&SIGNATURE_BLOCK_MAGIC)
         && matches!(bytes.get(end + 1), Some(0x02 | 0x03));
     if signed { (end + SIGNATURE_SECTOR_LEN).min(bytes.len()) } else { end }

@@ -15,12 +15,12 @@ pub(super) const MAX_SEGMENTS: u8 = 16;
 const CHECKSUM_SEED: u8 = 0xEF;
 
 /// `len` bytes at `offset`, or [`ImageError::Truncated`] naming `what` (built only on error).
-pub(super) fn take<'a>(
-    bytes: &'a [u8],
+pub(super) fn take(
+    bytes: &[u8],
     offset: usize,
     len: usize,
     what: impl FnOnce() -> String,
-) -> Result<&'a [u8], ImageError> {
+) -> Result<&[u8], ImageError> {
     bytes.get(offset..).and_then(|rest| rest.get(..len)).ok_or_else(|| ImageError::Truncated {
         what: what(),
         offset: offset as u64,
