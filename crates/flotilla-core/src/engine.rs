@@ -417,7 +417,7 @@ impl EngineHandle {
                 if r.len() >= 6 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
                     let found = fw_table::by_sha256_prefix(conn, &r, 2)?;
                     match found.len() {
-                        1 => return Ok(found.into_iter().next().ok_or_else(|| CoreError::NotFound(r.clone()))?),
+                        1 => return found.into_iter().next().ok_or_else(|| CoreError::NotFound(r.clone())),
                         2 => return Err(CoreError::BadRequest(format!("sha256 prefix {r} matches several firmware"))),
                         _ => {}
                     }

@@ -14,7 +14,7 @@
 //! - [`discovery`]: mDNS advertising.
 //! - [`engine`]: start/shutdown, task wiring, every operation.
 //! - [`config`]: settings, defaults and the data dir layout.
-//! - [`error`]: [`CoreError`].
+//! - [`error`]: the error type, [`CoreError`].
 
 pub mod config;
 pub mod discovery;
