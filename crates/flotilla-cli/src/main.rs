@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Desktop fleet manager for over-the-air updates of ESP32 / ESP8266 devices.
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about)]
+#[command(name = "flotilla", version, about = "Fleet manager for over-the-air updates of ESP32 / ESP8266 devices.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

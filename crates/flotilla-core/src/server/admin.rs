@@ -560,3 +560,35 @@ fn to_sse(e: &flotilla_proto::Event) -> SseEvent {
     let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
     SseEvent::default().id(e.id.to_string()).event(e.kind.clone()).data(data)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    /// `docs/openapi.json` is the committed description; it must match the code. Regenerate with
+    /// `FLOTILLA_BLESS=1 cargo test -p flotilla-core openapi`.
+    #[test]
+    fn committed_openapi_description_is_current() {
+        let generated = super::openapi().to_pretty_json().unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        if std::env::var_os("FLOTILLA_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        if committed != generated {
+            panic!("docs/openapi.json is stale: run `FLOTILLA_BLESS=1 cargo test -p flotilla-core openapi`");
+        }
+    }
+
+    #[test]
+    fn every_documented_route_but_health_requires_the_token() {
+        let api = super::openapi();
+        for (path, item) in &api.paths.paths {
+            let ops = [&item.get, &item.post, &item.put, &item.patch, &item.delete];
+            for op in ops.into_iter().flatten() {
+                let open = op.security.as_ref().is_some_and(|s| s.iter().all(|r| serde_json::to_value(r).unwrap() == serde_json::json!({})));
+                assert_eq!(open, super::OPEN_PATHS.contains(&path.as_str()), "{path}: documented security must match the middleware");
+            }
+        }
+    }
+}
