@@ -586,8 +586,15 @@ mod tests {
         for (path, item) in &api.paths.paths {
             let ops = [&item.get, &item.post, &item.put, &item.patch, &item.delete];
             for op in ops.into_iter().flatten() {
-                let open = op.security.as_ref().is_some_and(|s| s.iter().all(|r| serde_json::to_value(r).unwrap() == serde_json::json!({})));
-                assert_eq!(open, super::OPEN_PATHS.contains(&path.as_str()), "{path}: documented security must match the middleware");
+                let open = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| serde_json::to_value(r).unwrap() == serde_json::json!({})));
+                assert_eq!(
+                    open,
+                    super::OPEN_PATHS.contains(&path.as_str()),
+                    "{path}: documented security must match the middleware"
+                );
             }
         }
     }
