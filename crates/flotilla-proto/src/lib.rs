@@ -8,12 +8,16 @@
 //! - [`firmware`]: what the image parser reads, imported firmware, signed manifests.
 //! - [`device`]: the inventory, keyed by MAC.
 //! - [`event`]: audit log entries and live events.
+//! - [`native`]: the native device protocol (HTTP pull, MQTT push, topic profiles).
+//! - [`rollout`]: rollout specs, rollout and job states.
 //! - [`api`]: admin API envelopes (errors, health, runtime info).
 
 pub mod api;
 pub mod device;
 pub mod event;
 pub mod firmware;
+pub mod native;
+pub mod rollout;
 
 pub use api::{ErrorBody, ErrorDetail, Health, PublicKey, RuntimeInfo};
 pub use device::{Device, Family, LabelRequest};

@@ -1,0 +1,265 @@
+//! The native device protocol: what firmware with Flotilla's client speaks, over HTTP (pull) or
+//! MQTT (push). Documented for device authors in `docs/device-api.md`.
+//!
+//! - Pull: the device `POST`s a [`CheckRequest`] to `/api/v1/check` and gets a [`CheckResponse`]:
+//!   an [`Offer`] when it has a job, else `{"update_available": false}`. It reports progress with
+//!   [`ReportRequest`] to `/api/v1/report`.
+//! - Push: Flotilla publishes an [`Offer`] on the device's command topic; the device publishes
+//!   [`OtaStatus`] on its status topic and a retained [`Presence`] (with an LWT) on its presence
+//!   topic.
+//!
+//! A device verifies an offer before flashing: the Ed25519 `signature` over the exact bytes of
+//! `manifest_json` with the site key baked into its firmware, then the downloaded bytes' SHA-256
+//! against the manifest's.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::firmware::Chip;
+
+/// A device checking in (pull). Also registers or refreshes the device (identity = MAC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CheckRequest {
+    /// The device's own id (hostname, topic id).
+    pub device_id: String,
+    pub mac: String,
+    pub model: Option<String>,
+    pub chip: Option<String>,
+    /// Version the device runs now.
+    pub version: String,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+}
+
+/// What a device is told to install: the signed manifest plus where to get the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Offer {
+    /// Always true (lets a device tell an offer from "no update" by one field).
+    pub update_available: bool,
+    /// Job id: echo it in every report.
+    pub job: String,
+    /// Download URL on the device server, with a per-job token.
+    pub url: String,
+    pub version: String,
+    pub size: u64,
+    /// SHA-256 of the file (lower-case hex).
+    pub sha256: String,
+    pub chip: Chip,
+    pub model: String,
+    pub min_version: Option<String>,
+    pub secure_version: Option<u32>,
+    /// The exact bytes the signature covers (the manifest's compact JSON).
+    pub manifest_json: String,
+    /// Ed25519 signature over `manifest_json`, base64.
+    pub signature: String,
+    /// Id of the site key that signed.
+    pub key_id: String,
+}
+
+/// Answer to a check-in: an offer, or nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CheckResponse {
+    Offer(Box<Offer>),
+    NoUpdate { update_available: bool },
+}
+
+impl CheckResponse {
+    pub fn none() -> CheckResponse {
+        CheckResponse::NoUpdate { update_available: false }
+    }
+}
+
+/// Where a device says it is in an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceOtaState {
+    /// The offer was received and accepted.
+    Accepted,
+    Downloading,
+    /// Download complete and verified; writing / activating the new partition.
+    Installing,
+    /// About to reboot into the new firmware.
+    Rebooting,
+    /// The device gives up: `error` says why.
+    Failed,
+    /// The device refuses the offer (wrong chip, signature, policy): `error` says why.
+    Rejected,
+}
+
+/// A progress report (pull: `POST /api/v1/report`; push: the status topic as [`OtaStatus`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportRequest {
+    pub device_id: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    pub job: String,
+    pub state: DeviceOtaState,
+    /// Percent, 0–100.
+    #[serde(default)]
+    pub progress: Option<u8>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The version the device runs, if it says.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// Progress on the MQTT status topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OtaStatus {
+    pub job: String,
+    pub state: DeviceOtaState,
+    #[serde(default)]
+    pub progress: Option<u8>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Retained presence on the MQTT presence topic; the LWT is `{"online": false}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Presence {
+    pub online: bool,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub chip: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+/// Acknowledgement of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportAck {
+    pub ok: bool,
+}
+
+/// MQTT topics of one fleet convention. Templates use `{id}` (the device id) and may use
+/// `{owner}` (a segment Flotilla does not interpret, e.g. an installation owner); both match one
+/// topic level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TopicProfile {
+    pub name: String,
+    /// Where Flotilla publishes an [`Offer`].
+    pub command: String,
+    /// Where the device publishes [`OtaStatus`] progress.
+    pub status: String,
+    /// Where the device publishes its final [`OtaStatus`], if apart from `status`.
+    pub result: Option<String>,
+    /// Where the device publishes retained [`Presence`] (and its LWT).
+    pub presence: String,
+}
+
+impl TopicProfile {
+    /// Flotilla's own topics: `flotilla/<id>/cmd/ota`, `flotilla/<id>/status/ota`, `flotilla/<id>/status`.
+    pub fn flotilla() -> TopicProfile {
+        TopicProfile {
+            name: "flotilla".into(),
+            command: "flotilla/{id}/cmd/ota".into(),
+            status: "flotilla/{id}/status/ota".into(),
+            result: None,
+            presence: "flotilla/{id}/status".into(),
+        }
+    }
+
+    /// CerCollettiva fleets: `cercollettiva/<owner>/<id>/cmd/ota` + `…/status/ota`.
+    pub fn cercollettiva() -> TopicProfile {
+        TopicProfile {
+            name: "cercollettiva".into(),
+            command: "cercollettiva/{owner}/{id}/cmd/ota".into(),
+            status: "cercollettiva/{owner}/{id}/status/ota".into(),
+            result: None,
+            presence: "cercollettiva/{owner}/{id}/status".into(),
+        }
+    }
+
+    /// Paku fleets: `paku/devices/<id>/cmd/ota`, progress `…/ota/progress`, result `…/ota/result`,
+    /// registration on `paku/edge/<id>/status`.
+    pub fn paku() -> TopicProfile {
+        TopicProfile {
+            name: "paku".into(),
+            command: "paku/devices/{id}/cmd/ota".into(),
+            status: "paku/devices/{id}/ota/progress".into(),
+            result: Some("paku/devices/{id}/ota/result".into()),
+            presence: "paku/edge/{id}/status".into(),
+        }
+    }
+
+    /// The built-in profiles.
+    pub fn builtin() -> Vec<TopicProfile> {
+        vec![TopicProfile::flotilla(), TopicProfile::cercollettiva(), TopicProfile::paku()]
+    }
+
+    /// A built-in profile by name.
+    pub fn named(name: &str) -> Option<TopicProfile> {
+        TopicProfile::builtin().into_iter().find(|p| p.name == name)
+    }
+}
+
+/// Fills a topic template. `owner` stands in for `{owner}` (`+` when unknown is not allowed in
+/// a publish, so callers pass the owner they learnt from the device's own topics).
+pub fn render_topic(template: &str, id: &str, owner: Option<&str>) -> String {
+    template.replace("{id}", id).replace("{owner}", owner.unwrap_or("_"))
+}
+
+/// The subscription filter of a template: every placeholder becomes `+`.
+pub fn topic_filter(template: &str) -> String {
+    template
+        .split('/')
+        .map(|s| if s.starts_with('{') && s.ends_with('}') { "+" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Matches a concrete topic against a template; returns `(id, owner)` on a match.
+pub fn match_topic(template: &str, topic: &str) -> Option<(String, Option<String>)> {
+    let t: Vec<&str> = template.split('/').collect();
+    let c: Vec<&str> = topic.split('/').collect();
+    if t.len() != c.len() {
+        return None;
+    }
+    let (mut id, mut owner) = (None, None);
+    for (tp, seg) in t.iter().zip(&c) {
+        match *tp {
+            "{id}" if !seg.is_empty() => id = Some((*seg).to_owned()),
+            "{owner}" if !seg.is_empty() => owner = Some((*seg).to_owned()),
+            lit if lit == *seg => {}
+            _ => return None,
+        }
+    }
+    id.map(|id| (id, owner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_templates_render_filter_and_match() {
+        let p = TopicProfile::cercollettiva();
+        assert_eq!(render_topic(&p.command, "dev-1", Some("acme")), "cercollettiva/acme/dev-1/cmd/ota");
+        assert_eq!(topic_filter(&p.status), "cercollettiva/+/+/status/ota");
+        assert_eq!(
+            match_topic(&p.status, "cercollettiva/acme/dev-1/status/ota"),
+            Some(("dev-1".into(), Some("acme".into())))
+        );
+        assert_eq!(match_topic(&p.status, "cercollettiva/acme/dev-1/status"), None);
+        let f = TopicProfile::flotilla();
+        assert_eq!(match_topic(&f.presence, "flotilla/x/status"), Some(("x".into(), None)));
+        assert_eq!(match_topic(&f.presence, "flotilla/x/status/ota"), None);
+        assert_eq!(match_topic(&f.status, "flotilla//status/ota"), None);
+    }
+
+    #[test]
+    fn check_responses_serialise_as_devices_expect() {
+        let none = serde_json::to_string(&CheckResponse::none()).unwrap_or_default();
+        assert_eq!(none, r#"{"update_available":false}"#);
+        let parsed: CheckResponse =
+            serde_json::from_str(r#"{"update_available":false}"#).unwrap_or(CheckResponse::none());
+        assert_eq!(parsed, CheckResponse::none());
+    }
+}
