@@ -35,7 +35,7 @@ mkdir -p "$work/www"
 "$BIN/flotilla-imagegen" --chip esp32 --version 1.0.0 --project bench --size "$SIZE" --out "$work/www/fw.bin" >/dev/null
 
 say "starting flotilla serve"
-"$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
+"$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do [ -f "$work/data/runtime.json" ] && break; sleep 0.05; done
 [ -f "$work/data/runtime.json" ] || { cat "$work/flotilla.log"; exit 1; }

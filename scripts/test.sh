@@ -3,7 +3,7 @@
 # end-to-end tests. Exit code 0 only if everything passed.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
-ensure_packages pkg-config build-essential ca-certificates
+ensure_packages pkg-config build-essential ca-certificates mosquitto iproute2 mount util-linux
 cd "$ROOT"
 
 say "cargo fmt --check"

@@ -15,7 +15,11 @@ async fn every_route_but_health_answers_401_without_the_token() {
     let http = reqwest::Client::new();
     let mut checked = 0;
     for (path, item) in paths {
-        let concrete = path.replace("{ref}", "1").replace("{mac}", "aa:bb:cc:dd:ee:ff");
+        let concrete = path
+            .replace("{ref}", "1")
+            .replace("{mac}", "aa:bb:cc:dd:ee:ff")
+            .replace("{id}", "1")
+            .replace("{action}", "start");
         for method in ["get", "post", "put", "patch", "delete"] {
             if item.get(method).is_none() {
                 continue;

@@ -6,5 +6,9 @@
 mod admin_api;
 mod cli;
 mod device_server;
+mod full_disk;
+mod mdns;
+mod native_pull;
+mod rollout;
 mod serve;
 mod support;

@@ -69,7 +69,17 @@ async fn a_busy_port_is_reported_with_its_address() {
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(crate::support::flotilla_bin())
-        .args(["serve", "--http", "127.0.0.1:0", "--no-mdns", "--admin", &addr, "--data-dir"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--admin",
+            &addr,
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

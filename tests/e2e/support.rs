@@ -45,8 +45,27 @@ impl Server {
 
     /// Starts a server on an existing data dir (a restart).
     pub async fn start_in(dir: tempfile::TempDir) -> Server {
+        Server::start_on(dir, 0, 0).await
+    }
+
+    /// Starts a server with given device-server and MQTT ports (0: any), so a restart keeps the
+    /// addresses devices know.
+    pub async fn start_on(dir: tempfile::TempDir, http_port: u16, mqtt_port: u16) -> Server {
+        let http = format!("127.0.0.1:{http_port}");
+        let mqtt = format!("127.0.0.1:{mqtt_port}");
         let child = Command::new(flotilla_bin())
-            .args(["serve", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-mdns", "--log", "warn"])
+            .args([
+                "serve",
+                "--http",
+                &http,
+                "--admin",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                &mqtt,
+                "--no-mdns",
+                "--log",
+                "warn",
+            ])
             .arg("--data-dir")
             .arg(dir.path())
             .env_remove("FLOTILLA_API")
@@ -165,4 +184,79 @@ pub fn stored_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+// ---- namespaces (tests that need root) -----------------------------------------------------------
+
+/// Whether a test that creates namespaces (network, mount) may run. Those need root, which CI has.
+/// Without root the test fails with a message saying so, unless `FLOTILLA_SKIP_NETNS=1`, which
+/// skips it loudly (returns false) whoever runs it.
+pub fn namespaces_permitted(test: &str) -> bool {
+    if std::env::var("FLOTILLA_SKIP_NETNS").is_ok_and(|v| v == "1") {
+        eprintln!("\n*** SKIPPED {test}: FLOTILLA_SKIP_NETNS=1 (it needs root to create namespaces) ***\n");
+        return false;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1));
+    if euid != Some("0") {
+        panic!(
+            "{test} needs root to create namespaces (CI runs as root) but runs as uid {}; run it as root, \
+             or set FLOTILLA_SKIP_NETNS=1 to skip it",
+            euid.unwrap_or("?")
+        );
+    }
+    true
+}
+
+/// Panics with the Debian package to install when `program` cannot be run.
+pub fn require_program(program: &str, version_arg: &str, package: &str) {
+    if let Err(e) = Command::new(program).arg(version_arg).stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        panic!("this test runs `{program}`, which cannot be started ({e}); install the Debian package {package}");
+    }
+}
+
+/// Waits until `<dir>/runtime.json` names `child` (it is listening by then), failing at once if it
+/// exits first. For tests that start `flotilla serve` their own way (inside a namespace); `dir` is
+/// where this process sees the data dir.
+pub async fn wait_for_runtime_of(child: &mut Child, dir: &Path) -> RuntimeInfo {
+    let path = dir.join("runtime.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(info) = serde_json::from_str::<RuntimeInfo>(&text)
+            && info.pid == child.id()
+        {
+            return info;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("flotilla serve exited ({status}) before writing {}; its stderr is above", path.display());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flotilla serve did not write {} within 30 s", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (for a server that must keep its port across a
+/// restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// `mqtt://user:pass@127.0.0.1:port` of the embedded broker.
+    pub fn mqtt_url(&self) -> String {
+        let creds: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.data_dir().join("mqtt-credentials")).unwrap()).unwrap();
+        let url = self.info.mqtt_url.clone().expect("MQTT is on");
+        let port = url.rsplit(':').next().unwrap();
+        format!(
+            "mqtt://{}:{}@127.0.0.1:{port}",
+            creds["username"].as_str().unwrap(),
+            creds["password"].as_str().unwrap()
+        )
+    }
 }

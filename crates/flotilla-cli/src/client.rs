@@ -13,7 +13,7 @@ use crate::output::{fields, opt, size, table};
 use crate::{ApiArgs, CliError, CliResult, DevicesCmd, FirmwareCmd, KeysCmd};
 
 /// A connection to one engine's admin API.
-struct Api {
+pub struct Api {
     base: String,
     token: String,
     http: reqwest::Client,
@@ -21,7 +21,7 @@ struct Api {
 
 impl Api {
     /// Finds the API from flags, environment, or the data dir of a running `flotilla serve`.
-    fn resolve(args: &ApiArgs) -> CliResult<Api> {
+    pub fn resolve(args: &ApiArgs) -> CliResult<Api> {
         let dir = DataDir::new(args.data_dir.clone().unwrap_or_else(default_data_dir));
         let base = match &args.api {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -57,7 +57,7 @@ impl Api {
         Ok(Api { base, token, http })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> CliResult<T> {
+    pub async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> CliResult<T> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -79,16 +79,33 @@ impl Api {
         })
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
         self.send(self.request(Method::GET, path)).await
+    }
+
+    /// A GET whose answer is text (CSV).
+    pub async fn text(&self, path: &str) -> CliResult<String> {
+        let resp = self
+            .request(Method::GET, path)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CliError::unreachable(format!("cannot reach the admin API at {}: {e}", self.base)))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| CliError::unreachable(format!("admin API answer broke off: {e}")))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = serde_json::from_str::<ErrorBody>(&body).map(|b| b.error.message).unwrap_or(body);
+        Err(if status.is_server_error() { CliError::failure(message) } else { CliError::refused(message) })
     }
 }
 
-fn print_json<T: Serialize>(v: &T) -> CliResult {
+pub fn print_json<T: Serialize>(v: &T) -> CliResult {
     let text = serde_json::to_string_pretty(v).map_err(|e| CliError::failure(e.to_string()))?;
     println!("{text}");
     Ok(())

@@ -5,6 +5,7 @@
 
 mod client;
 mod output;
+mod rollout;
 mod serve;
 
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Command {
     /// The device inventory.
     #[command(subcommand)]
     Devices(DevicesCmd),
+    /// Staged rollouts: plan, start, pause, resume, cancel, watch, report.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCmd),
     /// The site signing key.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
             Command::Firmware(cmd) => client::firmware(cmd).await,
             Command::Devices(cmd) => client::devices(cmd).await,
             Command::Keys(cmd) => client::keys(cmd).await,
+            Command::Rollout(cmd) => rollout::run(cmd).await,
         }
     });
     match result {

@@ -30,6 +30,12 @@ pub struct EngineConfig {
     pub model_max_image_size: HashMap<String, u64>,
     /// Firmware bytes kept in memory for serving (least recently used dropped first).
     pub serve_cache_bytes: u64,
+    /// Free disk space an import must leave (so the database can still record changes).
+    pub disk_reserve: u64,
+    /// Where MQTT comes from (default: the embedded broker on `0.0.0.0:1883`).
+    pub mqtt: crate::mqtt_link::MqttMode,
+    /// MQTT topic conventions the engine listens to and commands with.
+    pub topic_profiles: Vec<flotilla_proto::native::TopicProfile>,
 }
 
 impl EngineConfig {
@@ -44,6 +50,9 @@ impl EngineConfig {
             max_image_size: DEFAULT_MAX_IMAGE_SIZE,
             model_max_image_size: HashMap::new(),
             serve_cache_bytes: 64 * 1024 * 1024,
+            disk_reserve: crate::firmware::blobs::DEFAULT_DISK_RESERVE,
+            mqtt: crate::mqtt_link::MqttMode::Embedded { listen: SocketAddr::from(([0, 0, 0, 0], 1883)) },
+            topic_profiles: flotilla_proto::native::TopicProfile::builtin(),
         }
     }
 

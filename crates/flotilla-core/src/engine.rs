@@ -14,15 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use flotilla_proto::{
-    Device, DownloadLink, Event, EventPage, Firmware, FirmwarePatch, ImageInfo, ImportOptions, ImportResponse,
-    PublicKey, RuntimeInfo,
+    DownloadLink, Event, EventPage, Firmware, FirmwarePatch, ImageInfo, ImportOptions, ImportResponse, PublicKey,
+    RuntimeInfo,
 };
-use flotilla_store::devices::{self, Sighting};
 use flotilla_store::events::{self, NewEvent};
 use flotilla_store::{Store, firmware as fw_table};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,7 +32,11 @@ use crate::firmware::blobs::{Blobs, valid_sha256};
 use crate::firmware::signing::SiteKey;
 use crate::firmware::token::{DownloadTokens, valid_job};
 use crate::firmware::{image, import};
+use crate::fleet::{Fleet, OFFLINE_AFTER, TICK};
+use crate::inventory::Inventory;
+use crate::protocols::native::Native;
 use crate::server::metrics::Metrics;
+use crate::writer::Writer;
 use crate::{secrets, server};
 
 /// Seconds since the Unix epoch.
@@ -112,6 +115,15 @@ pub(crate) struct Shared {
     pub admin_url: String,
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub fleet: Mutex<Fleet>,
+    pub writer: Writer,
+    /// Wakes the scheduler early (a report, a check-in, a rollout action).
+    pub kick: Notify,
+    pub native: Native,
+    /// Connection state of the MQTT client, once it runs.
+    pub mqtt_connected: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
+    /// URL devices use for MQTT, once it runs.
+    pub mqtt_url: std::sync::OnceLock<String>,
 }
 
 /// Starts engines.
@@ -145,7 +157,7 @@ impl Engine {
         let db_path = data.database();
         let store =
             tokio::task::spawn_blocking(move || Store::open(&db_path)).await.map_err(|_| CoreError::ShuttingDown)??;
-        let blobs = Blobs::open(&data.firmware_dir(), config.serve_cache_bytes)?;
+        let blobs = Blobs::open(&data.firmware_dir(), config.serve_cache_bytes)?.with_disk_reserve(config.disk_reserve);
         let key = SiteKey::load_or_create(&data.keys_dir())?;
         let tokens = DownloadTokens::load_or_create(&data.keys_dir())?;
         let admin_token = load_admin_token(&data.admin_token())?;
@@ -156,6 +168,8 @@ impl Engine {
         for f in &firmware {
             catalog.set(f);
         }
+        let inventory = Inventory::load(flotilla_store::devices::list_with_transport(store.conn())?);
+        let runs = Fleet::load_runs(store.conn(), &firmware)?;
         let swept = blobs.sweep_orphans(&known)?;
         if swept > 0 {
             tracing::warn!(swept, "removed firmware files no row refers to (left by an interrupted import)");
@@ -167,10 +181,13 @@ impl Engine {
         };
         let admin_url = format!("http://{}", reachable(admin_addr));
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
+        let store = Arc::new(Mutex::new(store));
+        let writer = Writer::start(Arc::clone(&store), events_tx.clone())?;
+        let profiles = config.topic_profiles.clone();
         let shared = Arc::new(Shared {
             config,
             data,
-            db: Db(Arc::new(Mutex::new(store))),
+            db: Db(store),
             blobs,
             catalog,
             key,
@@ -182,6 +199,12 @@ impl Engine {
             admin_url,
             device_addr,
             admin_addr,
+            fleet: Mutex::new(Fleet { inventory, runs, seen: HashSet::new() }),
+            writer,
+            kick: Notify::new(),
+            native: Native::new(profiles.clone()),
+            mqtt_connected: std::sync::OnceLock::new(),
+            mqtt_url: std::sync::OnceLock::new(),
         });
 
         let stop = CancellationToken::new();
@@ -199,20 +222,42 @@ impl Engine {
             None
         };
 
-        let runtime = RuntimeInfo {
-            admin_url: shared.admin_url.clone(),
-            device_url: shared.device_url.clone(),
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
+        let handle = EngineHandle {
+            shared,
+            stop,
+            tracker,
+            advertiser: Arc::new(Mutex::new(advertiser)),
+            mqtt: Arc::new(tokio::sync::Mutex::new(None)),
         };
-        let runtime_json = serde_json::to_vec_pretty(&runtime).map_err(|e| CoreError::BadRequest(e.to_string()))?;
-        secrets::write_private(&shared.data.runtime_json(), &runtime_json)?;
-
-        let handle = EngineHandle { shared, stop, tracker, advertiser: Arc::new(Mutex::new(advertiser)) };
-        let router = server::device::router(Arc::clone(&handle.shared));
+        let mode = handle.shared.config.mqtt.clone();
+        match crate::mqtt_link::start(&handle, &mode, &profiles).await {
+            Ok(Some(link)) => {
+                let _ = handle.shared.mqtt_url.set(link.device_url.clone());
+                *handle.mqtt.lock().await = Some(link);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                handle.stop.cancel();
+                handle.tracker.close();
+                handle.tracker.wait().await;
+                return Err(e);
+            }
+        }
+        let router =
+            server::device::router(Arc::clone(&handle.shared)).merge(server::device_api::router(handle.clone()));
         handle.tracker.spawn(server::serve("device", device, router, handle.stop.clone()));
         let router = server::admin::router(handle.clone());
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
+        handle.tracker.spawn(scheduler(handle.clone()));
+        let runtime = RuntimeInfo {
+            admin_url: handle.shared.admin_url.clone(),
+            device_url: handle.shared.device_url.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            mqtt_url: handle.mqtt_url().map(str::to_owned),
+        };
+        let runtime_json = serde_json::to_vec_pretty(&runtime).map_err(|e| CoreError::BadRequest(e.to_string()))?;
+        secrets::write_private(&handle.shared.data.runtime_json(), &runtime_json)?;
         handle
             .record(
                 "engine.started",
@@ -226,7 +271,7 @@ impl Engine {
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.
-fn reachable(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
     if !addr.ip().is_unspecified() {
         return addr;
     }
@@ -256,6 +301,7 @@ pub struct EngineHandle {
     stop: CancellationToken,
     tracker: TaskTracker,
     advertiser: Arc<Mutex<Option<Advertiser>>>,
+    mqtt: Arc<tokio::sync::Mutex<Option<crate::mqtt_link::MqttLink>>>,
 }
 
 impl EngineHandle {
@@ -291,8 +337,32 @@ impl EngineHandle {
             a.stop();
         }
         self.tracker.wait().await;
+        if let Some(link) = self.mqtt.lock().await.take()
+            && let Some(broker) = link.broker
+        {
+            broker.stop().await;
+        }
+        let _ = self.shared.writer.flush().await;
         let _ = self.record("engine.stopped", "engine", None, json!({})).await;
         let _ = std::fs::remove_file(self.shared.data.runtime_json());
+    }
+
+    pub(crate) fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// URL devices use for MQTT (`None` when MQTT is off).
+    pub fn mqtt_url(&self) -> Option<&str> {
+        self.shared.mqtt_url.get().map(String::as_str)
+    }
+
+    /// Is the MQTT client connected to its broker?
+    pub fn mqtt_connected(&self) -> bool {
+        self.shared.mqtt_connected.get().is_some_and(|rx| *rx.borrow())
     }
 
     /// Resolves when shutdown has been requested.
@@ -521,80 +591,6 @@ impl EngineHandle {
         self.shared.key.public()
     }
 
-    // ---- devices --------------------------------------------------------------------------
-
-    pub async fn list_devices(&self) -> Result<Vec<Device>> {
-        self.shared.db.call(|s| Ok(devices::list(s.conn())?)).await
-    }
-
-    pub async fn get_device(&self, mac: &str) -> Result<Device> {
-        let mac = normalize(mac)?;
-        self.shared
-            .db
-            .call(move |s| devices::get(s.conn(), &mac)?.ok_or_else(|| CoreError::NotFound(format!("device {mac}"))))
-            .await
-    }
-
-    /// Records that a source saw a device (merging by MAC).
-    pub async fn record_sighting(&self, sighting: Sighting) -> Result<Device> {
-        let mut sighting = sighting;
-        sighting.mac = normalize(&sighting.mac)?;
-        let (device, ev) = self
-            .shared
-            .db
-            .call(move |s| {
-                Ok(s.write(|tx| {
-                    let (d, created) = devices::upsert(tx, &sighting)?;
-                    let kind = if created { "device.discovered" } else { "device.seen" };
-                    let ev = events::append(
-                        tx,
-                        &NewEvent::new(
-                            kind,
-                            &format!("{}:{}", sighting.source, d.mac),
-                            Some(format!("device:{}", d.mac)),
-                            json!({ "mac": d.mac, "ip": d.ip, "version": d.version }),
-                        ),
-                    )?;
-                    Ok((d, ev))
-                })?)
-            })
-            .await?;
-        let _ = self.shared.events.send(ev);
-        Ok(device)
-    }
-
-    /// Adds and removes labels of a device.
-    pub async fn label_device(&self, mac: &str, add: Vec<String>, remove: Vec<String>, actor: &str) -> Result<Device> {
-        let mac = normalize(mac)?;
-        if let Some(bad) = add.iter().chain(&remove).find(|l| !flotilla_proto::device::valid_label(l)) {
-            return Err(CoreError::BadRequest(format!(
-                "label {bad:?} must be 1-64 characters of A-Z a-z 0-9 . _ : / -"
-            )));
-        }
-        let actor = actor.to_owned();
-        let (device, ev) = self
-            .shared
-            .db
-            .call(move |s| {
-                Ok(s.write(|tx| {
-                    let d = devices::edit_labels(tx, &mac, &add, &remove)?;
-                    let ev = events::append(
-                        tx,
-                        &NewEvent::new(
-                            "device.labelled",
-                            &actor,
-                            Some(format!("device:{mac}")),
-                            json!({ "mac": mac, "added": add, "removed": remove, "labels": d.labels }),
-                        ),
-                    )?;
-                    Ok((d, ev))
-                })?)
-            })
-            .await?;
-        let _ = self.shared.events.send(ev);
-        Ok(device)
-    }
-
     // ---- events ---------------------------------------------------------------------------
 
     pub async fn events_page(&self, before: Option<i64>, kind: Option<String>, limit: u32) -> Result<EventPage> {
@@ -607,7 +603,25 @@ impl EngineHandle {
     }
 }
 
-fn normalize(mac: &str) -> Result<String> {
-    flotilla_proto::device::normalize_mac(mac)
-        .ok_or_else(|| CoreError::BadRequest(format!("{mac:?} is not a MAC address")))
+/// The scheduler task: a pass every [`TICK`], or at once when something happened.
+async fn scheduler(engine: EngineHandle) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = engine.stop.cancelled() => break,
+            _ = interval.tick() => {}
+            () = engine.shared.kick.notified() => {}
+        }
+        if let Err(e) = engine.tick().await {
+            tracing::error!(error = %e, "scheduler pass failed");
+        }
+        if last_sweep.elapsed() >= OFFLINE_AFTER / 60 {
+            last_sweep = tokio::time::Instant::now();
+            if let Err(e) = engine.sweep_offline() {
+                tracing::error!(error = %e, "offline sweep failed");
+            }
+        }
+    }
 }

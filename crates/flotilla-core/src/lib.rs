@@ -12,6 +12,12 @@
 //!   download tokens.
 //! - [`server`]: the device server and the admin API (with its OpenAPI description).
 //! - [`discovery`]: mDNS advertising.
+//! - [`mqtt`]: the engine's MQTT client and the embedded broker.
+//! - [`rollout`]: staged rollouts — targets, waves, gates, the job state machine.
+//! - [`protocols`]: how each device family is updated (one [`protocols::Adapter`] per family).
+//! - [`inventory`]: devices in memory, keyed by MAC, merged from every source.
+//! - `fleet`: the inventory and rollouts behind one lock, check-ins, reports, the scheduler pass.
+//! - `writer`: the store writer thread (batched, write-behind, flush for durability).
 //! - [`engine`]: start/shutdown, task wiring, every operation.
 //! - [`config`]: settings, defaults and the data dir layout.
 //! - [`error`]: the error type, [`CoreError`].
@@ -21,10 +27,18 @@ pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod firmware;
+pub(crate) mod fleet;
+pub mod inventory;
+pub mod mqtt;
+pub mod mqtt_link;
+pub mod protocols;
+pub mod rollout;
 mod secrets;
 pub mod server;
+mod writer;
 
 pub use config::{DataDir, EngineConfig};
 pub use engine::{Engine, EngineHandle};
 pub use error::{CoreError, Result};
-pub use flotilla_store::devices::Sighting;
+pub use fleet::{RolloutAction, parse_token};
+pub use inventory::{Sighting, Transport};

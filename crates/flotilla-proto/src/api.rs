@@ -24,6 +24,10 @@ pub struct RuntimeInfo {
     pub device_url: String,
     pub pid: u32,
     pub version: String,
+    /// MQTT broker URL devices use (`None` when MQTT is off). The embedded broker's credentials
+    /// are in `<data>/mqtt-credentials`.
+    #[serde(default)]
+    pub mqtt_url: Option<String>,
 }
 
 /// `GET /health` on either server.

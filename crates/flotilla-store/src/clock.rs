@@ -19,6 +19,12 @@ pub fn rfc3339(ms: i64) -> String {
     at.format(&Rfc3339).unwrap_or_else(|_| ms.to_string())
 }
 
+/// Parses RFC 3339 back to Unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,5 +33,6 @@ mod tests {
     fn formats_utc_with_milliseconds() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_433_389_123), "2026-11-23T11:29:49.123Z");
+        assert_eq!(parse_rfc3339("2026-11-23T11:29:49.123Z"), Some(1_795_433_389_123));
     }
 }

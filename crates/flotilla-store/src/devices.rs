@@ -5,66 +5,67 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Result, StoreError, clock};
 
-/// What a source saw of a device; `None` fields keep what the store already has.
-#[derive(Debug, Clone, Default)]
-pub struct Sighting {
-    /// Normalised MAC (see `flotilla_proto::device::normalize_mac`).
-    pub mac: String,
-    pub device_id: Option<String>,
-    pub name: Option<String>,
-    pub family: Option<Family>,
-    pub model: Option<String>,
-    pub chip: Option<String>,
-    pub version: Option<String>,
-    pub ip: Option<String>,
-    /// `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
-    pub source: String,
-}
-
 const COLUMNS: &str = "mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen";
 
-/// Records a sighting: creates the device or merges what is new into it, marks it online.
-/// Returns the device as stored and whether it was new.
-pub fn upsert(conn: &Connection, s: &Sighting) -> Result<(Device, bool)> {
-    let now = clock::now_ms();
-    let existing = get(conn, &s.mac)?;
-    let created = existing.is_none();
-    let mut sources: Vec<String> = existing.as_ref().map(|d| d.sources.clone()).unwrap_or_default();
-    if !sources.iter().any(|x| x == &s.source) {
-        sources.push(s.source.clone());
-        sources.sort();
-    }
-    let sources_json = serde_json::to_string(&sources)
+/// Writes a device as it is (the engine's inventory merges sightings; the store keeps the result),
+/// with `transport`, how the engine reaches it (JSON). Labels are kept apart: see [`set_labels`].
+pub fn put(conn: &Connection, d: &Device, transport: Option<&str>) -> Result<()> {
+    let sources = serde_json::to_string(&d.sources)
         .map_err(|e| StoreError::Corrupt { what: "device sources".into(), detail: e.to_string() })?;
-    conn.execute(
-        "INSERT INTO devices (mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen)
-         VALUES (?1, ?2, ?3, coalesce(?4, 'unknown'), ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10)
+    let ms = |s: &str| clock::parse_rfc3339(s).unwrap_or_else(clock::now_ms);
+    conn.prepare_cached(
+        "INSERT INTO devices (mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen, transport)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (mac) DO UPDATE SET
-            device_id = coalesce(excluded.device_id, device_id),
-            name = coalesce(excluded.name, name),
-            family = coalesce(?4, family),
-            model = coalesce(excluded.model, model),
-            chip = coalesce(excluded.chip, chip),
-            version = coalesce(excluded.version, version),
-            ip = coalesce(excluded.ip, ip),
-            online = 1,
-            sources = excluded.sources,
-            last_seen = excluded.last_seen",
-        params![
-            s.mac,
-            s.device_id,
-            s.name,
-            s.family.map(Family::as_str),
-            s.model,
-            s.chip,
-            s.version,
-            s.ip,
-            sources_json,
-            now
-        ],
-    )?;
-    let device = get(conn, &s.mac)?.ok_or_else(|| StoreError::NotFound { what: format!("device {}", s.mac) })?;
-    Ok((device, created))
+            device_id = excluded.device_id, name = excluded.name, family = excluded.family,
+            model = excluded.model, chip = excluded.chip, version = excluded.version, ip = excluded.ip,
+            online = excluded.online, sources = excluded.sources, last_seen = excluded.last_seen,
+            transport = coalesce(excluded.transport, transport)",
+    )?
+    .execute(params![
+        d.mac,
+        d.device_id,
+        d.name,
+        d.family.as_str(),
+        d.model,
+        d.chip,
+        d.version,
+        d.ip,
+        d.online,
+        sources,
+        ms(&d.first_seen),
+        ms(&d.last_seen),
+        transport
+    ])?;
+    Ok(())
+}
+
+/// Replaces the labels of a device.
+pub fn set_labels(conn: &Connection, mac: &str, labels: &[String]) -> Result<()> {
+    conn.prepare_cached("DELETE FROM labels WHERE mac = ?1")?.execute([mac])?;
+    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO labels (mac, label) VALUES (?1, ?2)")?;
+    for label in labels {
+        ins.execute(params![mac, label])?;
+    }
+    Ok(())
+}
+
+/// Every device with its transport (JSON), for loading the inventory.
+pub fn list_with_transport(conn: &Connection) -> Result<Vec<(Device, Option<String>)>> {
+    let devices = list(conn)?;
+    let mut stmt = conn.prepare_cached("SELECT mac, transport FROM devices")?;
+    let mut transports: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))? {
+        let (mac, t) = row?;
+        transports.insert(mac, t);
+    }
+    Ok(devices
+        .into_iter()
+        .map(|d| {
+            let t = transports.remove(&d.mac).flatten();
+            (d, t)
+        })
+        .collect())
 }
 
 fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
@@ -138,76 +139,45 @@ pub fn labels_of(conn: &Connection, mac: &str) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
 }
 
-/// Adds and removes labels of a device; returns the device as stored.
-pub fn edit_labels(conn: &Connection, mac: &str, add: &[String], remove: &[String]) -> Result<Device> {
-    if get(conn, mac)?.is_none() {
-        return Err(StoreError::NotFound { what: format!("device {mac}") });
-    }
-    for label in remove {
-        conn.execute("DELETE FROM labels WHERE mac = ?1 AND label = ?2", params![mac, label])?;
-    }
-    for label in add {
-        conn.execute("INSERT OR IGNORE INTO labels (mac, label) VALUES (?1, ?2)", params![mac, label])?;
-    }
-    get(conn, mac)?.ok_or_else(|| StoreError::NotFound { what: format!("device {mac}") })
-}
-
-/// Marks a device offline (LWT, missed heartbeats). Returns false when the device is unknown.
-pub fn set_offline(conn: &Connection, mac: &str) -> Result<bool> {
-    Ok(conn.execute("UPDATE devices SET online = 0 WHERE mac = ?1", [mac])? == 1)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::Store;
 
-    fn sighting(mac: &str, source: &str) -> Sighting {
-        Sighting { mac: mac.into(), source: source.into(), ..Sighting::default() }
+    fn device(mac: &str) -> Device {
+        Device {
+            mac: mac.into(),
+            device_id: Some("pump-1".into()),
+            name: None,
+            family: Family::Native,
+            model: Some("pump".into()),
+            chip: Some("esp32".into()),
+            version: Some("1.0.0".into()),
+            ip: Some("10.0.0.5".into()),
+            online: true,
+            labels: vec![],
+            sources: vec!["checkin".into()],
+            first_seen: clock::rfc3339(1_000),
+            last_seen: clock::rfc3339(2_000),
+        }
     }
 
     #[test]
-    fn sightings_merge_by_mac_and_keep_what_they_do_not_know() {
+    fn devices_round_trip_with_labels_and_transport() {
         let mut store = Store::open_in_memory().unwrap();
         let mac = "aa:bb:cc:00:11:22";
-        let (first, created) = store
-            .write(|tx| {
-                upsert(
-                    tx,
-                    &Sighting {
-                        ip: Some("10.0.0.5".into()),
-                        version: Some("1.0.0".into()),
-                        family: Some(Family::Native),
-                        ..sighting(mac, "checkin")
-                    },
-                )
-            })
-            .unwrap();
-        assert!(created);
-        assert_eq!(first.family, Family::Native);
-        // DHCP hands out a new address; mDNS reports the device without a version.
-        let (second, created) =
-            store.write(|tx| upsert(tx, &Sighting { ip: Some("10.0.0.9".into()), ..sighting(mac, "mdns") })).unwrap();
-        assert!(!created);
-        assert_eq!(second.ip.as_deref(), Some("10.0.0.9"));
-        assert_eq!(second.version.as_deref(), Some("1.0.0"));
-        assert_eq!(second.family, Family::Native);
-        assert_eq!(second.sources, vec!["checkin", "mdns"]);
-        assert_eq!(list(store.conn()).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn labels_are_added_removed_and_listed() {
-        let mut store = Store::open_in_memory().unwrap();
-        let mac = "aa:bb:cc:00:11:22";
-        store.write(|tx| upsert(tx, &sighting(mac, "manual"))).unwrap();
-        let d = store.write(|tx| edit_labels(tx, mac, &["line-a".into(), "floor-2".into()], &[])).unwrap();
-        assert_eq!(d.labels, vec!["floor-2", "line-a"]);
-        let d = store.write(|tx| edit_labels(tx, mac, &[], &["line-a".into()])).unwrap();
-        assert_eq!(d.labels, vec!["floor-2"]);
-        assert_eq!(list(store.conn()).unwrap()[0].labels, vec!["floor-2"]);
-        let missing = store.write(|tx| edit_labels(tx, "00:00:00:00:00:00", &["x".into()], &[]));
-        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+        store.write(|tx| put(tx, &device(mac), Some(r#"{"kind":"pull"}"#))).unwrap();
+        store.write(|tx| set_labels(tx, mac, &["line-a".into(), "floor-2".into()])).unwrap();
+        let mut d = device(mac);
+        d.ip = Some("10.0.0.9".into());
+        store.write(|tx| put(tx, &d, None)).unwrap();
+        let got = get(store.conn(), mac).unwrap().unwrap();
+        assert_eq!(got.ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(got.labels, vec!["floor-2", "line-a"]);
+        assert_eq!(got.first_seen, clock::rfc3339(1_000));
+        let all = list_with_transport(store.conn()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1.as_deref(), Some(r#"{"kind":"pull"}"#), "a put without transport keeps the stored one");
     }
 }

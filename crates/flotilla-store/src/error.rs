@@ -23,4 +23,16 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
 }
 
+impl StoreError {
+    /// SQLite could not grow the database: the disk (or its quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        let sqlite = match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e,
+            StoreError::Migration(rusqlite_migration::Error::RusqliteError { err, .. }) => err,
+            _ => return false,
+        };
+        matches!(sqlite.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

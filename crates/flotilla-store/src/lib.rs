@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - [`schema`]: the embedded migrations.
-//! - [`firmware`], [`devices`], [`events`]: one module per table (labels live with devices).
+//! - [`firmware`], [`devices`], [`events`], [`rollouts`]: one module per table (labels live with
+//!   devices, jobs and their transitions with rollouts).
 //! - [`clock`]: milliseconds since the epoch and their RFC 3339 form.
 
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod firmware;
+pub mod rollouts;
 pub mod schema;
 
 use std::path::Path;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use error::{Result, StoreError};
+pub use rusqlite;
 
 /// How long a connection waits for another writer before giving up with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

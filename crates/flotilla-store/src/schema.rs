@@ -7,7 +7,10 @@
 use rusqlite_migration::{M, Migrations};
 
 /// `(file name, SQL)` of every migration, oldest first.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../../../migrations/0001_init.sql")),
+    ("0002_rollout_engine.sql", include_str!("../../../migrations/0002_rollout_engine.sql")),
+];
 
 /// The migrations, ready to apply. Each runs in its own transaction with `user_version` bumped in it.
 pub fn migrations() -> Migrations<'static> {

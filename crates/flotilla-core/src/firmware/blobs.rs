@@ -28,12 +28,17 @@ struct Cache {
     tick: u64,
 }
 
+/// Free space an import always leaves on the disk (by default), so the database can still record
+/// deletes and devices when firmware fills the disk.
+pub const DEFAULT_DISK_RESERVE: u64 = 8 * 1024 * 1024;
+
 /// The firmware files of one data dir.
 #[derive(Debug)]
 pub struct Blobs {
     dir: PathBuf,
     cache: Mutex<Cache>,
     cache_limit: u64,
+    disk_reserve: u64,
 }
 
 impl Blobs {
@@ -46,7 +51,32 @@ impl Blobs {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Blobs { dir: dir.to_path_buf(), cache: Mutex::new(Cache::default()), cache_limit })
+        Ok(Blobs { dir: dir.to_path_buf(), cache: Mutex::new(Cache::default()), cache_limit, disk_reserve: 0 })
+    }
+
+    /// Keeps `bytes` free on the disk: a write that would leave less is refused.
+    pub fn with_disk_reserve(mut self, bytes: u64) -> Blobs {
+        self.disk_reserve = bytes;
+        self
+    }
+
+    /// Refuses a write of `len` bytes that would leave less than the reserve free.
+    fn check_space(&self, len: u64) -> Result<()> {
+        let Ok(st) = rustix::fs::statvfs(&self.dir) else { return Ok(()) };
+        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        let needed = len.saturating_add(self.disk_reserve);
+        if available < needed {
+            return Err(CoreError::io(
+                format!(
+                    "cannot store firmware in {}: {len} bytes plus a {}-byte reserve are needed, {available} are free \
+                     (No space left on device); delete unused firmware or free disk space",
+                    self.dir.display(),
+                    self.disk_reserve
+                ),
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            ));
+        }
+        Ok(())
     }
 
     fn path(&self, sha256: &str) -> Result<PathBuf> {
@@ -68,6 +98,7 @@ impl Blobs {
         if path.is_file() {
             return Ok(false);
         }
+        self.check_space(bytes.len() as u64)?;
         let tmp = self.dir.join(format!("{sha256}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;

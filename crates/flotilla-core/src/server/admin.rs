@@ -19,6 +19,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
+use flotilla_proto::rollout::{CreateRollout, Rollout, RolloutDetail};
 use flotilla_proto::{
     Channel, Device, DownloadLink, DownloadLinkRequest, ErrorBody, ErrorDetail, EventPage, Family, Firmware,
     FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
@@ -36,7 +37,8 @@ use utoipa_axum::routes;
 
 use crate::engine::EngineHandle;
 use crate::error::CoreError;
-use flotilla_store::devices::Sighting;
+use crate::fleet::RolloutAction;
+use crate::inventory::Sighting;
 
 /// Who the audit log names for changes made through this API.
 const ACTOR: &str = "admin-api";
@@ -70,6 +72,7 @@ impl From<CoreError> for ApiError {
             CoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
+            CoreError::Store(s) if s.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -155,7 +158,7 @@ impl Modify for BearerAuth {
     info(title = "Flotilla admin API", description = "Loopback admin API of the Flotilla engine. Every route but /health needs `Authorization: Bearer <token>`."),
     modifiers(&BearerAuth),
     security(("admin_token" = [])),
-    tags((name = "firmware"), (name = "devices"), (name = "events"), (name = "engine"))
+    tags((name = "firmware"), (name = "devices"), (name = "rollouts"), (name = "events"), (name = "engine"))
 )]
 struct ApiDoc;
 
@@ -173,6 +176,10 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(list_devices, add_device))
         .routes(routes!(get_device))
         .routes(routes!(label_device))
+        .routes(routes!(list_rollouts, create_rollout))
+        .routes(routes!(get_rollout))
+        .routes(routes!(rollout_action))
+        .routes(routes!(rollout_report))
         .routes(routes!(list_events))
         .routes(routes!(event_stream))
 }
@@ -249,6 +256,7 @@ async fn info(State(engine): State<EngineHandle>) -> Json<RuntimeInfo> {
         device_url: engine.device_url().into(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
+        mqtt_url: engine.mqtt_url().map(str::to_owned),
     })
 }
 
@@ -485,6 +493,103 @@ async fn label_device(
     ApiJson(req): ApiJson<LabelRequest>,
 ) -> ApiResult<Json<Device>> {
     Ok(Json(engine.label_device(&mac, req.add, req.remove, ACTOR).await?))
+}
+
+// ---- rollouts ---------------------------------------------------------------------------------
+
+/// Every rollout, newest first.
+#[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts", responses((status = OK, body = Vec<Rollout>)))]
+async fn list_rollouts(State(engine): State<EngineHandle>) -> ApiResult<Json<Vec<Rollout>>> {
+    Ok(Json(engine.list_rollouts().await?))
+}
+
+/// Plans a rollout (and starts it with `"start": true`). Devices that cannot take the firmware are
+/// listed as skipped with the reason.
+#[utoipa::path(
+    post, path = "/api/v1/rollouts", tag = "rollouts", request_body = CreateRollout,
+    responses((status = CREATED, body = RolloutDetail), (status = BAD_REQUEST, body = ErrorBody),
+              (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn create_rollout(
+    State(engine): State<EngineHandle>,
+    ApiJson(req): ApiJson<CreateRollout>,
+) -> ApiResult<Response> {
+    let detail = engine.create_rollout(req, ACTOR).await?;
+    Ok((StatusCode::CREATED, Json(detail)).into_response())
+}
+
+/// A rollout with every job (device) and its history.
+#[utoipa::path(
+    get, path = "/api/v1/rollouts/{id}", tag = "rollouts", params(("id" = i64, Path, description = "rollout id")),
+    responses((status = OK, body = RolloutDetail), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn get_rollout(State(engine): State<EngineHandle>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<RolloutDetail>> {
+    Ok(Json(engine.get_rollout(id).await?))
+}
+
+/// `start`, `pause`, `resume` (failures so far are acknowledged), `cancel` (in-flight devices
+/// finish or time out) or `retry-failed`.
+#[utoipa::path(
+    post, path = "/api/v1/rollouts/{id}/{action}", tag = "rollouts",
+    params(("id" = i64, Path, description = "rollout id"),
+           ("action" = String, Path, description = "start | pause | resume | cancel | retry-failed")),
+    responses((status = OK, body = Rollout), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody))
+)]
+async fn rollout_action(
+    State(engine): State<EngineHandle>,
+    ApiPath((id, action)): ApiPath<(i64, String)>,
+) -> ApiResult<Json<Rollout>> {
+    let action = match action.as_str() {
+        "start" => RolloutAction::Start,
+        "pause" => RolloutAction::Pause,
+        "resume" => RolloutAction::Resume,
+        "cancel" => RolloutAction::Cancel,
+        "retry-failed" => RolloutAction::RetryFailed,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no rollout action {other:?}; use start, pause, resume, cancel or retry-failed"),
+            ));
+        }
+    };
+    Ok(Json(engine.rollout_action(id, action, ACTOR).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReportQuery {
+    /// `csv` or `json` (default).
+    format: Option<String>,
+}
+
+/// The per-device report: versions before and after, states with timestamps, errors.
+#[utoipa::path(
+    get, path = "/api/v1/rollouts/{id}/report", tag = "rollouts",
+    params(("id" = i64, Path, description = "rollout id"), ReportQuery),
+    responses((status = OK, body = RolloutDetail, description = "JSON, or text/csv with ?format=csv"), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn rollout_report(
+    State(engine): State<EngineHandle>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> ApiResult<Response> {
+    let detail = engine.get_rollout(id).await?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(detail).into_response()),
+        "csv" => {
+            let disposition = format!("attachment; filename=\"rollout-{id}.csv\"");
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                crate::rollout::report::csv(&detail),
+            )
+                .into_response())
+        }
+        other => Err(ApiError::bad_request(format!("format {other:?}: use csv or json"))),
+    }
 }
 
 // ---- events -----------------------------------------------------------------------------------

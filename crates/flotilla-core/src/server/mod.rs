@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod device;
+pub(crate) mod device_api;
 pub mod metrics;
 
 use std::time::Duration;
@@ -23,7 +24,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// Serves `router` on `listener` until `stop` is cancelled, then drains for at most [`GRACE`].
 pub async fn serve(name: &'static str, listener: TcpListener, router: Router, stop: CancellationToken) {
     let drained = stop.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { drained.cancelled().await });
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { drained.cancelled().await });
     tokio::select! {
         res = server => {
             if let Err(e) = res {

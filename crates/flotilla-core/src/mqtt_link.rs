@@ -1,0 +1,176 @@
+//! The engine's MQTT wiring: runs the embedded broker (or uses the site's), connects the one
+//! client, subscribes to every topic profile's status, result and presence topics, and hands what
+//! arrives to the engine. Push commands leave through [`ClientPublisher`].
+//!
+//! Bad payloads (not JSON, wrong shape, unknown job) are logged and dropped: a device that lies
+//! or a stranger on the broker never stops the engine or touches a job that is not its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flotilla_proto::native::{OtaStatus, Presence, ReportRequest, TopicProfile, match_topic, topic_filter};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineHandle;
+use crate::error::{CoreError, Result};
+use crate::mqtt::{BrokerConfig, EmbeddedBroker, Incoming, MqttClient, MqttConfig};
+use crate::protocols::{BoxFuture, Publish};
+use crate::secrets;
+
+/// Where the engine's MQTT comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// Run a broker in the engine, listening here (devices connect to it).
+    Embedded { listen: SocketAddr },
+    /// Use the site's broker.
+    External { url: String, username: Option<String>, password: Option<String> },
+    /// No MQTT at all (pull devices only).
+    Off,
+}
+
+/// Credentials of the embedded broker, created once per data dir (`mqtt-credentials`, 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrokerCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A running MQTT link.
+#[derive(Debug)]
+pub(crate) struct MqttLink {
+    pub broker: Option<EmbeddedBroker>,
+    /// URL devices use (with the LAN address when the broker listens on all interfaces).
+    pub device_url: String,
+}
+
+/// Publishes through the engine's client.
+#[derive(Debug)]
+struct ClientPublisher(MqttClient);
+
+impl Publish for ClientPublisher {
+    fn publish<'a>(&'a self, topic: &'a str, payload: Vec<u8>, retain: bool) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.0
+                .publish(topic, payload, retain)
+                .await
+                .map_err(|e| CoreError::Refused(format!("MQTT publish failed: {e}")))
+        })
+    }
+}
+
+fn load_credentials(path: &std::path::Path) -> Result<BrokerCredentials> {
+    use base64::Engine as _;
+    let bytes = secrets::load_or_create(
+        path,
+        || {
+            let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secrets::random_bytes::<24>()?);
+            serde_json::to_vec_pretty(&BrokerCredentials { username: "flotilla".into(), password })
+                .map_err(|e| CoreError::BadRequest(e.to_string()))
+        },
+        |b| serde_json::from_slice::<BrokerCredentials>(b).is_ok(),
+    )?;
+    serde_json::from_slice(&bytes).map_err(|e| CoreError::BadRequest(format!("{}: {e}", path.display())))
+}
+
+/// Starts the broker (if embedded) and the client, and the task that dispatches what arrives.
+pub(crate) async fn start(
+    engine: &EngineHandle,
+    mode: &MqttMode,
+    profiles: &[TopicProfile],
+) -> Result<Option<MqttLink>> {
+    let (url, username, password, broker, device_url) = match mode {
+        MqttMode::Off => return Ok(None),
+        MqttMode::Embedded { listen } => {
+            let creds = load_credentials(&engine.shared.data.root().join("mqtt-credentials"))?;
+            let broker = EmbeddedBroker::start(BrokerConfig {
+                listen: *listen,
+                username: creds.username.clone(),
+                password: creds.password.clone(),
+            })
+            .await
+            .map_err(|e| {
+                CoreError::io(
+                    format!("cannot start the embedded MQTT broker on {listen}"),
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+            let addr = broker.local_addr();
+            let local = format!("mqtt://127.0.0.1:{}", addr.port());
+            let device_url = format!("mqtt://{}", crate::engine::reachable(addr));
+            (local, Some(creds.username), Some(creds.password), Some(broker), device_url)
+        }
+        MqttMode::External { url, username, password } => {
+            (url.clone(), username.clone(), password.clone(), None, url.clone())
+        }
+    };
+    let mut subscriptions: Vec<String> = Vec::new();
+    for p in profiles {
+        for t in [Some(&p.status), p.result.as_ref(), Some(&p.presence)].into_iter().flatten() {
+            let f = topic_filter(t);
+            if !subscriptions.contains(&f) {
+                subscriptions.push(f);
+            }
+        }
+    }
+    let config = MqttConfig {
+        url,
+        username,
+        password,
+        client_id: format!("flotilla-{}", engine.shared.key.key_id()),
+        subscriptions,
+    };
+    let (client, mut rx) = MqttClient::start(config, engine.stop_token(), engine.tracker())
+        .map_err(|e| CoreError::BadRequest(format!("MQTT: {e}")))?;
+    engine.shared.native.set_publisher(Arc::new(ClientPublisher(client.clone())));
+    let _ = engine.shared.mqtt_connected.set(client.connected());
+    let dispatcher = engine.clone();
+    let profiles = profiles.to_vec();
+    engine.tracker().spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            dispatch(&dispatcher, &profiles, msg).await;
+        }
+    });
+    Ok(Some(MqttLink { broker, device_url }))
+}
+
+async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incoming) {
+    for p in profiles {
+        if let Some((id, owner)) = match_topic(&p.presence, &msg.topic) {
+            match serde_json::from_slice::<Presence>(&msg.payload) {
+                Ok(presence) => {
+                    if let Err(e) = engine.presence(&p.name, &id, owner, presence, msg.retained).await {
+                        tracing::debug!(topic = %msg.topic, error = %e, "presence ignored");
+                    }
+                }
+                Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "presence is not valid JSON; ignored"),
+            }
+            return;
+        }
+        let is_status =
+            match_topic(&p.status, &msg.topic).or_else(|| p.result.as_ref().and_then(|r| match_topic(r, &msg.topic)));
+        if let Some((id, _owner)) = is_status {
+            if msg.retained {
+                // A retained status is history, not news.
+                return;
+            }
+            match serde_json::from_slice::<OtaStatus>(&msg.payload) {
+                Ok(s) => {
+                    let report = ReportRequest {
+                        device_id: id,
+                        mac: None,
+                        job: s.job,
+                        state: s.state,
+                        progress: s.progress,
+                        error: s.error,
+                        version: None,
+                    };
+                    if let Err(e) = engine.device_report(report).await {
+                        tracing::debug!(topic = %msg.topic, error = %e, "status ignored");
+                    }
+                }
+                Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "status is not valid JSON; ignored"),
+            }
+            return;
+        }
+    }
+}

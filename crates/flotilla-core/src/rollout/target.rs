@@ -1,0 +1,187 @@
+//! Target expressions: which devices a rollout is for.
+//!
+//! Grammar: `term (and term)*`, where a term is `all`, `online`, `outdated`, `label:X`,
+//! `model:X`, `chip:X`, `family:X` or `device:ID[,ID…]` (MAC in any spelling, or device id).
+//! Terms may be negated with `not`. Plain functions over data; parsing happens once, before any
+//! device is looked at.
+
+use flotilla_proto::Family;
+use flotilla_proto::device::normalize_mac;
+
+use crate::error::{CoreError, Result};
+
+/// One condition on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Term {
+    All,
+    Online,
+    /// Runs a version below the rollout's firmware.
+    Outdated,
+    Label(String),
+    Model(String),
+    Chip(String),
+    Family(Family),
+    /// MACs (normalised) or device ids.
+    Devices(Vec<String>),
+    Not(Box<Term>),
+}
+
+/// A parsed target: every term must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub terms: Vec<Term>,
+}
+
+/// What a target is evaluated against, for one device.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub mac: &'a str,
+    pub device_id: Option<&'a str>,
+    pub online: bool,
+    pub labels: &'a [String],
+    pub model: Option<&'a str>,
+    pub chip: Option<&'a str>,
+    pub family: Family,
+    /// The device's version is below the firmware's (false when unknown).
+    pub outdated: bool,
+}
+
+impl Target {
+    /// Parses an expression; errors name the offending word.
+    pub fn parse(expr: &str) -> Result<Target> {
+        let bad = |msg: String| CoreError::BadRequest(format!("target {expr:?}: {msg}"));
+        let words: Vec<&str> = expr.split_whitespace().collect();
+        if words.is_empty() {
+            return Err(bad("empty; use `all`, `label:X`, `model:X`, `chip:X`, `family:X`, `device:ID,…`, `outdated`, `online`, joined with `and`".into()));
+        }
+        let mut terms = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let mut negate = false;
+            if words[i].eq_ignore_ascii_case("not") {
+                negate = true;
+                i += 1;
+            }
+            let Some(word) = words.get(i) else { return Err(bad("`not` needs a term after it".into())) };
+            let term = parse_term(word).map_err(bad)?;
+            terms.push(if negate { Term::Not(Box::new(term)) } else { term });
+            i += 1;
+            match words.get(i) {
+                None => break,
+                Some(w) if w.eq_ignore_ascii_case("and") => {
+                    i += 1;
+                    if i == words.len() {
+                        return Err(bad("`and` needs a term after it".into()));
+                    }
+                }
+                Some(w) => return Err(bad(format!("expected `and` before {w:?}"))),
+            }
+        }
+        Ok(Target { terms })
+    }
+
+    /// True when every term holds for the device.
+    pub fn matches(&self, f: &Facts<'_>) -> bool {
+        self.terms.iter().all(|t| term_matches(t, f))
+    }
+}
+
+fn parse_term(word: &str) -> std::result::Result<Term, String> {
+    let lower = word.to_ascii_lowercase();
+    match lower.as_str() {
+        "all" => return Ok(Term::All),
+        "online" => return Ok(Term::Online),
+        "outdated" => return Ok(Term::Outdated),
+        _ => {}
+    }
+    let Some((key, value)) = word.split_once(':') else {
+        return Err(format!("unknown term {word:?}"));
+    };
+    if value.is_empty() {
+        return Err(format!("{key}: needs a value"));
+    }
+    match key.to_ascii_lowercase().as_str() {
+        "label" => Ok(Term::Label(value.to_owned())),
+        "model" => Ok(Term::Model(value.to_owned())),
+        "chip" => Ok(Term::Chip(value.to_ascii_lowercase())),
+        "family" => Family::parse(value).map(Term::Family).ok_or_else(|| format!("unknown family {value:?}")),
+        "device" | "devices" => Ok(Term::Devices(
+            value
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| normalize_mac(s).unwrap_or_else(|| s.to_owned()))
+                .collect(),
+        )),
+        other => Err(format!("unknown term {other:?}")),
+    }
+}
+
+fn term_matches(t: &Term, f: &Facts<'_>) -> bool {
+    match t {
+        Term::All => true,
+        Term::Online => f.online,
+        Term::Outdated => f.outdated,
+        Term::Label(l) => f.labels.iter().any(|x| x == l),
+        Term::Model(m) => f.model == Some(m.as_str()),
+        Term::Chip(c) => f.chip.map(|x| x.replace('-', "").eq_ignore_ascii_case(&c.replace('-', ""))).unwrap_or(false),
+        Term::Family(fam) => f.family == *fam,
+        Term::Devices(ids) => ids.iter().any(|id| id == f.mac || Some(id.as_str()) == f.device_id),
+        Term::Not(inner) => !term_matches(inner, f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn facts<'a>(labels: &'a [String]) -> Facts<'a> {
+        Facts {
+            mac: "aa:bb:cc:00:11:22",
+            device_id: Some("pump-1"),
+            online: true,
+            labels,
+            model: Some("pump"),
+            chip: Some("esp32"),
+            family: Family::Native,
+            outdated: true,
+        }
+    }
+
+    #[test]
+    fn expressions_parse_and_match() {
+        let labels = vec!["line-3".to_string()];
+        let f = facts(&labels);
+        for yes in [
+            "all",
+            "label:line-3",
+            "model:pump and chip:ESP32 and family:native",
+            "outdated and online",
+            "device:AA-BB-CC-00-11-22",
+            "device:other,pump-1",
+            "not label:line-4",
+            "all AND online",
+        ] {
+            assert!(Target::parse(yes).unwrap().matches(&f), "{yes}");
+        }
+        for no in ["label:line-4", "model:valve", "chip:esp32s3", "family:tasmota", "device:pump-2", "not online"] {
+            assert!(!Target::parse(no).unwrap().matches(&f), "{no}");
+        }
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        for (expr, says) in [
+            ("", "empty"),
+            ("label:", "needs a value"),
+            ("colour:red", "unknown term"),
+            ("online outdated", "expected `and`"),
+            ("online and", "needs a term"),
+            ("family:zigbee", "unknown family"),
+            ("not", "needs a term"),
+        ] {
+            let err = Target::parse(expr).unwrap_err().to_string();
+            assert!(err.contains(says), "{expr}: {err}");
+        }
+    }
+}

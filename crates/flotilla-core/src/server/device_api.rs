@@ -1,0 +1,275 @@
+//! The device API on the device server: check-ins and reports of the native protocol, and the
+//! compatibility profiles of fleets already in the field (same engine behind them).
+//! Documented with curl examples in `docs/device-api.md`.
+//!
+//! | route | profile |
+//! |---|---|
+//! | `POST /api/v1/check`, `POST /api/v1/report` | native |
+//! | `GET /api/v1/site-key` | native: the site's public key |
+//! | `POST /api/v1/check-update` | `{mac, current_version, labels[]}` fleets |
+//! | `GET /api/firmware/check`, `POST /api/device/{id}/update-status` | query-string fleets |
+//! | `POST /api/ota/check`, `POST /api/ota/status` | `/api/ota` fleets |
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flotilla_proto::native::{CheckRequest, CheckResponse, DeviceOtaState, ReportAck, ReportRequest};
+use flotilla_proto::{ErrorBody, ErrorDetail};
+use serde::Deserialize;
+
+use crate::engine::EngineHandle;
+use crate::error::CoreError;
+
+/// The device API routes (merged into the device server).
+pub(crate) fn router(engine: EngineHandle) -> Router {
+    Router::new()
+        .route("/api/v1/check", post(check))
+        .route("/api/v1/report", post(report))
+        .route("/api/v1/site-key", get(site_key))
+        .route("/api/v1/check-update", post(check_update))
+        .route("/api/firmware/check", get(firmware_check))
+        .route("/api/device/{id}/update-status", post(update_status))
+        .route("/api/ota/check", post(ota_check))
+        .route("/api/ota/status", post(ota_status))
+        .with_state(engine)
+}
+
+/// A device API error: JSON, and a status an ESP HTTP client understands.
+struct DeviceError(StatusCode, String);
+
+impl From<CoreError> for DeviceError {
+    fn from(e: CoreError) -> DeviceError {
+        let status = match &e {
+            CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoreError::Refused(_) => StatusCode::FORBIDDEN,
+            CoreError::Conflict(_) => StatusCode::CONFLICT,
+            CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        DeviceError(status, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for DeviceError {
+    fn from(e: JsonRejection) -> DeviceError {
+        DeviceError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+impl From<QueryRejection> for DeviceError {
+    fn from(e: QueryRejection) -> DeviceError {
+        DeviceError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
+impl IntoResponse for DeviceError {
+    fn into_response(self) -> Response {
+        let code = if self.0 == StatusCode::BAD_REQUEST { "bad_request" } else { "refused" };
+        (self.0, Json(ErrorBody { error: ErrorDetail { code: code.into(), message: self.1 } })).into_response()
+    }
+}
+
+type DeviceResult<T> = Result<Json<T>, DeviceError>;
+
+fn ip(addr: SocketAddr) -> Option<String> {
+    Some(addr.ip().to_canonical().to_string())
+}
+
+async fn check(
+    State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Json<CheckRequest>, JsonRejection>,
+) -> DeviceResult<CheckResponse> {
+    let Json(req) = body?;
+    Ok(Json(engine.check_in(req, ip(addr)).await?))
+}
+
+async fn report(
+    State(engine): State<EngineHandle>,
+    body: Result<Json<ReportRequest>, JsonRejection>,
+) -> DeviceResult<ReportAck> {
+    let Json(req) = body?;
+    engine.device_report(req).await?;
+    Ok(Json(ReportAck { ok: true }))
+}
+
+async fn site_key(State(engine): State<EngineHandle>) -> Json<flotilla_proto::PublicKey> {
+    Json(engine.public_key())
+}
+
+/// `POST /api/v1/check-update` body.
+#[derive(Debug, Deserialize)]
+struct CheckUpdate {
+    mac: String,
+    current_version: String,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    chip: Option<String>,
+}
+
+async fn check_update(
+    State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Json<CheckUpdate>, JsonRejection>,
+) -> DeviceResult<CheckResponse> {
+    let Json(b) = body?;
+    let req = CheckRequest {
+        device_id: b.device_id.unwrap_or_else(|| b.mac.clone()),
+        mac: b.mac,
+        model: b.model,
+        chip: b.chip,
+        version: b.current_version,
+        labels: (!b.labels.is_empty()).then_some(b.labels),
+    };
+    Ok(Json(engine.check_in(req, ip(addr)).await?))
+}
+
+/// `GET /api/firmware/check` query.
+#[derive(Debug, Deserialize)]
+struct FirmwareCheck {
+    device_id: String,
+    #[serde(default)]
+    device_model: Option<String>,
+    current_version: String,
+    #[serde(default)]
+    mac: Option<String>,
+}
+
+/// The MAC of a device: the query, else the `x-ESP32-STA-MAC`/`x-ESP8266-STA-MAC` header the
+/// Arduino HTTP updaters send, else what the inventory knows of the device id.
+async fn mac_of(
+    engine: &EngineHandle,
+    given: Option<String>,
+    headers: &HeaderMap,
+    device_id: &str,
+) -> Result<String, DeviceError> {
+    let header = ["x-esp32-sta-mac", "x-esp8266-sta-mac"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_owned));
+    if let Some(mac) = given.or(header) {
+        return Ok(mac);
+    }
+    engine.find_device_mac(device_id).ok_or_else(|| {
+        DeviceError(StatusCode::BAD_REQUEST, format!("device {device_id:?} is unknown; send its MAC (mac=…)"))
+    })
+}
+
+async fn firmware_check(
+    State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<FirmwareCheck>, QueryRejection>,
+) -> DeviceResult<CheckResponse> {
+    let Query(q) = query?;
+    let mac = mac_of(&engine, q.mac, &headers, &q.device_id).await?;
+    let req = CheckRequest {
+        device_id: q.device_id,
+        mac,
+        model: q.device_model,
+        chip: None,
+        version: q.current_version,
+        labels: None,
+    };
+    Ok(Json(engine.check_in(req, ip(addr)).await?))
+}
+
+/// Status body of the compatibility profiles: the native report with common spellings accepted.
+#[derive(Debug, Deserialize)]
+struct CompatStatus {
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(alias = "job_id")]
+    job: String,
+    #[serde(alias = "status")]
+    state: DeviceOtaState,
+    #[serde(default)]
+    progress: Option<u8>,
+    #[serde(default, alias = "message")]
+    error: Option<String>,
+    #[serde(default, alias = "current_version")]
+    version: Option<String>,
+}
+
+async fn update_status(
+    State(engine): State<EngineHandle>,
+    Path(id): Path<String>,
+    body: Result<Json<CompatStatus>, JsonRejection>,
+) -> DeviceResult<ReportAck> {
+    let Json(b) = body?;
+    let req = ReportRequest {
+        device_id: id,
+        mac: b.mac,
+        job: b.job,
+        state: b.state,
+        progress: b.progress,
+        error: b.error,
+        version: b.version,
+    };
+    engine.device_report(req).await?;
+    Ok(Json(ReportAck { ok: true }))
+}
+
+/// `POST /api/ota/check` body: the native check-in with common spellings accepted.
+#[derive(Debug, Deserialize)]
+struct OtaCheck {
+    device_id: String,
+    mac: String,
+    #[serde(default, alias = "device_model")]
+    model: Option<String>,
+    #[serde(default)]
+    chip: Option<String>,
+    #[serde(alias = "current_version")]
+    version: String,
+}
+
+async fn ota_check(
+    State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Json<OtaCheck>, JsonRejection>,
+) -> DeviceResult<CheckResponse> {
+    let Json(b) = body?;
+    let req = CheckRequest {
+        device_id: b.device_id,
+        mac: b.mac,
+        model: b.model,
+        chip: b.chip,
+        version: b.version,
+        labels: None,
+    };
+    Ok(Json(engine.check_in(req, ip(addr)).await?))
+}
+
+async fn ota_status(
+    State(engine): State<EngineHandle>,
+    body: Result<Json<CompatStatus>, JsonRejection>,
+) -> DeviceResult<ReportAck> {
+    let Json(b) = body?;
+    let device_id = b
+        .device_id
+        .or(b.mac.clone())
+        .ok_or_else(|| DeviceError(StatusCode::BAD_REQUEST, "device_id or mac is required".into()))?;
+    let req = ReportRequest {
+        device_id,
+        mac: b.mac,
+        job: b.job,
+        state: b.state,
+        progress: b.progress,
+        error: b.error,
+        version: b.version,
+    };
+    engine.device_report(req).await?;
+    Ok(Json(ReportAck { ok: true }))
+}

@@ -1,0 +1,169 @@
+//! A full disk loses nothing: an import that does not fit answers `507 Insufficient Storage`,
+//! leaves no half-written file and no row behind, and the engine carries on.
+//!
+//! `flotilla serve` runs with its data dir on a 3 MiB tmpfs mounted in a private mount namespace
+//! (`unshare --mount`), so the test fills a real filesystem without touching the host's; the
+//! tmpfs goes away with the process. The network namespace is shared, so the admin API is on
+//! loopback as usual; this process sees the data dir through `/proc/<pid>/root`, which shows the
+//! server's mount view.
+//!
+//! Needs root (and `unshare` and `mount`, from util-linux and mount); CI runs as root. Without
+//! root the test fails, unless `FLOTILLA_SKIP_NETNS=1`, which skips it loudly
+//! ([`crate::support::namespaces_permitted`]).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::support::{
+    Server, flotilla_bin, image, namespaces_permitted, require_program, stored_files, wait_for_runtime_of,
+};
+
+/// Room for the database, the engine's 8 MiB free-space reserve and a few [`BIG`] firmware.
+const TMPFS_SIZE: &str = "24m";
+const BIG: usize = 3_000_000;
+
+#[tokio::test]
+async fn a_full_disk_refuses_the_import_and_loses_nothing() {
+    if !namespaces_permitted("full_disk::a_full_disk_refuses_the_import_and_loses_nothing") {
+        return;
+    }
+    let (server, view) = serve_on_tmpfs().await;
+
+    // Import distinct big firmware until the disk is full.
+    let mut accepted: Vec<(Value, Vec<u8>)> = Vec::new();
+    let mut refused = None;
+    for patch in 0..10 {
+        let bytes = image(&format!("1.0.{patch}"), BIG);
+        let (status, body) = server.upload(bytes.clone(), &[]).await;
+        if status == StatusCode::CREATED {
+            accepted.push((body["firmware"].clone(), bytes));
+            continue;
+        }
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        refused = Some((body, bytes));
+        break;
+    }
+    let (error, refused_bytes) = refused.expect("a 24 MiB disk fills up within ten 3 MB imports");
+    assert!(!accepted.is_empty(), "the first 3 MB firmware fits on a fresh 24 MiB disk");
+    assert_eq!(error["error"]["code"], "io_error", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("No space left") && message.contains("cannot store firmware"), "{message}");
+
+    // Nothing half-written, nothing recorded for the refused import.
+    assert_store_matches(&server, &view).await;
+    let versions: Vec<String> = list(&server).await.iter().map(|f| f["version"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = accepted.iter().map(|(f, _)| f["version"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(sorted(versions), sorted(expected), "only the successful imports are listed");
+    let refused_version = format!("1.0.{}", accepted.len());
+    let resp = server.api(Method::GET, &format!("/api/v1/firmware/{refused_version}")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no row for the refused import");
+    let events: Value =
+        server.api(Method::GET, "/api/v1/events?kind=firmware.imported").send().await.unwrap().json().await.unwrap();
+    assert_eq!(events["events"].as_array().unwrap().len(), accepted.len(), "no event for the refused import");
+
+    // Stored firmware still downloads intact.
+    for (fw, bytes) in &accepted {
+        assert_eq!(download(&server, fw).await, *bytes, "firmware {} downloads byte for byte", fw["version"]);
+    }
+
+    // Freeing space makes the refused firmware importable, and a small one fits too.
+    let (gone, _) = accepted.pop().unwrap();
+    let resp = server.api(Method::DELETE, &format!("/api/v1/firmware/{}", gone["id"])).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    let (status, body) = server.upload(refused_bytes.clone(), &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    accepted.push((body["firmware"].clone(), refused_bytes));
+    let small = image("2.0.0", 64 * 1024);
+    let (status, body) = server.upload(small.clone(), &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    accepted.push((body["firmware"].clone(), small));
+
+    assert_store_matches(&server, &view).await;
+    assert_eq!(list(&server).await.len(), accepted.len());
+    for (fw, bytes) in &accepted {
+        assert_eq!(download(&server, fw).await, *bytes, "firmware {} downloads byte for byte", fw["version"]);
+    }
+    let (status, _, _) = server.stop();
+    assert!(status.success(), "flotilla serve stops cleanly after a full disk: {status:?}");
+}
+
+/// Starts `flotilla serve` with its data dir on a fresh tmpfs of [`TMPFS_SIZE`] in a private mount
+/// namespace. Returns the server and the data dir as this process sees it.
+async fn serve_on_tmpfs() -> (Server, PathBuf) {
+    require_program("unshare", "--version", "util-linux");
+    require_program("mount", "--version", "mount");
+    let probe = Command::new("unshare").args(["--mount", "--propagation", "private", "true"]).output().unwrap();
+    assert!(
+        probe.status.success(),
+        "`unshare --mount` failed: {}this test needs root (CAP_SYS_ADMIN) for a private mount namespace; \
+         set FLOTILLA_SKIP_NETNS=1 to skip it",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        r#"mount -t tmpfs -o size={TMPFS_SIZE},mode=0700 flotilla-e2e "$1" && exec "$2" serve \
+           --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-mdns --log off \
+           --data-dir "$1""#
+    );
+    // `unshare` and then `sh` exec: the pid is the server's.
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(dir.path())
+        .arg(flotilla_bin())
+        .env_remove("FLOTILLA_API")
+        .env_remove("FLOTILLA_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("unshare starts");
+    let view = Path::new(&format!("/proc/{}/root", child.id())).join(dir.path().strip_prefix("/").unwrap());
+    let info = wait_for_runtime_of(&mut child, &view).await;
+    let token = std::fs::read_to_string(view.join("admin-token")).unwrap().trim().to_owned();
+    (Server { child, dir, info, token, http: reqwest::Client::new() }, view)
+}
+
+/// The firmware store holds exactly the listed firmware, each file whole: no `*.tmp`, every
+/// name a listed sha256, every file hashing to its name with the listed size.
+async fn assert_store_matches(server: &Server, view: &Path) {
+    let files = stored_files(view);
+    assert!(files.iter().all(|f| !f.ends_with(".tmp")), "a temp file was left behind: {files:?}");
+    let listed = list(server).await;
+    let shas: BTreeSet<String> = listed.iter().map(|f| f["sha256"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(files.iter().cloned().collect::<BTreeSet<_>>(), shas, "files on disk = firmware rows");
+    for fw in &listed {
+        let sha = fw["sha256"].as_str().unwrap();
+        let bytes = std::fs::read(view.join("firmware").join(sha)).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), sha, "stored file {sha} is whole");
+        assert_eq!(Some(bytes.len() as u64), fw["size"].as_u64(), "stored file {sha} has the listed size");
+    }
+}
+
+async fn list(server: &Server) -> Vec<Value> {
+    server.api(Method::GET, "/api/v1/firmware").send().await.unwrap().json().await.unwrap()
+}
+
+/// Downloads a firmware from the device server through a fresh download link.
+async fn download(server: &Server, fw: &Value) -> Vec<u8> {
+    let resp = server
+        .api(Method::POST, &format!("/api/v1/firmware/{}/download-link", fw["id"]))
+        .json(&serde_json::json!({ "job": "full-disk" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let url = resp.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+    let resp = server.http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.bytes().await.unwrap().to_vec()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}

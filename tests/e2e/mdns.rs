@@ -1,0 +1,390 @@
+//! mDNS advertising, checked with real multicast packets: `flotilla serve` runs in one network
+//! namespace and a browser in another, the two joined by a veth pair, so a device on the LAN is
+//! played by a second network stack rather than by a loopback shortcut.
+//!
+//! The browser is this test binary run again (`browse_helper`, ignored unless the env var
+//! [`BROWSE_ENV`] asks it to browse) under `ip netns exec`, because a namespace is entered by a
+//! whole process. It prints what it resolved as one JSON line.
+//!
+//! These tests must never send anything outside the two namespaces they create (only
+//! `10.213.x.0/24` and mDNS's own 5353 inside them). They need root and the `ip` tool (Debian
+//! package `iproute2`); CI runs as root. Without root they fail, unless `FLOTILLA_SKIP_NETNS=1`,
+//! which skips them loudly ([`crate::support::namespaces_permitted`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flotilla_proto::RuntimeInfo;
+use mdns_sd::{ServiceDaemon, ServiceEvent};
+use serde_json::{Value, json};
+
+use crate::support::{flotilla_bin, namespaces_permitted, require_program, wait_for_runtime_of};
+
+/// The service type `flotilla serve` advertises.
+const SERVICE_TYPE: &str = "_flotilla._tcp.local.";
+/// Set (to a JSON browse request) only for the re-executed browser.
+const BROWSE_ENV: &str = "FLOTILLA_E2E_MDNS_BROWSE";
+/// Marks the browser's answer among libtest's own output (which may precede it on the line).
+const RESULT_PREFIX: &str = "FLOTILLA_E2E_MDNS_RESULT ";
+
+// ---- the tests --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_device_server_is_advertised_to_the_lan() {
+    if !namespaces_permitted("mdns::the_device_server_is_advertised_to_the_lan") {
+        return;
+    }
+    let link = Link::create("adv", 1);
+    let data = tempfile::tempdir().unwrap();
+    let (server, info) = serve_in(&link.a, data.path(), &[]).await;
+    let port = device_port(&info);
+    assert_eq!(info.device_url, format!("http://{}:{port}", link.a_addr), "the device URL names A's LAN address");
+
+    let request = json!({ "service_type": SERVICE_TYPE, "wait_ms": 15_000, "first_only": true });
+    let report = browse_from(&link.b, &request, Duration::from_secs(30));
+    let services = report["services"].as_object().unwrap();
+    assert_eq!(services.len(), 1, "exactly one Flotilla is seen from B within 15 s: {report}");
+    let (fullname, service) = services.iter().next().unwrap();
+    assert!(fullname.starts_with("Flotilla on ") && fullname.ends_with(SERVICE_TYPE), "{fullname}");
+    assert_eq!(service["port"], port, "the advertised port is the device server's: {report}");
+    let v4: Vec<&str> = service["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|a| !a.contains(':'))
+        .collect();
+    assert_eq!(v4, [link.a_addr.to_string()], "the advertised IPv4 address is A's veth address: {report}");
+    assert_eq!(service["txt"]["api"], "/api/v1", "{report}");
+    assert_eq!(service["txt"]["v"], info.version, "{report}");
+    assert_eq!(service["txt"]["fp"], site_key_id(&link.a, data.path()), "fp pins the site key: {report}");
+    // A device that found the server this way can reach it there.
+    let health = &report["health"][format!("{}:{port}", link.a_addr)];
+    assert!(health.as_str().is_some_and(|s| s.contains(" 200 ")), "GET /health from B: {report}");
+    assert!(has_udp_socket_on(server.0.id(), 5353), "the check the --no-mdns test relies on sees mDNS's socket");
+}
+
+#[tokio::test]
+async fn no_mdns_advertises_nothing() {
+    if !namespaces_permitted("mdns::no_mdns_advertises_nothing") {
+        return;
+    }
+    let link = Link::create("quiet", 2);
+    let data = tempfile::tempdir().unwrap();
+    let (server, info) = serve_in(&link.a, data.path(), &["--no-mdns"]).await;
+    let port = device_port(&info);
+
+    // A responder answers within a fraction of a second (RFC 6762 §6: 20-120 ms), so 2.5 s of
+    // silence while the path between the namespaces demonstrably works means nobody is there.
+    let device = SocketAddr::new(IpAddr::V4(link.a_addr), port);
+    let request = json!({ "service_type": SERVICE_TYPE, "wait_ms": 2_500, "first_only": false, "probe": device });
+    let report = browse_from(&link.b, &request, Duration::from_secs(20));
+    assert_eq!(report["search_started"], true, "the browser did query: {report}");
+    assert_eq!(report["services"], json!({}), "nothing is advertised with --no-mdns: {report}");
+    let health = &report["health"][device.to_string()];
+    assert!(health.as_str().is_some_and(|s| s.contains(" 200 ")), "B reaches A's device server: {report}");
+    assert!(!has_udp_socket_on(server.0.id(), 5353), "--no-mdns opens no mDNS socket in A");
+}
+
+/// The browser, run by the tests above inside namespace B; does nothing unless [`BROWSE_ENV`] is set.
+#[test]
+#[ignore = "a helper: the mDNS tests run it inside a network namespace"]
+fn browse_helper() {
+    let Ok(request) = std::env::var(BROWSE_ENV) else { return };
+    let request: Value = serde_json::from_str(&request).expect("the browse request is JSON");
+    println!("{RESULT_PREFIX}{}", browse(&request));
+}
+
+// ---- the browser --------------------------------------------------------------------------------
+
+/// What was resolved of one service instance (mdns-sd may resolve it in several steps).
+#[derive(Debug, Default)]
+struct Resolved {
+    host: String,
+    port: u16,
+    addresses: BTreeSet<IpAddr>,
+    txt: BTreeMap<String, String>,
+}
+
+/// Browses for `request.service_type` for at most `request.wait_ms` (or until the first instance
+/// with an IPv4 address when `first_only`), then sends `GET /health` to every resolved IPv4
+/// address and to `request.probe`. Returns
+/// `{search_started, services: {fullname: {host, port, addresses, txt}}, health: {addr: status line}}`.
+fn browse(request: &Value) -> Value {
+    let service_type = request["service_type"].as_str().expect("service_type");
+    let wait = Duration::from_millis(request["wait_ms"].as_u64().expect("wait_ms"));
+    let first_only = request["first_only"].as_bool().unwrap_or(false);
+
+    let daemon = ServiceDaemon::new().expect("the mDNS daemon starts");
+    let events = daemon.browse(service_type).expect("browsing starts");
+    let deadline = Instant::now() + wait;
+    let mut search_started = false;
+    let mut found: BTreeMap<String, Resolved> = BTreeMap::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(event) = events.recv_timeout(left) else { break };
+        match event {
+            ServiceEvent::SearchStarted(_) => search_started = true,
+            ServiceEvent::ServiceResolved(s) => {
+                let r = found.entry(s.fullname.clone()).or_default();
+                r.host.clone_from(&s.host);
+                r.port = s.port;
+                r.addresses.extend(s.addresses.iter().map(|a| a.to_ip_addr()));
+                r.txt.extend(s.txt_properties.iter().map(|p| (p.key().to_owned(), p.val_str().to_owned())));
+                if first_only && r.addresses.iter().any(IpAddr::is_ipv4) {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = daemon.shutdown();
+
+    let mut targets: Vec<SocketAddr> = found
+        .values()
+        .flat_map(|r| r.addresses.iter().filter(|a| a.is_ipv4()).map(|a| SocketAddr::new(*a, r.port)))
+        .collect();
+    if let Some(probe) = request["probe"].as_str() {
+        targets.push(probe.parse().expect("probe is ip:port"));
+    }
+    let health: BTreeMap<String, String> = targets.iter().map(|t| (t.to_string(), http_status_line(*t))).collect();
+    let services: BTreeMap<&String, Value> = found
+        .iter()
+        .map(|(name, r)| {
+            let addresses: Vec<String> = r.addresses.iter().map(IpAddr::to_string).collect();
+            (name, json!({ "host": r.host, "port": r.port, "addresses": addresses, "txt": r.txt }))
+        })
+        .collect();
+    json!({ "search_started": search_started, "services": services, "health": health })
+}
+
+/// The status line of `GET /health` at `addr`, or the error; bounded by short timeouts.
+fn http_status_line(addr: SocketAddr) -> String {
+    let attempt = || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(3)))?;
+        write!(stream, "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer.lines().next().unwrap_or_default().to_owned())
+    };
+    attempt().unwrap_or_else(|e| format!("error: {e}"))
+}
+
+// ---- namespaces and processes -------------------------------------------------------------------
+
+/// A network namespace this test created; deleted when dropped.
+#[derive(Debug)]
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `name`, first deleting a leftover of that name (a killed run whose pid came back).
+    fn create(name: String) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip runs");
+        assert!(
+            out.status.success(),
+            "`ip netns add {name}` failed: {}the mDNS tests need root (CAP_SYS_ADMIN) to create network \
+             namespaces; set FLOTILLA_SKIP_NETNS=1 to skip them",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns { name }
+    }
+
+    /// Deletes the namespaces of runs that were killed before their guards ran: names this module
+    /// gives (`flo-a-<pid>-…`, `flo-b-<pid>-…`) whose pid is gone. Never touches other namespaces.
+    fn sweep_leftovers() {
+        let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let pid =
+                name.strip_prefix("flo-a-").or_else(|| name.strip_prefix("flo-b-")).and_then(|r| r.split_once('-'));
+            if let Some((pid, _)) = pid
+                && pid.parse::<u32>().is_ok()
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+
+    /// Runs `ip -n <this> <args>`, which must succeed.
+    fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip -n {} {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A command that runs `program` inside this namespace (`ip netns exec` execs it: same pid).
+    fn exec(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Namespaces `a` (`10.213.<subnet>.1`) and `b` (`.2`) joined by a veth pair, multicast on.
+#[derive(Debug)]
+struct Link {
+    a: Netns,
+    b: Netns,
+    a_addr: Ipv4Addr,
+}
+
+impl Link {
+    /// `tag` keeps the names of tests running in parallel in this process apart.
+    fn create(tag: &str, subnet: u8) -> Link {
+        require_program("ip", "-V", "iproute2");
+        Netns::sweep_leftovers();
+        let pid = std::process::id();
+        let a = Netns::create(format!("flo-a-{pid}-{tag}"));
+        let b = Netns::create(format!("flo-b-{pid}-{tag}"));
+        let a_addr = Ipv4Addr::new(10, 213, subnet, 1);
+        let b_addr = Ipv4Addr::new(10, 213, subnet, 2);
+        // Both ends are created directly inside the namespaces: nothing appears on the host.
+        a.ip(&["link", "add", "flo-a", "type", "veth", "peer", "name", "flo-b", "netns", &b.name]);
+        for (ns, dev, addr) in [(&a, "flo-a", a_addr), (&b, "flo-b", b_addr)] {
+            ns.ip(&["link", "set", "dev", "lo", "multicast", "on", "up"]);
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ns.ip(&["link", "set", "dev", dev, "multicast", "on", "up"]);
+            ns.ip(&["route", "add", "224.0.0.0/4", "dev", dev]);
+        }
+        for (ns, dev) in [(&a, "flo-a"), (&b, "flo-b")] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ns.ip(&["-o", "link", "show", "dev", dev]).contains("LOWER_UP") {
+                assert!(Instant::now() < deadline, "{dev} in {} has no carrier after 10 s", ns.name);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Link { a, b, a_addr }
+    }
+}
+
+/// A child process, killed when dropped (before the namespaces it runs in are deleted, when it is
+/// declared after them).
+#[derive(Debug)]
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `flotilla serve` inside `ns`: device server on every address, admin API and MQTT broker
+/// on its loopback, all on port 0.
+async fn serve_in(ns: &Netns, dir: &Path, extra: &[&str]) -> (Running, RuntimeInfo) {
+    let child = ns
+        .exec(&flotilla_bin())
+        .args(["serve", "--http", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--log", "warn"])
+        .args(["--mqtt-listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("FLOTILLA_API")
+        .env_remove("FLOTILLA_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ip netns exec … flotilla serve starts");
+    let mut server = Running(child);
+    let info = wait_for_runtime_of(&mut server.0, dir).await;
+    (server, info)
+}
+
+fn device_port(info: &RuntimeInfo) -> u16 {
+    info.device_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the device URL ends with a port")
+}
+
+/// `key_id` of `GET /api/v1/keys/public`, asked through the CLI inside `ns` (where the admin API
+/// listens on loopback).
+fn site_key_id(ns: &Netns, dir: &Path) -> String {
+    let mut cmd = ns.exec(&flotilla_bin());
+    cmd.args(["keys", "export", "--format", "json", "--data-dir"]).arg(dir);
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "flotilla keys export: {}", String::from_utf8_lossy(&out.stderr));
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    key["key_id"].as_str().expect("key_id").to_owned()
+}
+
+/// Runs the browser inside `ns` and returns its report.
+fn browse_from(ns: &Netns, request: &Value, limit: Duration) -> Value {
+    let mut cmd = ns.exec(&std::env::current_exe().unwrap());
+    cmd.args(["mdns::browse_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.env(BROWSE_ENV, request.to_string());
+    let out = run_bounded(cmd, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser failed:\n{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once(RESULT_PREFIX).map(|(_, json)| json))
+        .unwrap_or_else(|| panic!("the browser printed no result:\n{stdout}\n{stderr}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Runs `cmd` to the end; kills it and fails if it takes longer than `limit`.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = Running(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}")),
+    );
+    let stdout = drain(child.0.stdout.take().unwrap());
+    let stderr = drain(child.0.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Whether the network namespace of process `pid` has a UDP socket bound to `port`.
+fn has_udp_socket_on(pid: u32, port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    ["udp", "udp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .any(|local| local.ends_with(&suffix))
+    })
+}

@@ -1,0 +1,208 @@
+//! Staged rollouts against a simulated fleet: real `flotilla serve`, real embedded MQTT broker,
+//! 200 simulated devices on loopback that really download, verify, flash and reboot, and report
+//! the version they read from the bytes they received.
+
+use std::time::{Duration, Instant};
+
+use flotilla_proto::Chip;
+use flotilla_sim::{DeviceKind, FailureRates, Fleet, FleetConfig, FleetHandle};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Server, free_port, image};
+
+const NEW: &str = "2.0.0";
+
+fn sim_config(server: &Server, pull: usize, mqtt: usize, block: u8) -> FleetConfig {
+    FleetConfig {
+        api: Some(server.info.device_url.clone()),
+        mqtt: Some(server.mqtt_url()),
+        fleet: vec![(DeviceKind::NativePull, pull), (DeviceKind::NativeMqtt, mqtt)],
+        chip: Chip::Esp32,
+        model: "demo".into(),
+        version: "1.0.0".into(),
+        seed: 7,
+        address_block: block,
+        poll_interval: Duration::from_millis(300),
+        reboot_delay: Duration::from_millis(200),
+        download_attempts: 40,
+        ..FleetConfig::default()
+    }
+}
+
+async fn wait_devices(server: &Server, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: Vec<Value> = server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+        if list.len() >= n && list.iter().all(|d| d["version"].is_string()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {} of {n} devices registered", list.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create(server: &Server, body: Value) -> i64 {
+    let resp = server.api(Method::POST, "/api/v1/rollouts").json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json::<Value>().await.unwrap()["rollout"]["id"].as_i64().unwrap()
+}
+
+async fn status(server: &Server, id: i64) -> Value {
+    server.api(Method::GET, &format!("/api/v1/rollouts/{id}")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_state(server: &Server, id: i64, state: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = status(server, id).await;
+        if r["rollout"]["state"] == state && r["rollout"]["counts"]["in_flight"] == 0 {
+            return r;
+        }
+        if Instant::now() >= deadline {
+            let errors: Vec<String> = r["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["error"].is_string() && j["state"] != "skipped")
+                .map(|j| format!("{} {}: {}", j["mac"], j["state"], j["error"]))
+                .collect();
+            panic!("rollout never became {state}: {:#}\nerrors: {errors:#?}", r["rollout"]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_all_on_new_version(fleet: &FleetHandle, n: usize) {
+    let devices = fleet.devices();
+    assert_eq!(devices.len(), n);
+    for d in &devices {
+        assert_eq!(d.version, NEW, "{} runs {}", d.id, d.version);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_devices_update_in_waves_and_every_one_is_verified() {
+    let server = Server::start().await;
+    let (status_code, fw) = server.upload(image(NEW, 200_000), &[]).await;
+    assert_eq!(status_code, 201, "{fw}");
+    let fleet = Fleet::start(sim_config(&server, 100, 100, 30)).await.unwrap();
+    wait_devices(&server, 200).await;
+
+    let id = create(
+        &server,
+        json!({ "firmware": NEW, "target": "outdated and online", "waves": [{"count": 1}, {"percent": 10.0}, {"percent": 50.0}, {"percent": 100.0}],
+                "concurrency": 50, "step_timeout_secs": 60, "start": true }),
+    )
+    .await;
+    let r = wait_state(&server, id, "completed", 180).await;
+    let counts = &r["rollout"]["counts"];
+    assert_eq!(counts["succeeded"], 200, "{counts}");
+    let waves: Vec<u64> =
+        r["rollout"]["waves"].as_array().unwrap().iter().map(|w| w["counts"]["total"].as_u64().unwrap()).collect();
+    assert_eq!(waves, vec![1, 19, 80, 100]);
+    assert_all_on_new_version(&fleet, 200);
+    // The engine's inventory agrees with the devices themselves.
+    let devices: Vec<Value> = server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+    assert!(devices.iter().all(|d| d["version"] == NEW));
+    for d in fleet.devices() {
+        assert_eq!(d.commands_received, 1, "{} was commanded {} times", d.id, d.commands_received);
+    }
+    let csv = server
+        .api(Method::GET, &format!("/api/v1/rollouts/{id}/report?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 200);
+    assert!(rows.iter().all(|l| l.contains(",succeeded,1.0.0,2.0.0,2.0.0,")), "{csv}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_pause_the_rollout_and_it_completes_once_devices_are_repaired() {
+    let server = Server::start().await;
+    server.upload(image(NEW, 100_000), &[]).await;
+    let mut config = sim_config(&server, 100, 100, 31);
+    config.failure_rates = FailureRates::parse("boot=20%").unwrap();
+    let fleet = Fleet::start(config).await.unwrap();
+    wait_devices(&server, 200).await;
+
+    let id = create(
+        &server,
+        json!({ "firmware": NEW, "target": "all", "max_failures": {"percent": 10.0}, "concurrency": 50, "step_timeout_secs": 60, "start": true }),
+    )
+    .await;
+    let r = wait_state(&server, id, "paused", 120).await;
+    let wave = r["rollout"]["current_wave"].as_u64().unwrap();
+    let reason = r["rollout"]["pause_reason"].as_str().unwrap();
+    assert!(reason.contains("devices failed"), "{reason}");
+    let jobs = r["jobs"].as_array().unwrap();
+    // Devices in later waves were never commanded — by the engine's record and by their own.
+    let later: Vec<&Value> = jobs.iter().filter(|j| j["wave"].as_u64().unwrap() > wave).collect();
+    assert!(!later.is_empty());
+    for j in &later {
+        assert_eq!(j["state"], "queued");
+        let d = fleet.device(j["mac"].as_str().unwrap()).unwrap();
+        assert_eq!(d.commands_received, 0, "{} in a later wave was commanded", d.id);
+        assert_eq!(d.version, "1.0.0");
+    }
+    let failed: Vec<&Value> = jobs.iter().filter(|j| j["state"] == "failed").collect();
+    assert!(failed.iter().all(|j| j["error"].as_str().unwrap().contains("came back on 1.0.0")), "{failed:?}");
+
+    // Repair the devices, retry those that failed, resume: the rollout completes.
+    fleet.repair_all();
+    for action in ["retry-failed", "resume"] {
+        let resp = server.api(Method::POST, &format!("/api/v1/rollouts/{id}/{action}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{action}: {}", resp.text().await.unwrap());
+    }
+    let r = wait_state(&server, id, "completed", 180).await;
+    assert_eq!(r["rollout"]["counts"]["succeeded"], 200, "{:#}", r["rollout"]);
+    assert_all_on_new_version(&fleet, 200);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_rollout_then_restart_completes_and_nobody_is_commanded_twice() {
+    let (http, mqtt) = (free_port(), free_port());
+    let server = Server::start_on(tempfile::tempdir().unwrap(), http, mqtt).await;
+    server.upload(image(NEW, 150_000), &[]).await;
+    let mut config = sim_config(&server, 60, 60, 32);
+    config.reboot_delay = Duration::from_millis(400);
+    let fleet = Fleet::start(config).await.unwrap();
+    wait_devices(&server, 120).await;
+    let id = create(
+        &server,
+        json!({ "firmware": NEW, "target": "all", "waves": [{"count": 1}, {"percent": 100.0}], "concurrency": 10, "step_timeout_secs": 60, "start": true }),
+    )
+    .await;
+    // Mid-rollout: some devices done, most not.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = status(&server, id).await["rollout"]["counts"]["succeeded"].as_u64().unwrap();
+        if done >= 20 {
+            assert!(done < 120, "the rollout finished before the crash");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child.wait().unwrap();
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+    drop(server);
+
+    let server = Server::start_on(dir, http, mqtt).await;
+    let r = wait_state(&server, id, "completed", 240).await;
+
+    assert_eq!(r["rollout"]["counts"]["succeeded"], 120, "{:#}", r["rollout"]);
+    assert_all_on_new_version(&fleet, 120);
+    for d in fleet.devices() {
+        assert_eq!(d.commands_received, 1, "{} was commanded {} times", d.id, d.commands_received);
+    }
+    fleet.stop().await;
+}
