@@ -119,3 +119,84 @@ fn client_commands_say_how_to_reach_a_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_driven_from_the_cli() {
+    use flotilla_sim::{DeviceKind, Fleet, FleetConfig};
+    let server = Server::start().await;
+    let file = write(server.data_dir(), "fw.bin", &image("2.0.0", 90_000));
+    assert!(server.cli(&["firmware", "import", file.to_str().unwrap()]).status.success());
+    let fleet = Fleet::start(FleetConfig {
+        api: Some(server.info.device_url.clone()),
+        fleet: vec![(DeviceKind::NativePull, 6)],
+        chip: flotilla_proto::Chip::Esp32,
+        model: "demo".into(),
+        version: "1.0.0".into(),
+        address_block: 43,
+        poll_interval: std::time::Duration::from_millis(200),
+        reboot_delay: std::time::Duration::from_millis(100),
+        ..FleetConfig::default()
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while serde_json::from_str::<Vec<Value>>(&stdout(&server.cli(&["devices", "list", "--json"]))).unwrap().len() < 6 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let bad = server.cli(&["rollout", "create", "--firmware", "2.0.0", "--target", "colour:red"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("unknown term"), "{}", stderr(&bad));
+    let bad = server.cli(&["rollout", "create", "--firmware", "2.0.0", "--target", "all", "--waves", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    let out = server.cli(&[
+        "rollout",
+        "create",
+        "--firmware",
+        "2.0.0",
+        "--target",
+        "all and outdated",
+        "--waves",
+        "1,100%",
+        "--timeout",
+        "30s",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(created["rollout"]["state"], "draft");
+    let id = created["rollout"]["id"].to_string();
+    assert!(stdout(&server.cli(&["rollout", "start", &id])).contains("is running"));
+
+    // --watch follows until the rollout ends, then exits 0.
+    let out = tokio::task::spawn_blocking({
+        let args: Vec<String> = ["rollout", "status", &id, "--watch"].iter().map(|s| s.to_string()).collect();
+        let dir = server.data_dir().to_path_buf();
+        move || std::process::Command::new(flotilla_bin()).args(&args).arg("--data-dir").arg(dir).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("COMPLETED") && text.contains("6/6 updated"), "{text}");
+
+    let list = stdout(&server.cli(&["rollout", "list"]));
+    assert!(list.contains("completed"), "{list}");
+    let report = server.data_dir().join("report.csv");
+    let out = server.cli(&["rollout", "report", &id, "--format", "csv", "--output", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(csv.lines().count(), 7);
+    assert!(csv.lines().skip(1).all(|l| l.contains(",succeeded,1.0.0,2.0.0,")), "{csv}");
+    let json: Value =
+        serde_json::from_str(&stdout(&server.cli(&["rollout", "report", &id, "--format", "json"]))).unwrap();
+    assert_eq!(json["jobs"].as_array().unwrap().len(), 6);
+
+    let again = server.cli(&["rollout", "pause", &id]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("not running"), "{}", stderr(&again));
+    assert!(fleet.devices().iter().all(|d| d.version == "2.0.0"));
+    fleet.stop().await;
+}

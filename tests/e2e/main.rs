@@ -5,6 +5,7 @@
 
 mod admin_api;
 mod cli;
+mod device_profiles;
 mod device_server;
 mod full_disk;
 mod mdns;

@@ -260,3 +260,72 @@ impl Server {
         )
     }
 }
+
+/// Debian's mosquitto on a free loopback port (anonymous), stopped when dropped.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
+        let bin = bin.expect("mosquitto is not installed: apt-get install mosquitto (scripts/test.sh does)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto { port, child, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts a server that uses an external MQTT broker.
+    pub async fn start_with_mqtt(url: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(flotilla_bin())
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--mqtt",
+                url,
+                "--no-mdns",
+                "--log",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flotilla serve starts");
+        let info = wait_for_runtime(dir.path(), child.id()).await;
+        let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_owned();
+        Server { child, dir, info, token, http: reqwest::Client::new() }
+    }
+}
