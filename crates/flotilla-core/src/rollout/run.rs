@@ -502,8 +502,200 @@ impl Run {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use JobState::*;
+    use flotilla_proto::rollout::WaveSize;
+
+    fn firmware() -> Arc<Firmware> {
+        let image = flotilla_proto::ImageInfo {
+            format: flotilla_proto::ImageFormat::Esp32,
+            inner_format: None,
+            esp8266_image_version: None,
+            chip: flotilla_proto::Chip::Esp32,
+            version: Some("2.0.0".into()),
+            project: Some("demo".into()),
+            idf_version: None,
+            compile_time: None,
+            compile_date: None,
+            secure_version: None,
+            app_elf_sha256: None,
+            size: 10,
+            image_size: 10,
+            sha256: "a".repeat(64),
+            flash_size: None,
+            flash_mode: None,
+            flash_freq: None,
+            min_chip_rev: None,
+            max_chip_rev: None,
+            entry_addr: 0,
+            hash_appended: true,
+            segments: vec![],
+        };
+        let manifest = flotilla_proto::Manifest {
+            version: "2.0.0".into(),
+            size: 10,
+            sha256: "a".repeat(64),
+            chip: flotilla_proto::Chip::Esp32,
+            model: "demo".into(),
+            min_version: None,
+            secure_version: None,
+        };
+        Arc::new(Firmware {
+            id: 1,
+            sha256: "a".repeat(64),
+            version: "2.0.0".into(),
+            model: "demo".into(),
+            chip: flotilla_proto::Chip::Esp32,
+            format: flotilla_proto::ImageFormat::Esp32,
+            project: None,
+            idf_version: None,
+            secure_version: None,
+            size: 10,
+            channel: flotilla_proto::Channel::Stable,
+            notes: None,
+            min_version: None,
+            blocked: false,
+            public: false,
+            created_at: String::new(),
+            image,
+            manifest: flotilla_proto::SignedManifest { manifest, signature: String::new(), key_id: String::new() },
+        })
+    }
+
+    /// A running rollout with `waves` (sizes of each wave, in devices).
+    fn run(waves: &[u32], concurrency: u32) -> Run {
+        let mut spec = RolloutSpec::new("2.0.0", "all");
+        spec.waves = vec![WaveSize::Percent(100.0)];
+        spec.concurrency = concurrency;
+        spec.step_timeout_secs = 10;
+        let mut jobs = Vec::new();
+        for (w, n) in waves.iter().enumerate() {
+            for _ in 0..*n {
+                let id = jobs.len() as i64 + 1;
+                jobs.push(JobRec {
+                    id,
+                    mac: format!("02:00:00:00:00:{id:02x}"),
+                    device_id: None,
+                    wave: w as u32,
+                    state: Queued,
+                    attempts: 0,
+                    from_version: Some("1.0.0".into()),
+                    current_version: None,
+                    error: None,
+                    progress: None,
+                    deadline: None,
+                    acknowledged: false,
+                    commands: 0,
+                    created_at: 0,
+                    updated_at: 0,
+                    history: vec![],
+                    durable: true,
+                    delivered: false,
+                });
+            }
+        }
+        let by_mac = jobs.iter().enumerate().map(|(i, j)| (j.mac.clone(), i)).collect();
+        Run {
+            id: 1,
+            name: "t".into(),
+            firmware: firmware(),
+            spec,
+            state: RolloutState::Running,
+            wave: 0,
+            reason: None,
+            seed: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            window: None,
+            jobs,
+            by_mac,
+        }
+    }
+
+    fn at() -> time::OffsetDateTime {
+        time::OffsetDateTime::UNIX_EPOCH
+    }
+
+    /// Drives job `i` through a successful update.
+    fn succeed(r: &mut Run, i: usize, ops: &mut Vec<Op>) {
+        let token = r.jobs[i].token();
+        r.report(i, &token, DeviceOtaState::Rebooting, None, None, 1, ops);
+        r.seen(i, "2.0.0", true, 2, ops);
+        assert_eq!(r.jobs[i].state, Succeeded);
+    }
+
+    #[test]
+    fn admission_respects_waves_and_concurrency() {
+        let mut r = run(&[1, 4, 5], 2);
+        let mut ops = Vec::new();
+        let c = r.admit(0, at(), &mut ops);
+        assert_eq!(c.len(), 1, "only the canary wave is open");
+        succeed(&mut r, 0, &mut ops);
+        r.gates(3, &mut ops);
+        assert_eq!(r.wave, 1);
+        let c = r.admit(3, at(), &mut ops);
+        assert_eq!(c.len(), 2, "concurrency 2");
+        assert!(r.admit(3, at(), &mut ops).is_empty(), "no room until one finishes");
+        assert!(r.jobs.iter().filter(|j| j.wave == 2).all(|j| j.state == Queued));
+    }
+
+    #[test]
+    fn a_wave_over_its_failure_threshold_pauses_and_resume_acknowledges() {
+        let mut r = run(&[1, 10], 10);
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        succeed(&mut r, 0, &mut ops);
+        r.gates(3, &mut ops);
+        r.admit(3, at(), &mut ops);
+        // Two of ten come back on the old version: 20 % > 10 %.
+        for i in [1, 2] {
+            let token = r.jobs[i].token();
+            r.report(i, &token, DeviceOtaState::Rebooting, None, None, 4, &mut ops);
+            r.seen(i, "1.0.0", true, 5, &mut ops);
+            assert_eq!(r.jobs[i].state, Failed);
+        }
+        r.gates(6, &mut ops);
+        assert_eq!(r.state, RolloutState::Paused);
+        assert!(r.reason.as_deref().unwrap_or("").contains("2 of 10 devices failed"), "{:?}", r.reason);
+        r.resume("t", 7, &mut ops).unwrap();
+        r.gates(7, &mut ops);
+        assert_eq!(r.state, RolloutState::Running, "acknowledged failures no longer count");
+    }
+
+    #[test]
+    fn timeouts_retry_once_then_time_out() {
+        let mut r = run(&[1], 1);
+        r.spec.retries = 1;
+        r.spec.success_gate = 0.0;
+        r.spec.max_failures = Threshold::Count(5);
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        let first = r.jobs[0].token();
+        r.expire(10_000, &mut ops);
+        assert_eq!(r.jobs[0].state, Queued, "first timeout is retried");
+        r.admit(10_000, at(), &mut ops);
+        assert_ne!(r.jobs[0].token(), first, "a retry is a new job id for the device");
+        r.expire(20_000, &mut ops);
+        assert_eq!(r.jobs[0].state, TimedOut);
+        r.gates(20_000, &mut ops);
+        assert_eq!(r.state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn stale_reports_and_retained_presence_cannot_fail_a_job() {
+        let mut r = run(&[1], 1);
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        r.report(0, "1-99", DeviceOtaState::Failed, None, Some("old".into()), 1, &mut ops);
+        assert_eq!(r.jobs[0].state, Commanded, "a report for another command is ignored");
+        let token = r.jobs[0].token();
+        r.report(0, &token, DeviceOtaState::Rebooting, None, None, 2, &mut ops);
+        r.seen(0, "1.0.0", false, 3, &mut ops);
+        assert_eq!(r.jobs[0].state, Rebooting, "a retained presence may predate the update");
+        r.seen(0, "2.0.0", false, 4, &mut ops);
+        assert_eq!(r.jobs[0].state, Succeeded, "but it can confirm the target version");
+    }
 
     #[test]
     fn the_state_machine_only_moves_forward_or_retries() {
