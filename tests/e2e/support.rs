@@ -53,19 +53,14 @@ impl Server {
     pub async fn start_on(dir: tempfile::TempDir, http_port: u16, mqtt_port: u16) -> Server {
         let http = format!("127.0.0.1:{http_port}");
         let mqtt = format!("127.0.0.1:{mqtt_port}");
+        Server::spawn(dir, &["--http", &http, "--mqtt-listen", &mqtt]).await
+    }
+
+    /// Runs `flotilla serve` on `dir` (admin on a free loopback port, no mDNS) with `args`.
+    async fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Server {
         let child = Command::new(flotilla_bin())
-            .args([
-                "serve",
-                "--http",
-                &http,
-                "--admin",
-                "127.0.0.1:0",
-                "--mqtt-listen",
-                &mqtt,
-                "--no-mdns",
-                "--log",
-                "warn",
-            ])
+            .args(["serve", "--admin", "127.0.0.1:0", "--no-mdns", "--log", "warn"])
+            .args(args)
             .arg("--data-dir")
             .arg(dir.path())
             .env_remove("FLOTILLA_API")
@@ -304,28 +299,6 @@ impl Drop for Mosquitto {
 impl Server {
     /// Starts a server that uses an external MQTT broker.
     pub async fn start_with_mqtt(url: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(flotilla_bin())
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--mqtt",
-                url,
-                "--no-mdns",
-                "--log",
-                "warn",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("flotilla serve starts");
-        let info = wait_for_runtime(dir.path(), child.id()).await;
-        let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_owned();
-        Server { child, dir, info, token, http: reqwest::Client::new() }
+        Server::spawn(tempfile::tempdir().unwrap(), &["--http", "127.0.0.1:0", "--mqtt", url]).await
     }
 }

@@ -375,6 +375,26 @@ impl EngineHandle {
         self.shared.events.subscribe()
     }
 
+    /// Runs `f` in a write transaction together with the event it returns, then announces the
+    /// event: a change and its audit entry commit together or not at all.
+    async fn change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&flotilla_store::rusqlite::Connection) -> flotilla_store::Result<(T, NewEvent)> + Send + 'static,
+    ) -> Result<T> {
+        let (out, event) = self
+            .shared
+            .db
+            .call(move |s| {
+                Ok(s.write(|tx| {
+                    let (out, new) = f(tx)?;
+                    Ok((out, events::append(tx, &new)?))
+                })?)
+            })
+            .await?;
+        let _ = self.shared.events.send(event);
+        Ok(out)
+    }
+
     async fn record(&self, kind: &str, actor: &str, subject: Option<String>, data: serde_json::Value) -> Result<Event> {
         let ev = NewEvent::new(kind, actor, subject, data);
         let event = self.shared.db.call(move |s| Ok(s.write(|tx| events::append(tx, &ev))?)).await?;
@@ -516,55 +536,29 @@ impl EngineHandle {
             return Err(CoreError::BadRequest("notes are limited to 4096 bytes".into()));
         }
         let actor = actor.to_owned();
-        let (fw, ev) = self
-            .shared
-            .db
-            .call(move |s| {
-                Ok(s.write(|tx| {
-                    let fw = fw_table::patch(tx, id, &patch)?;
-                    let ev = events::append(
-                        tx,
-                        &NewEvent::new(
-                            "firmware.changed",
-                            &actor,
-                            Some(format!("firmware:{id}")),
-                            json!({ "id": id, "change": patch }),
-                        ),
-                    )?;
-                    Ok((fw, ev))
-                })?)
+        let fw = self
+            .change(move |tx| {
+                let fw = fw_table::patch(tx, id, &patch)?;
+                let data = json!({ "id": id, "change": patch });
+                Ok((fw, NewEvent::new("firmware.changed", &actor, Some(format!("firmware:{id}")), data)))
             })
             .await?;
         self.shared.catalog.set(&fw);
-        let _ = self.shared.events.send(ev);
         Ok(fw)
     }
 
     /// Deletes a firmware no rollout uses, and its file.
     pub async fn delete_firmware(&self, id: i64, actor: &str) -> Result<Firmware> {
         let actor = actor.to_owned();
-        let (fw, ev) = self
-            .shared
-            .db
-            .call(move |s| {
-                Ok(s.write(|tx| {
-                    let fw = fw_table::delete_unused(tx, id)?;
-                    let ev = events::append(
-                        tx,
-                        &NewEvent::new(
-                            "firmware.deleted",
-                            &actor,
-                            Some(format!("firmware:{id}")),
-                            json!({ "id": id, "sha256": fw.sha256, "version": fw.version }),
-                        ),
-                    )?;
-                    Ok((fw, ev))
-                })?)
+        let fw = self
+            .change(move |tx| {
+                let fw = fw_table::delete_unused(tx, id)?;
+                let data = json!({ "id": id, "sha256": fw.sha256, "version": fw.version });
+                Ok((fw, NewEvent::new("firmware.deleted", &actor, Some(format!("firmware:{id}")), data)))
             })
             .await?;
         self.shared.catalog.remove(&fw.sha256);
         self.shared.blobs.remove(&fw.sha256)?;
-        let _ = self.shared.events.send(ev);
         Ok(fw)
     }
 
