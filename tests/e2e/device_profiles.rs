@@ -136,30 +136,33 @@ fn mqtt_fleet(server_api: &str, mqtt: &str, profile: TopicProfile, n: usize, blo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_topic_profiles_of_existing_fleets_work_unchanged() {
-    let server = Server::start().await;
+    const ACME: &str = "name=acme;command=acme/{id}/ota/do;status=acme/{id}/ota/state;presence=acme/{id}/alive";
+    let server = Server::start_with_args(&["--topic-profile", ACME]).await;
     server.upload(image("2.0.0", 80_000), &[]).await;
     let mqtt = server.mqtt_url();
-    let paku = Fleet::start(mqtt_fleet(&server.info.device_url, &mqtt, TopicProfile::paku(), 5, 40)).await.unwrap();
-    let cc =
-        Fleet::start(mqtt_fleet(&server.info.device_url, &mqtt, TopicProfile::cercollettiva(), 5, 41)).await.unwrap();
+    let api = server.info.device_url.clone();
+    let paku = Fleet::start(mqtt_fleet(&api, &mqtt, TopicProfile::paku(), 5, 40)).await.unwrap();
+    let cc = Fleet::start(mqtt_fleet(&api, &mqtt, TopicProfile::cercollettiva(), 5, 41)).await.unwrap();
+    let custom = Fleet::start(mqtt_fleet(&api, &mqtt, TopicProfile::parse(ACME).unwrap(), 3, 44)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n =
             server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json::<Vec<Value>>().await.unwrap().len();
-        if n == 10 {
+        if n == 13 {
             break;
         }
-        assert!(Instant::now() < deadline, "{n} of 10 devices");
+        assert!(Instant::now() < deadline, "{n} of 13 devices");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id = start_rollout(&server, "2.0.0").await;
-    wait_completed(&server, id, 10).await;
-    for d in paku.devices().into_iter().chain(cc.devices()) {
+    wait_completed(&server, id, 13).await;
+    for d in paku.devices().into_iter().chain(cc.devices()).chain(custom.devices()) {
         assert_eq!(d.version, "2.0.0", "{}", d.id);
         assert_eq!(d.commands_received, 1);
     }
     paku.stop().await;
     cc.stop().await;
+    custom.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -297,6 +297,13 @@ impl Drop for Mosquitto {
 }
 
 impl Server {
+    /// Starts a server in a fresh data dir with extra `flotilla serve` arguments.
+    pub async fn start_with_args(args: &[&str]) -> Server {
+        let mut all = vec!["--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::spawn(tempfile::tempdir().unwrap(), &all).await
+    }
+
     /// Starts a server that uses an external MQTT broker.
     pub async fn start_with_mqtt(url: &str) -> Server {
         Server::spawn(tempfile::tempdir().unwrap(), &["--http", "127.0.0.1:0", "--mqtt", url]).await

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Password for an external broker.
     #[arg(long, env = "FLOTILLA_MQTT_PASSWORD", hide_env_values = true)]
     mqtt_password: Option<String>,
+    /// An MQTT topic profile of an existing fleet, besides the built-in flotilla, cercollettiva and
+    /// paku (repeatable): `name=acme;command=acme/{id}/ota;status=acme/{id}/ota/state;presence=acme/{id}/online[;result=…]`.
+    #[arg(long = "topic-profile")]
+    topic_profiles: Vec<String>,
     /// Do not advertise _flotilla._tcp over mDNS.
     #[arg(long)]
     no_mdns: bool,
@@ -73,6 +77,12 @@ pub async fn run(args: ServeArgs) -> CliResult {
     config.mdns = !args.no_mdns;
     config.max_image_size = args.max_image_size;
     config.disk_reserve = args.disk_reserve;
+    for spec in &args.topic_profiles {
+        let profile = flotilla_proto::native::TopicProfile::parse(spec)
+            .map_err(|e| CliError::refused(format!("--topic-profile: {e}")))?;
+        config.topic_profiles.retain(|p| p.name != profile.name);
+        config.topic_profiles.push(profile);
+    }
     config.mqtt = match args.mqtt.as_str() {
         "embedded" => MqttMode::Embedded { listen: args.mqtt_listen },
         "off" | "none" => MqttMode::Off,

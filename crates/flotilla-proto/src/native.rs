@@ -194,6 +194,38 @@ impl TopicProfile {
         vec![TopicProfile::flotilla(), TopicProfile::cercollettiva(), TopicProfile::paku()]
     }
 
+    /// Parses a profile definition: `name=acme;command=acme/{id}/ota;status=acme/{id}/ota/state;presence=acme/{id}/online[;result=…]`.
+    /// Every template must contain `{id}` once.
+    pub fn parse(spec: &str) -> Result<TopicProfile, String> {
+        let (mut name, mut command, mut status, mut result, mut presence) = (None, None, None, None, None);
+        for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not key=value"))?;
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "name" => name = Some(v),
+                "command" => command = Some(v),
+                "status" => status = Some(v),
+                "result" => result = Some(v),
+                "presence" => presence = Some(v),
+                other => return Err(format!("unknown key {other:?} (name, command, status, result, presence)")),
+            }
+        }
+        let need = |v: Option<String>, what: &str| v.ok_or_else(|| format!("{what}= is missing"));
+        let p = TopicProfile {
+            name: need(name, "name")?,
+            command: need(command, "command")?,
+            status: need(status, "status")?,
+            result,
+            presence: need(presence, "presence")?,
+        };
+        for t in [Some(&p.command), Some(&p.status), p.result.as_ref(), Some(&p.presence)].into_iter().flatten() {
+            if t.split('/').filter(|s| *s == "{id}").count() != 1 || t.contains(['#', '+']) {
+                return Err(format!("topic {t:?} must contain {{id}} as one whole level and no wildcards"));
+            }
+        }
+        Ok(p)
+    }
+
     /// A built-in profile by name.
     pub fn named(name: &str) -> Option<TopicProfile> {
         TopicProfile::builtin().into_iter().find(|p| p.name == name)
@@ -252,6 +284,18 @@ mod tests {
         assert_eq!(match_topic(&f.presence, "flotilla/x/status"), Some(("x".into(), None)));
         assert_eq!(match_topic(&f.presence, "flotilla/x/status/ota"), None);
         assert_eq!(match_topic(&f.status, "flotilla//status/ota"), None);
+    }
+
+    #[test]
+    fn custom_profiles_parse_and_are_checked() {
+        let p = TopicProfile::parse(
+            "name=acme; command=acme/{id}/ota; status=acme/{id}/ota/state; presence=acme/{id}/online",
+        );
+        assert_eq!(p.map(|p| (p.name, p.result)), Ok(("acme".into(), None)));
+        assert!(TopicProfile::parse("name=x;command=x/ota;status=x/{id}/s;presence=x/{id}/p").is_err(), "needs {{id}}");
+        assert!(TopicProfile::parse("name=x;command=x/{id}/#;status=x/{id}/s;presence=x/{id}/p").is_err());
+        assert!(TopicProfile::parse("name=x;command=x/{id}").is_err());
+        assert!(TopicProfile::parse("colour=red").is_err());
     }
 
     #[test]
