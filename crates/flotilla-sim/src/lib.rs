@@ -33,6 +33,8 @@
 //! - `device`: one device: shared state, the pull and MQTT loops, the update, the download, the
 //!   device's own HTTP endpoint.
 //! - `error`: [`SimError`].
+//! - [`load`]: the check-in load generator behind the `flotilla-load` binary (not a fleet: many
+//!   devices' check-ins on a few keep-alive connections, as fast as the engine answers).
 
 pub mod config;
 mod device;
@@ -40,6 +42,7 @@ mod error;
 pub mod failures;
 mod fleet;
 pub mod identity;
+pub mod load;
 
 pub use config::FleetConfig;
 pub use device::{DeviceSnapshot, DeviceState};

@@ -1,5 +1,5 @@
 //! Integration tests of the simulator over real loopback sockets: a fake engine (`engine`), a
-//! real Mosquitto broker (`broker`), the library (`pull`, `mqtt`) and the binary (`cli`).
+//! real Mosquitto broker (`broker`), the library (`pull`, `mqtt`) and the binaries (`cli`, `load`).
 //!
 //! Tests wait on conditions with bounded deadlines ([`wait_for`]); they never sleep and hope.
 
@@ -8,6 +8,7 @@
 mod broker;
 mod cli;
 mod engine;
+mod load;
 mod mqtt;
 mod pull;
 mod scale;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Check-in API under load: `flotilla serve` with 10,000 registered devices, and `flotilla-load`
+# sending check-ins of random devices over 64 keep-alive connections on loopback. Targets:
+# ≥ 20,000 requests/s and p99 < 10 ms on the project's 2-core machine, engine and load generator
+# sharing both cores (nothing is pinned).
+#
+#   bench/checkin.sh                   # 3 rounds of 10 s against one engine
+#   DEVICES=10000 CONNECTIONS=64 DURATION=10 ROUNDS=3 bench/checkin.sh
+#
+# The first round registers the devices (each checks in once); every round then measures. Prints
+# each round's report and the worst round against the targets. Everything listens on 127.0.0.1
+# and is stopped at exit.
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+ensure_rust
+ensure_packages python3
+DEVICES="${DEVICES:-10000}"
+CONNECTIONS="${CONNECTIONS:-64}"
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+
+cd "$ROOT"
+say "building release binaries"
+cargo build --release --locked -p flotilla-cli -p flotilla-sim --bin flotilla --bin flotilla-load
+BIN="$ROOT/target/release"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "starting flotilla serve"
+"$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
+engine=$!
+pids+=("$engine")
+for _ in $(seq 1 300); do [ -f "$work/data/runtime.json" ] && break; sleep 0.05; done
+[ -f "$work/data/runtime.json" ] || { cat "$work/flotilla.log"; exit 1; }
+device_url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$work/data/runtime.json")"
+
+for round in $(seq 1 "$ROUNDS"); do
+  say "round $round of $ROUNDS: $DEVICES devices, $CONNECTIONS connections, ${DURATION} s"
+  # Exit 1 with a report means some requests failed: the summary shows them, so go on.
+  "$BIN/flotilla-load" --url "$device_url" --devices "$DEVICES" --connections "$CONNECTIONS" \
+    --duration "${DURATION}s" --pid "$engine" --json >"$work/round-$round.json" || [ -s "$work/round-$round.json" ]
+  python3 - "$work/round-$round.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+m, l = r["measured"], r["measured"]["latency_ms"]
+print(f"  registration of {r['devices']:,} devices: {r['registration']['seconds']:.2f} s, {r['registration']['errors']} errors")
+print(f"  {m['requests']:,} requests in {m['seconds']:.1f} s, {m['errors']} errors: {m['throughput']:,.0f} req/s; "
+      f"latency p50 {l['p50']:.2f} / p90 {l['p90']:.2f} / p99 {l['p99']:.2f} / p99.9 {l['p99_9']:.2f} / max {l['max']:.2f} ms")
+for name in ("engine", "generator"):
+    p = r.get(name)
+    if p:
+        print(f"  {name:<9} CPU {p['cpu_seconds']:.2f} s ({p['cpu_seconds'] * 1e6 / max(m['requests'], 1):.1f} µs per request), "
+              f"RSS {p['rss_kib'] / 1024:.1f} MiB (peak {p['peak_rss_kib'] / 1024:.1f} MiB)")
+PY
+done
+
+registered="$("$BIN/flotilla" devices list --json --data-dir "$work/data" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+python3 - "$work" "$ROUNDS" "$registered" "$DEVICES" <<'PY'
+import json, sys
+work, rounds, registered, devices = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rs = [json.load(open(f"{work}/round-{i}.json")) for i in range(1, rounds + 1)]
+worst_rps = min(r["measured"]["throughput"] for r in rs)
+worst_p99 = max(r["measured"]["latency_ms"]["p99"] for r in rs)
+errors = sum(r["measured"]["errors"] for r in rs)
+rss = max(r["engine"]["peak_rss_kib"] for r in rs if r.get("engine")) / 1024
+mark = lambda ok: "ok" if ok else "MISSED"
+print()
+print(f"Check-ins of {devices:,} registered devices ({registered:,} in the engine's inventory), "
+      f"{rs[0]['connections']} connections, {rounds} rounds; worst round:")
+print(f"  throughput  {worst_rps:12,.0f} req/s   target >= 20,000 req/s   {mark(worst_rps >= 20000)}")
+print(f"  p99         {worst_p99:12.2f} ms      target < 10 ms           {mark(worst_p99 < 10)}")
+print(f"  errors      {errors:12,}         target 0                 {mark(errors == 0)}")
+print(f"  engine peak RSS {rss:.1f} MiB")
+sys.exit(0 if worst_rps >= 20000 and worst_p99 < 10 and errors == 0 and registered >= devices else 1)
+PY
