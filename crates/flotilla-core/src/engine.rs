@@ -199,7 +199,7 @@ impl Engine {
             admin_url,
             device_addr,
             admin_addr,
-            fleet: Mutex::new(Fleet { inventory, runs, seen: HashSet::new() }),
+            fleet: Mutex::new(Fleet { inventory, runs, ..Fleet::default() }),
             writer,
             kick: Notify::new(),
             native: Native::new(profiles.clone()),
@@ -597,6 +597,9 @@ impl EngineHandle {
     }
 }
 
+/// Shortest time between two scheduler passes.
+const MIN_PASS: Duration = Duration::from_millis(20);
+
 /// The scheduler task: a pass every [`TICK`], or at once when something happened.
 async fn scheduler(engine: EngineHandle) {
     let mut interval = tokio::time::interval(TICK);
@@ -608,9 +611,12 @@ async fn scheduler(engine: EngineHandle) {
             _ = interval.tick() => {}
             () = engine.shared.kick.notified() => {}
         }
+        let started = tokio::time::Instant::now();
         if let Err(e) = engine.tick().await {
             tracing::error!(error = %e, "scheduler pass failed");
         }
+        // At most one pass per MIN_PASS: a burst of reports costs one pass, not one each.
+        tokio::time::sleep_until(started + MIN_PASS).await;
         if last_sweep.elapsed() >= OFFLINE_AFTER / 60 {
             last_sweep = tokio::time::Instant::now();
             if let Err(e) = engine.sweep_offline() {

@@ -32,16 +32,31 @@ use crate::writer::Op;
 
 /// How often the scheduler looks at timeouts and gates when nothing happens.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often `last_seen` of devices that only checked in is written.
+const SEEN_FLUSH: Duration = Duration::from_secs(30);
 /// A device not seen for this long is shown offline.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(600);
 
 /// Inventory + rollouts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Fleet {
     pub inventory: Inventory,
     pub runs: BTreeMap<i64, Run>,
     /// Devices seen (last_seen moved) since the last write of their row.
     pub seen: HashSet<String>,
+    /// When `seen` was last written.
+    pub last_seen_flush: std::time::Instant,
+}
+
+impl Default for Fleet {
+    fn default() -> Fleet {
+        Fleet {
+            inventory: Inventory::default(),
+            runs: BTreeMap::new(),
+            seen: HashSet::new(),
+            last_seen_flush: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Fleet {
@@ -131,6 +146,9 @@ fn build_run(
 
 /// The events a device change deserves (check-ins that change nothing make none).
 fn device_events(change: &Change, d: &Device, actor: &str, ops: &mut Vec<Op>) {
+    if !(change.created || change.version_changed || change.ip_changed || change.came_online) {
+        return;
+    }
     let subject = Some(format!("device:{}", d.mac));
     let data = json!({ "mac": d.mac, "device_id": d.device_id, "ip": d.ip, "version": d.version, "online": d.online });
     if change.created {
@@ -372,6 +390,15 @@ impl EngineHandle {
                 if let Some(v) = &p.version {
                     seen_locked(&mut fleet, &mac, v, !retained, &mut ops);
                 }
+                // A device that (re)connects while its command is unanswered may have missed it
+                // (a broker that dropped its session): send it again, same job id.
+                if !retained
+                    && let Some((rid, i)) = fleet.job_of(&mac)
+                    && let Some(job) = fleet.runs.get_mut(&rid).and_then(|r| r.jobs.get_mut(i))
+                    && job.state == JobState::Commanded
+                {
+                    job.delivered = false;
+                }
             }
         }
         self.queue(ops);
@@ -607,8 +634,10 @@ impl EngineHandle {
                 commands.extend(run.admit(now, at, &mut ops));
                 run.gates(now, &mut ops);
             }
-            // last_seen of devices that only checked in: written behind, in bulk.
-            if fleet.seen.len() >= 512 || (!fleet.seen.is_empty() && ops.is_empty()) {
+            // last_seen of devices that only checked in: written behind, in bulk, now and then
+            // (offline detection works from memory; the store needs it only across restarts).
+            if fleet.seen.len() >= 8192 || (!fleet.seen.is_empty() && fleet.last_seen_flush.elapsed() >= SEEN_FLUSH) {
+                fleet.last_seen_flush = std::time::Instant::now();
                 let seen: Vec<String> = fleet.seen.drain().collect();
                 for mac in seen {
                     if let Some(e) = fleet.inventory.get(&mac) {

@@ -32,6 +32,9 @@ pub(crate) enum Op {
 /// Marks a job write superseded by a newer one in the same batch.
 const SKIP: i64 = i64::MIN;
 
+/// How long the writer gathers writes into one transaction when nobody waits for them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Largest batch written in one transaction.
 const BATCH: usize = 4096;
 
@@ -50,10 +53,20 @@ impl Writer {
             .spawn(move || {
                 let mut batch = Vec::with_capacity(BATCH);
                 while let Some(op) = rx.blocking_recv() {
+                    // Group commit: gather what arrives within GATHER (a burst of reports, a wave of
+                    // check-ins) into one transaction — unless someone waits for durability.
+                    let mut urgent = matches!(op, Op::Flush(_));
                     batch.push(op);
+                    let until = std::time::Instant::now() + GATHER;
                     while batch.len() < BATCH {
                         match rx.try_recv() {
-                            Ok(op) => batch.push(op),
+                            Ok(op) => {
+                                urgent |= matches!(op, Op::Flush(_));
+                                batch.push(op);
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) if !urgent && std::time::Instant::now() < until => {
+                                std::thread::sleep(std::time::Duration::from_micros(500));
+                            }
                             Err(_) => break,
                         }
                     }
