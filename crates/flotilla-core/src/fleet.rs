@@ -313,8 +313,11 @@ impl EngineHandle {
         {
             let mut fleet = self.fleet()?;
             let now = clock::now_ms();
-            let found =
-                fleet.runs.iter().find_map(|(rid, r)| r.jobs.iter().position(|j| j.id == job_id).map(|i| (*rid, i)));
+            // Jobs are kept in id order (created and loaded that way): a binary search finds one.
+            let found = fleet
+                .runs
+                .iter()
+                .find_map(|(rid, r)| r.jobs.binary_search_by_key(&job_id, |j| j.id).ok().map(|i| (*rid, i)));
             let Some((rid, i)) = found else { return Err(CoreError::NotFound(format!("job {}", req.job))) };
             // The report must come from the device the job is for.
             let expected =
