@@ -335,8 +335,13 @@ async fn upload_firmware(State(engine): State<EngineHandle>, mut form: Multipart
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_image", "the uploaded file is empty"));
     }
     let res = engine.import_firmware(file, opts, ACTOR).await?;
+    Ok(imported(res))
+}
+
+/// 201 for a new firmware, 200 when these bytes were already imported.
+fn imported(res: ImportResponse) -> Response {
     let status = if res.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(res)).into_response())
+    (status, Json(res)).into_response()
 }
 
 /// Imports a firmware file from the engine machine's own disk.
@@ -354,8 +359,7 @@ async fn import_firmware_path(
         return Err(ApiError::bad_request(format!("path {:?} must be absolute", req.path)));
     }
     let res = engine.import_firmware_path(&path, req.options, ACTOR).await?;
-    let status = if res.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(res)).into_response())
+    Ok(imported(res))
 }
 
 /// Parses a firmware file (the request body, raw bytes) without importing it.

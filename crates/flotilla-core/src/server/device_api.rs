@@ -81,13 +81,24 @@ fn ip(addr: SocketAddr) -> Option<String> {
     Some(addr.ip().to_canonical().to_string())
 }
 
+/// Every check-in profile ends here: the native check-in, answered as JSON.
+async fn answer(engine: &EngineHandle, addr: SocketAddr, req: CheckRequest) -> DeviceResult<CheckResponse> {
+    Ok(Json(engine.check_in(req, ip(addr)).await?))
+}
+
+/// Every report profile ends here: the native report, acknowledged.
+async fn acknowledge(engine: &EngineHandle, req: ReportRequest) -> DeviceResult<ReportAck> {
+    engine.device_report(req).await?;
+    Ok(Json(ReportAck { ok: true }))
+}
+
 async fn check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Result<Json<CheckRequest>, JsonRejection>,
 ) -> DeviceResult<CheckResponse> {
     let Json(req) = body?;
-    Ok(Json(engine.check_in(req, ip(addr)).await?))
+    answer(&engine, addr, req).await
 }
 
 async fn report(
@@ -95,8 +106,7 @@ async fn report(
     body: Result<Json<ReportRequest>, JsonRejection>,
 ) -> DeviceResult<ReportAck> {
     let Json(req) = body?;
-    engine.device_report(req).await?;
-    Ok(Json(ReportAck { ok: true }))
+    acknowledge(&engine, req).await
 }
 
 async fn site_key(State(engine): State<EngineHandle>) -> Json<flotilla_proto::PublicKey> {
@@ -132,7 +142,7 @@ async fn check_update(
         version: b.current_version,
         labels: (!b.labels.is_empty()).then_some(b.labels),
     };
-    Ok(Json(engine.check_in(req, ip(addr)).await?))
+    answer(&engine, addr, req).await
 }
 
 /// `GET /api/firmware/check` query.
@@ -181,7 +191,7 @@ async fn firmware_check(
         version: q.current_version,
         labels: None,
     };
-    Ok(Json(engine.check_in(req, ip(addr)).await?))
+    answer(&engine, addr, req).await
 }
 
 /// Status body of the compatibility profiles: the native report with common spellings accepted.
@@ -203,23 +213,27 @@ struct CompatStatus {
     version: Option<String>,
 }
 
+impl CompatStatus {
+    fn into_report(self, device_id: String) -> ReportRequest {
+        ReportRequest {
+            device_id,
+            mac: self.mac,
+            job: self.job,
+            state: self.state,
+            progress: self.progress,
+            error: self.error,
+            version: self.version,
+        }
+    }
+}
+
 async fn update_status(
     State(engine): State<EngineHandle>,
     Path(id): Path<String>,
     body: Result<Json<CompatStatus>, JsonRejection>,
 ) -> DeviceResult<ReportAck> {
     let Json(b) = body?;
-    let req = ReportRequest {
-        device_id: id,
-        mac: b.mac,
-        job: b.job,
-        state: b.state,
-        progress: b.progress,
-        error: b.error,
-        version: b.version,
-    };
-    engine.device_report(req).await?;
-    Ok(Json(ReportAck { ok: true }))
+    acknowledge(&engine, b.into_report(id)).await
 }
 
 /// `POST /api/ota/check` body: the native check-in with common spellings accepted.
@@ -249,7 +263,7 @@ async fn ota_check(
         version: b.version,
         labels: None,
     };
-    Ok(Json(engine.check_in(req, ip(addr)).await?))
+    answer(&engine, addr, req).await
 }
 
 async fn ota_status(
@@ -259,17 +273,8 @@ async fn ota_status(
     let Json(b) = body?;
     let device_id = b
         .device_id
-        .or(b.mac.clone())
+        .clone()
+        .or_else(|| b.mac.clone())
         .ok_or_else(|| DeviceError(StatusCode::BAD_REQUEST, "device_id or mac is required".into()))?;
-    let req = ReportRequest {
-        device_id,
-        mac: b.mac,
-        job: b.job,
-        state: b.state,
-        progress: b.progress,
-        error: b.error,
-        version: b.version,
-    };
-    engine.device_report(req).await?;
-    Ok(Json(ReportAck { ok: true }))
+    acknowledge(&engine, b.into_report(device_id)).await
 }
