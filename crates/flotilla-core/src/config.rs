@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub mqtt: crate::mqtt_link::MqttMode,
     /// MQTT topic conventions the engine listens to and commands with.
     pub topic_profiles: Vec<flotilla_proto::native::TopicProfile>,
+    /// How to start a simulated demo fleet (`POST /api/v1/demo`); `None`: no demo.
+    pub demo: Option<crate::demo::DemoLauncher>,
 }
 
 impl EngineConfig {
@@ -53,6 +55,7 @@ impl EngineConfig {
             disk_reserve: crate::firmware::blobs::DEFAULT_DISK_RESERVE,
             mqtt: crate::mqtt_link::MqttMode::Embedded { listen: SocketAddr::from(([0, 0, 0, 0], 1883)) },
             topic_profiles: flotilla_proto::native::TopicProfile::builtin(),
+            demo: None,
         }
     }
 

@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub mqtt_connected: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
     /// URL devices use for MQTT, once it runs.
     pub mqtt_url: std::sync::OnceLock<String>,
+    /// When the engine started (for its uptime).
+    pub started: std::time::Instant,
 }
 
 /// Starts engines.
@@ -205,6 +207,7 @@ impl Engine {
             native: Native::new(profiles.clone()),
             mqtt_connected: std::sync::OnceLock::new(),
             mqtt_url: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
         });
 
         let stop = CancellationToken::new();
@@ -300,7 +303,7 @@ pub struct EngineHandle {
     pub(crate) shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
-    advertiser: Arc<Mutex<Option<Advertiser>>>,
+    pub(crate) advertiser: Arc<Mutex<Option<Advertiser>>>,
     mqtt: Arc<tokio::sync::Mutex<Option<crate::mqtt_link::MqttLink>>>,
 }
 
@@ -395,7 +398,7 @@ impl EngineHandle {
         Ok(out)
     }
 
-    async fn record(&self, kind: &str, actor: &str, subject: Option<String>, data: serde_json::Value) -> Result<Event> {
+    pub(crate) async fn record(&self, kind: &str, actor: &str, subject: Option<String>, data: serde_json::Value) -> Result<Event> {
         let ev = NewEvent::new(kind, actor, subject, data);
         let event = self.shared.db.call(move |s| Ok(s.write(|tx| events::append(tx, &ev))?)).await?;
         let _ = self.shared.events.send(event.clone());
@@ -468,6 +471,18 @@ impl EngineHandle {
 
     /// Imports a file from the engine's own disk.
     pub async fn import_firmware_path(&self, path: &Path, opts: ImportOptions, actor: &str) -> Result<ImportResponse> {
+        let bytes = self.read_firmware_file(path).await?;
+        self.import_firmware(bytes, opts, actor).await
+    }
+
+    /// Parses a file on the engine's own disk without importing it (the desktop app's drops).
+    pub async fn inspect_firmware_path(&self, path: &Path) -> Result<ImageInfo> {
+        let bytes = self.read_firmware_file(path).await?;
+        self.inspect_firmware(bytes).await
+    }
+
+    /// Reads a firmware file from disk, refusing what cannot be a firmware before reading it.
+    async fn read_firmware_file(&self, path: &Path) -> Result<Bytes> {
         let limit = self.shared.config.max_image_size.saturating_mul(4).max(64 << 20);
         let meta = tokio::fs::metadata(path).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => CoreError::NotFound(format!("file {}", path.display())),
@@ -485,7 +500,7 @@ impl EngineHandle {
         }
         let bytes =
             tokio::fs::read(path).await.map_err(|e| CoreError::io(format!("cannot read {}", path.display()), e))?;
-        self.import_firmware(Bytes::from(bytes), opts, actor).await
+        Ok(Bytes::from(bytes))
     }
 
     pub async fn list_firmware(&self) -> Result<Vec<Firmware>> {

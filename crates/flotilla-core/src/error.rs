@@ -29,6 +29,9 @@ pub enum CoreError {
     },
     #[error(transparent)]
     Store(flotilla_store::StoreError),
+    /// This engine cannot do that (a feature it was started without).
+    #[error("{0}")]
+    Unavailable(String),
     /// The engine is shutting down or a worker it needs has stopped.
     #[error("engine is shutting down")]
     ShuttingDown,
@@ -50,6 +53,7 @@ impl CoreError {
             CoreError::Conflict(_) => "conflict",
             CoreError::Io { .. } => "io_error",
             CoreError::Store(_) => "store_error",
+            CoreError::Unavailable(_) => "unavailable",
             CoreError::ShuttingDown => "shutting_down",
         }
     }

@@ -23,6 +23,7 @@
 //! - [`error`]: the error type, [`CoreError`].
 
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod protocols;
 pub mod rollout;
 mod secrets;
 pub mod server;
+mod status;
 mod writer;
 
 pub use config::{DataDir, EngineConfig};

@@ -58,7 +58,7 @@ impl Publish for ClientPublisher {
     }
 }
 
-fn load_credentials(path: &std::path::Path) -> Result<BrokerCredentials> {
+pub(crate) fn load_credentials(path: &std::path::Path) -> Result<BrokerCredentials> {
     use base64::Engine as _;
     let bytes = secrets::load_or_create(
         path,

@@ -49,3 +49,79 @@ pub struct PublicKey {
     /// First 16 hex digits of SHA-256 of the raw key.
     pub key_id: String,
 }
+
+/// A simulated demo fleet the engine started (`POST /api/v1/demo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DemoInfo {
+    /// How many simulated devices run.
+    pub devices: u32,
+    /// The demo firmware imported for it (a version), if any.
+    pub firmware: Option<String>,
+    /// One line: the fleet's mix, addresses and failure rates.
+    pub summary: String,
+}
+
+/// `GET /api/v1/status`: what the engine runs and the state of each of its connections, for the
+/// overview and settings views.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EngineStatus {
+    pub version: String,
+    pub pid: u32,
+    pub data_dir: String,
+    /// Seconds since the engine started.
+    pub uptime_s: u64,
+    pub admin: ListenerStatus,
+    pub device_server: ListenerStatus,
+    pub mqtt: MqttStatus,
+    pub mdns: MdnsStatus,
+    pub tls: TlsStatus,
+    pub demo: DemoStatus,
+    /// The site signing key's id (first 16 hex digits of SHA-256 of the public key).
+    pub signing_key_id: String,
+}
+
+/// A server the engine runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ListenerStatus {
+    /// The address it is bound to (`0.0.0.0:8070`).
+    pub listen: String,
+    /// The URL others use.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MqttStatus {
+    /// `embedded`, `external` or `off`.
+    pub mode: String,
+    /// Broker URL devices use, without credentials.
+    pub url: Option<String>,
+    /// Where the embedded broker listens.
+    pub listen: Option<String>,
+    /// Is the engine's client connected to the broker?
+    pub connected: bool,
+    /// The user name devices use (the password stays in the data dir).
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MdnsStatus {
+    /// Is `_flotilla._tcp` advertised?
+    pub enabled: bool,
+    pub service: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TlsStatus {
+    /// Does the device server speak HTTPS? (Not yet: plain HTTP, firmware is signed.)
+    pub enabled: bool,
+    /// SHA-256 fingerprint of the certificate, when enabled.
+    pub fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DemoStatus {
+    /// Can this engine start a demo fleet (`POST /api/v1/demo`)?
+    pub available: bool,
+    /// The running demo fleet.
+    pub running: Option<DemoInfo>,
+}

@@ -25,6 +25,7 @@ use flotilla_proto::{
     FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
     RuntimeInfo,
 };
+use flotilla_proto::api::{DemoInfo, EngineStatus};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -73,6 +74,7 @@ impl From<CoreError> for ApiError {
                 StatusCode::INSUFFICIENT_STORAGE
             }
             CoreError::Store(s) if s.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+            CoreError::Unavailable(_) => StatusCode::NOT_IMPLEMENTED,
             CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -167,6 +169,8 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(health))
         .routes(routes!(openapi_json))
         .routes(routes!(info))
+        .routes(routes!(status))
+        .routes(routes!(start_demo))
         .routes(routes!(public_key))
         .routes(routes!(list_firmware, upload_firmware))
         .routes(routes!(import_firmware_path))
@@ -246,6 +250,22 @@ async fn openapi_json() -> Response {
     static SPEC: OnceLock<String> = OnceLock::new();
     let spec = SPEC.get_or_init(|| openapi().to_json().unwrap_or_else(|_| "{}".into()));
     ([(header::CONTENT_TYPE, "application/json")], spec.clone()).into_response()
+}
+
+/// What the engine runs and the state of each connection (broker, servers, mDNS, TLS, demo).
+#[utoipa::path(get, path = "/api/v1/status", tag = "engine", responses((status = OK, body = EngineStatus)))]
+async fn status(State(engine): State<EngineHandle>) -> Json<EngineStatus> {
+    Json(engine.status().await)
+}
+
+/// Starts the simulated demo fleet (and imports its demo firmware): 409 when it already runs, 501
+/// when this engine was started without one (`flotilla serve --demo-available`, the desktop app).
+#[utoipa::path(
+    post, path = "/api/v1/demo", tag = "engine",
+    responses((status = CREATED, body = DemoInfo), (status = CONFLICT, body = ErrorBody), (status = NOT_IMPLEMENTED, body = ErrorBody))
+)]
+async fn start_demo(State(engine): State<EngineHandle>) -> ApiResult<(StatusCode, Json<DemoInfo>)> {
+    Ok((StatusCode::CREATED, Json(engine.start_demo(ACTOR).await?)))
 }
 
 /// Where the engine listens.
@@ -354,21 +374,47 @@ async fn import_firmware_path(
     State(engine): State<EngineHandle>,
     ApiJson(req): ApiJson<ImportPathRequest>,
 ) -> ApiResult<Response> {
-    let path = std::path::PathBuf::from(&req.path);
-    if !path.is_absolute() {
-        return Err(ApiError::bad_request(format!("path {:?} must be absolute", req.path)));
-    }
-    let res = engine.import_firmware_path(&path, req.options, ACTOR).await?;
+    let res = engine.import_firmware_path(&absolute(&req.path)?, req.options, ACTOR).await?;
     Ok(imported(res))
 }
 
-/// Parses a firmware file (the request body, raw bytes) without importing it.
+fn absolute(path: &str) -> Result<std::path::PathBuf, ApiError> {
+    let p = std::path::PathBuf::from(path);
+    if p.is_absolute() { Ok(p) } else { Err(ApiError::bad_request(format!("path {path:?} must be absolute"))) }
+}
+
+/// A file on the engine machine's own disk (for `POST /api/v1/firmware/inspect` as JSON).
+#[derive(Debug, Deserialize, ToSchema)]
+struct InspectPath {
+    /// Absolute path of the file.
+    path: String,
+}
+
+/// Parses a firmware file without importing it: the request body's raw bytes, or, with
+/// `Content-Type: application/json`, `{"path": "/abs/file.bin"}` on the engine machine's own disk
+/// (what the desktop app's drops give).
 #[utoipa::path(
     post, path = "/api/v1/firmware/inspect", tag = "firmware",
-    request_body(content_type = "application/octet-stream", content = Vec<u8>),
-    responses((status = OK, body = ImageInfo), (status = UNPROCESSABLE_ENTITY, body = ErrorBody))
+    request_body(content(
+        (Vec<u8> = "application/octet-stream"),
+        (InspectPath = "application/json"),
+    )),
+    responses((status = OK, body = ImageInfo), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody))
 )]
-async fn inspect_firmware(State(engine): State<EngineHandle>, body: Bytes) -> ApiResult<Json<ImageInfo>> {
+async fn inspect_firmware(
+    State(engine): State<EngineHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ImageInfo>> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if json {
+        let req: InspectPath = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("expected {{\"path\": \"/abs/file.bin\"}}: {e}")))?;
+        return Ok(Json(engine.inspect_firmware_path(&absolute(&req.path)?).await?));
+    }
     Ok(Json(engine.inspect_firmware(body).await?))
 }
 

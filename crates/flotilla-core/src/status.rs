@@ -1,0 +1,64 @@
+//! What the engine runs and the state of its connections (`GET /api/v1/status`).
+
+use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, TlsStatus};
+
+use crate::engine::EngineHandle;
+use crate::mqtt_link::{MqttMode, load_credentials};
+
+impl EngineHandle {
+    /// A snapshot of the engine's settings and connection states.
+    pub async fn status(&self) -> EngineStatus {
+        let s = &self.shared;
+        let mqtt = match &s.config.mqtt {
+            MqttMode::Off => MqttStatus { mode: "off".into(), url: None, listen: None, connected: false, username: None },
+            MqttMode::Embedded { listen } => MqttStatus {
+                mode: "embedded".into(),
+                url: self.mqtt_url().map(str::to_owned),
+                listen: Some(listen.to_string()),
+                connected: self.mqtt_connected(),
+                username: load_credentials(&s.data.root().join("mqtt-credentials")).ok().map(|c| c.username),
+            },
+            MqttMode::External { url, username, .. } => MqttStatus {
+                mode: "external".into(),
+                url: Some(strip_userinfo(url)),
+                listen: None,
+                connected: self.mqtt_connected(),
+                username: username.clone(),
+            },
+        };
+        let mdns_on = self.advertiser.lock().map(|a| a.is_some()).unwrap_or(false);
+        EngineStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            data_dir: s.data.root().display().to_string(),
+            uptime_s: s.started.elapsed().as_secs(),
+            admin: ListenerStatus { listen: s.admin_addr.to_string(), url: s.admin_url.clone() },
+            device_server: ListenerStatus { listen: s.device_addr.to_string(), url: s.device_url.clone() },
+            mqtt,
+            mdns: MdnsStatus { enabled: mdns_on, service: crate::discovery::mdns::SERVICE_TYPE.into() },
+            tls: TlsStatus { enabled: false, fingerprint: None },
+            demo: DemoStatus { available: self.demo_available(), running: self.demo_running().await },
+            signing_key_id: s.key.key_id().to_owned(),
+        }
+    }
+}
+
+/// `mqtts://user:pw@host:8883` → `mqtts://host:8883`.
+fn strip_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_never_leave_in_the_status() {
+        assert_eq!(super::strip_userinfo("mqtts://u:p@w@broker:8883"), "mqtts://broker:8883");
+        assert_eq!(super::strip_userinfo("mqtt://broker:1883"), "mqtt://broker:1883");
+    }
+}
