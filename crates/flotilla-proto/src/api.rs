@@ -5,11 +5,13 @@ use utoipa::ToSchema;
 
 /// Every admin API error: `{"error":{"code":"…","message":"…"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `unauthorized`, `not_found`, `invalid_image`.
     pub code: String,
@@ -19,6 +21,7 @@ pub struct ErrorDetail {
 
 /// `runtime.json` in the data dir: where a running engine listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RuntimeInfo {
     pub admin_url: String,
     pub device_url: String,
@@ -32,6 +35,7 @@ pub struct RuntimeInfo {
 
 /// `GET /health` on either server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -39,6 +43,7 @@ pub struct Health {
 
 /// `GET /api/v1/keys/public`: the site signing key, for baking into device firmware.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PublicKey {
     /// Algorithm; always `ed25519`.
     pub algorithm: String,
@@ -52,6 +57,7 @@ pub struct PublicKey {
 
 /// A simulated demo fleet the engine started (`POST /api/v1/demo`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct DemoInfo {
     /// How many simulated devices run.
     pub devices: u32,
@@ -64,6 +70,7 @@ pub struct DemoInfo {
 /// `GET /api/v1/status`: what the engine runs and the state of each of its connections, for the
 /// overview and settings views.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct EngineStatus {
     pub version: String,
     pub pid: u32,
@@ -82,6 +89,7 @@ pub struct EngineStatus {
 
 /// A server the engine runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ListenerStatus {
     /// The address it is bound to (`0.0.0.0:8070`).
     pub listen: String,
@@ -90,6 +98,7 @@ pub struct ListenerStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct MqttStatus {
     /// `embedded`, `external` or `off`.
     pub mode: String,
@@ -104,6 +113,7 @@ pub struct MqttStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct MdnsStatus {
     /// Is `_flotilla._tcp` advertised?
     pub enabled: bool,
@@ -111,6 +121,7 @@ pub struct MdnsStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TlsStatus {
     /// Does the device server speak HTTPS? (Not yet: plain HTTP, firmware is signed.)
     pub enabled: bool,
@@ -119,6 +130,7 @@ pub struct TlsStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct DemoStatus {
     /// Can this engine start a demo fleet (`POST /api/v1/demo`)?
     pub available: bool,

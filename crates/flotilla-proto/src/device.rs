@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 /// Which update protocol family a device speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     /// Custom firmware with Flotilla's client (HTTP pull or MQTT push).
@@ -47,6 +48,7 @@ impl Family {
 
 /// A device in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Device {
     /// MAC address, lower-case, colon-separated: the identity.
     pub mac: String,
@@ -70,6 +72,7 @@ pub struct Device {
 
 /// Replace or edit a device's labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct LabelRequest {
     /// Labels to add.

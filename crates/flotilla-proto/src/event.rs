@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 /// A recorded event (audit log entry). The live stream carries the same shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Event {
     /// Monotonic id in the audit log (SSE `id:`), usable as a paging cursor.
     pub id: i64,
@@ -23,6 +24,7 @@ pub struct Event {
 
 /// One page of the audit log, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct EventPage {
     pub events: Vec<Event>,
     /// Pass as `before` to get the next (older) page; `None` at the end.

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 /// Container format of a firmware file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     /// ESP32-family app image (`esp_image_header_t`, magic 0xE9, extended header).
@@ -18,6 +19,7 @@ pub enum ImageFormat {
 
 /// Chip family an image is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Chip {
     Esp8266,
@@ -81,6 +83,7 @@ impl std::fmt::Display for Chip {
 
 /// One segment of an image, as found while walking it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SegmentInfo {
     /// File offset of the segment header (of the decompressed image for gzip).
     pub offset: u64,
@@ -93,6 +96,7 @@ pub struct SegmentInfo {
 /// Everything the parser read from a firmware file. Produced by
 /// `flotilla_core::firmware::image::inspect`; stable JSON (documented in `docs/cli.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ImageInfo {
     /// Container format of the file as given.
     pub format: ImageFormat,
@@ -142,6 +146,7 @@ pub struct ImageInfo {
 
 /// Release channel of an imported firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     #[default]
@@ -168,6 +173,7 @@ impl Channel {
 
 /// An imported firmware: the image's facts plus what the technician said about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Firmware {
     /// Store id.
     pub id: i64,
@@ -205,6 +211,7 @@ pub struct Firmware {
 /// The signature covers the canonical JSON of this struct (fields in this order, no whitespace),
 /// which is exactly what `serde_json::to_vec(&manifest)` produces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Manifest {
     pub version: String,
     pub size: u64,
@@ -217,6 +224,7 @@ pub struct Manifest {
 
 /// A [`Manifest`] with its Ed25519 signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SignedManifest {
     pub manifest: Manifest,
     /// Ed25519 signature over the manifest's canonical JSON, base64 (standard alphabet).
@@ -227,6 +235,7 @@ pub struct SignedManifest {
 
 /// Options of a firmware import; every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct ImportOptions {
     /// Version to record, overriding (or supplying) the image's own; must be SemVer.
@@ -242,6 +251,7 @@ pub struct ImportOptions {
 
 /// Import firmware from a file on the server's own disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ImportPathRequest {
     /// Absolute path of the file, on the machine running the engine.
     pub path: String,
@@ -251,6 +261,7 @@ pub struct ImportPathRequest {
 
 /// Result of an import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ImportResponse {
     pub firmware: Firmware,
     /// False when exactly these bytes were already imported (the import is idempotent).
@@ -259,6 +270,7 @@ pub struct ImportResponse {
 
 /// Change the flags of a firmware.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct FirmwarePatch {
     pub blocked: Option<bool>,
@@ -269,6 +281,7 @@ pub struct FirmwarePatch {
 
 /// A download link for one job: the URL carries the job token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct DownloadLink {
     pub url: String,
     /// Unix seconds after which the token is refused.
@@ -277,6 +290,7 @@ pub struct DownloadLink {
 
 /// Ask for a download link (mostly for tests and tools: rollouts make their own).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct DownloadLinkRequest {
     /// Job the link is for; any string without `/`.

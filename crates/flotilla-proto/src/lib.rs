@@ -18,6 +18,8 @@ pub mod event;
 pub mod firmware;
 pub mod native;
 pub mod rollout;
+#[cfg(test)]
+mod ts;
 
 pub use api::{ErrorBody, ErrorDetail, Health, PublicKey, RuntimeInfo};
 pub use device::{Device, Family, LabelRequest};

@@ -19,6 +19,7 @@ use crate::firmware::Chip;
 
 /// A device checking in (pull). Also registers or refreshes the device (identity = MAC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct CheckRequest {
     /// The device's own id (hostname, topic id).
     pub device_id: String,
@@ -33,6 +34,7 @@ pub struct CheckRequest {
 
 /// What a device is told to install: the signed manifest plus where to get the bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Offer {
     /// Always true (lets a device tell an offer from "no update" by one field).
     pub update_available: bool,
@@ -58,6 +60,7 @@ pub struct Offer {
 
 /// Answer to a check-in: an offer, or nothing to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum CheckResponse {
     Offer(Box<Offer>),
@@ -72,6 +75,7 @@ impl CheckResponse {
 
 /// Where a device says it is in an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceOtaState {
     /// The offer was received and accepted.
@@ -89,6 +93,7 @@ pub enum DeviceOtaState {
 
 /// A progress report (pull: `POST /api/v1/report`; push: the status topic as [`OtaStatus`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ReportRequest {
     pub device_id: String,
     #[serde(default)]
@@ -107,6 +112,7 @@ pub struct ReportRequest {
 
 /// Progress on the MQTT status topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct OtaStatus {
     pub job: String,
     pub state: DeviceOtaState,
@@ -118,6 +124,7 @@ pub struct OtaStatus {
 
 /// Retained presence on the MQTT presence topic; the LWT is `{"online": false}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Presence {
     pub online: bool,
     #[serde(default)]
@@ -134,6 +141,7 @@ pub struct Presence {
 
 /// Acknowledgement of a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ReportAck {
     pub ok: bool,
 }
@@ -142,6 +150,7 @@ pub struct ReportAck {
 /// `{owner}` (a segment Flotilla does not interpret, e.g. an installation owner); both match one
 /// topic level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TopicProfile {
     pub name: String,
     /// Where Flotilla publishes an [`Offer`].

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 /// How many devices a wave holds: a count or a percentage of the whole target (cumulative:
 /// `1,10%,50%,100%` means the first wave has 1 device, the second brings the total to 10 %…).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum WaveSize {
     Count(u32),
@@ -14,6 +15,7 @@ pub enum WaveSize {
 
 /// A failure threshold: a count of devices or a share of the wave.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum Threshold {
     Count(u32),
@@ -22,6 +24,7 @@ pub enum Threshold {
 
 /// What a technician asks for. Every field but `firmware` and `target` has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RolloutSpec {
     /// Firmware: id, sha256 prefix or version.
     pub firmware: String,
@@ -99,6 +102,7 @@ impl RolloutSpec {
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     Draft,
@@ -127,6 +131,7 @@ impl RolloutState {
 
 /// Where one device's update is. Terminal: succeeded, failed, timed_out, skipped, cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -205,6 +210,7 @@ impl JobState {
 
 /// Jobs per state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JobCounts {
     pub total: u32,
     pub queued: u32,
@@ -218,6 +224,7 @@ pub struct JobCounts {
 
 /// One wave's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct WaveStatus {
     /// 0-based.
     pub index: u32,
@@ -226,6 +233,7 @@ pub struct WaveStatus {
 
 /// A rollout as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Rollout {
     pub id: i64,
     pub name: String,
@@ -245,6 +253,7 @@ pub struct Rollout {
 
 /// One state a job passed through.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JobTransition {
     pub state: JobState,
     /// RFC 3339 UTC.
@@ -254,6 +263,7 @@ pub struct JobTransition {
 
 /// One device's update in a rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Job {
     pub id: i64,
     pub rollout_id: i64,
@@ -276,6 +286,7 @@ pub struct Job {
 
 /// Create a rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct CreateRollout {
     #[serde(flatten)]
     pub spec: RolloutSpec,
@@ -286,6 +297,7 @@ pub struct CreateRollout {
 
 /// A rollout with its jobs (status view and report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RolloutDetail {
     pub rollout: Rollout,
     pub jobs: Vec<Job>,
