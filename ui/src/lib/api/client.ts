@@ -1,0 +1,135 @@
+// The admin API client: one fetch wrapper (bearer token, JSON, error body → ApiError) and one
+// function per endpoint. Nothing else in the UI builds URLs.
+
+import { getToken } from './auth';
+import type {
+  CreateRollout, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch,
+  ImageInfo, ImportOptions, ImportResponse, PublicKey, Rollout, RolloutDetail, RolloutPreview,
+  RuntimeInfo, DemoInfo,
+} from './types';
+import { normalizePreview } from '../logic/wizard';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+  /** The route does not exist on this engine (yet). */
+  get missing(): boolean {
+    return (this.status === 404 && (this.code === 'http' || /no such route/i.test(this.message))) || this.status === 405;
+  }
+}
+
+type Unauthorized = () => void;
+let onUnauthorized: Unauthorized = () => {};
+/** Called on every 401: the token is wrong or gone; the app shows the token screen. */
+export function setUnauthorizedHandler(fn: Unauthorized): void {
+  onUnauthorized = fn;
+}
+
+export const API = '/api/v1';
+
+export function authHeaders(extra: Record<string, string> = {}): Record<string, string> {
+  const t = getToken();
+  return t ? { Authorization: `Bearer ${t}`, ...extra } : extra;
+}
+
+async function errorOf(res: Response): Promise<ApiError> {
+  let code = 'http';
+  let message = `${res.status} ${res.statusText}`;
+  try {
+    const text = await res.text();
+    try {
+      const body = JSON.parse(text) as { error?: { code?: string; message?: string } };
+      if (body?.error) {
+        code = body.error.code ?? code;
+        message = body.error.message ?? message;
+      }
+    } catch {
+      if (text) message = text.slice(0, 300);
+    }
+  } catch {
+    /* body unreadable: keep the status line */
+  }
+  return new ApiError(res.status, code, message);
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<T> {
+  const headers = authHeaders();
+  let payload: BodyInit | undefined;
+  if (body instanceof FormData || body instanceof Blob || body instanceof ArrayBuffer) {
+    payload = body as BodyInit;
+    if (body instanceof Blob || body instanceof ArrayBuffer) headers['Content-Type'] = 'application/octet-stream';
+  } else if (body !== undefined) {
+    payload = JSON.stringify(body);
+    headers['Content-Type'] = 'application/json';
+  }
+  let res: Response;
+  try {
+    res = await fetch(path.startsWith('/') ? path : `${API}/${path}`, { method, headers, body: payload, ...init });
+  } catch (e) {
+    throw new ApiError(0, 'network', `cannot reach the engine: ${(e as Error).message}`);
+  }
+  if (res.status === 401) {
+    onUnauthorized();
+    throw await errorOf(res);
+  }
+  if (!res.ok) throw await errorOf(res);
+  const type = res.headers.get('content-type') ?? '';
+  if (type.includes('application/json')) return (await res.json()) as T;
+  return (await res.text()) as unknown as T;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  health: () => request<{ status: string; version: string }>('GET', '/health'),
+  info: () => request<RuntimeInfo>('GET', 'info'),
+  status: () => request<EngineStatus>('GET', 'status'),
+  publicKey: () => request<PublicKey>('GET', 'keys/public'),
+  startDemo: () => request<DemoInfo>('POST', 'demo'),
+
+  devices: () => request<Device[]>('GET', 'devices'),
+  device: (mac: string) => request<Device>('GET', `devices/${enc(mac)}`),
+  deviceHistory: (mac: string) => request<DeviceHistory>('GET', `devices/${enc(mac)}/history`),
+  labels: (mac: string, add: string[], remove: string[]) =>
+    request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),
+
+  firmware: () => request<Firmware[]>('GET', 'firmware'),
+  patchFirmware: (ref: string | number, patch: FirmwarePatch) => request<Firmware>('PATCH', `firmware/${enc(String(ref))}`, patch),
+  deleteFirmware: (ref: string | number) => request<Firmware>('DELETE', `firmware/${enc(String(ref))}`),
+  inspectBytes: (file: Blob) => request<ImageInfo>('POST', 'firmware/inspect', file),
+  inspectPath: (path: string) => request<ImageInfo>('POST', 'firmware/inspect', { path }),
+  importPath: (path: string, opts: ImportOptions = {}) => request<ImportResponse>('POST', 'firmware/import', { path, ...opts }),
+  upload: (file: File, opts: ImportOptions = {}) => {
+    const form = new FormData();
+    form.append('file', file, file.name);
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== '') form.append(k, String(v));
+    return request<ImportResponse>('POST', 'firmware', form);
+  },
+
+  rollouts: () => request<Rollout[]>('GET', 'rollouts'),
+  rollout: (id: number) => request<RolloutDetail>('GET', `rollouts/${id}`),
+  createRollout: (body: CreateRollout) => request<RolloutDetail>('POST', 'rollouts', body),
+  previewRollout: async (body: CreateRollout) => normalizePreview(await request<unknown>('POST', 'rollouts/preview', body)),
+  rolloutAction: (id: number, action: 'start' | 'pause' | 'resume' | 'cancel' | 'retry-failed') =>
+    request<Rollout>('POST', `rollouts/${id}/${action}`),
+  report: (id: number, format: 'csv' | 'json') =>
+    request<string | RolloutDetail>('GET', `rollouts/${id}/report?format=${format}`).then((r) =>
+      typeof r === 'string' ? r : JSON.stringify(r, null, 2),
+    ),
+
+  events: (q: { before?: number; kind?: string; limit?: number } = {}) => {
+    const p = new URLSearchParams();
+    if (q.before) p.set('before', String(q.before));
+    if (q.kind) p.set('kind', q.kind);
+    if (q.limit) p.set('limit', String(q.limit));
+    const s = p.toString();
+    return request<EventPage>('GET', `events${s ? '?' + s : ''}`);
+  },
+};
+
+export type { Event, RolloutPreview };

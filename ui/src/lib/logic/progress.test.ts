@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { barShares, countJobs, eta, formatDuration, groupByReason, percentDone, throughput } from './progress';
+import type { JobState } from '../api/types';
+
+const j = (state: JobState, wave = 0) => ({ state, wave });
+
+describe('counts and progress', () => {
+  it('counts per state and per wave, in-flight states together', () => {
+    const { total, waves } = countJobs([j('succeeded'), j('downloading', 1), j('verifying', 1), j('failed', 1), j('timed_out', 2), j('queued', 2)], 4);
+    expect(total).toEqual({ total: 6, queued: 1, in_flight: 2, succeeded: 1, failed: 1, timed_out: 1, skipped: 0, cancelled: 0 });
+    expect(waves.map((w) => w.total)).toEqual([1, 3, 2, 0]);
+    expect(waves[1].in_flight).toBe(2);
+  });
+  it('never shows 100 % before every job is done', () => {
+    const c = countJobs([...Array(999).fill(j('succeeded')), j('downloading')]).total;
+    expect(percentDone(c)).toBe(99);
+    expect(percentDone(countJobs([j('succeeded'), j('skipped')]).total)).toBe(100);
+    expect(percentDone(countJobs([]).total)).toBe(0);
+  });
+  it('splits a bar into shares that add up', () => {
+    const s = barShares(countJobs([j('succeeded'), j('failed'), j('timed_out'), j('installing')]).total);
+    expect(s).toEqual({ ok: 0.25, bad: 0.5, other: 0, active: 0.25 });
+  });
+});
+
+describe('throughput and ETA', () => {
+  const now = 1_000_000;
+  it('measures devices per minute over the recent window', () => {
+    // 10 completions in the last 60 s
+    const t = Array.from({ length: 10 }, (_, i) => now - 60_000 + i * 6000 + 6000);
+    expect(throughput(t, now)).toBeCloseTo(10 / (54_000 / 60_000), 5);
+    // completions older than the window are ignored
+    expect(throughput([now - 10 * 60_000, now - 9 * 60_000], now)).toBeNull();
+    expect(throughput([now], now)).toBeNull();
+  });
+  it('estimates the remaining time', () => {
+    expect(eta(30, 10)).toBe(3 * 60_000);
+    expect(eta(0, null)).toBe(0);
+    expect(eta(5, null)).toBeNull();
+    expect(formatDuration(3 * 60_000)).toBe('3 min');
+    expect(formatDuration(90 * 60_000)).toBe('1 h 30 min');
+    expect(formatDuration(null)).toBe('—');
+  });
+});
+
+describe('errors grouped by reason', () => {
+  it('groups reasons that differ in numbers, MACs and versions, largest first', () => {
+    const g = groupByReason([
+      { mac: 'a', reason: 'timed out in downloading after 300 s' },
+      { mac: 'b', reason: 'device reported error: flash write failed' },
+      { mac: 'c', reason: 'timed out in downloading after 301 s' },
+      { mac: 'd', reason: null },
+      { mac: 'e', reason: 'device reported error: flash write failed' },
+      { mac: 'f', reason: 'timed out in downloading after 300 s' },
+    ]);
+    expect(g.map((x) => x.macs.length)).toEqual([3, 2, 1]);
+    expect(g[0].reason).toBe('timed out in downloading after … s');
+    expect(g[1].reason).toBe('device reported error: flash write failed');
+    expect(g[2].reason).toBe('no reason given');
+  });
+});

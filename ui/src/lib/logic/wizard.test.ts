@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { buildRequest, defaultForm, localPreview, matchTarget, normalizePreview, parseThreshold, parseWaves, pickDefaultFirmware, targetExpression, waveEnds, waveSizes, formatWaves, groupSkipped } from './wizard';
+import { dev, fw } from './fixtures';
+
+describe('wizard defaults', () => {
+  it('preselects the newest non-blocked firmware, stable over beta at the same version', () => {
+    const list = [
+      fw({ id: 1, version: '1.0.0' }),
+      fw({ id: 2, version: '3.0.0', blocked: true }),
+      fw({ id: 3, version: '2.0.0', channel: 'beta' }),
+      fw({ id: 4, version: '2.0.0', channel: 'stable' }),
+      fw({ id: 5, version: '2.0.0-rc.9' }),
+    ];
+    expect(pickDefaultFirmware(list)?.id).toBe(4);
+    expect(pickDefaultFirmware([fw({ version: '1.0.0', blocked: true })])).toBeUndefined();
+  });
+  it('targets the firmware model, only outdated and online, waves 1,10%,50%,100%, gate 10%', () => {
+    const f = defaultForm(fw({ id: 7, version: '2.0.0', model: 'boiler' }));
+    expect(targetExpression(f, { model: 'boiler', chip: 'esp32' })).toBe('model:boiler and outdated and online');
+    const req = buildRequest(f, undefined, true);
+    expect(req.firmware).toBe('7');
+    expect(req.waves).toEqual([{ count: 1 }, { percent: 10 }, { percent: 50 }, { percent: 100 }]);
+    expect(req.max_failures).toEqual({ percent: 10 });
+    expect(req.start).toBe(true);
+  });
+  it('builds expressions for a selection, a label, and nothing', () => {
+    const f = defaultForm(undefined, ['aa:bb:cc:00:11:22', 'aa:bb:cc:00:11:23']);
+    expect(f.scope).toBe('selection');
+    expect(targetExpression({ ...f, onlyOutdated: false }, undefined)).toBe('device:aa:bb:cc:00:11:22,aa:bb:cc:00:11:23 and online');
+    expect(targetExpression({ ...f, scope: 'label', label: ' line-3 ' }, undefined)).toBe('label:line-3 and outdated and online');
+    expect(targetExpression({ ...f, scope: 'all', onlyOnline: false, onlyOutdated: false }, undefined)).toBe('all');
+  });
+});
+
+describe('waves and thresholds', () => {
+  it('parses and formats wave lists, refusing bad parts', () => {
+    expect(formatWaves(parseWaves(' 1, 10% ,50%,100%'))).toBe('1,10%,50%,100%');
+    expect(() => parseWaves('1,0%')).toThrow(/0%/);
+    expect(() => parseWaves('1,abc')).toThrow(/abc/);
+    expect(() => parseWaves('')).toThrow();
+    expect(parseThreshold('3')).toEqual({ count: 3 });
+    expect(() => parseThreshold('x')).toThrow();
+  });
+  it('computes wave sizes like the engine: percentages round up, empty waves dropped, tail implied', () => {
+    const w = parseWaves('1,10%,50%,100%');
+    expect(waveEnds(w, 200)).toEqual([1, 20, 100, 200]);
+    expect(waveSizes(w, 200)).toEqual([1, 19, 80, 100]);
+    expect(waveSizes(w, 5)).toEqual([1, 2, 2]); // 10% of 5 → 1 (same as wave 1: dropped), 50% → 3
+    expect(waveSizes(w, 1)).toEqual([1]);
+    expect(waveSizes(w, 0)).toEqual([]);
+    expect(waveSizes(parseWaves('5,50%'), 30)).toEqual([5, 10, 15]);
+    expect(waveEnds(parseWaves('10%'), 30)).toEqual([3, 30]);
+  });
+});
+
+describe('target matching and local preview', () => {
+  const f2 = fw({ id: 9, version: '2.0.0' });
+  const devices = [
+    dev({ mac: 'a1', version: '1.0.0' }),
+    dev({ mac: 'a2', version: '2.0.0' }),
+    dev({ mac: 'a3', version: '1.0.0', online: false }),
+    dev({ mac: 'a4', version: '1.0.0', chip: 'esp8266', model: null }),
+    dev({ mac: 'a5', version: '1.0.0', family: 'tasmota', labels: ['x'] }),
+    dev({ mac: 'a6', version: '3.0.0', labels: ['x'] }),
+  ];
+  it('evaluates and / not / label terms and rejects malformed expressions', () => {
+    expect(matchTarget('label:x and not online', devices[4], f2)).toBe(false);
+    expect(matchTarget('label:x and online', devices[5], f2)).toBe(true);
+    expect(matchTarget('label:x online', devices[5], f2)).toBeNull();
+    expect(matchTarget('bogus', devices[5], f2)).toBeNull();
+  });
+  it('lists who is skipped and why', () => {
+    const p = localPreview('all', f2, devices, parseWaves('1,100%'), false)!;
+    expect(p.targeted.map((t) => t.mac)).toEqual(['a1', 'a3']);
+    expect(p.wave_sizes).toEqual([1, 1]);
+    const reasons = Object.fromEntries(p.skipped.map((s) => [s.mac, s.reason]));
+    expect(reasons.a2).toMatch(/already on 2.0.0/);
+    expect(reasons.a4).toMatch(/chip esp8266/);
+    expect(reasons.a5).toMatch(/family tasmota/);
+    expect(reasons.a6).toMatch(/downgrade/);
+    expect(localPreview('all', f2, devices, parseWaves('1'), true)!.targeted.map((t) => t.mac)).toContain('a6');
+  });
+  it('groups skip reasons that differ only in numbers', () => {
+    const g = groupSkipped([
+      { mac: 'a', reason: 'would downgrade 3.0.0 → 2.0.0 (allow it explicitly)' },
+      { mac: 'b', reason: 'would downgrade 3.1.0 → 2.0.0 (allow it explicitly)' },
+      { mac: 'c', reason: 'running version unknown' },
+    ]);
+    expect(g[0].macs).toEqual(['a', 'b']);
+    expect(g[0].reason).toBe('would downgrade … → … (allow it explicitly)');
+    expect(g[1].reason).toBe('running version unknown');
+  });
+  it('normalises preview answers of several shapes', () => {
+    expect(normalizePreview({ targeted: [{ mac: 'a', wave: 1 }, { mac: 'b', wave: 0 }], skipped: [{ mac: 'c', reason: 'r' }] })).toEqual({
+      targeted: [{ mac: 'a', wave: 1 }, { mac: 'b', wave: 0 }],
+      wave_sizes: [1, 1],
+      skipped: [{ mac: 'c', reason: 'r' }],
+    });
+    expect(normalizePreview({ devices: ['a'], waves: [{ size: 1 }, { size: 4 }], skipped: [] }).wave_sizes).toEqual([1, 4]);
+    expect(normalizePreview(null)).toEqual({ targeted: [], wave_sizes: [], skipped: [] });
+  });
+});

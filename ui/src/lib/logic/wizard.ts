@@ -1,0 +1,305 @@
+// The rollout wizard's logic: sensible defaults from a firmware pick, the target expression the
+// engine understands, wave/threshold text ⇄ JSON, wave sizes, and a local preview used when the
+// engine has no `POST /rollouts/preview` yet.
+
+import type { CreateRollout, Device, Firmware, RolloutPreview, Threshold, WaveSize } from '../api/types';
+import { compareVersions } from './semver';
+import { normChip } from './devices';
+import { groupByReason, type ReasonGroup } from './progress';
+
+export const DEFAULT_WAVES = '1,10%,50%,100%';
+export const DEFAULT_MAX_FAILURES = '10%';
+
+export type Scope = 'model' | 'chip' | 'label' | 'selection' | 'all' | 'custom';
+
+export interface WizardForm {
+  firmware: string; // firmware id, as text
+  scope: Scope;
+  label: string;
+  selection: string[]; // MACs
+  custom: string;
+  onlyOutdated: boolean;
+  onlyOnline: boolean;
+  waves: string;
+  maxFailures: string;
+  successGate: number;
+  concurrency: number;
+  stepTimeout: number;
+  retries: number;
+  manualApproval: boolean;
+  window: string;
+  allowDowngrade: boolean;
+  name: string;
+}
+
+/** The firmware preselected by the wizard: newest non-blocked, stable before beta at equal version. */
+export function pickDefaultFirmware(firmware: readonly Firmware[]): Firmware | undefined {
+  let best: Firmware | undefined;
+  for (const fw of firmware) {
+    if (fw.blocked) continue;
+    if (!best) {
+      best = fw;
+      continue;
+    }
+    const c = compareVersions(fw.version, best.version);
+    if (c !== null && c > 0) best = fw;
+    else if (c === 0 && fw.channel === 'stable' && best.channel !== 'stable') best = fw;
+    else if (c === null && fw.created_at > best.created_at) best = fw;
+  }
+  return best;
+}
+
+/** Defaults for a firmware: its model, only outdated and online devices, 1,10%,50%,100%, gate 10 %. */
+export function defaultForm(fw: Firmware | undefined, selection: string[] = []): WizardForm {
+  return {
+    firmware: fw ? String(fw.id) : '',
+    scope: selection.length ? 'selection' : 'model',
+    label: '',
+    selection,
+    custom: '',
+    onlyOutdated: true,
+    onlyOnline: true,
+    waves: DEFAULT_WAVES,
+    maxFailures: DEFAULT_MAX_FAILURES,
+    successGate: 90,
+    concurrency: 20,
+    stepTimeout: 300,
+    retries: 1,
+    manualApproval: false,
+    window: '',
+    allowDowngrade: false,
+    name: fw ? `${fw.model} ${fw.version}` : '',
+  };
+}
+
+/** Quotes nothing: the engine's target words cannot contain spaces, so neither may labels/models. */
+export function targetExpression(f: WizardForm, fw: Pick<Firmware, 'model' | 'chip'> | undefined): string {
+  if (f.scope === 'custom') return f.custom.trim();
+  const terms: string[] = [];
+  switch (f.scope) {
+    case 'model':
+      if (fw) terms.push(`model:${fw.model}`);
+      break;
+    case 'chip':
+      if (fw) terms.push(`chip:${fw.chip}`);
+      break;
+    case 'label':
+      if (f.label.trim()) terms.push(`label:${f.label.trim()}`);
+      break;
+    case 'selection':
+      if (f.selection.length) terms.push(`device:${f.selection.join(',')}`);
+      break;
+    case 'all':
+      break;
+  }
+  if (f.onlyOutdated) terms.push('outdated');
+  if (f.onlyOnline) terms.push('online');
+  return terms.length ? terms.join(' and ') : 'all';
+}
+
+/** Parses `1,10%,50%,100%`; throws with a message naming the bad part. */
+export function parseWaves(s: string): WaveSize[] {
+  const parts = s.split(',').map((p) => p.trim()).filter(Boolean);
+  if (!parts.length) throw new Error('at least one wave, e.g. 1,10%,50%,100%');
+  return parts.map((p) => {
+    if (p.endsWith('%')) {
+      const n = Number(p.slice(0, -1));
+      if (!Number.isFinite(n) || n <= 0 || n > 100) throw new Error(`wave ${p}: a percentage is 0 < p ≤ 100`);
+      return { percent: n };
+    }
+    if (!/^\d+$/.test(p) || Number(p) === 0) throw new Error(`wave ${p}: a count or a percentage, e.g. 1,10%,50%,100%`);
+    return { count: Number(p) };
+  });
+}
+
+export function formatWaves(w: readonly WaveSize[] | undefined): string {
+  if (!w?.length) return DEFAULT_WAVES;
+  return w.map((x) => ('count' in x ? String(x.count) : `${x.percent}%`)).join(',');
+}
+
+export function parseThreshold(s: string): Threshold {
+  const t = s.trim();
+  if (t.endsWith('%')) {
+    const n = Number(t.slice(0, -1));
+    if (!Number.isFinite(n) || n < 0 || n > 100) throw new Error(`max failures ${t}: 0–100 %`);
+    return { percent: n };
+  }
+  if (!/^\d+$/.test(t)) throw new Error(`max failures ${t || '(empty)'}: a count or a percentage, e.g. 10%`);
+  return { count: Number(t) };
+}
+
+export function formatThreshold(t: Threshold | undefined): string {
+  if (!t) return DEFAULT_MAX_FAILURES;
+  return 'count' in t ? String(t.count) : `${t.percent}%`;
+}
+
+/**
+ * Cumulative device counts at the end of each wave for `n` devices, as the engine computes them:
+ * percentages round up, entries never shrink, empty waves dropped, a final wave up to `n` implied.
+ */
+export function waveEnds(waves: readonly WaveSize[], n: number): number[] {
+  const ends: number[] = [];
+  for (const w of waves) {
+    const cum = Math.min(n, 'count' in w ? w.count : Math.ceil((w.percent / 100) * n - 1e-9));
+    if (cum > 0 && (ends.length === 0 || cum > ends[ends.length - 1])) ends.push(cum);
+  }
+  if (n > 0 && ends[ends.length - 1] !== n) ends.push(n);
+  return ends;
+}
+
+/** Devices per wave (not cumulative). */
+export function waveSizes(waves: readonly WaveSize[], n: number): number[] {
+  const ends = waveEnds(waves, n);
+  return ends.map((e, i) => e - (i ? ends[i - 1] : 0));
+}
+
+/** The request body for `POST /rollouts` (and `/rollouts/preview`). Throws on bad wave/threshold text. */
+export function buildRequest(f: WizardForm, fw: Firmware | undefined, start: boolean): CreateRollout {
+  return {
+    firmware: f.firmware,
+    target: targetExpression(f, fw),
+    name: f.name.trim() || null,
+    waves: parseWaves(f.waves),
+    max_failures: parseThreshold(f.maxFailures),
+    success_gate: f.successGate,
+    concurrency: f.concurrency,
+    step_timeout_secs: f.stepTimeout,
+    retries: f.retries,
+    manual_approval: f.manualApproval,
+    window: f.window.trim() || null,
+    allow_downgrade: f.allowDowngrade,
+    start,
+  };
+}
+
+/** Accepts the preview answer in a few plausible shapes (the endpoint is new) and returns one. */
+export function normalizePreview(raw: unknown): RolloutPreview {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+  const macOf = (x: unknown): string =>
+    typeof x === 'string' ? x : String((x as Record<string, unknown>)?.mac ?? (x as Record<string, unknown>)?.device ?? '');
+  const targetedRaw = arr(r.targeted ?? r.devices ?? r.jobs ?? r.included);
+  const targeted = targetedRaw.map((x) => ({
+    mac: macOf(x),
+    wave: Number((x as Record<string, unknown>)?.wave ?? 0) || 0,
+  }));
+  const skipped = arr(r.skipped).map((x) => ({
+    mac: macOf(x),
+    reason: String((x as Record<string, unknown>)?.reason ?? (x as Record<string, unknown>)?.error ?? 'skipped'),
+  }));
+  let sizes = arr(r.wave_sizes ?? r.waves).map((w) =>
+    typeof w === 'number' ? w : Number((w as Record<string, unknown>)?.size ?? (w as Record<string, unknown>)?.devices ?? (w as { counts?: { total?: number } })?.counts?.total ?? 0),
+  );
+  if (!sizes.length && targeted.length) {
+    sizes = [];
+    for (const t of targeted) sizes[t.wave] = (sizes[t.wave] ?? 0) + 1;
+    sizes = Array.from(sizes, (x) => x ?? 0);
+  }
+  return { targeted, wave_sizes: sizes, skipped };
+}
+
+/** Why a device cannot take `fw` (mirrors the engine's planner), or null when it can. */
+export function skipReason(fw: Firmware, d: Device, allowDowngrade: boolean): string | null {
+  if (d.family !== 'native') return `no update adapter for family ${d.family} yet`;
+  if (d.chip && normChip(d.chip) !== normChip(fw.chip)) return `chip ${d.chip} does not match the firmware's ${fw.chip}`;
+  if (!d.chip && !d.model) return 'chip and model unknown: cannot prove the firmware fits';
+  if (d.model && d.model !== fw.model) return `model ${d.model} does not match the firmware's ${fw.model}`;
+  if (!d.version) return 'running version unknown';
+  const c = compareVersions(d.version, fw.version);
+  if (c === 0) return `already on ${fw.version}`;
+  if (c !== null && c > 0 && !allowDowngrade) return `would downgrade ${d.version} → ${fw.version} (allow it explicitly)`;
+  if (c === null && !allowDowngrade) return `running version "${d.version}" is not SemVer; cannot rule out a downgrade`;
+  if (fw.min_version) {
+    const m = compareVersions(d.version, fw.min_version);
+    if (m !== null && m < 0) return `runs ${d.version}, needs at least ${fw.min_version} first (stepping stone)`;
+  }
+  return null;
+}
+
+/** Does a device match one target term (engine grammar)? Unknown terms match nothing. */
+function termMatches(term: string, d: Device, fw: Firmware): boolean {
+  const t = term.toLowerCase();
+  if (t === 'all') return true;
+  if (t === 'online') return d.online;
+  if (t === 'outdated') {
+    const c = compareVersions(d.version, fw.version);
+    return c !== null && c < 0;
+  }
+  const i = term.indexOf(':');
+  if (i < 0) return false;
+  const k = term.slice(0, i).toLowerCase();
+  const v = term.slice(i + 1);
+  switch (k) {
+    case 'label':
+      return d.labels.includes(v);
+    case 'model':
+      return d.model === v;
+    case 'chip':
+      return normChip(d.chip) === normChip(v);
+    case 'family':
+      return d.family === v.toLowerCase();
+    case 'device': {
+      const ids = v.split(',').map((x) => x.toLowerCase());
+      return ids.includes(d.mac) || (!!d.device_id && ids.includes(d.device_id.toLowerCase()));
+    }
+  }
+  return false;
+}
+
+/** Evaluates `term (and term)*` with optional `not`; returns null when the expression does not parse. */
+export function matchTarget(expr: string, d: Device, fw: Firmware): boolean | null {
+  const words = expr.trim().split(/\s+/).filter(Boolean);
+  if (!words.length) return null;
+  let i = 0;
+  let ok = true;
+  while (i < words.length) {
+    let neg = false;
+    if (words[i].toLowerCase() === 'not') {
+      neg = true;
+      i++;
+    }
+    const w = words[i];
+    if (w === undefined) return null;
+    if (!/^(all|online|outdated|(label|model|chip|family|device):\S+)$/i.test(w)) return null;
+    const m = termMatches(w, d, fw);
+    if (neg ? m : !m) ok = false;
+    i++;
+    if (i < words.length) {
+      if (words[i].toLowerCase() !== 'and' || i + 1 >= words.length) return null;
+      i++;
+    }
+  }
+  return ok;
+}
+
+/**
+ * A preview computed here from the inventory, used only when the engine cannot preview. Wave
+ * placement is by order, not the engine's hashing, so only the sizes are meaningful.
+ */
+export function localPreview(expr: string, fw: Firmware, devices: readonly Device[], waves: readonly WaveSize[], allowDowngrade: boolean): RolloutPreview | null {
+  const targetedMacs: string[] = [];
+  const skipped: { mac: string; reason: string }[] = [];
+  for (const d of devices) {
+    const m = matchTarget(expr, d, fw);
+    if (m === null) return null;
+    if (!m) continue;
+    const why = skipReason(fw, d, allowDowngrade);
+    if (why) skipped.push({ mac: d.mac, reason: why });
+    else targetedMacs.push(d.mac);
+  }
+  const sizes = waveSizes(waves, targetedMacs.length);
+  const targeted: { mac: string; wave: number }[] = [];
+  let w = 0;
+  let left = sizes[0] ?? 0;
+  for (const mac of targetedMacs) {
+    while (left === 0 && w < sizes.length - 1) left = sizes[++w];
+    targeted.push({ mac, wave: w });
+    left--;
+  }
+  return { targeted, wave_sizes: sizes, skipped };
+}
+
+/** Skip reasons grouped for display: reason → MACs, largest group first. */
+export function groupSkipped(skipped: readonly { mac: string; reason: string }[]): ReasonGroup[] {
+  return groupByReason(skipped.map((s) => ({ mac: s.mac, reason: s.reason })));
+}

@@ -1,0 +1,89 @@
+// The one live connection: the SSE stream, parsed, batched per frame and dispatched to stores.
+
+import { API, authHeaders } from '../api/client';
+import { openStream } from '../api/sse';
+import type { Event } from '../api/types';
+import { Batcher, frameOrTimeout } from '../logic/batch';
+import { devices } from './devices.svelte';
+import { recent } from './events.svelte';
+import { firmware } from './firmware.svelte';
+import { rollouts } from './rollouts.svelte';
+import { session } from './session.svelte';
+import { status } from './status.svelte';
+
+/** Reloads every store (start-up, reconnect after a gap, `lagged`). */
+export function reloadAll(): Promise<unknown> {
+  return Promise.allSettled([devices.load(), firmware.load(), rollouts.load(), status.load()]);
+}
+
+export function dispatch(batch: Event[]): void {
+  const dev: Event[] = [];
+  const ro: Event[] = [];
+  let fw = false;
+  let st = false;
+  for (const e of batch) {
+    if (e.kind === 'lagged') {
+      void reloadAll();
+      return;
+    }
+    if (e.kind.startsWith('device.')) dev.push(e);
+    else if (e.kind.startsWith('job.') || e.kind.startsWith('rollout.')) ro.push(e);
+    else if (e.kind.startsWith('firmware.')) fw = true;
+    else if (e.kind.startsWith('demo.') || e.kind.startsWith('engine.') || e.kind.startsWith('settings.')) st = true;
+  }
+  if (dev.length) devices.applyEvents(dev);
+  if (ro.length) rollouts.applyEvents(ro);
+  if (fw) firmware.reloadSoon();
+  if (st) void status.load();
+  recent.add(batch.filter((e) => e.kind !== 'rollout.progress'));
+}
+
+let stream: ReturnType<typeof openStream> | null = null;
+
+export function connectLive(): void {
+  if (stream) return;
+  const batcher = new Batcher<Event>(dispatch, frameOrTimeout);
+  let wasOpen = false;
+  stream = openStream({
+    url: `${API}/events/stream`,
+    headers: () => authHeaders(),
+    onFrame: (f) => {
+      if (f.event === 'lagged') {
+        batcher.push({ id: 0, at: new Date().toISOString(), kind: 'lagged', actor: 'engine', data: {} });
+        return;
+      }
+      try {
+        const parsed = JSON.parse(f.data) as Record<string, unknown>;
+        // Live-only frames (`rollout.progress`) may carry their payload bare rather than as an Event.
+        const e: Event =
+          typeof parsed.kind === 'string' && 'data' in parsed
+            ? (parsed as unknown as Event)
+            : { id: 0, at: new Date().toISOString(), kind: f.event, actor: 'engine', data: parsed };
+        if (!e.kind) e.kind = f.event;
+        batcher.push(e);
+      } catch {
+        /* not JSON: keep-alive or a future format */
+      }
+    },
+    onState: (s, detail) => {
+      status.stream = s;
+      status.streamDetail = detail ?? null;
+      if (s === 'open') {
+        if (wasOpen) void status.load();
+        wasOpen = true;
+      }
+    },
+    onHttpError: (code) => {
+      if (code === 401) {
+        session.authed = false;
+        return true;
+      }
+      return false;
+    },
+  });
+}
+
+export function disconnectLive(): void {
+  stream?.close();
+  stream = null;
+}
