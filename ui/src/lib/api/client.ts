@@ -99,15 +99,15 @@ export const api = {
     request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),
 
   firmware: () => request<Firmware[]>('GET', 'firmware'),
-  patchFirmware: (ref: string | number, patch: FirmwarePatch) => request<Firmware>('PATCH', `firmware/${enc(String(ref))}`, patch),
+  patchFirmware: (ref: string | number, patch: Partial<FirmwarePatch>) => request<Firmware>('PATCH', `firmware/${enc(String(ref))}`, patch),
   deleteFirmware: (ref: string | number) => request<Firmware>('DELETE', `firmware/${enc(String(ref))}`),
   inspectBytes: (file: Blob) => request<ImageInfo>('POST', 'firmware/inspect', file),
   inspectPath: (path: string) => request<ImageInfo>('POST', 'firmware/inspect', { path }),
-  importPath: (path: string, opts: ImportOptions = {}) => request<ImportResponse>('POST', 'firmware/import', { path, ...opts }),
-  upload: (file: File, opts: ImportOptions = {}) => {
+  importPath: (path: string, opts: Partial<ImportOptions> = {}) => request<ImportResponse>('POST', 'firmware/import', { path, ...opts }),
+  upload: (file: File, opts: Partial<ImportOptions> = {}) => {
     const form = new FormData();
     form.append('file', file, file.name);
-    for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== '') form.append(k, String(v));
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== null && v !== '') form.append(k, String(v));
     return request<ImportResponse>('POST', 'firmware', form);
   },
 

@@ -10,7 +10,7 @@ export function dev(p: Partial<Device> & { mac: string }): Device {
 }
 export function fw(p: Partial<Firmware> & { version: string }): Firmware {
   return {
-    id: 1, sha256: 'ab'.repeat(32), model: 'demo', chip: 'esp32', format: 'esp32', size: 1000, channel: 'stable',
+    id: 1, sha256: 'ab'.repeat(32), project: null, idf_version: null, secure_version: null, notes: null, min_version: null, model: 'demo', chip: 'esp32', format: 'esp32', size: 1000, channel: 'stable',
     blocked: false, public: false, created_at: '2024-01-01T00:00:00Z',
     image: { image_size: 1000 } as Firmware['image'], manifest: {} as Firmware['manifest'], ...p,
   };

@@ -74,9 +74,9 @@ class ImportQueue {
     it.state = 'importing';
     const opts = {
       channel: it.channel,
-      notes: it.notes.trim() || undefined,
-      version: it.version.trim() || undefined,
-      model: it.model.trim() || undefined,
+      notes: it.notes.trim() || null,
+      version: it.version.trim() || null,
+      model: it.model.trim() || null,
     };
     try {
       const res = it.src.kind === 'file' ? await api.upload(it.src.file, opts) : await api.importPath(it.src.path, opts);

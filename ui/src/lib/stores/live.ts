@@ -49,7 +49,7 @@ export function connectLive(): void {
     headers: () => authHeaders(),
     onFrame: (f) => {
       if (f.event === 'lagged') {
-        batcher.push({ id: 0, at: new Date().toISOString(), kind: 'lagged', actor: 'engine', data: {} });
+        batcher.push({ id: 0, at: new Date().toISOString(), kind: 'lagged', actor: 'engine', subject: null, data: {} });
         return;
       }
       try {
@@ -58,7 +58,7 @@ export function connectLive(): void {
         const e: Event =
           typeof parsed.kind === 'string' && 'data' in parsed
             ? (parsed as unknown as Event)
-            : { id: 0, at: new Date().toISOString(), kind: f.event, actor: 'engine', data: parsed };
+            : { id: 0, at: new Date().toISOString(), kind: f.event, actor: 'engine', subject: null, data: parsed as Event['data'] };
         if (!e.kind) e.kind = f.event;
         batcher.push(e);
       } catch {

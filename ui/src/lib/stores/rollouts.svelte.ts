@@ -195,7 +195,7 @@ class RolloutsStore {
   put(r: Rollout): void {
     const i = this.list.findIndex((x) => x.id === r.id);
     this.list = i < 0 ? [r, ...this.list] : this.list.map((x) => (x.id === r.id ? r : x));
-    this.live.get(r.id)?.applyRolloutEvent({ id: 0, at: '', kind: `rollout.${r.state}`, actor: '', data: { state: r.state, reason: r.pause_reason, wave: r.current_wave } });
+    this.live.get(r.id)?.applyRolloutEvent({ id: 0, at: '', kind: `rollout.${r.state}`, actor: '', subject: null, data: { state: r.state, reason: r.pause_reason, wave: r.current_wave } });
   }
 
   applyEvents(events: Event[]): void {
