@@ -130,8 +130,9 @@ function ipNum(ip: string | null): number {
   return ((+p[0] * 256 + +p[1]) * 256 + +p[2]) * 256 + +p[3];
 }
 
-const text = (a: string | null, b: string | null) =>
-  a === b ? 0 : a === null ? 1 : b === null ? -1 : a.localeCompare(b, undefined, { numeric: true, sensitivity: 'base' });
+// One collator: String#localeCompare with options builds one per call, far too slow for 10,000 rows.
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+const text = (a: string | null, b: string | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : collator.compare(a, b));
 
 /** Sorts a copy; ties broken by MAC so the order is stable across updates. Missing values last. */
 export function sortRows(rows: readonly Row[], s: Sort): Row[] {
@@ -154,7 +155,7 @@ export function sortRows(rows: readonly Row[], s: Sort): Row[] {
       case 'last_seen':
         return y.lastSeenMs - x.lastSeenMs;
       case 'family':
-        return a.family.localeCompare(b.family);
+        return a.family < b.family ? -1 : a.family > b.family ? 1 : 0;
     }
   };
   return rows.slice().sort((x, y) => s.dir * cmp(x, y) || (x.d.mac < y.d.mac ? -1 : x.d.mac > y.d.mac ? 1 : 0));
