@@ -13,3 +13,4 @@ mod native_pull;
 mod rollout;
 mod serve;
 mod support;
+mod web_ui;

@@ -41,6 +41,11 @@ pub async fn run(args: ServeArgs) -> CliResult {
     let dir = DataDir::new(&data_dir);
     println!("Flotilla {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
     println!("  admin API:     {} (token in {})", engine.admin_url(), dir.admin_token().display());
+    if flotilla_webui::is_built() {
+        println!("  web UI:        {}/#token={}", engine.admin_url(), engine.admin_token());
+    } else {
+        println!("  web UI:        not built into this binary (npm ci && npm run build in ui/, then rebuild)");
+    }
     println!("  device server: {} (bound to {})", engine.device_url(), engine.device_addr());
     match engine.mqtt_url() {
         Some(url) if config_mqtt_embedded => {

@@ -25,7 +25,7 @@ pub struct DemoContext {
     pub mqtt_url: Option<String>,
     pub data_dir: PathBuf,
     /// Resolves when the engine shuts down: the fleet must stop then.
-    pub stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    pub stopped: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
 }
 
 impl fmt::Debug for DemoContext {
@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn userinfo_is_percent_encoded() {
-        assert_eq!(with_userinfo("mqtt://10.0.0.2:1883", Some("flo"), Some("a/b:c@d")), "mqtt://flo:a%2Fb%3Ac%40d@10.0.0.2:1883");
+        assert_eq!(
+            with_userinfo("mqtt://10.0.0.2:1883", Some("flo"), Some("a/b:c@d")),
+            "mqtt://flo:a%2Fb%3Ac%40d@10.0.0.2:1883"
+        );
         assert_eq!(with_userinfo("mqtt://h:1", None, Some("x")), "mqtt://h:1");
         assert_eq!(with_userinfo("mqtts://h:1", Some("u"), None), "mqtts://u@h:1");
     }

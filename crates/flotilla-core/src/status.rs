@@ -10,7 +10,9 @@ impl EngineHandle {
     pub async fn status(&self) -> EngineStatus {
         let s = &self.shared;
         let mqtt = match &s.config.mqtt {
-            MqttMode::Off => MqttStatus { mode: "off".into(), url: None, listen: None, connected: false, username: None },
+            MqttMode::Off => {
+                MqttStatus { mode: "off".into(), url: None, listen: None, connected: false, username: None }
+            }
             MqttMode::Embedded { listen } => MqttStatus {
                 mode: "embedded".into(),
                 url: self.mqtt_url().map(str::to_owned),

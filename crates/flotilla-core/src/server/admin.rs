@@ -78,7 +78,7 @@ impl From<CoreError> for ApiError {
             CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(error = %e, "admin API request failed");
         }
         ApiError { status, code: e.code(), message: e.to_string() }
@@ -199,17 +199,29 @@ pub fn router(engine: EngineHandle) -> Router {
         usize::try_from(engine.shared.config.max_image_size.saturating_mul(4).max(64 << 20)).unwrap_or(64 << 20);
     let (router, _) = routes().split_for_parts();
     router
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(engine.clone(), require_token))
         .with_state(engine)
 }
 
-/// Paths reachable without the token.
+/// `/api/…` paths nothing answers get a JSON 404; every other path is the web UI.
+async fn fallback(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if is_api(uri.path()) {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
+    }
+    super::ui::serve(method, uri).await
+}
+
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// Paths under `/api` reachable without the token (the UI's files, outside `/api`, need none).
 const OPEN_PATHS: &[&str] = &["/health"];
 
 async fn require_token(State(engine): State<EngineHandle>, req: Request, next: Next) -> Response {
-    if OPEN_PATHS.contains(&req.uri().path()) {
+    if OPEN_PATHS.contains(&req.uri().path()) || !is_api(req.uri().path()) {
         return next.run(req).await;
     }
     let from_header = req

@@ -2,7 +2,8 @@
 //!
 //! - [`device`]: the LAN-facing server devices talk to (firmware downloads, health, metrics). It
 //!   must never expose an admin operation.
-//! - [`admin`]: the loopback admin API (bearer token) used by the UI, the CLI and automation.
+//! - [`admin`]: the loopback admin API (bearer token) used by the UI, the CLI and automation, and
+//!   the web UI itself (`ui`) on every path outside `/api/`.
 //!
 //! Both are plain `fn router(state) -> Router` so tests drive them with `oneshot` or on a port-0
 //! listener; [`serve`] runs one until the engine's cancellation token fires.
@@ -11,6 +12,7 @@ pub mod admin;
 pub mod device;
 pub(crate) mod device_api;
 pub mod metrics;
+pub(crate) mod ui;
 
 use std::time::Duration;
 

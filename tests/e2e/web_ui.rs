@@ -1,0 +1,127 @@
+//! What the web UI needs of the admin server: the UI itself on every path outside `/api/` (no
+//! token, strict headers), `/api/v1/status`, inspecting a file on the engine's disk (desktop
+//! drops), and the demo hook's answer when the engine has none.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Server, image, write};
+
+#[tokio::test]
+async fn the_ui_loads_without_the_token_and_the_api_still_needs_it() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    for path in ["/", "/index.html", "/devices/aa:bb", "/some/app/route"] {
+        let resp = http.get(server.admin(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers().clone();
+        assert!(h[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"), "{path}");
+        let csp = h[reqwest::header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("<html") || body.contains("<!doctype html"), "{path}: {body:.200}");
+    }
+    // A hashed asset that does not exist is a 404, not the app.
+    let gone = http.get(server.admin("/assets/index-00000000.js")).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    // Unknown API paths stay JSON 404s behind the token, and a write to a UI path is refused.
+    let api = http.get(server.admin("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let api = server.api(Method::GET, "/api/v1/nope").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    let post = http.post(server.admin("/")).body("x").send().await.unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // The token is never in anything the server sends for the UI.
+    let page = http.get(server.admin("/")).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains(&server.token));
+}
+
+#[tokio::test]
+async fn status_reports_each_connection_without_secrets() {
+    let server = Server::start().await;
+    let status: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["data_dir"], server.data_dir().display().to_string());
+    assert_eq!(status["admin"]["url"], server.info.admin_url);
+    assert_eq!(status["device_server"]["url"], server.info.device_url);
+    assert_eq!(status["mqtt"]["mode"], "embedded");
+    assert_eq!(status["mqtt"]["url"], server.info.mqtt_url.clone().unwrap());
+    assert_eq!(status["mqtt"]["username"], "flotilla");
+    assert_eq!(status["mdns"]["enabled"], false, "started with --no-mdns");
+    assert_eq!(status["tls"]["enabled"], false);
+    assert_eq!(status["demo"], json!({"available": false, "running": null}));
+    let key: Value = server.api(Method::GET, "/api/v1/keys/public").send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["signing_key_id"], key["key_id"]);
+    // The broker's password is in the data dir, never in the status.
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(server.data_dir().join("mqtt-credentials")).unwrap()).unwrap();
+    let text = status.to_string();
+    assert!(!text.contains(creds["password"].as_str().unwrap()));
+    // The engine's MQTT client connects to its own broker soon after start.
+    let mut connected = status["mqtt"]["connected"].as_bool().unwrap();
+    for _ in 0..100 {
+        if connected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let s: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+        connected = s["mqtt"]["connected"].as_bool().unwrap();
+    }
+    assert!(connected, "the engine's client connects to the embedded broker");
+}
+
+#[tokio::test]
+async fn a_plain_engine_has_no_demo_fleet() {
+    let server = Server::start().await;
+    let resp = server.api(Method::POST, "/api/v1/demo").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "unavailable");
+}
+
+#[tokio::test]
+async fn inspect_by_path_reads_the_engines_disk_and_imports_nothing() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "app.bin", &image("3.1.4", 120_000));
+    let by_path = server
+        .api(Method::POST, "/api/v1/firmware/inspect")
+        .json(&json!({ "path": good.display().to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_path.status(), StatusCode::OK);
+    let by_path: Value = by_path.json().await.unwrap();
+    let by_bytes: Value = server
+        .api(Method::POST, "/api/v1/firmware/inspect")
+        .body(std::fs::read(&good).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_path, by_bytes, "both forms read the same image");
+    assert_eq!(by_path["version"], "3.1.4");
+
+    let mut broken = std::fs::read(&good).unwrap();
+    broken[0] = 0x00;
+    let broken = write(dir.path(), "broken.bin", &broken);
+    let cases = [
+        (json!({ "path": broken.display().to_string() }), StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+        (json!({ "path": "relative/app.bin" }), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({ "path": dir.path().join("missing.bin").display().to_string() }), StatusCode::NOT_FOUND, "not_found"),
+        (json!({ "path": dir.path().display().to_string() }), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({ "file": "x" }), StatusCode::BAD_REQUEST, "bad_request"),
+    ];
+    for (body, status, code) in cases {
+        let resp = server.api(Method::POST, "/api/v1/firmware/inspect").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{body}: {err}");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let list: Value = server.api(Method::GET, "/api/v1/firmware").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list, json!([]), "inspecting imports nothing");
+}
