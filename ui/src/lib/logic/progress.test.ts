@@ -58,4 +58,16 @@ describe('errors grouped by reason', () => {
     expect(g[1].reason).toBe('device reported error: flash write failed');
     expect(g[2].reason).toBe('no reason given');
   });
+  it('keeps digits that are part of words (shelly-gen1 vs shelly-gen2, esp32)', () => {
+    const g = groupByReason([
+      { mac: 'a', reason: 'no update adapter for family shelly-gen1 yet' },
+      { mac: 'b', reason: 'no update adapter for family shelly-gen2 yet' },
+      { mac: 'c', reason: 'chip esp32 does not match the firmware\'s esp32c3' },
+    ]);
+    expect(g.map((x) => x.reason).sort()).toEqual([
+      "chip esp32 does not match the firmware's esp32c3",
+      'no update adapter for family shelly-gen1 yet',
+      'no update adapter for family shelly-gen2 yet',
+    ]);
+  });
 });

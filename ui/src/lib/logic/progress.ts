@@ -99,7 +99,7 @@ export interface ReasonGroup {
 export function reasonKey(reason: string): string {
   return reason
     .replace(/\b[0-9a-f]{2}(:[0-9a-f]{2}){5}\b/gi, '…')
-    .replace(/\d+(\.\d+)*(-[0-9A-Za-z.]+)?/g, '…')
+    .replace(/(?<![A-Za-z])\d+(\.\d+)*(-[0-9A-Za-z.]+)?/g, '…')
     .trim();
 }
 

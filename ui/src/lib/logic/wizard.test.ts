@@ -13,6 +13,9 @@ describe('wizard defaults', () => {
     ];
     expect(pickDefaultFirmware(list)?.id).toBe(4);
     expect(pickDefaultFirmware([fw({ version: '1.0.0', blocked: true })])).toBeUndefined();
+    // prefers firmware that some device actually needs
+    expect(pickDefaultFirmware(list, (f) => (f.id === 1 ? 5 : 0))?.id).toBe(1);
+    expect(pickDefaultFirmware(list, () => 0)?.id).toBe(4);
   });
   it('targets the firmware model, only outdated and online, waves 1,10%,50%,100%, gate 10%', () => {
     const f = defaultForm(fw({ id: 7, version: '2.0.0', model: 'boiler' }));

@@ -32,8 +32,15 @@ export interface WizardForm {
   name: string;
 }
 
-/** The firmware preselected by the wizard: newest non-blocked, stable before beta at equal version. */
-export function pickDefaultFirmware(firmware: readonly Firmware[]): Firmware | undefined {
+/**
+ * The firmware preselected by the wizard: the newest non-blocked one (stable before beta at equal
+ * version) among those some device is outdated against (`outdated(fw) > 0`), else among all.
+ */
+export function pickDefaultFirmware(firmware: readonly Firmware[], outdated?: (fw: Firmware) => number): Firmware | undefined {
+  if (outdated) {
+    const wanted = firmware.filter((f) => !f.blocked && outdated(f) > 0);
+    if (wanted.length) return pickDefaultFirmware(wanted);
+  }
   let best: Firmware | undefined;
   for (const fw of firmware) {
     if (fw.blocked) continue;
