@@ -95,6 +95,19 @@ export const api = {
   devices: () => request<Device[]>('GET', 'devices'),
   device: (mac: string) => request<Device>('GET', `devices/${enc(mac)}`),
   deviceHistory: (mac: string) => request<DeviceHistory>('GET', `devices/${enc(mac)}/history`),
+  /** For engines without `/devices/{mac}/history`: the device's jobs in the 20 newest rollouts and its recent events. */
+  deviceHistoryFallback: async (mac: string): Promise<DeviceHistory> => {
+    const list = (await request<Rollout[]>('GET', 'rollouts')).slice(0, 20);
+    const details = await Promise.allSettled(list.map((r) => request<RolloutDetail>('GET', `rollouts/${r.id}`)));
+    const jobs = details.flatMap((d) => (d.status === 'fulfilled' ? d.value.jobs.filter((j) => j.mac === mac) : []));
+    const subject = `device:${mac}`;
+    const pages = await Promise.allSettled(['device.', 'job.'].map((kind) => request<EventPage>('GET', `events?kind=${kind}&limit=1000`)));
+    const events = pages
+      .flatMap((p) => (p.status === 'fulfilled' ? p.value.events : []))
+      .filter((e) => e.subject === subject)
+      .sort((a, b) => b.id - a.id);
+    return { jobs, events };
+  },
   labels: (mac: string, add: string[], remove: string[]) =>
     request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),
 

@@ -77,3 +77,20 @@ describe('filter and sort', () => {
     expect(patchDevice(d, { online: false }).online).toBe(false);
   });
 });
+
+describe('row cache', () => {
+  it('reuses rows of unchanged devices and rebuilds changed ones or all after a firmware change', () => {
+    const idx = newestIndex([fw({ version: '2.0.0' })]);
+    const a = dev({ mac: 'a' });
+    const b = dev({ mac: 'b' });
+    const first = buildRows([a, b], idx);
+    const b2 = patchDevice(b, { version: '2.0.0' });
+    const second = buildRows([a, b2], idx);
+    expect(second[0]).toBe(first[0]);
+    expect(second[1]).not.toBe(first[1]);
+    expect(second[1].newer).toBeNull();
+    const third = buildRows([a, b2], newestIndex([fw({ version: '3.0.0' })]));
+    expect(third[0]).not.toBe(first[0]);
+    expect(third[1].newer).toBe('3.0.0');
+  });
+});

@@ -62,11 +62,25 @@ export interface Row {
   lastSeenMs: number;
 }
 
+// Rows are cached per device object (devices are immutable: a change makes a new object), so a
+// batch of events touching a few devices rebuilds only their rows.
+let cache = new WeakMap<Device, Row>();
+let cacheIdx: NewestIndex | null = null;
+
 export function buildRows(devices: readonly Device[], idx: NewestIndex): Row[] {
+  if (idx !== cacheIdx) {
+    cache = new WeakMap();
+    cacheIdx = idx;
+  }
   const rows: Row[] = new Array(devices.length);
   for (let i = 0; i < devices.length; i++) {
     const d = devices[i];
-    rows[i] = {
+    const hit = cache.get(d);
+    if (hit) {
+      rows[i] = hit;
+      continue;
+    }
+    const row: Row = (rows[i] = {
       d,
       key: [d.name, d.mac, d.ip, d.model, d.chip, d.version, d.device_id, d.family, d.labels.join(' ')]
         .filter(Boolean)
@@ -74,7 +88,8 @@ export function buildRows(devices: readonly Device[], idx: NewestIndex): Row[] {
         .toLowerCase(),
       newer: outdatedTarget(d, idx),
       lastSeenMs: Date.parse(d.last_seen) || 0,
-    };
+    });
+    cache.set(d, row);
   }
   return rows;
 }

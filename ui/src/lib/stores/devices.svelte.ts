@@ -50,8 +50,26 @@ class DevicesStore {
     this.list = next;
   }
 
-  /** Applies a batch of `device.*` events with one array replacement. */
+  private held: Event[] = [];
+  private holdTimer: ReturnType<typeof setTimeout> | null = null;
+
+  /**
+   * Applies a batch of `device.*` events with one array replacement. With a big inventory the
+   * batches are held for up to 500 ms so the table re-derives at most twice a second.
+   */
   applyEvents(events: Event[]): void {
+    if (this.list.length < 2000) return this.applyNow(events);
+    this.held.push(...events);
+    if (this.holdTimer) return;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = null;
+      const batch = this.held;
+      this.held = [];
+      this.applyNow(batch);
+    }, 500);
+  }
+
+  private applyNow(events: Event[]): void {
     let next: Device[] | null = null;
     const unknown = new Set<string>();
     for (const e of events) {
