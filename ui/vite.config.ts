@@ -8,7 +8,7 @@ const api = (globalThis as { process?: { env: Record<string, string | undefined>
 
 export default defineConfig({
   plugins: [svelte()],
-  base: './',
+  base: '/',
   build: { outDir: 'dist', target: 'es2022', chunkSizeWarningLimit: 600 },
   server: {
     proxy: {
