@@ -38,6 +38,16 @@ export function dispatch(batch: Event[]): void {
   recent.add(batch.filter((e) => e.kind !== 'rollout.progress'));
 }
 
+// Test hook: performance and end-to-end scripts inject synthetic events. Present in development,
+// or in a build when localStorage `flotilla.debug` is "1".
+const debug = typeof window !== 'undefined' && (import.meta.env.DEV || globalThis.localStorage?.getItem('flotilla.debug') === '1');
+if (debug) {
+  (window as unknown as { __flotillaDispatch: (e: Event) => void }).__flotillaDispatch = (() => {
+    const b = new Batcher<Event>(dispatch, frameOrTimeout);
+    return (e: Event) => b.push(e);
+  })();
+}
+
 let stream: ReturnType<typeof openStream> | null = null;
 
 export function connectLive(): void {
