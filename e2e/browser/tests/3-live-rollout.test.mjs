@@ -1,0 +1,167 @@
+// Test 3 (performance): live progress of a big rollout. A simulated fleet (half HTTP pull, half
+// MQTT) is updated by a rollout started through the wizard while the test keeps using the UI:
+// clicks on the theme toggle and the nav, keystrokes in the live view's device filter. Each input
+// is timed from its event timestamp to the first paint showing its result (in-page probe), frame
+// times are recorded all along, and when the engine says the rollout is completed the live view
+// must show the same counts within 1 s (events coalesced, no backlog).
+// Target: click → paint < 100 ms during live progress of 2,000 devices (UI_BENCH=1);
+// CI runs 200 devices.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { startEngine, startSim, makeFirmware, launchBrowser, screenshot, until, stats, fmtMs, printTable, machine, HEAVY, sleep } from '../lib/harness.mjs';
+import { probeScript, frameSummary } from '../lib/probe.mjs';
+
+const N = HEAVY ? 2000 : 200;
+const CONCURRENCY = HEAVY ? 200 : 50;
+const CLICK_TARGET = 100;
+const BACKLOG_TARGET = 1000;
+
+test(`live progress of ${N.toLocaleString('en')} devices: input stays responsive, no backlog`, { timeout: HEAVY ? 900_000 : 240_000 }, async (t) => {
+  const engine = await startEngine(t);
+  const sim = startSim(engine, { pull: N / 2, mqtt: N / 2, poll: '1s', reboot: '500ms' });
+  await until(async () => (await engine.api('GET', 'devices')).filter((d) => d.online).length === N, {
+    timeout: HEAVY ? 120_000 : 60_000,
+    interval: 500,
+    what: `${N} simulated devices online (sim: ${sim.log})`,
+  });
+  const fw = await makeFirmware(engine.dir, { version: '2.0.0', project: 'demo', size: 300_000 });
+  const form = new FormData();
+  form.append('file', new Blob([fs.readFileSync(fw)]), 'demo-2.0.0.bin');
+  const up = await fetch(`${engine.admin}/api/v1/firmware`, { method: 'POST', headers: { Authorization: `Bearer ${engine.token}` }, body: form });
+  assert.ok(up.ok, `firmware upload: ${up.status}`);
+
+  const { page, problems } = await launchBrowser(t);
+  await page.context().addInitScript(probeScript);
+  await page.goto(engine.uiUrl('/devices'));
+  await until(async () => (await page.getByTestId('devices-count').textContent())?.includes(`${N.toLocaleString('en')} devices`), { timeout: 30_000, what: `${N} devices in the UI` });
+
+  // --- The rollout, through the wizard: defaults, concurrency raised for a busy live view.
+  await page.getByTestId('nav-rollouts').click();
+  await page.getByTestId('new-rollout').click();
+  await until(async () => (await page.getByTestId('wizard-firmware-option').count()) === 1 && (await page.getByTestId('wizard-firmware-option').locator('input').isChecked()), { what: 'firmware preselected' });
+  await page.getByTestId('wizard-next').click();
+  await until(async () => (await page.getByTestId('wizard-targeted-count').textContent().catch(() => ''))?.trim() === N.toLocaleString('en'), { timeout: 15_000, what: `${N} targeted` });
+  await page.getByTestId('wizard-next').click();
+  await page.getByTestId('wizard-concurrency').fill(String(CONCURRENCY));
+  await page.getByTestId('wizard-next').click();
+  const evBefore = (await engine.api('GET', 'events?limit=1')).events?.[0]?.id ?? 0;
+  await page.getByTestId('wizard-start').click();
+  await page.getByTestId('rollout-live').waitFor();
+  await until(() => /#\/rollouts\/\d+$/.test(page.url()), { what: 'the rollout URL' });
+  const id = Number(page.url().match(/#\/rollouts\/(\d+)$/)[1]);
+  const startedAt = Date.now();
+
+  // --- Use the UI while it runs.
+  await page.evaluate(() => window.__probe.startFrames());
+  const samples = []; // UI succeeded count vs the API's, sampled on the live view
+  let apiDoneAt = null;
+  let api = null;
+  const onLive = async () => page.locator('[data-testid="rollout-live"] [data-testid="rollout-state"]').count();
+  const click = async (testid, expect, nth = 0) => {
+    await page.evaluate((sel) => window.__probe.expect(sel), expect);
+    await page.getByTestId(testid).nth(nth).click();
+    await page.locator(expect).first().waitFor({ timeout: 10_000 });
+  };
+  const themeNext = { system: 'html[data-theme="light"]', light: 'html[data-theme="dark"]', dark: 'html:not([data-theme])' };
+  let cycles = 0;
+  const deadline = Date.now() + (HEAVY ? 600_000 : 180_000);
+  while (Date.now() < deadline) {
+    api = (await engine.api('GET', 'rollouts')).find((r) => r.id === id);
+    if (api.state === 'completed' || api.state === 'cancelled') break;
+    assert.notEqual(api.state, 'paused', `rollout paused: ${api.pause_reason}`);
+    const c = api.counts;
+    const progress = (c.total - c.queued - c.in_flight) / Math.max(1, c.total);
+    if (await onLive()) {
+      const ui = await page.getByTestId('jobs-filter-state').locator('option[value="succeeded"]').textContent();
+      samples.push({ api: c.succeeded, ui: Number(ui.match(/\((\d+)\)/)?.[1] ?? NaN), progress });
+      const theme = (await page.getByTestId('theme-toggle').textContent()).replace('Theme:', '').trim();
+      await click('theme-toggle', themeNext[theme]);
+      await sleep(150);
+      const f = page.getByTestId('jobs-filter-text');
+      await f.press('0');
+      await sleep(100);
+      await f.press('Backspace');
+      await sleep(150);
+      // Leave the live view only while far from the end, so it is open when the rollout completes.
+      if (progress < 0.6) {
+        await click('nav-devices', '[data-testid="devices-table"]');
+        await sleep(250);
+        await click('nav-rollouts', '[data-testid="rollouts-table"]');
+        await sleep(250);
+        await click('rollout-link', '[data-testid="rollout-live"] [data-testid="rollout-state"]');
+        await sleep(250);
+      }
+    } else {
+      await click('rollout-link', '[data-testid="rollout-live"] [data-testid="rollout-state"]');
+    }
+    cycles++;
+  }
+  assert.equal(api?.state, 'completed', `rollout ${id} completed in time`);
+  apiDoneAt = Date.now();
+
+  // --- No backlog: within 1 s of the engine saying "completed", the live view says so too, with the same counts.
+  const detail = await engine.api('GET', `rollouts/${id}`);
+  const count = (s) => detail.jobs.filter((j) => j.state === s).length;
+  const want = { succeeded: count('succeeded'), failed: count('failed') + count('timed_out') };
+  let uiCounts = null;
+  await until(
+    async () => {
+      const state = await page.locator('[data-testid="rollout-live"] [data-testid="rollout-state"]').getAttribute('data-state');
+      const opts = await page.getByTestId('jobs-filter-state').locator('option').allTextContents();
+      const n = (label) => Number(opts.find((o) => o.startsWith(label))?.match(/\((\d+)\)/)?.[1] ?? NaN);
+      uiCounts = { state, succeeded: n('Succeeded'), failed: n('Failed') };
+      return state === 'completed' && uiCounts.succeeded === want.succeeded && uiCounts.failed === want.failed;
+    },
+    { timeout: 15_000, interval: 25, what: `the live view to show ${JSON.stringify(want)} (API completed)` },
+  );
+  const lagMs = Date.now() - apiDoneAt;
+  const durationS = (apiDoneAt - startedAt) / 1000;
+  const frames = await page.evaluate(() => window.__probe.stopFrames());
+  const inter = await page.evaluate(() => window.__probe.takeInteractions());
+  const et = await page.evaluate(() => window.__probe.takeEventTiming());
+  const longFrames = await page.evaluate(() => window.__probe.longFrames);
+  const evAfter = (await engine.api('GET', 'events?limit=1')).events?.[0]?.id ?? 0;
+  await screenshot(page, `live-${N}`);
+
+  // --- Report.
+  const by = (pred) => stats(inter.filter(pred).map((x) => x.ms).filter((x) => x !== null));
+  const clicks = by((x) => x.type === 'click');
+  const rows = [
+    { interaction: 'every click → paint of its result', ...pick(clicks) },
+    { interaction: '  theme toggle', ...pick(by((x) => x.type === 'click' && x.target === 'theme-toggle')) },
+    { interaction: '  nav: Devices', ...pick(by((x) => x.type === 'click' && x.target === 'nav-devices')) },
+    { interaction: '  nav: Rollouts', ...pick(by((x) => x.type === 'click' && x.target === 'nav-rollouts')) },
+    { interaction: '  rollout link → live view', ...pick(by((x) => x.type === 'click' && x.target === 'rollout-link')) },
+    { interaction: 'keystroke in the live device filter → paint', ...pick(by((x) => x.type === 'keydown')) },
+    { interaction: 'Event Timing API, interactions ≥ 16 ms (duration)', ...pick(stats(et.map((e) => e.duration))) },
+  ];
+  printTable(`Live rollout, ${N.toLocaleString('en')} devices (${N / 2} pull + ${N / 2} MQTT, concurrency ${CONCURRENCY}) — input → paint while it runs — ${machine()}`, rows);
+  const f = frameSummary(frames, stats);
+  const maxBehind = samples.reduce((m, s) => Math.max(m, s.api - s.ui), 0);
+  printTable('Live rollout — frames and backlog', [
+    { measure: 'rollout duration', value: `${durationS.toFixed(1)} s (${cycles} interaction cycles)` },
+    { measure: 'events written by the engine during the rollout', value: `${evAfter - evBefore} (${((evAfter - evBefore) / durationS).toFixed(0)}/s), plus live rollout.progress frames` },
+    { measure: 'frame times (rAF deltas)', value: `n ${f.n}, p50 ${fmtMs(f.p50)}, p95 ${fmtMs(f.p95)}, max ${fmtMs(f.max)}, > 50 ms: ${f.over50}, > 100 ms: ${f.over100}` },
+    { measure: 'long animation frames (LoAF ≥ 50 ms)', value: `${longFrames.length}${longFrames.length ? `, longest ${fmtMs(Math.max(...longFrames.map((x) => x.duration)))}` : ''}` },
+    { measure: 'UI "succeeded" behind the API while running (max of samples)', value: `${maxBehind} devices (${samples.length} samples)` },
+    { measure: 'API completed → live view shows completed + same counts', value: `${lagMs} ms (${JSON.stringify(uiCounts)})` },
+  ]);
+  if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+
+  assert.ok(clicks.n >= 5, `enough clicks measured (${clicks.n})`);
+  assert.ok(!inter.some((x) => x.timeout), 'every interaction showed its result');
+  assert.ok(lagMs < BACKLOG_TARGET, `live view caught up ${lagMs} ms after completion (target < ${BACKLOG_TARGET} ms)`);
+  // UI_BENCH=1 judges the 95th percentile against the target. CI (a debug engine and fleet
+  // sharing 2 cores with the browser and, often, other jobs) judges the median, and that no click
+  // stalls the page for long.
+  const judged = HEAVY ? clicks.p95 : clicks.p50;
+  assert.ok(judged < CLICK_TARGET, `click → paint ${HEAVY ? 'p95' : 'median'} ${judged.toFixed(0)} ms (target < ${CLICK_TARGET} ms)`);
+  if (!HEAVY) assert.ok(clicks.max < 5 * CLICK_TARGET, `no click took more than ${5 * CLICK_TARGET} ms to paint (worst ${clicks.max.toFixed(0)} ms)`);
+  assert.equal(sim.exitCode, null, 'the simulated fleet still runs');
+});
+
+function pick(s) {
+  return { n: s.n, p50: fmtMs(s.p50), p95: fmtMs(s.p95), max: fmtMs(s.max) };
+}
