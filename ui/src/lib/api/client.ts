@@ -99,14 +99,31 @@ export const api = {
   deviceHistoryFallback: async (mac: string): Promise<DeviceHistory> => {
     const list = (await request<Rollout[]>('GET', 'rollouts')).slice(0, 20);
     const details = await Promise.allSettled(list.map((r) => request<RolloutDetail>('GET', `rollouts/${r.id}`)));
-    const jobs = details.flatMap((d) => (d.status === 'fulfilled' ? d.value.jobs.filter((j) => j.mac === mac) : []));
+    const jobs = details.flatMap((d) =>
+      d.status === 'fulfilled'
+        ? d.value.jobs
+            .filter((j) => j.mac === mac)
+            .map((j) => ({
+              rollout_id: j.rollout_id,
+              rollout_name: d.value.rollout.name,
+              firmware_version: d.value.rollout.firmware_version,
+              job: j.id,
+              state: j.state,
+              error: j.error,
+              attempts: j.attempts,
+              from_version: j.from_version,
+              created_at: j.history[0]?.at ?? j.updated_at,
+              updated_at: j.updated_at,
+            }))
+        : [],
+    );
     const subject = `device:${mac}`;
     const pages = await Promise.allSettled(['device.', 'job.'].map((kind) => request<EventPage>('GET', `events?kind=${kind}&limit=1000`)));
     const events = pages
       .flatMap((p) => (p.status === 'fulfilled' ? p.value.events : []))
       .filter((e) => e.subject === subject)
       .sort((a, b) => b.id - a.id);
-    return { jobs, events };
+    return { mac, jobs, events };
   },
   labels: (mac: string, add: string[], remove: string[]) =>
     request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),

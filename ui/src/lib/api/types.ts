@@ -4,7 +4,7 @@
 // this file re-exports them so the rest of the UI imports only from here, and adds the few
 // shapes not generated yet (marked provisional).
 
-import type { Family, Job, Event, WaveStatus, JobState } from './generated';
+import type { Family, Event, WaveStatus, JobState } from './generated';
 
 export type {
   Channel, Chip, CreateRollout, DemoInfo, DemoStatus, Device, EngineStatus, Event, EventPage, Family,
@@ -26,8 +26,22 @@ export interface RolloutPreview {
   skipped: { mac: string; reason: string }[];
 }
 
-/** Provisional: `GET /api/v1/devices/{mac}/history`. */
-export interface DeviceHistory { jobs: Job[]; events: Event[] }
+/** Provisional (mirrors flotilla-proto `DeviceJob`): one job of a device, in any rollout. */
+export interface DeviceJob {
+  rollout_id: number;
+  rollout_name: string;
+  firmware_version: string;
+  job: number;
+  state: JobState;
+  error: string | null;
+  attempts: number;
+  from_version: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Provisional (mirrors flotilla-proto `DeviceHistory`): `GET /api/v1/devices/{mac}/history`. */
+export interface DeviceHistory { mac: string; jobs: DeviceJob[]; events: Event[] }
 
 /** Live-only SSE `rollout.progress` payload (provisional). */
 export interface RolloutProgress {

@@ -100,6 +100,15 @@ describe('target matching and local preview', () => {
       skipped: [{ mac: 'c', reason: 'r' }],
     });
     expect(normalizePreview({ devices: ['a'], waves: [{ size: 1 }, { size: 4 }], skipped: [] }).wave_sizes).toEqual([1, 4]);
+    // the engine's shape: a count in `targeted`, the list in `devices`, skipped with names
+    const engine = normalizePreview({
+      firmware_id: 1, firmware_version: '2.0.0', targeted: 3, wave_sizes: [1, 2],
+      devices: [{ mac: 'a', name: null, current_version: '1.0.0', wave: 0 }, { mac: 'b', wave: 1 }, { mac: 'c', wave: 1 }],
+      skipped: [{ mac: 'd', name: null, current_version: '2.0.0', reason: 'already on 2.0.0' }],
+    });
+    expect(engine.targeted.map((t) => t.mac)).toEqual(['a', 'b', 'c']);
+    expect(engine.wave_sizes).toEqual([1, 2]);
+    expect(engine.skipped).toEqual([{ mac: 'd', reason: 'already on 2.0.0' }]);
     expect(normalizePreview(null)).toEqual({ targeted: [], wave_sizes: [], skipped: [] });
   });
 });

@@ -185,7 +185,8 @@ export function normalizePreview(raw: unknown): RolloutPreview {
   const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
   const macOf = (x: unknown): string =>
     typeof x === 'string' ? x : String((x as Record<string, unknown>)?.mac ?? (x as Record<string, unknown>)?.device ?? '');
-  const targetedRaw = arr(r.targeted ?? r.devices ?? r.jobs ?? r.included);
+  // The engine answers `targeted: <count>` with the list in `devices`; accept a list in either.
+  const targetedRaw = [r.devices, r.targeted, r.jobs, r.included].find(Array.isArray) ?? [];
   const targeted = targetedRaw.map((x) => ({
     mac: macOf(x),
     wave: Number((x as Record<string, unknown>)?.wave ?? 0) || 0,
