@@ -77,7 +77,7 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
           if (!click || p.firstRowAt === null) return null;
           const api = performance.getEntriesByType('resource').find((r) => /\/api\/v1\/devices$/.test(r.name));
           // The click's paint on the page clock (0 = navigation start) = its timeStamp + click→paint.
-          return { firstRow: p.firstRowAt, clickToPaint: click.ms, interactiveAt: click.at + click.ms, apiDur: api ? api.responseEnd - api.startTime : null };
+          return { firstRow: p.firstRowAt, clickToPaint: click.ms, interactiveAt: click.at + click.ms, apiStart: api?.startTime ?? null, apiEnd: api?.responseEnd ?? null, apiDur: api ? api.responseEnd - api.startTime : null, bytes: api?.encodedBodySize ?? null, loaf: Math.max(0, ...p.longFrames.filter((f) => f.at < click.at).map((f) => f.duration)) };
         }),
       { what: 'the probe results of the first click' },
     );
@@ -97,6 +97,8 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
   for (let i = 0; i < WHEELS; i++) await page.mouse.wheel(0, 300);
   await sleep(200);
   scroll.wheel = await page.evaluate(() => window.__probe.stopFrames());
+  const wheeled = await page.evaluate(() => document.querySelector('[data-testid="devices-table"] .vlist').scrollTop);
+  assert.ok(wheeled > WHEELS * 300 * 0.5, `the wheel scrolled the list (${wheeled} px)`);
 
   await grid.focus();
   await page.evaluate(() => window.__probe.startFrames());
@@ -175,7 +177,10 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
   // --- Report.
   const L = (f) => stats(loads.map(f).filter((x) => x !== null));
   const rows = [
-    { measure: 'GET /api/v1/devices (10k) in the page', ...pick(L((l) => l.apiDur)) },
+    { measure: 'navigation → GET /api/v1/devices sent', ...pick(L((l) => l.apiStart)) },
+    { measure: 'GET /api/v1/devices (10k devices) duration', ...pick(L((l) => l.apiDur)) },
+    { measure: 'answer received → first rows painted (UI work)', ...pick(L((l) => l.firstRow - l.apiEnd)) },
+    { measure: 'longest animation frame before the click', ...pick(L((l) => l.loaf)) },
     { measure: 'navigation → first rows painted', ...pick(L((l) => l.firstRow)) },
     { measure: 'navigation → first click on a row painted (interactive)', ...pick(L((l) => l.interactiveAt)) },
     { measure: 'that click → paint', ...pick(L((l) => l.clickToPaint)) },
@@ -199,14 +204,22 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
     { interaction: 'click (clear filters, sort headers) → paint', ...pick(stats(filterInteractions.filter((x) => x.type === 'click').map((x) => x.ms))) },
   ];
   printTable('Devices view, 10k — input → next paint', inter);
-  console.log(`seeding ${N} devices + 1,000 labels + 1 firmware through the API: ${(seedMs / 1000).toFixed(1)} s; long animation frames (LoAF ≥ 50 ms) over the session: ${longFrames.length}${longFrames.length ? `, longest ${fmtMs(Math.max(...longFrames.map((f) => f.duration)))}` : ''}`);
+  console.log(`devices JSON: ${((loads[0].bytes ?? 0) / 1e6).toFixed(2)} MB; seeding ${N} devices + 1,000 labels + 1 firmware through the API: ${(seedMs / 1000).toFixed(1)} s; long animation frames (LoAF ≥ 50 ms) over the session: ${longFrames.length}${longFrames.length ? `, longest ${fmtMs(Math.max(...longFrames.map((f) => f.duration)))}` : ''}`);
 
-  // --- Targets. The CI variant runs a debug engine next to other jobs: it checks the same
-  // target on the median load; UI_BENCH=1 checks every load.
+  // --- Targets. UI_BENCH=1 (release engine) checks the target on every load. CI runs a debug
+  // engine, whose 10k-device answer alone can take over a second on a busy 2-core machine: it
+  // checks the UI's own share (answer received → rows painted) and the first click instead.
   const interactive = loads.map((l) => l.interactiveAt);
   assert.ok(interactive.every((x) => x !== null), 'every load measured');
-  const judged = HEAVY ? Math.max(...interactive) : stats(interactive).p50;
-  assert.ok(judged < INTERACTIVE_TARGET, `devices view interactive in ${judged.toFixed(0)} ms (target < ${INTERACTIVE_TARGET} ms)`);
+  if (HEAVY) {
+    const worst = Math.max(...interactive);
+    assert.ok(worst < INTERACTIVE_TARGET, `devices view interactive in ${worst.toFixed(0)} ms at worst (target < ${INTERACTIVE_TARGET} ms)`);
+  } else {
+    const uiShare = stats(loads.map((l) => l.firstRow - l.apiEnd)).p50;
+    assert.ok(uiShare < INTERACTIVE_TARGET / 2, `answer → first rows painted in ${uiShare.toFixed(0)} ms (median; < ${INTERACTIVE_TARGET / 2} ms)`);
+    const click = stats(loads.map((l) => l.clickToPaint)).p50;
+    assert.ok(click < 100, `first click → paint ${click.toFixed(0)} ms (median; < 100 ms)`);
+  }
   const typingMax = stats(typing.map((x) => x.ms)).max;
   assert.ok(typingMax < 250, `every keystroke in the filter painted within 250 ms (worst ${typingMax.toFixed(0)} ms)`);
 });
