@@ -30,3 +30,38 @@ ensure_rust() {
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   fi
 }
+
+# ensure_desktop_deps: what the desktop app (Tauri 2 on WebKitGTK) needs to build and run, plus
+# Xvfb and WebKitWebDriver for its end-to-end test.
+ensure_desktop_deps() {
+  ensure_packages pkg-config build-essential ca-certificates python3 \
+    libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev \
+    xvfb webkit2gtk-driver
+}
+
+# ensure_tauri_driver: tauri-driver (the WebDriver bridge of the desktop e2e test) in ~/.cargo/bin.
+ensure_tauri_driver() {
+  local bin="${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver"
+  [ -x "$bin" ] && return 0
+  command -v tauri-driver >/dev/null && return 0
+  say "installing tauri-driver (cargo install)"
+  cargo install tauri-driver --version "^2" --locked
+}
+
+# ensure_ui: ui/node_modules (npm ci) and the built UI in ui/dist, each redone only when stale.
+ensure_ui() {
+  local ui="$ROOT/ui"
+  [ -f "$ui/package.json" ] || { echo "no UI sources in $ui" >&2; return 1; }
+  if [ ! -d "$ui/node_modules" ] || [ "$ui/package-lock.json" -nt "$ui/node_modules" ]; then
+    say "installing the UI's npm packages (npm ci)"
+    (cd "$ui" && npm ci --no-audit --no-fund --loglevel=error) && touch "$ui/node_modules"
+  fi
+  local newest_src=""
+  if [ -d "$ui/dist" ]; then
+    newest_src="$(find "$ui/src" "$ui/index.html" "$ui/package.json" "$ui"/vite.config.* -newer "$ui/dist" -print -quit 2>/dev/null || true)"
+  fi
+  if [ ! -d "$ui/dist" ] || [ -n "$newest_src" ]; then
+    say "building the UI (npm run build)"
+    (cd "$ui" && npm run build --silent) && touch "$ui/dist"
+  fi
+}

@@ -1,47 +1,66 @@
 #!/usr/bin/env bash
-# Sets up what Flotilla needs and launches it (the headless engine, `flotilla serve`, with its
-# embedded MQTT broker; the desktop app comes later).
-#   scripts/run.sh [--demo] [flotilla serve options…]
-#     --demo   also start a simulated fleet of 100 devices on loopback (50 HTTP pull, 50 MQTT),
-#              with a demo firmware 2.0.0 imported, so a rollout can be tried at once:
-#                target/release/flotilla rollout create --firmware 2.0.0 --target all --start
-#                target/release/flotilla rollout status 1 --watch
+# Sets up what Flotilla needs and launches the desktop app (Tauri; the engine runs inside it with
+# its embedded MQTT broker). Installs the Debian packages it needs (WebKitGTK), the UI's npm
+# packages, builds the UI and a release build of flotilla-desktop; each only when missing or stale.
+#   scripts/run.sh [--demo] [options of flotilla-desktop / flotilla serve…]
+#     --demo   also start a simulated fleet of 48 devices on loopback (24 HTTP pull, 24 MQTT, 5 %
+#              fail to boot) with a demo firmware 2.0.0 imported, so a rollout can be tried at
+#              once (data in ~/.local/share/flotilla-demo unless --data-dir/FLOTILLA_DATA_DIR).
 #   e.g. scripts/run.sh --data-dir /tmp/site --no-mdns
+# Without a display (no $DISPLAY or $WAYLAND_DISPLAY) it says so and runs the same engine headless
+# (`flotilla serve`), printing the URL to open in a browser, token included.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
 ensure_packages pkg-config build-essential ca-certificates python3
 cd "$ROOT"
 
+args=("$@")
 demo=0
-if [ "${1:-}" = "--demo" ]; then demo=1; shift; fi
+data_dir="${FLOTILLA_DATA_DIR:-}"
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --demo) demo=1 ;;
+    --data-dir) data_dir="${args[$((i + 1))]:-}" ;;
+    --data-dir=*) data_dir="${args[$i]#--data-dir=}" ;;
+  esac
+done
+if [ "$demo" = 1 ] && [ -z "$data_dir" ]; then
+  # The demo's devices and rollouts stay out of the real site's data.
+  data_dir="$HOME/.local/share/flotilla-demo"
+  args+=(--data-dir "$data_dir")
+fi
+command -v node >/dev/null || { echo "node not found: install Node.js 20+ first" >&2; exit 1; }
+ensure_ui
 
-if [ "$demo" = 0 ]; then
-  say "building flotilla (release)"
-  cargo build --release --locked -p flotilla-cli --bin flotilla
-  exec "$ROOT/target/release/flotilla" serve "$@"
+if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
+  ensure_desktop_deps
+  say "building flotilla-desktop (release)"
+  cargo build --release --locked -p flotilla-desktop --bin flotilla-desktop
+  exec "$ROOT/target/release/flotilla-desktop" "${args[@]}"
 fi
 
-say "building flotilla, flotilla-sim and flotilla-imagegen (release)"
-cargo build --release --locked -p flotilla-cli -p flotilla-sim -p flotilla-imagegen --bins
-BIN="$ROOT/target/release"
-data="${FLOTILLA_DATA_DIR:-$HOME/.local/share/flotilla-demo}"
-mkdir -p "$data"
-rm -f "$data/runtime.json"
-"$BIN/flotilla" serve --data-dir "$data" "$@" &
-serve_pid=$!
-sim_pid=""
-trap 'kill $sim_pid $serve_pid 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
-for _ in $(seq 1 200); do [ -f "$data/runtime.json" ] && break; sleep 0.05; done
-[ -f "$data/runtime.json" ] || { echo "flotilla serve did not start" >&2; exit 1; }
-read -r device_url mqtt_port < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["device_url"], (r.get("mqtt_url") or ":0").rsplit(":",1)[1])' "$data/runtime.json")
-password="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["password"])' "$data/mqtt-credentials")"
-fw="$data/demo-2.0.0.bin"
-"$BIN/flotilla-imagegen" --chip esp32 --version 2.0.0 --project demo --size 600000 --out "$fw" >/dev/null
-"$BIN/flotilla" firmware import "$fw" --notes "demo firmware" --data-dir "$data" >/dev/null
-say "demo: firmware demo 2.0.0 imported; starting 100 simulated devices on 1.0.0 (5 % fail to boot)"
-"$BIN/flotilla-sim" --api "$device_url" --mqtt "mqtt://flotilla:$password@127.0.0.1:$mqtt_port" \
-  --fleet native-pull=50,native-mqtt=50 --chip esp32 --model demo --version 1.0.0 \
-  --fail boot=5% --poll-interval 2s --reboot-delay 1s &
-sim_pid=$!
-say "try: FLOTILLA_DATA_DIR=$data $BIN/flotilla rollout create --firmware 2.0.0 --target all --start"
-wait "$serve_pid"
+say "no display (neither DISPLAY nor WAYLAND_DISPLAY is set): running the engine headless with \`flotilla serve\`; open its UI in a browser"
+cargo build --release --locked -p flotilla-cli --bin flotilla
+data_dir="${data_dir:-$HOME/.local/share/flotilla}"
+"$ROOT/target/release/flotilla" serve "${args[@]}" &
+serve=$!
+trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null' EXIT INT TERM
+# runtime.json names the admin URL once this engine (this pid) is up.
+url=""
+for _ in $(seq 1 200); do
+  url="$(python3 - "$data_dir" "$serve" <<'PY' 2>/dev/null || true
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+r = json.loads((d / "runtime.json").read_text())
+if r["pid"] == int(sys.argv[2]):
+    print(f'{r["admin_url"]}/#token={(d / "admin-token").read_text().strip()}')
+PY
+)"
+  [ -n "$url" ] && break
+  kill -0 "$serve" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -n "$url" ]; then
+  say "open in a browser: $url"
+fi
+wait "$serve"

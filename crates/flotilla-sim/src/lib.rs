@@ -27,6 +27,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`FleetConfig`] and the parsers of the command line's compact forms.
+//! - [`demo`]: the demo fleet the desktop app and `flotilla serve --demo` start (firmware + fleet).
 //! - [`failures`]: [`Failures`] per device, [`FailureRates`] over the fleet.
 //! - [`identity`]: ids, MACs and addresses from the seed; the seeded generator.
 //! - `fleet`: [`Fleet::start`] and the [`FleetHandle`].
@@ -37,6 +38,7 @@
 //!   devices' check-ins on a few keep-alive connections, as fast as the engine answers).
 
 pub mod config;
+pub mod demo;
 mod device;
 mod error;
 pub mod failures;
