@@ -56,18 +56,24 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
   const viewport = { width: 1440, height: 900 };
 
   // --- Opening the view: LOADS fresh browser contexts (cold cache, fresh storage).
+  // The click goes to row 3's checkbox as soon as rows are in the DOM; its position is measured on
+  // the first load and reused, so the driver adds as little as it can (one round trip) to the time.
   const loads = [];
   let page;
+  let at = null;
   for (let k = 0; k < LOADS; k++) {
     const context = await browser.newContext({ viewport });
     await context.addInitScript(probeScript);
     page = await context.newPage();
     await page.goto(engine.uiUrl('/devices'), { waitUntil: 'commit' });
+    await page.evaluate(() => window.__probe.expect('[data-testid="device-row"][aria-selected="true"]'));
     const row = page.locator('[data-testid="device-row"]').nth(2);
     await row.waitFor({ timeout: 30_000 });
-    const box = await row.getByTestId('device-select').boundingBox();
-    await page.evaluate(() => window.__probe.expect('[data-testid="device-row"][aria-selected="true"]'));
-    await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+    if (!at) {
+      const box = await row.getByTestId('device-select').boundingBox();
+      at = { x: box.x + box.width / 2, y: box.y + box.height / 2 };
+    }
+    await page.mouse.click(at.x, at.y);
     await page.getByTestId('bulk-bar').waitFor();
     const m = await until(
       () =>
@@ -86,6 +92,20 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
   }
   await page.evaluate(() => window.__probe.takeInteractions());
   await screenshot(page, 'devices-10k');
+
+  // --- Opening the view from another one (data already loaded): nav click → table painted.
+  const switches = [];
+  for (let k = 0; k < (HEAVY ? 7 : 3); k++) {
+    await page.getByTestId('nav-overview').click();
+    await page.locator('[data-testid="nav-overview"][aria-current="page"]').waitFor();
+    await sleep(300);
+    await page.evaluate(() => window.__probe.expect('[data-testid="devices-table"] [data-testid="device-row"]'));
+    await page.getByTestId('nav-devices').click();
+    await page.getByTestId('device-row').first().waitFor();
+    await sleep(300);
+    const x = (await page.evaluate(() => window.__probe.takeInteractions())).find((i) => i.type === 'click' && i.target === 'nav-devices');
+    switches.push(x?.ms ?? null);
+  }
 
   // --- Scrolling.
   const scroll = {};
@@ -184,6 +204,8 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
     { measure: 'navigation → first rows painted', ...pick(L((l) => l.firstRow)) },
     { measure: 'navigation → first click on a row painted (interactive)', ...pick(L((l) => l.interactiveAt)) },
     { measure: 'that click → paint', ...pick(L((l) => l.clickToPaint)) },
+    { measure: 'first rows painted + click → paint (no driver delay)', ...pick(L((l) => l.firstRow + l.clickToPaint)) },
+    { measure: 'from the Overview: nav click → devices table painted', ...pick(stats(switches.filter((x) => x !== null))) },
   ];
   printTable(`Devices view, ${N.toLocaleString('en')} devices — opening (${LOADS} fresh loads) — ${machine()}`, rows);
   const frames = Object.entries({
@@ -220,6 +242,8 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
     const click = stats(loads.map((l) => l.clickToPaint)).p50;
     assert.ok(click < 100, `first click → paint ${click.toFixed(0)} ms (median; < 100 ms)`);
   }
+  const switchMax = stats(switches.filter((x) => x !== null)).max;
+  assert.ok(switchMax < INTERACTIVE_TARGET, `devices view (10k) painted ${switchMax.toFixed(0)} ms after the nav click at worst (target < ${INTERACTIVE_TARGET} ms)`);
   const typingMax = stats(typing.map((x) => x.ms)).max;
   assert.ok(typingMax < 250, `every keystroke in the filter painted within 250 ms (worst ${typingMax.toFixed(0)} ms)`);
 });
