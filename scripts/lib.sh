@@ -65,3 +65,12 @@ ensure_ui() {
     (cd "$ui" && npm run build --silent) && touch "$ui/dist"
   fi
 }
+
+# ensure_ui_locale: WebKitGTK turns LANG=C / C.UTF-8 / POSIX (usual on servers and fresh installs)
+# into navigator.language "c", which the browser's Intl API rejects; give the window a real one.
+ensure_ui_locale() {
+  local lang="${LC_ALL:-${LC_MESSAGES:-${LANG:-}}}"
+  case "$lang" in
+    "" | C | C.* | POSIX) export LANG=en_US.UTF-8 LANGUAGE="${LANGUAGE:-en_US}"; unset LC_ALL ;;
+  esac
+}

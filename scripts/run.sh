@@ -34,6 +34,7 @@ ensure_ui
 
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
   ensure_desktop_deps
+  ensure_ui_locale
   say "building flotilla-desktop (release)"
   cargo build --release --locked -p flotilla-desktop --bin flotilla-desktop
   exec "$ROOT/target/release/flotilla-desktop" "${args[@]}"

@@ -1,0 +1,294 @@
+// Desktop end-to-end test: drives the real flotilla-desktop binary through tauri-driver
+// (WebKitWebDriver underneath) with plain W3C WebDriver calls — no npm packages.
+//
+//   node e2e/desktop/driver.mjs --app PATH --port N --data-dir DIR --screenshots DIR
+//
+// Started by e2e/desktop/run.sh, which provides Xvfb, tauri-driver and the app binary.
+// Prints one line per step, the cold start, and `N passed, M failed`; exits non-zero on failure.
+
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+for (const k of ['app', 'port', 'data-dir', 'screenshots']) {
+  if (!args[k]) {
+    console.error(`driver.mjs: --${k} is required`);
+    process.exit(2);
+  }
+}
+const DRIVER = `http://127.0.0.1:${args.port}`;
+const SHOTS = args.screenshots;
+const DATA = args['data-dir'];
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+/// How long the demo rollout may take (48 devices in 4 waves, 2 s polls, 1 s reboots).
+const ROLLOUT_LIMIT_MS = Number(process.env.E2E_ROLLOUT_TIMEOUT_MS || 180_000);
+mkdirSync(SHOTS, { recursive: true });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function wd(method, path, body) {
+  const res = await fetch(`${DRIVER}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`${method} ${path}: HTTP ${res.status}: ${text.slice(0, 300)}`);
+  }
+  if (!res.ok || (json.value && json.value.error)) {
+    const v = json.value || {};
+    throw new Error(`${method} ${path}: ${v.error || res.status}: ${(v.message || text).slice(0, 300)}`);
+  }
+  return json.value;
+}
+
+let session = null;
+const s = (path) => `/session/${session}${path}`;
+
+/** Runs `fn(...args)` in the page and returns its value. */
+const js = (fn, ...a) => wd('POST', s('/execute/sync'), { script: `return (${fn}).apply(null, arguments)`, args: a });
+
+/** Polls `probe` until it returns something truthy; throws `what` after `limit` ms. */
+async function until(what, probe, limit = 15_000, every = 100) {
+  const deadline = performance.now() + limit;
+  let last;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${limit} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+    }
+    await sleep(every);
+  }
+}
+
+const tid = (id) => `[data-testid="${id}"]`;
+
+/** Is an element with this test id on screen (rendered with a size)? */
+const visible = (id) =>
+  js((sel) => {
+    const el = document.querySelector(sel);
+    if (!el) return false;
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  }, tid(id));
+
+const count = (id) => js((sel) => document.querySelectorAll(sel).length, tid(id));
+
+async function click(id) {
+  const el = await until(`${id} to be clickable`, async () => {
+    const found = await wd('POST', s('/elements'), { using: 'css selector', value: tid(id) });
+    for (const f of found) {
+      const e = f[ELEMENT];
+      if ((await wd('GET', s(`/element/${e}/displayed`))) && (await wd('GET', s(`/element/${e}/enabled`)))) return e;
+    }
+    return null;
+  });
+  await wd('POST', s(`/element/${el}/click`), {});
+}
+
+async function shot(name) {
+  const png = await wd('GET', s('/screenshot'));
+  const file = join(SHOTS, `desktop-${name}.png`);
+  writeFileSync(file, Buffer.from(png, 'base64'));
+  return file;
+}
+
+/** The engine's admin API, found through the data dir like the CLI finds it. */
+async function api(path) {
+  const runtime = JSON.parse(readFileSync(join(DATA, 'runtime.json'), 'utf8'));
+  const token = readFileSync(join(DATA, 'admin-token'), 'utf8').trim();
+  const res = await fetch(`${runtime.admin_url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+  if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status}`);
+  return res.json();
+}
+
+/** Opens a view from the navigation and waits until one of `ready` (test ids) shows. */
+async function view(nav, ...ready) {
+  await click(`nav-${nav}`);
+  await until(`the ${nav} view (${ready.join(' or ')})`, async () => {
+    for (const id of ready) if (await visible(id)) return true;
+    return false;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const results = [];
+let fatal = false;
+
+async function step(name, fn) {
+  if (fatal) {
+    results.push({ name, ok: false, detail: 'not run (an earlier step failed)' });
+    console.log(`SKIP ${name}`);
+    return;
+  }
+  const t = performance.now();
+  try {
+    const detail = (await fn()) ?? '';
+    results.push({ name, ok: true, detail });
+    console.log(`ok   ${name} (${Math.round(performance.now() - t)} ms)${detail ? ` — ${detail}` : ''}`);
+  } catch (e) {
+    results.push({ name, ok: false, detail: e.message });
+    console.log(`FAIL ${name}: ${e.message}`);
+    if (session) await shot(`failure-${name.replace(/\W+/g, '-')}`).catch(() => {});
+  }
+}
+
+/** Like `step`, but nothing after it can run when it fails. */
+async function essential(name, fn) {
+  await step(name, fn);
+  if (!results.at(-1).ok) fatal = true;
+}
+
+/** Everything on loopback, on ports the system picks. */
+const engineArgs = ['--http', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0', '--no-mdns'];
+const appArgs = ['--data-dir', DATA, '--demo', '--demo-failures', process.env.E2E_DEMO_FAILURES ?? '0', ...engineArgs];
+
+let coldStartMs = null;
+let rolloutId = null;
+
+// `--cold-starts N`: only measure N cold starts (each a fresh data dir, no demo) and their median.
+if (args['cold-starts']) {
+  const n = Number(args['cold-starts']);
+  const times = [];
+  for (let i = 0; i < n; i++) {
+    const dir = join(DATA, `cold-${i}`);
+    mkdirSync(dir, { recursive: true });
+    const t0 = performance.now();
+    const created = await wd('POST', '/session', {
+      capabilities: { alwaysMatch: { 'tauri:options': { application: args.app, args: ['--data-dir', dir, ...engineArgs] } } },
+    });
+    session = created.sessionId;
+    await until('the UI navigation', () => visible('nav-devices'), 30_000, 20);
+    times.push(Math.round(performance.now() - t0));
+    await wd('DELETE', s(''));
+    session = null;
+    console.log(`cold start ${i + 1}: ${times.at(-1)} ms`);
+  }
+  const sorted = [...times].sort((a, b) => a - b);
+  console.log(`cold start median of ${n}: ${sorted[Math.floor(n / 2)]} ms (spawn → navigation visible)`);
+  process.exit(0);
+}
+
+await essential('window opens', async () => {
+  const t0 = performance.now();
+  const created = await wd('POST', '/session', {
+    capabilities: { alwaysMatch: { 'tauri:options': { application: args.app, args: appArgs } } },
+  });
+  session = created.sessionId;
+  await until('the UI navigation', () => visible('nav-devices'), 30_000, 20);
+  coldStartMs = Math.round(performance.now() - t0);
+  const title = await wd('GET', s('/title'));
+  return `cold start ${coldStartMs} ms (spawn → navigation visible), title “${title}”`;
+});
+
+await essential('demo fleet devices appear', async () => {
+  await view('devices', 'devices-table', 'devices-empty');
+  const rows = await until('device rows', async () => ((await count('device-row')) >= 10 ? count('device-row') : 0), 30_000);
+  const devices = await until('48 devices in the inventory', async () => {
+    const list = await api('/api/v1/devices');
+    const n = (Array.isArray(list) ? list : list.devices || []).length;
+    return n >= 48 ? n : 0;
+  }, 30_000, 250);
+  await shot('devices');
+  return `${rows} rows shown, ${devices} devices in the inventory`;
+});
+
+await step('overview shows the fleet', async () => {
+  await view('overview', 'tile-devices');
+  await until('48 devices on the overview', () => js((sel) => /48/.test(document.querySelector(sel)?.textContent ?? ''), tid('tile-devices')));
+  await sleep(300);
+  await shot('overview');
+});
+
+await step('firmware view lists the demo firmware', async () => {
+  await view('firmware', 'firmware-table');
+  await until('firmware 2.0.0', () => js(() => document.body.innerText.includes('2.0.0')));
+  await shot('firmware');
+});
+
+await essential('a rollout started from the UI completes', async () => {
+  await view('rollouts', 'new-rollout');
+  await click('new-rollout');
+  await until('the rollout wizard', () => visible('wizard'));
+  await shot('rollout-wizard');
+  for (let i = 0; i < 8 && !(await visible('wizard-start')); i++) {
+    await click('wizard-next');
+    await sleep(150);
+  }
+  await click('wizard-start');
+  await until('the live rollout', () => visible('rollout-live'), 15_000);
+  let sawProgress = false;
+  let resumed = 0;
+  const state = await until(
+    'the rollout to complete',
+    async () => {
+      const st = (await js((sel) => document.querySelector(sel)?.dataset.state ?? '', tid('rollout-state'))) || '';
+      if (!sawProgress && st.includes('running')) {
+        const done = await api('/api/v1/rollouts').then((rs) => (Array.isArray(rs) ? rs : rs.rollouts || []));
+        rolloutId = done[0]?.id ?? rolloutId;
+        if (done[0] && done[0].counts.succeeded >= 5) {
+          sawProgress = true;
+          await shot('rollout-live');
+        }
+      }
+      if (st.includes('paused') && resumed < 3) {
+        // A gate tripped (failing demo devices): acknowledge and go on, as a technician would.
+        await click('rollout-resume');
+        resumed++;
+      }
+      return st.includes('completed') ? st : null;
+    },
+    ROLLOUT_LIMIT_MS,
+    500,
+  );
+  if (!sawProgress) await shot('rollout-live');
+  await shot('rollout-completed');
+  return `state “${state}”${resumed ? `, resumed ${resumed}×` : ''}`;
+});
+
+await step('engine agrees the rollout completed', async () => {
+  const rs = await api('/api/v1/rollouts');
+  const list = Array.isArray(rs) ? rs : rs.rollouts || [];
+  const r = list.find((x) => x.id === rolloutId) ?? list[0];
+  if (!r || r.state !== 'completed') throw new Error(`rollout state is ${r?.state}`);
+  return `${r.counts.succeeded}/${r.counts.total} devices updated`;
+});
+
+await step('events view', async () => {
+  await view('events', 'events-table');
+  await until('some events', () => js(() => document.body.innerText.includes('rollout')));
+  await shot('events');
+});
+
+await step('settings view', async () => {
+  await view('settings', 'settings-engine');
+  await shot('settings');
+});
+
+await step('overview after the rollout', async () => {
+  await view('overview', 'tile-devices');
+  await sleep(500);
+  await shot('overview-after');
+});
+
+if (session) await wd('DELETE', s('')).catch(() => {});
+
+const passed = results.filter((r) => r.ok).length;
+const failed = results.length - passed;
+if (coldStartMs !== null) console.log(`cold start: ${coldStartMs} ms`);
+console.log(`screenshots: ${SHOTS}`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
