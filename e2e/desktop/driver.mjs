@@ -246,6 +246,7 @@ await essential('a rollout started from the UI completes', async () => {
       }
       if (st.includes('paused') && resumed < 3) {
         // A gate tripped (failing demo devices): acknowledge and go on, as a technician would.
+        if (resumed === 0) await shot('rollout-paused');
         await click('rollout-resume');
         resumed++;
       }
