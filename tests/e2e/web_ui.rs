@@ -125,3 +125,88 @@ async fn inspect_by_path_reads_the_engines_disk_and_imports_nothing() {
     let list: Value = server.api(Method::GET, "/api/v1/firmware").send().await.unwrap().json().await.unwrap();
     assert_eq!(list, json!([]), "inspecting imports nothing");
 }
+
+#[tokio::test]
+async fn serve_demo_starts_a_simulated_fleet_once() {
+    let server = Server::start_with_args(&["--demo"]).await;
+    // `runtime.json` appears when the engine is up; the demo fleet starts right after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+        if !status["demo"]["running"].is_null() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["demo"]["available"], true);
+    assert_eq!(status["demo"]["running"]["devices"], 48, "{status}");
+    assert_eq!(status["demo"]["running"]["firmware"], "2.0.0");
+    let firmware: Value = server.api(Method::GET, "/api/v1/firmware/2.0.0").send().await.unwrap().json().await.unwrap();
+    assert_eq!(firmware["chip"], "esp32", "{firmware}");
+    // Every simulated device checks in or announces itself within a few poll intervals.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let devices = loop {
+        let devices: Vec<Value> =
+            server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+        if devices.len() >= 48 || std::time::Instant::now() > deadline {
+            break devices;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(devices.len(), 48, "the whole demo fleet registers");
+    assert!(devices.iter().all(|d| d["version"] == "1.0.0" && d["model"] == "demo"));
+    let again = server.api(Method::POST, "/api/v1/demo").send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn saved_settings_apply_at_the_next_start_and_never_leak_the_password() {
+    let server = Server::start().await;
+    let view: Value = server.api(Method::GET, "/api/v1/settings").send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["restart_required"], false);
+    assert_eq!(view["mqtt_password_set"], false);
+
+    // A wrong value is named and nothing is saved.
+    let bad = server
+        .api(Method::PUT, "/api/v1/settings")
+        .json(&json!({ "device_listen": "0.0.0.0", "public_url": "http://10.0.0.5:8070" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let err: Value = bad.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("device_listen"), "{err}");
+    assert!(!server.data_dir().join("settings.json").exists());
+    let unknown = server.api(Method::PUT, "/api/v1/settings").json(&json!({ "colour": "blue" })).send().await.unwrap();
+    assert!(unknown.status().is_client_error());
+    let err: Value = unknown.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("colour"), "{err}");
+    assert!(!server.data_dir().join("settings.json").exists());
+
+    let saved = server
+        .api(Method::PUT, "/api/v1/settings")
+        .json(&json!({
+            "public_url": "http://10.0.0.5:8070",
+            "mqtt_user": "site",
+            "mqtt_password": "pa55word",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::OK);
+    let saved: Value = saved.json().await.unwrap();
+    assert_eq!(saved["restart_required"], true);
+    assert_eq!(saved["mqtt_password_set"], true);
+    assert_eq!(saved["saved"]["public_url"], "http://10.0.0.5:8070");
+    assert!(!saved.to_string().contains("pa55word"), "the password is never sent back: {saved}");
+    let get: Value = server.api(Method::GET, "/api/v1/settings").send().await.unwrap().json().await.unwrap();
+    assert_eq!(get, saved);
+
+    // The next start uses what was saved (no --public-url flag is given).
+    let (status, _, dir) = server.stop();
+    assert!(status.success());
+    let server = Server::start_in(dir).await;
+    assert_eq!(server.info.device_url, "http://10.0.0.5:8070");
+    let view: Value = server.api(Method::GET, "/api/v1/settings").send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["restart_required"], false, "{view}");
+}

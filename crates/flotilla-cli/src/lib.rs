@@ -10,6 +10,7 @@ use clap::Args;
 use flotilla_core::EngineConfig;
 use flotilla_core::config::default_data_dir;
 use flotilla_core::mqtt_link::MqttMode;
+use flotilla_core::settings;
 
 /// The engine's settings, as flags (each also from a `FLOTILLA_*` environment variable).
 #[derive(Debug, Clone, Args)]
@@ -17,22 +18,22 @@ pub struct EngineArgs {
     /// Data dir: database, firmware store, keys (default: ~/.local/share/flotilla).
     #[arg(long, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Device HTTP server address (LAN).
-    #[arg(long, default_value = "0.0.0.0:8070", env = "FLOTILLA_HTTP")]
-    pub http: SocketAddr,
-    /// Admin API address (keep it on loopback).
-    #[arg(long, default_value = "127.0.0.1:8071", env = "FLOTILLA_ADMIN")]
-    pub admin: SocketAddr,
+    /// Device HTTP server address (LAN) [default: the data dir's settings, else 0.0.0.0:8070].
+    #[arg(long, env = "FLOTILLA_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Admin API address, keep it on loopback [default: the settings, else 127.0.0.1:8071].
+    #[arg(long, env = "FLOTILLA_ADMIN")]
+    pub admin: Option<SocketAddr>,
     /// URL devices use to reach the device server (default: derived from --http).
     #[arg(long, env = "FLOTILLA_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// MQTT: `embedded` (a broker in the engine), `off`, or the site's broker `mqtt://host:port`
-    /// (`mqtts://` for TLS).
-    #[arg(long, default_value = "embedded", env = "FLOTILLA_MQTT")]
-    pub mqtt: String,
-    /// Where the embedded broker listens.
-    #[arg(long, default_value = "0.0.0.0:1883", env = "FLOTILLA_MQTT_LISTEN")]
-    pub mqtt_listen: SocketAddr,
+    /// (`mqtts://` for TLS) [default: the settings, else embedded].
+    #[arg(long, env = "FLOTILLA_MQTT")]
+    pub mqtt: Option<String>,
+    /// Where the embedded broker listens [default: the settings, else 0.0.0.0:1883].
+    #[arg(long, env = "FLOTILLA_MQTT_LISTEN")]
+    pub mqtt_listen: Option<SocketAddr>,
     /// User name for an external broker.
     #[arg(long, env = "FLOTILLA_MQTT_USER")]
     pub mqtt_user: Option<String>,
@@ -43,7 +44,7 @@ pub struct EngineArgs {
     /// paku (repeatable): `name=acme;command=acme/{id}/ota;status=acme/{id}/ota/state;presence=acme/{id}/online[;result=…]`.
     #[arg(long = "topic-profile")]
     pub topic_profiles: Vec<String>,
-    /// Do not advertise _flotilla._tcp over mDNS.
+    /// Do not advertise _flotilla._tcp over mDNS (also off when the settings say so).
     #[arg(long)]
     pub no_mdns: bool,
     /// Free disk space an import must leave, in bytes (so the database can still record changes
@@ -61,13 +62,24 @@ impl EngineArgs {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
     }
 
-    /// The engine configuration; the error names the flag that is wrong.
+    /// The engine configuration: each flag (or `FLOTILLA_*` variable) given, else what the data
+    /// dir's `settings.json` says (the UI's settings view writes it), else the default. The error
+    /// names the flag or setting that is wrong.
     pub fn to_config(&self) -> Result<EngineConfig, String> {
-        let mut config = EngineConfig::new(self.data_dir());
-        config.device_listen = self.http;
-        config.admin_listen = self.admin;
-        config.device_public_url = self.public_url.clone();
-        config.mdns = !self.no_mdns;
+        let data_dir = self.data_dir();
+        let saved = flotilla_core::settings::load(&data_dir).map_err(|e| e.to_string())?;
+        flotilla_core::settings::validate(&saved)
+            .map_err(|e| format!("{}: {e}", settings::path(&data_dir).display()))?;
+        let mut config = EngineConfig::new(data_dir);
+        let addr = |v: &Option<String>| v.as_deref().and_then(|a| a.trim().parse::<SocketAddr>().ok());
+        if let Some(a) = self.http.or(addr(&saved.device_listen)) {
+            config.device_listen = a;
+        }
+        if let Some(a) = self.admin.or(addr(&saved.admin_listen)) {
+            config.admin_listen = a;
+        }
+        config.device_public_url = self.public_url.clone().or_else(|| saved.public_url.clone());
+        config.mdns = !self.no_mdns && saved.mdns.unwrap_or(true);
         config.max_image_size = self.max_image_size;
         config.disk_reserve = self.disk_reserve;
         for spec in &self.topic_profiles {
@@ -76,19 +88,28 @@ impl EngineArgs {
             config.topic_profiles.retain(|p| p.name != profile.name);
             config.topic_profiles.push(profile);
         }
-        config.mqtt = match self.mqtt.as_str() {
-            "embedded" => MqttMode::Embedded { listen: self.mqtt_listen },
+        let listen = self.mqtt_listen.or(addr(&saved.mqtt_listen)).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 1883)));
+        let mode = self.mqtt.clone().or_else(|| saved.mqtt.clone()).unwrap_or_else(|| "embedded".into());
+        config.mqtt = match mode.as_str() {
+            "embedded" => MqttMode::Embedded { listen },
             "off" | "none" => MqttMode::Off,
             url if url.starts_with("mqtt://") || url.starts_with("mqtts://") => {
                 flotilla_core::mqtt::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
-                MqttMode::External {
-                    url: url.to_owned(),
-                    username: self.mqtt_user.clone(),
-                    password: self.mqtt_password.clone(),
-                }
+                // Flags and settings are not mixed for one broker: its user and password come
+                // from where its URL came from.
+                let (username, password) = if self.mqtt.is_some() {
+                    (self.mqtt_user.clone(), self.mqtt_password.clone())
+                } else {
+                    (
+                        self.mqtt_user.clone().or_else(|| saved.mqtt_user.clone()),
+                        self.mqtt_password.clone().or_else(|| saved.mqtt_password.clone()),
+                    )
+                };
+                MqttMode::External { url: url.to_owned(), username, password }
             }
             other => return Err(format!("--mqtt {other:?}: use embedded, off or mqtt://host:port")),
         };
+        config.settings = saved;
         Ok(config)
     }
 }

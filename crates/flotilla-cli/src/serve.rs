@@ -13,6 +13,10 @@ use crate::{CliError, CliResult};
 pub struct ServeArgs {
     #[command(flatten)]
     engine: EngineArgs,
+    /// Also start a simulated demo fleet on loopback (48 devices on 1.0.0, a demo firmware 2.0.0
+    /// imported), as the UI's first-run button does.
+    #[arg(long)]
+    demo: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flotilla_core=debug`.
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log: String,
@@ -25,13 +29,13 @@ pub async fn run(args: ServeArgs) -> CliResult {
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| CliError::refused(format!("--log {:?}: {e}", args.log)))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    if !args.engine.admin.ip().is_loopback() {
-        tracing::warn!(admin = %args.engine.admin, "the admin API listens beyond loopback; anyone on that network who has the token can manage this site");
-    }
-
     let started = Instant::now();
     let data_dir = args.engine.data_dir();
-    let config = args.engine.to_config().map_err(CliError::refused)?;
+    let mut config = args.engine.to_config().map_err(CliError::refused)?;
+    if !config.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin = %config.admin_listen, "the admin API listens beyond loopback; anyone on that network who has the token can manage this site");
+    }
+    config.demo = Some(flotilla_sim::demo::launcher(flotilla_sim::demo::DemoOptions::default()));
 
     let config_mqtt_embedded = matches!(config.mqtt, MqttMode::Embedded { .. });
     // Listen for signals before anything else exists: a SIGTERM that arrives while the engine
@@ -58,6 +62,15 @@ pub async fn run(args: ServeArgs) -> CliResult {
         None => println!("  MQTT:          off"),
     }
     println!("  data dir:      {}", data_dir.display());
+    if args.demo {
+        match engine.start_demo("cli").await {
+            Ok(info) => println!("  demo fleet:    {}", info.summary),
+            Err(e) => {
+                engine.shutdown().await;
+                return Err(CliError::failure(format!("cannot start the demo fleet: {e}")));
+            }
+        }
+    }
     println!("Press Ctrl-C to stop.");
 
     signals.wait().await;

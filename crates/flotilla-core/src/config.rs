@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub topic_profiles: Vec<flotilla_proto::native::TopicProfile>,
     /// How to start a simulated demo fleet (`POST /api/v1/demo`); `None`: no demo.
     pub demo: Option<crate::demo::DemoLauncher>,
+    /// What `<data>/settings.json` said when this configuration was made (to tell whether a
+    /// saved change needs a restart).
+    pub settings: flotilla_proto::api::SiteSettings,
 }
 
 impl EngineConfig {
@@ -56,6 +59,7 @@ impl EngineConfig {
             mqtt: crate::mqtt_link::MqttMode::Embedded { listen: SocketAddr::from(([0, 0, 0, 0], 1883)) },
             topic_profiles: flotilla_proto::native::TopicProfile::builtin(),
             demo: None,
+            settings: flotilla_proto::api::SiteSettings::default(),
         }
     }
 

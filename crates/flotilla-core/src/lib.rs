@@ -36,6 +36,7 @@ pub mod protocols;
 pub mod rollout;
 mod secrets;
 pub mod server;
+pub mod settings;
 mod status;
 mod writer;
 

@@ -137,3 +137,51 @@ pub struct DemoStatus {
     /// The running demo fleet.
     pub running: Option<DemoInfo>,
 }
+
+/// The site's saved engine settings (`<data>/settings.json`), edited in the UI's settings view.
+/// Each is used at the next start of the engine; a command-line flag or `FLOTILLA_*` variable
+/// given at start wins over the file. `None`: the built-in default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SiteSettings {
+    /// Device HTTP server address (`0.0.0.0:8070`).
+    #[serde(default)]
+    pub device_listen: Option<String>,
+    /// URL devices use to reach the device server (default: derived from the address).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Admin API address (`127.0.0.1:8071`; keep it on loopback).
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// `embedded`, `off`, or the site's broker `mqtt://host:port` / `mqtts://host:port`.
+    #[serde(default)]
+    pub mqtt: Option<String>,
+    /// Where the embedded broker listens (`0.0.0.0:1883`).
+    #[serde(default)]
+    pub mqtt_listen: Option<String>,
+    /// User name for an external broker.
+    #[serde(default)]
+    pub mqtt_user: Option<String>,
+    /// Password for an external broker. The API never sends it back (reads say only whether
+    /// one is set); on write, `None` keeps the saved password and `""` removes it.
+    #[serde(default)]
+    pub mqtt_password: Option<String>,
+    /// Advertise `_flotilla._tcp` over mDNS.
+    #[serde(default)]
+    pub mdns: Option<bool>,
+}
+
+/// `GET`/`PUT /api/v1/settings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SettingsView {
+    /// What is saved for the next start.
+    pub saved: SiteSettings,
+    /// Is an external broker password saved?
+    pub mqtt_password_set: bool,
+    /// Does the running engine differ from what is saved (a restart applies it)?
+    pub restart_required: bool,
+    /// Where the file is.
+    pub path: String,
+}
