@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Sets up what the tests need and runs all of them: formatting, lints, unit, integration and
-# end-to-end tests. Exit code 0 only if everything passed.
+# Sets up what the tests need and runs all of them, in this order (each stops the run on failure):
+#   1. the UI: npm ci, svelte-check, vitest, the production build (which the engine embeds);
+#   2. cargo fmt --check, and clippy with warnings as errors on the whole workspace (engine, CLI,
+#      simulator, desktop app);
+#   3. cargo test on the whole workspace: unit, integration and end-to-end tests (real SQLite
+#      files, real sockets on loopback, the embedded broker and Debian's mosquitto, mDNS in
+#      network namespaces); benchmarks run once as tests;
+#   4. the browser end-to-end test (playwright-core driving Debian's Chromium against a real
+#      `flotilla serve` and a simulated fleet) with its light performance checks;
+#   5. the desktop end-to-end test (the real app under Xvfb through tauri-driver + WebKitWebDriver).
+# Exit code 0 only if everything passed. Screenshots of both end-to-end tests are left in
+# target/e2e-screenshots/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
-ensure_packages pkg-config build-essential ca-certificates mosquitto iproute2 mount util-linux
+command -v node >/dev/null || { echo "node not found: install Node.js 20+ first" >&2; exit 1; }
+ensure_packages pkg-config build-essential ca-certificates mosquitto mosquitto-clients iproute2 mount util-linux \
+  chromium
+ensure_desktop_deps
 cd "$ROOT"
+
+say "UI: npm ci, svelte-check, vitest, build"
+ensure_ui
+(cd ui && npm run --silent check && npm test --silent)
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -14,5 +31,12 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 say "cargo test (unit, integration, end-to-end; benchmarks run once as tests)"
 cargo test --locked --workspace --all-targets
+
+say "browser end-to-end (Chromium)"
+e2e/browser/run.sh
+
+say "desktop end-to-end (Xvfb, tauri-driver)"
+ensure_tauri_driver
+e2e/desktop/run.sh
 
 say "all tests passed"
