@@ -86,7 +86,10 @@ impl EngineHandle {
             }
             MqttMode::External { username, password, .. } => (username.clone(), password.clone()),
         };
-        Ok(Some(with_userinfo(url, user.as_deref(), password.as_deref())))
+        let mut url = crate::mqtt::parse_url(url).map_err(|e| CoreError::Refused(format!("broker URL: {e}")))?;
+        url.username = user;
+        url.password = password;
+        Ok(Some(url.with_credentials()))
     }
 
     /// Starts the demo fleet. Conflict when one already runs; unavailable when this engine was
@@ -113,44 +116,5 @@ impl EngineHandle {
         drop(running);
         self.record("demo.started", actor, None, serde_json::to_value(&info).unwrap_or_default()).await?;
         Ok(info)
-    }
-}
-
-/// `mqtt://host:port` + user + password → `mqtt://user:password@host:port` (percent-encoded).
-fn with_userinfo(url: &str, user: Option<&str>, password: Option<&str>) -> String {
-    let Some(user) = user else { return url.to_owned() };
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let mut info = encode(user);
-    if let Some(p) = password {
-        info.push(':');
-        info.push_str(&encode(p));
-    }
-    format!("{scheme}://{info}@{rest}")
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn userinfo_is_percent_encoded() {
-        assert_eq!(
-            with_userinfo("mqtt://10.0.0.2:1883", Some("flo"), Some("a/b:c@d")),
-            "mqtt://flo:a%2Fb%3Ac%40d@10.0.0.2:1883"
-        );
-        assert_eq!(with_userinfo("mqtt://h:1", None, Some("x")), "mqtt://h:1");
-        assert_eq!(with_userinfo("mqtts://h:1", Some("u"), None), "mqtts://u@h:1");
     }
 }

@@ -22,7 +22,8 @@ impl EngineHandle {
             },
             MqttMode::External { url, username, .. } => MqttStatus {
                 mode: "external".into(),
-                url: Some(strip_userinfo(url)),
+                // Display leaves the password out.
+                url: crate::mqtt::parse_url(url).map(|u| u.to_string()).ok(),
                 listen: None,
                 connected: self.mqtt_connected(),
                 username: username.clone(),
@@ -42,25 +43,5 @@ impl EngineHandle {
             demo: DemoStatus { available: self.demo_available(), running: self.demo_running().await },
             signing_key_id: s.key.key_id().to_owned(),
         }
-    }
-}
-
-/// `mqtts://user:pw@host:8883` → `mqtts://host:8883`.
-fn strip_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn credentials_never_leave_in_the_status() {
-        assert_eq!(super::strip_userinfo("mqtts://u:p@w@broker:8883"), "mqtts://broker:8883");
-        assert_eq!(super::strip_userinfo("mqtt://broker:1883"), "mqtt://broker:1883");
     }
 }

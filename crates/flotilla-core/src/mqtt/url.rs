@@ -25,6 +25,18 @@ pub struct BrokerUrl {
 }
 
 impl BrokerUrl {
+    /// The whole URL with user and password (percent-encoded), for a client that must log in;
+    /// never for logs (`Display` leaves the password out).
+    pub fn with_credentials(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        let info = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => format!("{}:{}@", encode(u), encode(p)),
+            (Some(u), None) => format!("{}@", encode(u)),
+            (None, _) => String::new(),
+        };
+        format!("{scheme}://{info}{}", self.authority())
+    }
+
     /// `host:port` as a socket address string (IPv6 in brackets), for connecting and for logs.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -168,6 +180,19 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `url` with any password replaced, for error messages about URLs that did not parse.
 fn redact(url: &str) -> String {
     match url.rsplit_once('@') {
@@ -186,6 +211,19 @@ mod tests {
 
     fn ok(url: &str) -> BrokerUrl {
         parse_url(url).unwrap()
+    }
+
+    #[test]
+    fn credentials_round_trip_percent_encoded() {
+        let mut u = ok("mqtt://10.0.0.2:1883");
+        u.username = Some("flo".into());
+        u.password = Some("a/b:c@d %".into());
+        let full = u.with_credentials();
+        assert_eq!(full, "mqtt://flo:a%2Fb%3Ac%40d%20%25@10.0.0.2:1883");
+        assert_eq!(ok(&full), u, "parses back to the same credentials");
+        assert_eq!(u.to_string(), "mqtt://flo@10.0.0.2:1883", "Display keeps the password out");
+        u.password = None;
+        assert_eq!(u.with_credentials(), "mqtt://flo@10.0.0.2:1883");
     }
     fn err(url: &str) -> String {
         parse_url(url).unwrap_err().to_string()
