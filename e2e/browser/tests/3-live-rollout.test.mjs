@@ -93,17 +93,18 @@ test(`live progress of ${N.toLocaleString('en')} devices: input stays responsive
       await sleep(250);
     }
   };
-  // What the live view shows, logged with wall-clock times whenever it changes (checked every frame).
+  // What the live view shows (state and the summary counts), logged with wall-clock times whenever it changes (checked every frame).
   await page.evaluate(() => {
     const log = (window.__uiLog = []);
     let last = '';
+    const num = (k) => Number(document.querySelector(`[data-testid="rollout-live"] [data-testid="rollout-count-${k}"]`)?.textContent ?? NaN);
     const tick = () => {
       const st = document.querySelector('[data-testid="rollout-live"] [data-testid="rollout-state"]')?.getAttribute('data-state') ?? null;
-      const opts = [...document.querySelectorAll('[data-testid="jobs-filter-state"] option')].map((o) => o.textContent);
-      const key = `${st}|${opts.join(',')}`;
+      const counts = { succeeded: num('succeeded'), failed: num('failed') };
+      const key = `${st}|${counts.succeeded}|${counts.failed}`;
       if (key !== last) {
         last = key;
-        log.push({ at: performance.timeOrigin + performance.now(), st, opts });
+        log.push({ at: performance.timeOrigin + performance.now(), st, counts });
       }
       requestAnimationFrame(tick);
     };
@@ -130,8 +131,8 @@ test(`live progress of ${N.toLocaleString('en')} devices: input stays responsive
     const c = latest.counts;
     const progress = (c.total - c.queued - c.in_flight) / Math.max(1, c.total);
     if (await onLive()) {
-      const ui = await page.getByTestId('jobs-filter-state').locator('option[value="succeeded"]').textContent();
-      samples.push({ api: c.succeeded, ui: Number(ui.match(/\((\d+)\)/)?.[1] ?? NaN), progress });
+      const ui = await page.getByTestId('rollout-count-succeeded').textContent();
+      samples.push({ api: c.succeeded, ui: Number(ui.trim()), progress });
       // Leave the live view only while far from the end, so it is open when the rollout completes.
       await cycle(progress < 0.6);
     } else {
@@ -146,13 +147,12 @@ test(`live progress of ${N.toLocaleString('en')} devices: input stays responsive
   const detail = await engine.api('GET', `rollouts/${id}`);
   const count = (st) => detail.jobs.filter((j) => j.state === st).length;
   const want = { succeeded: count('succeeded'), failed: count('failed') + count('timed_out') };
-  const n = (opts, label) => Number(opts.find((o) => o.startsWith(label))?.match(/\((\d+)\)/)?.[1] ?? NaN);
   const caughtUp = await until(
     async () =>
-      (await page.evaluate(() => window.__uiLog)).find((e) => e.st === 'completed' && n(e.opts, 'Succeeded') === want.succeeded && n(e.opts, 'Failed') === want.failed),
+      (await page.evaluate(() => window.__uiLog)).find((e) => e.st === 'completed' && e.counts.succeeded === want.succeeded && e.counts.failed === want.failed),
     { timeout: 15_000, interval: 50, what: `the live view to show ${JSON.stringify(want)} (API completed)` },
   );
-  const uiCounts = { state: caughtUp.st, succeeded: n(caughtUp.opts, 'Succeeded'), failed: n(caughtUp.opts, 'Failed') };
+  const uiCounts = { state: caughtUp.st, ...caughtUp.counts };
   const apiDoneAt = apiDone.at;
   // Negative: the UI showed it before the 50 ms poll saw it.
   const lagMs = Math.round(caughtUp.at - apiDoneAt);

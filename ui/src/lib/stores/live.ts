@@ -63,13 +63,9 @@ export function connectLive(): void {
         return;
       }
       try {
-        const parsed = JSON.parse(f.data) as Record<string, unknown>;
-        // Live-only frames (`rollout.progress`) may carry their payload bare rather than as an Event.
-        const e: Event =
-          typeof parsed.kind === 'string' && 'data' in parsed
-            ? (parsed as unknown as Event)
-            : { id: 0, at: new Date().toISOString(), kind: f.event, actor: 'engine', subject: null, data: parsed as Event['data'] };
-        if (!e.kind) e.kind = f.event;
+        // Every frame's data is an Event (live-only `rollout.progress` ones have id 0).
+        const e = JSON.parse(f.data) as Event;
+        if (typeof e.kind !== 'string') e.kind = f.event;
         batcher.push(e);
       } catch {
         /* not JSON: keep-alive or a future format */
@@ -79,7 +75,11 @@ export function connectLive(): void {
       status.stream = s;
       status.streamDetail = detail ?? null;
       if (s === 'open') {
-        if (wasOpen) void status.load();
+        // Back after a gap: stored events were replayed, live-only progress was not.
+        if (wasOpen) {
+          void status.load();
+          rollouts.reloadWatched();
+        }
         wasOpen = true;
       }
     },

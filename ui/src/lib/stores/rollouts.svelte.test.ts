@@ -1,19 +1,32 @@
-import { describe, expect, it, vi } from 'vitest';
-vi.mock('../api/client', () => ({ api: {}, ApiError: class {} }));
-import { LiveRollout } from './rollouts.svelte';
-import type { Event, Job, Rollout } from '../api/types';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+const rolloutMock = vi.fn();
+vi.mock('../api/client', () => ({ api: { rollout: (id: number) => rolloutMock(id) }, ApiError: class {} }));
+import { LiveRollout, waveCounts } from './rollouts.svelte';
+import type { Event, Job, JobCounts, Rollout, RolloutDetail, RolloutProgress } from '../api/types';
+import { emptyCounts } from '../logic/progress';
 
-const job = (id: number, state: Job['state'], wave: number, updated = '2026-01-01T00:00:00Z'): Job => ({
-  id, rollout_id: 1, mac: `m${id}`, device_id: null, wave, state, attempts: 1, from_version: '1.0.0', current_version: null,
+const job = (id: number, state: Job['state'], wave: number, updated = '2026-01-01T00:00:00Z', current: string | null = null): Job => ({
+  id, rollout_id: 1, mac: `m${id}`, device_id: null, wave, state, attempts: 1, from_version: '1.0.0', current_version: current,
   error: null, progress: null, history: [], updated_at: updated,
 });
-const rollout = { id: 1, state: 'running', waves: [{}, {}], pause_reason: null, current_wave: 0 } as unknown as Rollout;
+const counts = (p: Partial<JobCounts>): JobCounts => ({ ...emptyCounts(), ...p });
+const rollout = (p: Partial<Rollout> = {}): Rollout =>
+  ({
+    id: 1, name: 'r', firmware_id: 1, firmware_version: '2.0.0', state: 'running', current_wave: 0, pause_reason: null,
+    counts: counts({ total: 3, queued: 3 }), waves: [{ index: 0, counts: counts({ total: 1, queued: 1 }) }, { index: 1, counts: counts({ total: 2, queued: 2 }) }],
+    ...p,
+  }) as Rollout;
 const ev = (kind: string, data: Record<string, unknown>, at = '2026-01-01T00:00:10Z'): Event => ({ id: 1, at, kind, actor: 'engine', subject: null, data: data as Event['data'] });
+const progress = (p: Partial<RolloutProgress>): RolloutProgress => ({ rollout: 1, state: 'running', current_wave: 0, jobs: [], counts: emptyCounts(), waves: [], ...p });
+
+beforeEach(() => rolloutMock.mockReset());
 
 describe('LiveRollout', () => {
-  it('applies job events in a batch with one version bump and recounts', () => {
+  it('applies job events in a batch with one version bump; counts stay the engine\'s', () => {
     const l = new LiveRollout(1);
-    l.merge({ rollout, jobs: [job(1, 'queued', 0), job(2, 'queued', 1), job(3, 'queued', 1)] });
+    l.merge({ rollout: rollout(), jobs: [job(1, 'queued', 0), job(2, 'queued', 1), job(3, 'queued', 1)] });
+    expect(l.counts.queued).toBe(3);
+    expect(l.waves.map((w) => w.total)).toEqual([1, 2]);
     const v = l.version;
     l.applyJobEvents([
       ev('job.downloading', { job: 1, rollout: 1, wave: 0 }),
@@ -21,29 +34,66 @@ describe('LiveRollout', () => {
       ev('job.failed', { job: 2, rollout: 1, wave: 1, detail: 'flash write failed' }),
     ]);
     expect(l.version).toBe(v + 1);
-    const c = l.counts();
-    expect(c.total.succeeded).toBe(1);
-    expect(c.total.failed).toBe(1);
-    expect(c.waves[1].queued).toBe(1);
     expect(l.jobs.get(2)?.error).toBe('flash write failed');
     expect(l.jobs.get(1)?.doneAt).toBe(Date.parse('2026-01-01T00:00:10Z'));
+    const view = l.view();
+    expect(view.sorted.map((j) => j.id)).toEqual([1, 2, 3]);
+    expect(view.groups).toEqual([{ reason: 'flash write failed', macs: ['m2'] }]);
+    expect(view.doneTimes).toHaveLength(2);
+    expect(l.view()).toBe(view); // cached until the next change
   });
   it('does not let an older poll answer undo a newer live event', () => {
     const l = new LiveRollout(1);
-    l.merge({ rollout, jobs: [job(1, 'queued', 0)] });
+    l.merge({ rollout: rollout(), jobs: [job(1, 'queued', 0)] });
     l.applyJobEvents([ev('job.installing', { job: 1, rollout: 1 }, '2026-01-01T00:00:20Z')]);
-    l.merge({ rollout, jobs: [job(1, 'downloading', 0, '2026-01-01T00:00:15Z')] });
+    l.merge({ rollout: rollout(), jobs: [job(1, 'downloading', 0, '2026-01-01T00:00:15Z')] });
     expect(l.jobs.get(1)?.state).toBe('installing');
-    l.merge({ rollout, jobs: [job(1, 'verifying', 0, '2026-01-01T00:00:25Z')] });
+    l.merge({ rollout: rollout(), jobs: [job(1, 'verifying', 0, '2026-01-01T00:00:25Z')] });
     expect(l.jobs.get(1)?.state).toBe('verifying');
   });
-  it('applies live progress and the pause reason', () => {
+  it('takes counts and waves from rollout.progress, and the pause reason', () => {
     const l = new LiveRollout(1);
-    l.merge({ rollout, jobs: [job(1, 'downloading', 0)] });
-    l.applyProgress({ rollout: 1, jobs: [{ job: 1, mac: 'm1', state: 'downloading', progress: 42 }] });
+    l.merge({ rollout: rollout(), jobs: [job(1, 'downloading', 0)] });
+    l.applyProgress(progress({
+      jobs: [{ job: 1, mac: 'm1', state: 'downloading', progress: 42, error: null }],
+      counts: counts({ total: 3, in_flight: 1, queued: 2 }),
+      waves: [{ index: 1, counts: counts({ total: 2, queued: 2 }) }, { index: 0, counts: counts({ total: 1, in_flight: 1 }) }],
+    }));
     expect(l.jobs.get(1)?.progress).toBe(42);
+    expect(l.counts.in_flight).toBe(1);
+    expect(l.waves.map((w) => w.in_flight)).toEqual([1, 0]);
     l.applyRolloutEvent(ev('rollout.paused', { id: 1, state: 'paused', wave: 1, reason: 'wave 2: 3 of 10 failed (max 10%)' }));
     expect(l.rollout?.state).toBe('paused');
     expect(l.rollout?.pause_reason).toMatch(/3 of 10/);
+  });
+  it('shows the target version for devices that succeeded through live events (job event or progress)', () => {
+    const l = new LiveRollout(1);
+    l.merge({ rollout: rollout(), jobs: [job(1, 'verifying', 0, undefined, '1.0.0'), job(2, 'verifying', 1, undefined, '1.0.0')] });
+    l.applyJobEvents([ev('job.succeeded', { job: 1, rollout: 1, wave: 0 })]);
+    l.applyProgress(progress({ jobs: [{ job: 2, mac: 'm2', state: 'succeeded', progress: null, error: null }] }));
+    expect(l.jobs.get(1)?.currentVersion).toBe('2.0.0');
+    expect(l.jobs.get(2)?.currentVersion).toBe('2.0.0');
+    expect(l.jobs.get(2)?.doneAt).not.toBeNull();
+  });
+  it('reloads once when the rollout completes, and the answer wins', async () => {
+    const l = new LiveRollout(1);
+    l.merge({ rollout: rollout(), jobs: [job(1, 'verifying', 0, undefined, '1.0.0')] });
+    const final: RolloutDetail = { rollout: rollout({ state: 'completed', counts: counts({ total: 1, succeeded: 1 }) }), jobs: [job(1, 'succeeded', 0, '2026-01-01T00:01:00Z', '2.0.0')] };
+    rolloutMock.mockResolvedValue(final);
+    l.applyRolloutEvent(ev('rollout.completed', { id: 1, state: 'completed' }));
+    l.applyProgress(progress({ state: 'completed', counts: counts({ total: 1, succeeded: 1 }) }));
+    l.applyRolloutEvent(ev('rollout.completed', { id: 1, state: 'completed' }));
+    await vi.waitFor(() => expect(l.jobs.get(1)?.state).toBe('succeeded'));
+    expect(rolloutMock).toHaveBeenCalledTimes(1);
+    expect(l.counts.succeeded).toBe(1);
+    expect(l.rollout?.state).toBe('completed');
+    // a rollout already finished when first loaded is not read twice
+    const done = new LiveRollout(1);
+    done.merge(final);
+    done.applyRolloutEvent(ev('rollout.completed', { id: 1, state: 'completed' }));
+    expect(rolloutMock).toHaveBeenCalledTimes(1);
+  });
+  it('indexes wave counts by wave', () => {
+    expect(waveCounts([{ index: 1, counts: counts({ total: 5 }) }]).map((c) => c.total)).toEqual([0, 5]);
   });
 });

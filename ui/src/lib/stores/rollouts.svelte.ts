@@ -1,12 +1,17 @@
-// Rollouts: the list, and the live state of the rollout being watched. A live rollout keeps its
+// Rollouts: the list, and the live state of the rollouts being watched. A live rollout keeps its
 // jobs in a plain Map (no per-job reactivity) and bumps `version` once per applied batch, so
-// 2,000 devices updating cost one re-render per frame.
+// 2,000 devices updating cost one re-render per frame. Its counts and per-wave counts are the
+// engine's (from `GET /rollouts/{id}` and the live `rollout.progress` events), never recounted
+// here; the sorted job list, completion times and failures by reason are computed once per
+// `version` and cached, so opening the view again costs nothing. A rollout stays cached (and
+// keeps following the stream) for a while after its view closes.
 
 import { api } from '../api/client';
-import type { Event, Job, JobState, Rollout, RolloutDetail, RolloutProgress } from '../api/types';
-import { TERMINAL, countJobs, type LiveJob } from '../logic/progress';
+import type { Event, Job, JobCounts, JobState, Rollout, RolloutDetail, RolloutProgress, RolloutState, WaveStatus } from '../api/types';
+import { FAILURE, TERMINAL, emptyCounts, groupByReason, type LiveJob, type ReasonGroup } from '../logic/progress';
 
 const ms = (iso: string | null | undefined) => (iso ? Date.parse(iso) || 0 : 0);
+const FINISHED: ReadonlySet<RolloutState> = new Set(['completed', 'cancelled']);
 
 function liveJobOf(j: Job): LiveJob {
   let doneAt: number | null = null;
@@ -29,22 +34,68 @@ function liveJobOf(j: Job): LiveJob {
   };
 }
 
+/** Per-wave counts by wave index (0-based), from the engine's `WaveStatus` list. */
+export function waveCounts(waves: readonly WaveStatus[]): JobCounts[] {
+  const out: JobCounts[] = [];
+  for (const w of waves) out[w.index] = w.counts;
+  return Array.from(out, (c) => c ?? emptyCounts());
+}
+
+// Order of the live job list: by wave, then what needs attention first, then MAC.
+const ORDER: Record<JobState, number> = { downloading: 0, installing: 1, rebooting: 2, verifying: 3, commanded: 4, failed: 5, timed_out: 6, queued: 7, succeeded: 8, skipped: 9, cancelled: 10 };
+const byWaveStateMac = (a: LiveJob, b: LiveJob) => a.wave - b.wave || ORDER[a.state] - ORDER[b.state] || (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0);
+
+/** What the live view shows of the jobs, computed once per `version`. */
+export interface LiveView {
+  /** Every job, by wave, state (in flight, failed, queued, done), MAC. */
+  sorted: LiveJob[];
+  /** When each finished job finished (succeeded or failed), for throughput. */
+  doneTimes: number[];
+  groups: ReasonGroup[];
+}
+
 export class LiveRollout {
   rollout = $state.raw<Rollout | null>(null);
-  /** Bumped whenever `jobs` changed; read it in $derived to recompute. */
+  /** The whole rollout's job counts, as the engine last reported them. */
+  counts = $state.raw<JobCounts>(emptyCounts());
+  /** Counts per wave (index = wave), as the engine last reported them. */
+  waves = $state.raw<JobCounts[]>([]);
+  /** Bumped whenever `jobs` changed; read it (or `view()`) in $derived to recompute. */
   version = $state(0);
   loaded = $state(false);
   error = $state<string | null>(null);
   readonly jobs = new Map<number, LiveJob>();
+  /** Last time the view was open or closed (cache eviction). */
+  touched = Date.now();
+  watched = false;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private lastProgressAt = 0;
-  private stopped = false;
+  private progressSeq = 0;
+  private stopped = true;
+  private finalLoad = false;
+  private cache: { version: number; view: LiveView } | null = null;
 
-  constructor(readonly id: number) {}
+  constructor(
+    readonly id: number,
+    initial?: Rollout,
+  ) {
+    if (initial) this.setRollout(initial, true);
+  }
+
+  private setRollout(r: Rollout, withCounts: boolean): void {
+    this.rollout = r;
+    if (withCounts && r.counts) {
+      this.counts = r.counts;
+      this.waves = waveCounts(r.waves ?? []);
+    }
+  }
 
   async load(): Promise<void> {
+    const seq = this.progressSeq;
     try {
-      this.merge(await api.rollout(this.id));
+      const detail = await api.rollout(this.id);
+      // Counts from a live event received while the request ran may be newer than the answer's.
+      this.merge(detail, seq === this.progressSeq || FINISHED.has(detail.rollout.state));
       this.error = null;
     } catch (e) {
       this.error = (e as Error).message;
@@ -52,8 +103,8 @@ export class LiveRollout {
   }
 
   /** Merges a full answer: the server wins unless our copy of a job is newer (from live events). */
-  merge(detail: RolloutDetail): void {
-    this.rollout = detail.rollout;
+  merge(detail: RolloutDetail, withCounts = true): void {
+    this.setRollout(detail.rollout, withCounts);
     for (const j of detail.jobs) {
       const cur = this.jobs.get(j.id);
       const next = liveJobOf(j);
@@ -61,6 +112,7 @@ export class LiveRollout {
     }
     this.loaded = true;
     this.version++;
+    this.noteState(detail.rollout.state, false);
   }
 
   /** `job.<state>` events for this rollout. */
@@ -80,7 +132,7 @@ export class LiveRollout {
       if (typeof d.attempt === 'number') j.attempts = d.attempt;
       if (state === 'failed' || state === 'timed_out' || state === 'skipped') j.error = d.detail ?? j.error;
       if (state === 'queued' || state === 'succeeded') j.error = null;
-      if (state === 'succeeded') j.progress = 100;
+      if (state === 'succeeded') this.succeeded(j);
       j.doneAt = TERMINAL.has(state) ? at : null;
       this.jobs.set(d.job, j);
       changed = true;
@@ -88,22 +140,37 @@ export class LiveRollout {
     if (changed) this.version++;
   }
 
-  /** The live-only `rollout.progress` event. */
+  /** The engine declares `succeeded` only once the device runs the rollout's version. */
+  private succeeded(j: LiveJob): void {
+    j.progress = 100;
+    if (this.rollout) j.currentVersion = this.rollout.firmware_version;
+  }
+
+  /** The live-only `rollout.progress` event: changed jobs, and the engine's counts. */
   applyProgress(p: RolloutProgress): void {
     const now = Date.now();
     this.lastProgressAt = now;
-    for (const u of p.jobs ?? []) {
+    this.progressSeq++;
+    for (const u of p.jobs) {
       const cur = this.jobs.get(u.job);
       if (!cur) continue;
       const becameDone = TERMINAL.has(u.state) && !TERMINAL.has(cur.state);
-      this.jobs.set(u.job, {
+      const j: LiveJob = {
         ...cur,
-        state: u.state ?? cur.state,
+        state: u.state,
         progress: u.progress ?? cur.progress,
-        error: u.error !== undefined ? u.error : cur.error,
+        error: u.error,
         updatedAt: now,
         doneAt: TERMINAL.has(u.state) ? (becameDone ? now : cur.doneAt) : null,
-      });
+      };
+      if (u.state === 'succeeded') this.succeeded(j);
+      this.jobs.set(u.job, j);
+    }
+    this.counts = p.counts;
+    this.waves = waveCounts(p.waves);
+    if (this.rollout && (this.rollout.state !== p.state || this.rollout.current_wave !== p.current_wave)) {
+      this.rollout = { ...this.rollout, state: p.state, current_wave: p.current_wave };
+      this.noteState(p.state, true);
     }
     this.version++;
   }
@@ -119,10 +186,26 @@ export class LiveRollout {
       if (typeof d.wave === 'number') next.current_wave = d.wave;
     }
     this.rollout = next;
+    if (d.state) this.noteState(d.state, true);
+  }
+
+  /**
+   * Once a rollout is completed or cancelled, reads it once more so the final view is the
+   * engine's (versions, errors, counts), not what the live events added up to.
+   */
+  private noteState(state: RolloutState, live: boolean): void {
+    if (!FINISHED.has(state)) {
+      this.finalLoad = false;
+      return;
+    }
+    if (this.finalLoad) return;
+    this.finalLoad = true;
+    if (live) void this.load();
   }
 
   /** Polls the full state: every 2 s while running (10 s when live progress arrives), else stops. */
   startPolling(): void {
+    if (!this.stopped) return;
     this.stopped = false;
     const tick = async () => {
       if (this.stopped) return;
@@ -142,16 +225,42 @@ export class LiveRollout {
     this.timer = null;
   }
 
-  counts() {
-    return countJobs(this.jobs.values(), this.rollout?.waves.length ?? 0);
+  /** The sorted jobs, completion times and failures by reason; recomputed only when `version` changed. */
+  view(): LiveView {
+    const v = this.version;
+    if (this.cache?.version === v) return this.cache.view;
+    // The previous order with each job's newest copy is nearly sorted: the sort (TimSort) is
+    // close to linear then, where sorting the Map's order would cost n log n every frame.
+    const prev = this.cache?.view.sorted;
+    let sorted: LiveJob[];
+    if (prev && prev.length <= this.jobs.size) {
+      sorted = prev.map((j) => this.jobs.get(j.id) ?? j);
+      if (sorted.length < this.jobs.size) {
+        const have = new Set(prev.map((j) => j.id));
+        for (const j of this.jobs.values()) if (!have.has(j.id)) sorted.push(j);
+      }
+    } else sorted = [...this.jobs.values()];
+    sorted.sort(byWaveStateMac);
+    const doneTimes: number[] = [];
+    const failures: { mac: string; reason: string | null }[] = [];
+    for (const j of sorted) {
+      if (j.doneAt && j.state !== 'skipped' && j.state !== 'cancelled') doneTimes.push(j.doneAt);
+      if (FAILURE.has(j.state)) failures.push({ mac: j.mac, reason: j.error });
+    }
+    const view = { sorted, doneTimes, groups: groupByReason(failures) };
+    this.cache = { version: v, view };
+    return view;
   }
 }
+
+/** Rollouts kept (following the stream, not polled) after their view closed. */
+const KEEP_UNWATCHED = 3;
 
 class RolloutsStore {
   list = $state.raw<Rollout[]>([]);
   loaded = $state(false);
   error = $state<string | null>(null);
-  /** Rollouts being watched (views open), by id. */
+  /** Rollouts being watched (views open) or recently watched, by id. */
   readonly live = new Map<number, LiveRollout>();
   private reloadTimer: ReturnType<typeof setTimeout> | null = null;
   private lastReload = 0;
@@ -178,18 +287,33 @@ class RolloutsStore {
     }, wait);
   }
 
+  /** The live state of a rollout, cached if it was open recently; starts polling it. */
   watch(id: number): LiveRollout {
     let l = this.live.get(id);
     if (!l) {
-      l = new LiveRollout(id);
+      l = new LiveRollout(id, this.list.find((r) => r.id === id));
       this.live.set(id, l);
     }
+    l.watched = true;
+    l.touched = Date.now();
+    l.startPolling();
     return l;
   }
 
+  /** The view closed: stop polling; keep the few most recent for a quick return. */
   unwatch(id: number): void {
-    this.live.get(id)?.stopPolling();
-    this.live.delete(id);
+    const l = this.live.get(id);
+    if (!l) return;
+    l.stopPolling();
+    l.watched = false;
+    l.touched = Date.now();
+    const idle = [...this.live.values()].filter((x) => !x.watched).sort((a, b) => b.touched - a.touched);
+    for (const x of idle.slice(KEEP_UNWATCHED)) this.live.delete(x.id);
+  }
+
+  /** Re-reads the rollouts whose views are open (after the stream reconnected). */
+  reloadWatched(): void {
+    for (const l of this.live.values()) if (l.watched) void l.load();
   }
 
   put(r: Rollout): void {
