@@ -5,9 +5,8 @@ import { getToken } from './auth';
 import type {
   CreateRollout, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch,
   ImageInfo, ImportOptions, ImportResponse, PublicKey, Rollout, RolloutDetail, RolloutPreview,
-  RuntimeInfo, DemoInfo,
+  RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
 } from './types';
-import { normalizePreview } from '../logic/wizard';
 
 export class ApiError extends Error {
   constructor(
@@ -91,40 +90,12 @@ export const api = {
   status: () => request<EngineStatus>('GET', 'status'),
   publicKey: () => request<PublicKey>('GET', 'keys/public'),
   startDemo: () => request<DemoInfo>('POST', 'demo'),
+  settings: () => request<SettingsView>('GET', 'settings'),
+  saveSettings: (s: SiteSettings) => request<SettingsView>('PUT', 'settings', s),
 
   devices: () => request<Device[]>('GET', 'devices'),
   device: (mac: string) => request<Device>('GET', `devices/${enc(mac)}`),
   deviceHistory: (mac: string) => request<DeviceHistory>('GET', `devices/${enc(mac)}/history`),
-  /** For engines without `/devices/{mac}/history`: the device's jobs in the 20 newest rollouts and its recent events. */
-  deviceHistoryFallback: async (mac: string): Promise<DeviceHistory> => {
-    const list = (await request<Rollout[]>('GET', 'rollouts')).slice(0, 20);
-    const details = await Promise.allSettled(list.map((r) => request<RolloutDetail>('GET', `rollouts/${r.id}`)));
-    const jobs = details.flatMap((d) =>
-      d.status === 'fulfilled'
-        ? d.value.jobs
-            .filter((j) => j.mac === mac)
-            .map((j) => ({
-              rollout_id: j.rollout_id,
-              rollout_name: d.value.rollout.name,
-              firmware_version: d.value.rollout.firmware_version,
-              job: j.id,
-              state: j.state,
-              error: j.error,
-              attempts: j.attempts,
-              from_version: j.from_version,
-              created_at: j.history[0]?.at ?? j.updated_at,
-              updated_at: j.updated_at,
-            }))
-        : [],
-    );
-    const subject = `device:${mac}`;
-    const pages = await Promise.allSettled(['device.', 'job.'].map((kind) => request<EventPage>('GET', `events?kind=${kind}&limit=1000`)));
-    const events = pages
-      .flatMap((p) => (p.status === 'fulfilled' ? p.value.events : []))
-      .filter((e) => e.subject === subject)
-      .sort((a, b) => b.id - a.id);
-    return { mac, jobs, events };
-  },
   labels: (mac: string, add: string[], remove: string[]) =>
     request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),
 
@@ -144,7 +115,7 @@ export const api = {
   rollouts: () => request<Rollout[]>('GET', 'rollouts'),
   rollout: (id: number) => request<RolloutDetail>('GET', `rollouts/${id}`),
   createRollout: (body: CreateRollout) => request<RolloutDetail>('POST', 'rollouts', body),
-  previewRollout: async (body: CreateRollout) => normalizePreview(await request<unknown>('POST', 'rollouts/preview', body)),
+  previewRollout: (body: CreateRollout) => request<RolloutPreview>('POST', 'rollouts/preview', body),
   rolloutAction: (id: number, action: 'start' | 'pause' | 'resume' | 'cancel' | 'retry-failed') =>
     request<Rollout>('POST', `rollouts/${id}/${action}`),
   report: (id: number, format: 'csv' | 'json') =>

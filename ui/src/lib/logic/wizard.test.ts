@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildRequest, defaultForm, localPreview, matchTarget, normalizePreview, parseThreshold, parseWaves, pickDefaultFirmware, targetExpression, waveEnds, waveSizes, formatWaves, groupSkipped } from './wizard';
+import { buildRequest, defaultForm, outdatedCount, skipReason, parseThreshold, parseWaves, pickDefaultFirmware, targetExpression, waveEnds, waveSizes, formatWaves, groupSkipped } from './wizard';
 import { dev, fw } from './fixtures';
 
 describe('wizard defaults', () => {
@@ -56,7 +56,7 @@ describe('waves and thresholds', () => {
   });
 });
 
-describe('target matching and local preview', () => {
+describe('skip reasons and outdated counts', () => {
   const f2 = fw({ id: 9, version: '2.0.0' });
   const devices = [
     dev({ mac: 'a1', version: '1.0.0' }),
@@ -65,23 +65,19 @@ describe('target matching and local preview', () => {
     dev({ mac: 'a4', version: '1.0.0', chip: 'esp8266', model: null }),
     dev({ mac: 'a5', version: '1.0.0', family: 'tasmota', labels: ['x'] }),
     dev({ mac: 'a6', version: '3.0.0', labels: ['x'] }),
+    dev({ mac: 'a7', version: '1.0.0', model: 'other' }),
   ];
-  it('evaluates and / not / label terms and rejects malformed expressions', () => {
-    expect(matchTarget('label:x and not online', devices[4], f2)).toBe(false);
-    expect(matchTarget('label:x and online', devices[5], f2)).toBe(true);
-    expect(matchTarget('label:x online', devices[5], f2)).toBeNull();
-    expect(matchTarget('bogus', devices[5], f2)).toBeNull();
-  });
-  it('lists who is skipped and why', () => {
-    const p = localPreview('all', f2, devices, parseWaves('1,100%'), false)!;
-    expect(p.targeted.map((t) => t.mac)).toEqual(['a1', 'a3']);
-    expect(p.wave_sizes).toEqual([1, 1]);
-    const reasons = Object.fromEntries(p.skipped.map((s) => [s.mac, s.reason]));
+  it('says why a device cannot take a firmware', () => {
+    const reasons = Object.fromEntries(devices.map((d) => [d.mac, skipReason(f2, d, false)]));
+    expect(reasons.a1).toBeNull();
     expect(reasons.a2).toMatch(/already on 2.0.0/);
     expect(reasons.a4).toMatch(/chip esp8266/);
     expect(reasons.a5).toMatch(/family tasmota/);
     expect(reasons.a6).toMatch(/downgrade/);
-    expect(localPreview('all', f2, devices, parseWaves('1'), true)!.targeted.map((t) => t.mac)).toContain('a6');
+    expect(skipReason(f2, devices[5], true)).toBeNull();
+  });
+  it('counts the devices of the model on an older version that could take it', () => {
+    expect(outdatedCount(f2, devices)).toBe(2); // a1, a3 (offline devices count: a rollout may wait for them)
   });
   it('groups skip reasons that differ only in numbers', () => {
     const g = groupSkipped([
@@ -92,23 +88,5 @@ describe('target matching and local preview', () => {
     expect(g[0].macs).toEqual(['a', 'b']);
     expect(g[0].reason).toBe('would downgrade … → … (allow it explicitly)');
     expect(g[1].reason).toBe('running version unknown');
-  });
-  it('normalises preview answers of several shapes', () => {
-    expect(normalizePreview({ targeted: [{ mac: 'a', wave: 1 }, { mac: 'b', wave: 0 }], skipped: [{ mac: 'c', reason: 'r' }] })).toEqual({
-      targeted: [{ mac: 'a', wave: 1 }, { mac: 'b', wave: 0 }],
-      wave_sizes: [1, 1],
-      skipped: [{ mac: 'c', reason: 'r' }],
-    });
-    expect(normalizePreview({ devices: ['a'], waves: [{ size: 1 }, { size: 4 }], skipped: [] }).wave_sizes).toEqual([1, 4]);
-    // the engine's shape: a count in `targeted`, the list in `devices`, skipped with names
-    const engine = normalizePreview({
-      firmware_id: 1, firmware_version: '2.0.0', targeted: 3, wave_sizes: [1, 2],
-      devices: [{ mac: 'a', name: null, current_version: '1.0.0', wave: 0 }, { mac: 'b', wave: 1 }, { mac: 'c', wave: 1 }],
-      skipped: [{ mac: 'd', name: null, current_version: '2.0.0', reason: 'already on 2.0.0' }],
-    });
-    expect(engine.targeted.map((t) => t.mac)).toEqual(['a', 'b', 'c']);
-    expect(engine.wave_sizes).toEqual([1, 2]);
-    expect(engine.skipped).toEqual([{ mac: 'd', reason: 'already on 2.0.0' }]);
-    expect(normalizePreview(null)).toEqual({ targeted: [], wave_sizes: [], skipped: [] });
   });
 });

@@ -1,8 +1,8 @@
 // The rollout wizard's logic: sensible defaults from a firmware pick, the target expression the
-// engine understands, wave/threshold text ⇄ JSON, wave sizes, and a local preview used when the
-// engine has no `POST /rollouts/preview` yet.
+// engine understands, wave/threshold text ⇄ JSON, wave sizes, and the skip reasons behind the
+// outdated counts on the firmware cards (who is updated is the engine's preview).
 
-import type { CreateRollout, Device, Firmware, RolloutPreview, Threshold, WaveSize } from '../api/types';
+import type { CreateRollout, Device, Firmware, Threshold, WaveSize } from '../api/types';
 import { compareVersions } from './semver';
 import { normChip } from './devices';
 import { groupByReason, type ReasonGroup } from './progress';
@@ -179,33 +179,6 @@ export function buildRequest(f: WizardForm, fw: Firmware | undefined, start: boo
   };
 }
 
-/** Accepts the preview answer in a few plausible shapes (the endpoint is new) and returns one. */
-export function normalizePreview(raw: unknown): RolloutPreview {
-  const r = (raw ?? {}) as Record<string, unknown>;
-  const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
-  const macOf = (x: unknown): string =>
-    typeof x === 'string' ? x : String((x as Record<string, unknown>)?.mac ?? (x as Record<string, unknown>)?.device ?? '');
-  // The engine answers `targeted: <count>` with the list in `devices`; accept a list in either.
-  const targetedRaw = [r.devices, r.targeted, r.jobs, r.included].find(Array.isArray) ?? [];
-  const targeted = targetedRaw.map((x) => ({
-    mac: macOf(x),
-    wave: Number((x as Record<string, unknown>)?.wave ?? 0) || 0,
-  }));
-  const skipped = arr(r.skipped).map((x) => ({
-    mac: macOf(x),
-    reason: String((x as Record<string, unknown>)?.reason ?? (x as Record<string, unknown>)?.error ?? 'skipped'),
-  }));
-  let sizes = arr(r.wave_sizes ?? r.waves).map((w) =>
-    typeof w === 'number' ? w : Number((w as Record<string, unknown>)?.size ?? (w as Record<string, unknown>)?.devices ?? (w as { counts?: { total?: number } })?.counts?.total ?? 0),
-  );
-  if (!sizes.length && targeted.length) {
-    sizes = [];
-    for (const t of targeted) sizes[t.wave] = (sizes[t.wave] ?? 0) + 1;
-    sizes = Array.from(sizes, (x) => x ?? 0);
-  }
-  return { targeted, wave_sizes: sizes, skipped };
-}
-
 /** Why a device cannot take `fw` (mirrors the engine's planner), or null when it can. */
 export function skipReason(fw: Firmware, d: Device, allowDowngrade: boolean): string | null {
   if (d.family !== 'native') return `no update adapter for family ${d.family} yet`;
@@ -224,87 +197,18 @@ export function skipReason(fw: Firmware, d: Device, allowDowngrade: boolean): st
   return null;
 }
 
-/** Does a device match one target term (engine grammar)? Unknown terms match nothing. */
-function termMatches(term: string, d: Device, fw: Firmware): boolean {
-  const t = term.toLowerCase();
-  if (t === 'all') return true;
-  if (t === 'online') return d.online;
-  if (t === 'outdated') {
-    const c = compareVersions(d.version, fw.version);
-    return c !== null && c < 0;
-  }
-  const i = term.indexOf(':');
-  if (i < 0) return false;
-  const k = term.slice(0, i).toLowerCase();
-  const v = term.slice(i + 1);
-  switch (k) {
-    case 'label':
-      return d.labels.includes(v);
-    case 'model':
-      return d.model === v;
-    case 'chip':
-      return normChip(d.chip) === normChip(v);
-    case 'family':
-      return d.family === v.toLowerCase();
-    case 'device': {
-      const ids = v.split(',').map((x) => x.toLowerCase());
-      return ids.includes(d.mac) || (!!d.device_id && ids.includes(d.device_id.toLowerCase()));
-    }
-  }
-  return false;
-}
-
-/** Evaluates `term (and term)*` with optional `not`; returns null when the expression does not parse. */
-export function matchTarget(expr: string, d: Device, fw: Firmware): boolean | null {
-  const words = expr.trim().split(/\s+/).filter(Boolean);
-  if (!words.length) return null;
-  let i = 0;
-  let ok = true;
-  while (i < words.length) {
-    let neg = false;
-    if (words[i].toLowerCase() === 'not') {
-      neg = true;
-      i++;
-    }
-    const w = words[i];
-    if (w === undefined) return null;
-    if (!/^(all|online|outdated|(label|model|chip|family|device):\S+)$/i.test(w)) return null;
-    const m = termMatches(w, d, fw);
-    if (neg ? m : !m) ok = false;
-    i++;
-    if (i < words.length) {
-      if (words[i].toLowerCase() !== 'and' || i + 1 >= words.length) return null;
-      i++;
-    }
-  }
-  return ok;
-}
-
 /**
- * A preview computed here from the inventory, used only when the engine cannot preview. Wave
- * placement is by order, not the engine's hashing, so only the sizes are meaningful.
+ * How many devices of the firmware's model run an older version and could take it (the count on
+ * the wizard's firmware cards and what picks the default firmware; the preview is the engine's).
  */
-export function localPreview(expr: string, fw: Firmware, devices: readonly Device[], waves: readonly WaveSize[], allowDowngrade: boolean): RolloutPreview | null {
-  const targetedMacs: string[] = [];
-  const skipped: { mac: string; reason: string }[] = [];
+export function outdatedCount(fw: Firmware, devices: readonly Device[]): number {
+  let n = 0;
   for (const d of devices) {
-    const m = matchTarget(expr, d, fw);
-    if (m === null) return null;
-    if (!m) continue;
-    const why = skipReason(fw, d, allowDowngrade);
-    if (why) skipped.push({ mac: d.mac, reason: why });
-    else targetedMacs.push(d.mac);
+    if (d.model !== fw.model) continue;
+    const c = compareVersions(d.version, fw.version);
+    if (c !== null && c < 0 && skipReason(fw, d, false) === null) n++;
   }
-  const sizes = waveSizes(waves, targetedMacs.length);
-  const targeted: { mac: string; wave: number }[] = [];
-  let w = 0;
-  let left = sizes[0] ?? 0;
-  for (const mac of targetedMacs) {
-    while (left === 0 && w < sizes.length - 1) left = sizes[++w];
-    targeted.push({ mac, wave: w });
-    left--;
-  }
-  return { targeted, wave_sizes: sizes, skipped };
+  return n;
 }
 
 /** Skip reasons grouped for display: reason → MACs, largest group first. */
