@@ -63,3 +63,10 @@ export async function saveTextFile(suggestedName: string, contents: string, mime
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
   return suggestedName;
 }
+
+/** Desktop only: restarts the app (the engine inside it starts again with the saved settings). */
+export async function restartApp(): Promise<void> {
+  if (!isTauri) throw new Error('only the desktop app can restart itself; restart `flotilla serve` instead');
+  const { invoke } = await import('@tauri-apps/api/core');
+  await invoke('restart_app');
+}

@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { brokerUrlError, fieldOfError, formFromSaved, isSocketAddr, settingsPayload, validateSettings, type SettingsForm } from './settings';
+import type { SettingsView, SiteSettings } from '../api/types';
+
+const NONE: SiteSettings = { device_listen: null, public_url: null, admin_listen: null, mqtt: null, mqtt_listen: null, mqtt_user: null, mqtt_password: null, mdns: null };
+const view = (saved: Partial<SiteSettings>, mqtt_password_set = false): SettingsView => ({ saved: { ...NONE, ...saved }, mqtt_password_set, restart_required: false, path: '/d/settings.json' });
+
+describe('settings form', () => {
+  it('reads saved settings into the form: defaults empty, the broker mode from mqtt', () => {
+    const f = formFromSaved(view({}));
+    expect(f).toMatchObject({ deviceListen: '', mqttMode: 'embedded', mdns: true, passwordAction: 'keep', password: '' });
+    expect(formFromSaved(view({ mqtt: 'off' })).mqttMode).toBe('off');
+    const ext = formFromSaved(view({ mqtt: 'mqtts://broker.site:8883', mqtt_user: 'flotilla', mdns: false }, true));
+    expect(ext).toMatchObject({ mqttMode: 'external', mqttUrl: 'mqtts://broker.site:8883', mqttUser: 'flotilla', mdns: false });
+  });
+
+  it('checks addresses and URLs as the engine does', () => {
+    expect(isSocketAddr('0.0.0.0:8070')).toBe(true);
+    expect(isSocketAddr(' 192.168.1.10:80 ')).toBe(true);
+    expect(isSocketAddr('[::]:8070')).toBe(true);
+    expect(isSocketAddr('8070')).toBe(false);
+    expect(isSocketAddr('localhost:8070')).toBe(false); // the engine binds IP addresses only
+    expect(isSocketAddr('300.0.0.1:80')).toBe(false);
+    expect(isSocketAddr('0.0.0.0:70000')).toBe(false);
+    expect(brokerUrlError('mqtt://broker.site:1883')).toBeNull();
+    expect(brokerUrlError('MQTTS://broker.site')).toBeNull();
+    expect(brokerUrlError('mqtt://[fd00::1]:1883/')).toBeNull();
+    expect(brokerUrlError('tcp://broker')).toMatch(/unsupported scheme/);
+    expect(brokerUrlError('broker.site:1883')).toMatch(/no scheme/);
+    expect(brokerUrlError('mqtt://broker/topic')).toMatch(/no path/);
+    expect(brokerUrlError('mqtt://:1883')).toMatch(/no host/);
+    expect(brokerUrlError('mqtt://broker:x')).toMatch(/port/);
+    expect(brokerUrlError('')).toMatch(/empty/);
+  });
+
+  it('names every wrong field, and only those that apply to the chosen mode', () => {
+    const f: SettingsForm = { ...formFromSaved(view({})), deviceListen: '8070', publicUrl: '192.168.1.2:8070', adminListen: 'localhost', mqttListen: 'x' };
+    expect(Object.keys(validateSettings(f)).sort()).toEqual(['admin_listen', 'device_listen', 'mqtt_listen', 'public_url']);
+    expect(validateSettings({ ...f, mqttMode: 'off', deviceListen: '', publicUrl: 'https://fw.site', adminListen: '' })).toEqual({});
+    const ext: SettingsForm = { ...formFromSaved(view({})), mqttMode: 'external', mqttUrl: 'tcp://b', passwordAction: 'replace', password: '' };
+    expect(Object.keys(validateSettings(ext)).sort()).toEqual(['mqtt', 'mqtt_password']);
+    expect(validateSettings({ ...ext, mqttUrl: 'mqtt://b:1883', password: 's3cret' })).toEqual({});
+  });
+
+  it('builds the PUT body: empty fields are defaults, password kept / replaced / removed', () => {
+    const saved = view({ mqtt: 'mqtt://b:1883', mqtt_user: 'u' }, true);
+    const f = formFromSaved(saved);
+    const keep = settingsPayload(f, saved.saved);
+    expect('mqtt_password' in keep).toBe(false); // omitted: the engine keeps the saved one
+    expect(JSON.parse(JSON.stringify(keep))).toEqual({ device_listen: null, public_url: null, admin_listen: null, mqtt: 'mqtt://b:1883', mqtt_listen: null, mqtt_user: 'u', mdns: null });
+    expect(settingsPayload({ ...f, passwordAction: 'replace', password: 'n3w' }, saved.saved).mqtt_password).toBe('n3w');
+    expect(settingsPayload({ ...f, passwordAction: 'remove', password: 'ignored' }, saved.saved).mqtt_password).toBe('');
+    const other = settingsPayload({ ...f, mqttMode: 'off', deviceListen: ' 0.0.0.0:9000 ', publicUrl: 'http://fw.site:9000', mdns: false }, saved.saved);
+    expect(other).toMatchObject({ mqtt: 'off', device_listen: '0.0.0.0:9000', public_url: 'http://fw.site:9000', mdns: false });
+  });
+
+  it('keeps defaults as null unless they were saved explicitly', () => {
+    const none = view({});
+    expect(settingsPayload(formFromSaved(none), none.saved)).toMatchObject({ mqtt: null, mdns: null });
+    const explicit = view({ mqtt: 'embedded', mdns: true });
+    expect(settingsPayload(formFromSaved(explicit), explicit.saved)).toMatchObject({ mqtt: 'embedded', mdns: true });
+    expect(settingsPayload({ ...formFromSaved(none), mqttMode: 'embedded', mqttListen: '0.0.0.0:1884' }, none.saved).mqtt_listen).toBe('0.0.0.0:1884');
+  });
+
+  it('finds the field a server error names', () => {
+    expect(fieldOfError('device_listen "8070" is not an address like 0.0.0.0:8070')).toBe('device_listen');
+    expect(fieldOfError('mqtt: unsupported scheme "tcp"')).toBe('mqtt');
+    expect(fieldOfError('mqtt_listen "x" is not an address')).toBe('mqtt_listen');
+    expect(fieldOfError('disk full')).toBeNull();
+  });
+});
