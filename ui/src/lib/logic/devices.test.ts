@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Device } from '../api/types';
 import { dev, fw } from './fixtures';
-import { buildRows, filterRows, newestIndex, outdatedTarget, sortRows, EMPTY_FILTER, patchDevice } from './devices';
+import { buildRows, filterRows, newestIndex, outdatedTarget, sortRows, updateSorted, EMPTY_FILTER, patchDevice } from './devices';
 
 describe('outdated marking', () => {
   const idx = newestIndex([
@@ -40,7 +40,7 @@ describe('filter and sort', () => {
     ],
     idx,
   );
-  const macs = (r: { d: Device }[]) => r.map((x) => x.d.mac);
+  const macs = (r: readonly { d: Device }[]) => r.map((x) => x.d.mac);
 
   it('matches every word of the text, case-insensitively, across fields', () => {
     expect(macs(filterRows(rows, { ...EMPTY_FILTER, text: 'PRESS' }))).toEqual(['aa:01', 'aa:03']);
@@ -59,6 +59,21 @@ describe('filter and sort', () => {
     expect(macs(sortRows(rows, { key: 'name', dir: 1 }))).toEqual(['aa:00', 'aa:02', 'aa:01', 'aa:03']);
     expect(macs(sortRows(rows, { key: 'ip', dir: 1 }))).toEqual(['aa:01', 'aa:00', 'aa:03', 'aa:02']);
     expect(macs(sortRows(rows, { key: 'version', dir: -1 }))).toEqual(['aa:02', 'aa:01', 'aa:03', 'aa:00']);
+  });
+  it('updates a sorted table in place when no sort key changed, else asks for a sort', () => {
+    const sorted = sortRows(rows, { key: 'name', dir: 1 });
+    const pos = new Map(sorted.map((r, i) => [r.d.mac, i]));
+    const list = rows.map((r) => r.d);
+    expect(updateSorted(sorted, pos, list, idx, 'name')).toBe(sorted); // nothing changed
+    const moved = list.map((d) => (d.mac === 'aa:01' ? patchDevice(d, { version: '2.1.0', online: true }) : d));
+    const out = updateSorted(sorted, pos, moved, idx, 'name')!;
+    expect(macs(out)).toEqual(macs(sorted));
+    expect(out.find((r) => r.d.mac === 'aa:01')?.d.version).toBe('2.1.0');
+    expect(sorted.find((r) => r.d.mac === 'aa:01')?.d.version).toBe('2.0.0'); // a copy, not a mutation
+    expect(updateSorted(sorted, pos, moved, idx, 'version')).toBeNull(); // the sort key changed
+    expect(updateSorted(sorted, pos, list.slice(1), idx, 'name')).toBeNull(); // a device went
+    const renamed = list.map((d) => (d.mac === 'aa:01' ? patchDevice(d, { name: 'zzz' }) : d));
+    expect(updateSorted(sorted, pos, renamed, idx, 'name')).toBeNull();
   });
   it('filters 10,000 rows quickly', () => {
     const many = buildRows(

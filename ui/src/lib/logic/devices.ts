@@ -67,30 +67,35 @@ export interface Row {
 let cache = new WeakMap<Device, Row>();
 let cacheIdx: NewestIndex | null = null;
 
-export function buildRows(devices: readonly Device[], idx: NewestIndex): Row[] {
+function resetCache(idx: NewestIndex): void {
   if (idx !== cacheIdx) {
     cache = new WeakMap();
     cacheIdx = idx;
   }
+}
+
+/** The row of one device (cached per device object). */
+export function rowOf(d: Device, idx: NewestIndex): Row {
+  resetCache(idx);
+  const hit = cache.get(d);
+  if (hit) return hit;
+  const row: Row = {
+    d,
+    key: [d.name, d.mac, d.ip, d.model, d.chip, d.version, d.device_id, d.family, d.labels.join(' ')]
+      .filter(Boolean)
+      .join(' ')
+      .toLowerCase(),
+    newer: outdatedTarget(d, idx),
+    lastSeenMs: Date.parse(d.last_seen) || 0,
+  };
+  cache.set(d, row);
+  return row;
+}
+
+export function buildRows(devices: readonly Device[], idx: NewestIndex): Row[] {
+  resetCache(idx);
   const rows: Row[] = new Array(devices.length);
-  for (let i = 0; i < devices.length; i++) {
-    const d = devices[i];
-    const hit = cache.get(d);
-    if (hit) {
-      rows[i] = hit;
-      continue;
-    }
-    const row: Row = (rows[i] = {
-      d,
-      key: [d.name, d.mac, d.ip, d.model, d.chip, d.version, d.device_id, d.family, d.labels.join(' ')]
-        .filter(Boolean)
-        .join(' ')
-        .toLowerCase(),
-      newer: outdatedTarget(d, idx),
-      lastSeenMs: Date.parse(d.last_seen) || 0,
-    });
-    cache.set(d, row);
-  }
+  for (let i = 0; i < devices.length; i++) rows[i] = rowOf(devices[i], idx);
   return rows;
 }
 
@@ -112,7 +117,8 @@ export function isFiltering(f: DeviceFilter): boolean {
 }
 
 /** Filters rows; text is split on whitespace and every word must occur (AND). */
-export function filterRows(rows: readonly Row[], f: DeviceFilter): Row[] {
+export function filterRows(rows: readonly Row[], f: DeviceFilter): readonly Row[] {
+  if (!isFiltering(f)) return rows;
   const words = f.text.toLowerCase().split(/\s+/).filter(Boolean);
   const exactVersion = f.version.startsWith('=') ? f.version.slice(1) : null;
   return rows.filter((r) => {
@@ -149,12 +155,12 @@ function ipNum(ip: string | null): number {
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
 const text = (a: string | null, b: string | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : collator.compare(a, b));
 
-/** Sorts a copy; ties broken by MAC so the order is stable across updates. Missing values last. */
-export function sortRows(rows: readonly Row[], s: Sort): Row[] {
-  const cmp = (x: Row, y: Row): number => {
+/** Compares two rows by the sort key only (0: same key value), ascending. */
+export function compareBy(key: SortKey): (x: Row, y: Row) => number {
+  return (x: Row, y: Row): number => {
     const a = x.d;
     const b = y.d;
-    switch (s.key) {
+    switch (key) {
       case 'name':
         return text(a.name ?? a.device_id, b.name ?? b.device_id);
       case 'mac':
@@ -173,7 +179,35 @@ export function sortRows(rows: readonly Row[], s: Sort): Row[] {
         return a.family < b.family ? -1 : a.family > b.family ? 1 : 0;
     }
   };
+}
+
+/** Sorts a copy; ties broken by MAC so the order is stable across updates. Missing values last. */
+export function sortRows(rows: readonly Row[], s: Sort): Row[] {
+  const cmp = compareBy(s.key);
   return rows.slice().sort((x, y) => s.dir * cmp(x, y) || (x.d.mac < y.d.mac ? -1 : x.d.mac > y.d.mac ? 1 : 0));
+}
+
+/**
+ * Brings a sorted table up to date with a new device list without sorting: rows of changed
+ * devices are replaced where they are. Returns the same array when nothing changed, and null when
+ * that is not enough (a device came or went, or a changed device's sort key changed): sort again.
+ * `pos` maps each MAC to its index in `sorted`.
+ */
+export function updateSorted(sorted: readonly Row[], pos: ReadonlyMap<string, number>, devices: readonly Device[], idx: NewestIndex, key: SortKey): Row[] | null {
+  if (devices.length !== sorted.length) return null;
+  const cmp = compareBy(key);
+  let out: Row[] | null = null;
+  for (const d of devices) {
+    const p = pos.get(d.mac);
+    if (p === undefined) return null;
+    const old = sorted[p];
+    if (old.d === d) continue;
+    const row = rowOf(d, idx);
+    if (cmp(old, row) !== 0) return null;
+    out ??= sorted.slice();
+    out[p] = row;
+  }
+  return out ?? (sorted as Row[]);
 }
 
 /** Every label in use, sorted, with counts. */

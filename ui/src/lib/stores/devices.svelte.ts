@@ -1,9 +1,21 @@
 // The inventory: one raw array (no deep reactivity on 10,000 objects), replaced on change, plus
 // a MAC → index map. Events patch devices in batches; unknown MACs are fetched.
+// The devices table's sorted rows and its filter choices are cached here, not in the view: opening
+// the view again reuses them, and a batch of events that changes no device's sort key updates the
+// changed rows in place instead of sorting again.
 
 import { api } from '../api/client';
 import type { Device, Event } from '../api/types';
-import { patchDevice } from '../logic/devices';
+import { buildRows, labelCounts, patchDevice, sortRows, updateSorted, type NewestIndex, type Row, type Sort } from '../logic/devices';
+
+interface TableCache {
+  list: Device[];
+  key: string;
+  idx: NewestIndex;
+  rows: Row[];
+  /** MAC → index in `rows`. */
+  pos: Map<string, number>;
+}
 
 class DevicesStore {
   list = $state.raw<Device[]>([]);
@@ -15,6 +27,36 @@ class DevicesStore {
   private reindex(): void {
     this.index.clear();
     this.list.forEach((d, i) => this.index.set(d.mac, i));
+  }
+
+  private table: TableCache | null = null;
+  private facets: { list: Device[]; labels: [string, number][]; versions: string[] } | null = null;
+
+  /** Every device's table row, sorted; cached (and updated in place when the order cannot change). */
+  sortedRows(sort: Sort, idx: NewestIndex): Row[] {
+    const list = this.list;
+    const key = `${sort.key}:${sort.dir}`;
+    const c = this.table;
+    if (c && c.list === list && c.key === key && c.idx === idx) return c.rows;
+    const same = c && c.key === key && c.idx === idx ? updateSorted(c.rows, c.pos, list, idx, sort.key) : null;
+    if (same && c) {
+      this.table = { ...c, list, rows: same };
+      return same;
+    }
+    const rows = sortRows(buildRows(list, idx), sort);
+    const pos = new Map<string, number>();
+    for (let i = 0; i < rows.length; i++) pos.set(rows[i].d.mac, i);
+    this.table = { list, key, idx, rows, pos };
+    return rows;
+  }
+
+  /** Labels in use (with counts) and versions seen, for the filters; cached per inventory change. */
+  filterChoices(): { labels: [string, number][]; versions: string[] } {
+    const list = this.list;
+    if (this.facets?.list === list) return this.facets;
+    const versions = [...new Set(list.map((d) => d.version).filter((v): v is string => !!v))].sort().slice(0, 200);
+    this.facets = { list, labels: labelCounts(list), versions };
+    return this.facets;
   }
 
   get(mac: string): Device | undefined {
