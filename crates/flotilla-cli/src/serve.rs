@@ -23,9 +23,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> CliResult {
-    // rumqttd logs every client disconnect (and its own shutdown) as an error; the engine reports
-    // what matters about its broker (bind errors, connection state) itself.
-    let directives = format!("{},rumqttd=off", args.log);
+    let directives = args.log.clone();
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| CliError::refused(format!("--log {:?}: {e}", args.log)))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

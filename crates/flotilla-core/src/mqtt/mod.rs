@@ -7,12 +7,13 @@
 //! ones) is the job of the protocol adapters, never of this module.
 //!
 //! This module must never panic on network input or I/O, never log a password, and never block
-//! the engine: the event loop runs in its own task and the broker on its own thread.
+//! the engine: the event loop runs in its own task and the broker in tasks of its own.
 //!
 //! # Layout
 //! - [`url`]: parsing `mqtt://` / `mqtts://` broker URLs ([`parse_url`]).
 //! - [`client`]: [`MqttClient`], the reconnecting client (rumqttc).
-//! - [`broker`]: [`EmbeddedBroker`], rumqttd on a thread and runtime of its own.
+//! - [`broker`]: [`EmbeddedBroker`], a small MQTT 3.1.1 broker of our own (tokio tasks, topic
+//!   trees for subscriptions and retained messages).
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,587 @@
+//! The embedded MQTT 3.1.1 broker, run when the site has no broker of its own.
+//!
+//! It serves what ESP firmware and the engine need and nothing more: login with the one
+//! configured user name and password (compared in constant time), keep-alive (a client silent
+//! for 1.5 × its keep-alive is closed), Last Will, SUBSCRIBE/UNSUBSCRIBE with `+` and `#`,
+//! QoS 0 and 1 (QoS 2 is granted as 1; a QoS 2 publish is answered PUBREC/PUBCOMP and delivered
+//! once on receipt), retained messages, clean sessions only (a client asking for a persistent
+//! session gets a clean one, `session present` 0), and a client id taken over by a newer
+//! connection closes the older one.
+//!
+//! # Shape
+//! - one tokio task per connection reads and routes; a second one writes what is queued for it;
+//! - the [`router`] (subscriptions and retained messages, each a topic tree) sits behind one
+//!   `std::sync::Mutex`, held only to match and queue, never across an `.await`;
+//! - each connection's outbound queue is bounded ([`QUEUE_PACKETS`], [`QUEUE_BYTES`]): a client
+//!   that does not read fast enough is disconnected, so a slow consumer never costs unbounded
+//!   memory nor slows anyone else;
+//! - a malformed packet closes its connection with a log line; nothing a client sends can panic
+//!   the broker ([`packet`]);
+//! - [`EmbeddedBroker::stop`] cancels every task and waits for them: when it returns the port is
+//!   free and every connection is closed. Everything runs on the caller's runtime.
+
+mod packet;
+mod router;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::packet::{Connect, Packet, connack};
+use self::router::{ConnId, Message, Retained, Subscriptions, valid_filter, valid_topic};
+use super::{MAX_PAYLOAD, MqttError, PACKET_OVERHEAD};
+
+/// Most clients connected at once (each costs a file descriptor: raise `ulimit -n` above it).
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Time a client has between opening the TCP connection and sending CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest packet accepted (remaining length): the largest payload plus its topic and header.
+const MAX_PACKET: usize = MAX_PAYLOAD + PACKET_OVERHEAD;
+
+/// Packets queued for one connection before it counts as a slow consumer and is closed. The
+/// engine's own connection receives every device's status: this is several seconds of a large
+/// fleet's reports, and costs nothing until used.
+const QUEUE_PACKETS: usize = 16_384;
+
+/// Bytes of payload queued for one connection before it is closed as a slow consumer.
+const QUEUE_BYTES: usize = 16 << 20;
+
+/// Bytes written to the socket at once (several queued packets go out in one write).
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Buffers grown past this by a large packet are given back once empty.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Settings of the embedded broker.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    /// Where to listen; port 0 picks a free port (see [`EmbeddedBroker::local_addr`]).
+    pub listen: SocketAddr,
+    /// The one user name every client must log in with.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("listen", &self.listen)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A running embedded broker. [`EmbeddedBroker::stop`] stops it and waits until it has stopped;
+/// dropping it stops it without waiting.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    state: Arc<State>,
+}
+
+impl EmbeddedBroker {
+    /// Binds `config.listen` (port 0 allowed) and starts accepting on the current runtime. A bind
+    /// error is returned as [`MqttError::Bind`] naming the address.
+    pub async fn start(config: BrokerConfig) -> Result<EmbeddedBroker, MqttError> {
+        if config.username.is_empty() || config.password.is_empty() {
+            return Err(MqttError::InvalidConfig("the embedded broker needs a user name and a password".into()));
+        }
+        let bind_error = |source| MqttError::Bind { addr: config.listen, source };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let state = Arc::new(State {
+            username: config.username,
+            password: config.password,
+            router: Mutex::new(Router::default()),
+            next_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+        });
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(accept(listener, Arc::clone(&state), stop.clone(), tracker.clone()));
+        tracing::info!(%addr, "embedded MQTT broker listening");
+        Ok(EmbeddedBroker { addr, stop, tracker, state })
+    }
+
+    /// The address the broker listens on (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Clients connected now.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Retained messages held now.
+    pub fn retained(&self) -> usize {
+        self.state.router.lock().map(|r| r.retained.len()).unwrap_or(0)
+    }
+
+    /// Stops accepting, closes every client connection and ends every task. When this returns
+    /// the port is free.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        tracing::info!(addr = %self.addr, "embedded MQTT broker stopped");
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What the connections share.
+struct State {
+    username: String,
+    password: String,
+    router: Mutex<Router>,
+    next_id: AtomicU64,
+    connections: AtomicUsize,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State").field("connections", &self.connections).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Router {
+    subscriptions: Subscriptions,
+    retained: Retained,
+    sessions: HashMap<ConnId, Session>,
+    by_client: HashMap<String, ConnId>,
+    /// Reused by every publish (matching allocates nothing once it has grown).
+    scratch: Vec<(ConnId, u8)>,
+}
+
+struct Session {
+    client_id: String,
+    outbox: Outbox,
+    filters: HashSet<String>,
+}
+
+/// What is queued for a connection's writer.
+enum Out {
+    /// A packet already encoded (acknowledgements, CONNACK, SUBACK, PINGRESP).
+    Packet(Bytes),
+    /// A message; its packet id is given by the writer.
+    Publish { message: Arc<Message>, qos: u8, retain: bool },
+}
+
+/// The sending side of a connection's bounded queue.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Out>,
+    /// Closes the connection (both of its tasks).
+    close: CancellationToken,
+    /// Payload bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues `out`; a connection whose queue is full is closed instead (a slow consumer).
+    fn push(&self, out: Out) {
+        let size = match &out {
+            Out::Packet(b) => b.len(),
+            Out::Publish { message, .. } => message.topic.len() + message.payload.len(),
+        };
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.slow();
+            return;
+        }
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.slow(),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.close.cancel(),
+        }
+    }
+
+    fn slow(&self) {
+        if !self.close.is_cancelled() {
+            tracing::warn!("closing an MQTT connection that does not read what it is sent (slow consumer)");
+            self.close.cancel();
+        }
+    }
+}
+
+impl State {
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        // A panic while holding the lock cannot leave the tree half-changed in a way that
+        // matters more than losing the broker: keep serving.
+        self.router.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Delivers `message` to every matching subscriber, and keeps it when `retain`.
+    fn publish(&self, message: &Arc<Message>, qos: u8, retain: bool) {
+        let mut r = self.router();
+        if retain {
+            r.retained.set(Arc::clone(message));
+        }
+        let mut targets = std::mem::take(&mut r.scratch);
+        targets.clear();
+        r.subscriptions.matches(&message.topic, &mut targets);
+        for (conn, granted) in targets.drain(..) {
+            if let Some(s) = r.sessions.get(&conn) {
+                s.outbox.push(Out::Publish { message: Arc::clone(message), qos: qos.min(granted), retain: false });
+            }
+        }
+        r.scratch = targets;
+    }
+}
+
+async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToken, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if state.connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    tracing::warn!(%peer, max = MAX_CONNECTIONS, "MQTT connection refused: too many clients");
+                    continue;
+                }
+                tracker.spawn(connection(Arc::clone(&state), stream, peer, stop.clone(), tracker.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors, mostly: wait rather than spin.
+                tracing::warn!(error = %e, "embedded MQTT broker cannot accept a connection");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a connection's read loop ended.
+enum End {
+    /// DISCONNECT: the will is discarded.
+    Graceful,
+    /// Anything else (unless the broker stops): the will is published.
+    Lost,
+}
+
+async fn connection(
+    state: Arc<State>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let close = stop.child_token();
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(&state.connections);
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::new();
+
+    let first = tokio::select! {
+        () = close.cancelled() => return,
+        r = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut buf)) => r,
+    };
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(_))) => {
+            tracing::warn!(%peer, "MQTT connection closed: the first packet is not CONNECT");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "MQTT connection closed before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "MQTT connection closed: no CONNECT in time");
+            return;
+        }
+    };
+    let Some(client_id) = admit(&state, &connect, peer, &mut wr).await else { return };
+
+    let (tx, rx) = mpsc::channel(QUEUE_PACKETS);
+    let outbox = Outbox { tx, close: close.clone(), queued: Arc::new(AtomicUsize::new(0)) };
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut r = state.router();
+        if let Some(old) = r.by_client.insert(client_id.clone(), id)
+            && let Some(s) = r.sessions.get(&old)
+        {
+            tracing::debug!(client = %client_id, "MQTT client id taken over by a new connection");
+            s.outbox.close.cancel();
+        }
+        let session = Session { client_id: client_id.clone(), outbox: outbox.clone(), filters: HashSet::new() };
+        r.sessions.insert(id, session);
+        outbox.push(Out::Packet(packet::connack(connack::ACCEPTED)));
+    }
+    tracker.spawn(writer(wr, rx, close.clone(), Arc::clone(&outbox.queued)));
+
+    // 1.5 × keep-alive without a packet closes the connection (MQTT 3.1.1, 3.1.2.10).
+    let silence = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let end = serve(&state, id, &outbox, &mut rd, &mut buf, silence, peer, &client_id).await;
+
+    let will = {
+        let mut r = state.router();
+        if let Some(s) = r.sessions.remove(&id) {
+            for f in &s.filters {
+                r.subscriptions.remove(f, id);
+            }
+            if r.by_client.get(&s.client_id) == Some(&id) {
+                r.by_client.remove(&s.client_id);
+            }
+        }
+        connect.will
+    };
+    close.cancel();
+    if matches!(end, End::Lost)
+        && !stop.is_cancelled()
+        && let Some(w) = will
+    {
+        let message = Arc::new(Message { topic: w.topic, payload: w.payload, qos: w.qos.min(1) });
+        state.publish(&message, w.qos.min(1), w.retain);
+    }
+}
+
+/// Checks a CONNECT and answers a refusal; returns the client id to use when accepted.
+async fn admit(state: &State, c: &Connect, peer: SocketAddr, wr: &mut OwnedWriteHalf) -> Option<String> {
+    let refuse = |code: u8| async move {
+        let _ = wr.write_all(&packet::connack(code)).await;
+        let _ = wr.shutdown().await;
+    };
+    if c.level != 4 && c.level != 3 {
+        tracing::debug!(%peer, level = c.level, "MQTT client refused: protocol level is not 3.1.1");
+        refuse(connack::BAD_PROTOCOL).await;
+        return None;
+    }
+    let user_ok = c.username.as_deref().unwrap_or("").as_bytes().ct_eq(state.username.as_bytes());
+    let pass_ok = c.password.as_deref().unwrap_or(&[]).ct_eq(state.password.as_bytes());
+    if !bool::from(user_ok & pass_ok) || c.username.is_none() || c.password.is_none() {
+        tracing::warn!(%peer, client = %c.client_id, "MQTT client refused: wrong user name or password");
+        refuse(connack::BAD_LOGIN).await;
+        return None;
+    }
+    if let Some(w) = &c.will
+        && !valid_topic(&w.topic)
+    {
+        tracing::warn!(%peer, "MQTT connection closed: the will's topic is not valid");
+        return None;
+    }
+    if c.client_id.is_empty() {
+        if !c.clean_session {
+            refuse(connack::BAD_CLIENT_ID).await;
+            return None;
+        }
+        return Some(format!("auto-{}", state.next_id.fetch_add(1, Ordering::Relaxed)));
+    }
+    Some(c.client_id.clone())
+}
+
+/// Reads until one whole packet is buffered: `Ok(None)` when the peer closed the connection.
+async fn read_packet(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Option<Packet>, String> {
+    loop {
+        match packet::decode(buf, MAX_PACKET) {
+            Ok(Some(p)) => {
+                if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+                    *buf = BytesMut::new();
+                }
+                return Ok(Some(p));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("malformed packet: {e}")),
+        }
+        buf.reserve(1024);
+        match rd.read_buf(buf).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The read loop of an accepted connection.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &State,
+    id: ConnId,
+    outbox: &Outbox,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    silence: Option<Duration>,
+    peer: SocketAddr,
+    client: &str,
+) -> End {
+    loop {
+        let read = async {
+            match silence {
+                Some(t) => tokio::time::timeout(t, read_packet(rd, buf)).await.ok(),
+                None => Some(read_packet(rd, buf).await),
+            }
+        };
+        let packet = tokio::select! {
+            () = outbox.close.cancelled() => return End::Lost,
+            r = read => r,
+        };
+        let packet = match packet {
+            None => {
+                tracing::debug!(%peer, client, "MQTT client silent past its keep-alive; closed");
+                return End::Lost;
+            }
+            Some(Ok(Some(p))) => p,
+            Some(Ok(None)) => return End::Lost,
+            Some(Err(e)) => {
+                tracing::warn!(%peer, client, error = %e, "MQTT connection closed");
+                return End::Lost;
+            }
+        };
+        match packet {
+            Packet::Publish(p) => {
+                if !valid_topic(&p.topic) {
+                    tracing::warn!(%peer, client, topic = %p.topic, "MQTT connection closed: publish to an invalid topic");
+                    return End::Lost;
+                }
+                let qos = p.qos.min(1);
+                state.publish(&Arc::new(Message { topic: p.topic, payload: p.payload, qos }), qos, p.retain);
+                match p.qos {
+                    1 => outbox.push(Out::Packet(packet::ack(4, p.packet_id))),
+                    2 => outbox.push(Out::Packet(packet::ack(5, p.packet_id))),
+                    _ => {}
+                }
+            }
+            Packet::PubRel(pid) => outbox.push(Out::Packet(packet::ack(7, pid))),
+            Packet::PubAck | Packet::PubRec(_) | Packet::PubComp => {}
+            Packet::Subscribe { packet_id, filters } => {
+                let mut r = state.router();
+                let mut granted = Vec::with_capacity(filters.len());
+                let mut retained = Vec::new();
+                for (filter, qos) in filters {
+                    if !valid_filter(&filter) {
+                        granted.push(0x80);
+                        continue;
+                    }
+                    let qos = qos.min(1);
+                    granted.push(qos);
+                    r.subscriptions.add(&filter, id, qos);
+                    let mut found = Vec::new();
+                    r.retained.matching(&filter, &mut found);
+                    retained.extend(found.into_iter().map(|m| (m, qos)));
+                    if let Some(s) = r.sessions.get_mut(&id) {
+                        s.filters.insert(filter);
+                    }
+                }
+                outbox.push(Out::Packet(packet::suback(packet_id, &granted)));
+                drop(r);
+                for (message, qos) in retained {
+                    outbox.push(Out::Publish { qos: qos.min(message.qos), message, retain: true });
+                }
+            }
+            Packet::Unsubscribe { packet_id, filters } => {
+                let mut r = state.router();
+                for f in &filters {
+                    r.subscriptions.remove(f, id);
+                    if let Some(s) = r.sessions.get_mut(&id) {
+                        s.filters.remove(f);
+                    }
+                }
+                outbox.push(Out::Packet(packet::ack(11, packet_id)));
+            }
+            Packet::PingReq => outbox.push(Out::Packet(packet::pingresp())),
+            Packet::Disconnect => return End::Graceful,
+            Packet::Connect(_) => {
+                tracing::warn!(%peer, client, "MQTT connection closed: a second CONNECT");
+                return End::Lost;
+            }
+        }
+    }
+}
+
+/// The write side of a connection: encodes what is queued and writes it, several packets per
+/// write when they are ready together.
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Out>,
+    close: CancellationToken,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut out = BytesMut::new();
+    let mut next_id: u16 = 0;
+    let mut encode = |item: Out, out: &mut BytesMut| match item {
+        Out::Packet(p) => {
+            queued.fetch_sub(p.len(), Ordering::Relaxed);
+            out.extend_from_slice(&p);
+        }
+        Out::Publish { message, qos, retain } => {
+            let packet_id = if qos > 0 {
+                next_id = next_id.checked_add(1).unwrap_or(1);
+                next_id
+            } else {
+                0
+            };
+            packet::publish_header(out, &message.topic, qos, retain, packet_id, message.payload.len());
+            out.extend_from_slice(&message.payload);
+            queued.fetch_sub(message.topic.len() + message.payload.len(), Ordering::Relaxed);
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = close.cancelled() => break,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        encode(first, &mut out);
+        while out.len() < WRITE_CHUNK {
+            match rx.try_recv() {
+                Ok(item) => encode(item, &mut out),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            () = close.cancelled() => break,
+            w = wr.write_all(&out) => w,
+        };
+        if written.is_err() {
+            close.cancel();
+            break;
+        }
+        out.clear();
+        if out.capacity() > KEEP_BUFFER {
+            out = BytesMut::new();
+        }
+    }
+}
