@@ -268,6 +268,24 @@ await step('engine agrees the rollout completed', async () => {
   return `${r.counts.succeeded}/${r.counts.total} devices updated`;
 });
 
+await step('the UI may write an export through the shell, absolute paths only', async () => {
+  // What the UI's Export buttons do after the native save dialog (which WebDriver cannot drive).
+  const file = join(DATA, 'report.csv');
+  const invoke = (path) =>
+    wd('POST', s('/execute/async'), {
+      script: `const done = arguments[arguments.length - 1];
+        window.__TAURI_INTERNALS__.invoke('write_text_file', { path: arguments[0], contents: 'mac,state\\n' })
+          .then(() => done('ok'), (e) => done('error: ' + e));`,
+      args: [path],
+    });
+  const ok = await invoke(file);
+  if (ok !== 'ok') throw new Error(`writing ${file}: ${ok}`);
+  if (readFileSync(file, 'utf8') !== 'mac,state\n') throw new Error(`${file} has other contents`);
+  const refused = await invoke('report.csv');
+  if (!/must be absolute/.test(refused)) throw new Error(`a relative path was not refused: ${refused}`);
+  return 'written; relative path refused';
+});
+
 await step('events view', async () => {
   await view('events', 'events-table');
   await until('some events', () => js(() => document.body.innerText.includes('rollout')));
