@@ -11,6 +11,7 @@ mod full_disk;
 mod mdns;
 mod native_pull;
 mod rollout;
+mod rollout_views;
 mod serve;
 mod support;
 mod web_ui;

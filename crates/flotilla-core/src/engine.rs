@@ -252,6 +252,7 @@ impl Engine {
         let router = server::admin::router(handle.clone());
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
         handle.tracker.spawn(scheduler(handle.clone()));
+        handle.tracker.spawn(progress(handle.clone()));
         let runtime = RuntimeInfo {
             admin_url: handle.shared.admin_url.clone(),
             device_url: handle.shared.device_url.clone(),
@@ -398,7 +399,13 @@ impl EngineHandle {
         Ok(out)
     }
 
-    pub(crate) async fn record(&self, kind: &str, actor: &str, subject: Option<String>, data: serde_json::Value) -> Result<Event> {
+    pub(crate) async fn record(
+        &self,
+        kind: &str,
+        actor: &str,
+        subject: Option<String>,
+        data: serde_json::Value,
+    ) -> Result<Event> {
         let ev = NewEvent::new(kind, actor, subject, data);
         let event = self.shared.db.call(move |s| Ok(s.write(|tx| events::append(tx, &ev))?)).await?;
         let _ = self.shared.events.send(event.clone());
@@ -612,8 +619,10 @@ impl EngineHandle {
     }
 }
 
-/// Shortest time between two scheduler passes.
-const MIN_PASS: Duration = Duration::from_millis(20);
+/// Shortest time between two scheduler passes. Each pass that commands devices waits for a
+/// commit (durable before sent), so this also bounds those commits to ten a second; a device
+/// waits at most this long more for its command. A kick during the wait is kept for the next pass.
+const MIN_PASS: Duration = Duration::from_millis(100);
 
 /// The scheduler task: a pass every [`TICK`], or at once when something happened.
 async fn scheduler(engine: EngineHandle) {
@@ -637,6 +646,26 @@ async fn scheduler(engine: EngineHandle) {
             if let Err(e) = engine.sweep_offline() {
                 tracing::error!(error = %e, "offline sweep failed");
             }
+        }
+    }
+}
+
+/// How often live rollout progress is sent (at most; only when something changed).
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The live progress task: every [`PROGRESS_EVERY`], one coalesced `rollout.progress` event per
+/// rollout whose jobs changed, so a fleet reporting thousands of times a second costs the event
+/// stream four events a second per rollout.
+async fn progress(engine: EngineHandle) {
+    let mut interval = tokio::time::interval(PROGRESS_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = engine.stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        if let Err(e) = engine.publish_progress() {
+            tracing::error!(error = %e, "live rollout progress failed");
         }
     }
 }

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::native::{CheckRequest, CheckResponse, Offer, Presence, ReportRequest};
-use flotilla_proto::rollout::{CreateRollout, JobState, Rollout, RolloutDetail, RolloutState};
+use flotilla_proto::rollout::{
+    CreateRollout, DeviceHistory, DeviceJob, JobState, PreviewDevice, Rollout, RolloutDetail, RolloutPreview,
+    RolloutSpec, RolloutState, SkippedDevice,
+};
 use flotilla_proto::{Device, Family, Firmware};
 use flotilla_store::clock;
 use flotilla_store::events::NewEvent;
@@ -34,8 +37,24 @@ use crate::writer::Op;
 pub const TICK: Duration = Duration::from_millis(250);
 /// How often `last_seen` of devices that only checked in is written.
 const SEEN_FLUSH: Duration = Duration::from_secs(30);
+/// Most events a device's history shows.
+pub const HISTORY_EVENTS: u32 = 200;
 /// A device not seen for this long is shown offline.
 pub const OFFLINE_AFTER: Duration = Duration::from_secs(600);
+
+/// A rollout as planned, before anything is stored.
+#[derive(Debug)]
+struct RolloutPlan {
+    fw: Firmware,
+    spec: RolloutSpec,
+    seed: String,
+    /// Devices to update, in the order of `waves`.
+    eligible: Vec<Device>,
+    /// The wave of each eligible device.
+    waves: Vec<u32>,
+    /// Devices the target matches that cannot be updated, with the reason.
+    skipped: Vec<(Device, String)>,
+}
 
 /// Inventory + rollouts.
 #[derive(Debug)]
@@ -62,10 +81,11 @@ impl Default for Fleet {
 impl Fleet {
     /// The unfinished job of a device, if any: `(rollout id, job index)`.
     pub fn job_of(&self, mac: &str) -> Option<(i64, usize)> {
-        self.runs.iter().filter(|(_, r)| r.is_active()).find_map(|(id, r)| {
+        self.runs.iter().find_map(|(id, r)| {
             let i = *r.by_mac.get(mac)?;
             let j = r.jobs.get(i)?;
-            (!j.state.is_terminal()).then_some((*id, i))
+            // The job first: `is_active` may look at every job of a finished rollout.
+            (!j.state.is_terminal() && r.is_active()).then_some((*id, i))
         })
     }
 
@@ -141,6 +161,7 @@ fn build_run(
         window,
         jobs,
         by_mac,
+        changed: std::collections::BTreeSet::new(),
     })
 }
 
@@ -184,20 +205,33 @@ impl EngineHandle {
         let device = {
             let mut fleet = self.fleet()?;
             let actor = format!("{}:{}", s.source, s.mac);
-            let device = self.sight_locked(&mut fleet, &s, &actor, &mut ops)?;
+            self.sight_locked(&mut fleet, &s, &actor, &mut ops)?;
             if let Some(version) = &s.version {
                 seen_locked(&mut fleet, &s.mac, version, true, &mut ops);
             }
-            device
+            fleet
+                .inventory
+                .get(&s.mac)
+                .map(|e| e.snapshot())
+                .ok_or_else(|| CoreError::NotFound(format!("device {}", s.mac)))?
         };
         self.queue(ops);
         self.kick();
         Ok(device)
     }
 
-    fn sight_locked(&self, fleet: &mut Fleet, s: &Sighting, actor: &str, ops: &mut Vec<Op>) -> Result<Device> {
+    /// Merges a sighting into the inventory, queueing the writes and events it deserves. A
+    /// sighting that changes nothing (most check-ins) copies nothing.
+    fn sight_locked(&self, fleet: &mut Fleet, s: &Sighting, actor: &str, ops: &mut Vec<Op>) -> Result<()> {
         let now = clock::now_ms();
         let change = fleet.inventory.sight(s, now);
+        let eventful = change.created || change.version_changed || change.ip_changed || change.came_online;
+        if !change.fields_changed && !eventful {
+            if !fleet.seen.contains(&s.mac) {
+                fleet.seen.insert(s.mac.clone());
+            }
+            return Ok(());
+        }
         let entry = fleet.inventory.get(&s.mac).ok_or_else(|| CoreError::NotFound(format!("device {}", s.mac)))?;
         let device = entry.snapshot();
         if change.fields_changed {
@@ -210,7 +244,7 @@ impl EngineHandle {
             fleet.seen.insert(s.mac.clone());
         }
         device_events(&change, &device, actor, ops);
-        Ok(device)
+        Ok(())
     }
 
     /// The MAC of a device id, if the inventory knows it.
@@ -434,10 +468,9 @@ impl EngineHandle {
 
     // ---- rollouts ------------------------------------------------------------------------------
 
-    /// Plans a rollout: resolves the firmware and target, checks every device, assigns waves,
-    /// persists it all, and starts it if asked.
-    pub async fn create_rollout(&self, req: CreateRollout, actor: &str) -> Result<RolloutDetail> {
-        let spec = req.spec;
+    /// Plans a rollout without storing anything: validates the spec, resolves the firmware and
+    /// the target, checks every matching device and assigns waves. Shared by create and preview.
+    async fn plan_rollout(&self, spec: RolloutSpec) -> Result<RolloutPlan> {
         let fw = self.find_firmware(&spec.firmware).await?;
         if fw.blocked {
             return Err(CoreError::Refused(format!("firmware {} ({}) is blocked", fw.id, fw.version)));
@@ -456,11 +489,10 @@ impl EngineHandle {
             return Err(CoreError::BadRequest("at least one wave".into()));
         }
         let seed = hex::encode(crate::secrets::random_bytes::<8>()?);
-        let now = clock::now_ms();
         // Plan under the lock (a consistent view of devices and other rollouts).
         let (eligible, skipped) = {
             let fleet = self.fleet()?;
-            let mut eligible: Vec<(Device, Option<String>)> = Vec::new();
+            let mut eligible: Vec<Device> = Vec::new();
             let mut skipped: Vec<(Device, String)> = Vec::new();
             for e in fleet.inventory.iter() {
                 let d = &e.device;
@@ -489,7 +521,7 @@ impl EngineHandle {
                 };
                 let slot = self.shared.config.max_image_size_for(d.model.as_deref().unwrap_or(&fw.model));
                 match plan::check_device(&fw, &df, spec.allow_downgrade, slot) {
-                    Ok(()) => eligible.push((e.snapshot(), d.version.clone())),
+                    Ok(()) => eligible.push(e.snapshot()),
                     Err(why) => skipped.push((e.snapshot(), why)),
                 }
             }
@@ -498,8 +530,60 @@ impl EngineHandle {
         if eligible.is_empty() && skipped.is_empty() {
             return Err(CoreError::Refused(format!("target {:?} matches no device", spec.target)));
         }
-        let macs: Vec<&str> = eligible.iter().map(|(d, _)| d.mac.as_str()).collect();
+        let macs: Vec<&str> = eligible.iter().map(|d| d.mac.as_str()).collect();
         let waves = plan::assign_waves(&seed, &macs, &spec.waves);
+        Ok(RolloutPlan { fw, spec, seed, eligible, waves, skipped })
+    }
+
+    /// What creating the rollout would do: the devices it would update (with their wave) and
+    /// those it would skip (with the reason). Stores nothing.
+    pub async fn preview_rollout(&self, req: CreateRollout) -> Result<RolloutPreview> {
+        let plan = self.plan_rollout(req.spec).await?;
+        let mut wave_sizes: Vec<u32> = Vec::new();
+        for &w in &plan.waves {
+            let w = w as usize;
+            if wave_sizes.len() <= w {
+                wave_sizes.resize(w + 1, 0);
+            }
+            wave_sizes[w] += 1;
+        }
+        let mut devices: Vec<PreviewDevice> = plan
+            .eligible
+            .iter()
+            .zip(&plan.waves)
+            .map(|(d, &wave)| PreviewDevice {
+                mac: d.mac.clone(),
+                name: d.name.clone(),
+                current_version: d.version.clone(),
+                wave,
+            })
+            .collect();
+        devices.sort_by(|a, b| (a.wave, &a.mac).cmp(&(b.wave, &b.mac)));
+        let mut skipped: Vec<SkippedDevice> = plan
+            .skipped
+            .iter()
+            .map(|(d, why)| SkippedDevice {
+                mac: d.mac.clone(),
+                name: d.name.clone(),
+                current_version: d.version.clone(),
+                reason: why.clone(),
+            })
+            .collect();
+        skipped.sort_by(|a, b| a.mac.cmp(&b.mac));
+        Ok(RolloutPreview {
+            firmware_id: plan.fw.id,
+            firmware_version: plan.fw.version,
+            targeted: u32::try_from(devices.len() + skipped.len()).unwrap_or(u32::MAX),
+            wave_sizes,
+            devices,
+            skipped,
+        })
+    }
+
+    /// Plans a rollout ([`Self::plan_rollout`]), persists it all, and starts it if asked.
+    pub async fn create_rollout(&self, req: CreateRollout, actor: &str) -> Result<RolloutDetail> {
+        let RolloutPlan { fw, spec, seed, eligible, waves, skipped } = self.plan_rollout(req.spec).await?;
+        let now = clock::now_ms();
         let name = spec.name.clone().unwrap_or_else(|| format!("{} {} → {}", fw.model, fw.version, spec.target));
         let row = RolloutRow {
             id: 0,
@@ -534,7 +618,7 @@ impl EngineHandle {
             durable: true,
             delivered: false,
         };
-        for ((d, _), wave) in eligible.iter().zip(&waves) {
+        for (d, wave) in eligible.iter().zip(&waves) {
             jobs.push(new_job(d, *wave, JobState::Queued, None));
         }
         for (d, why) in &skipped {
@@ -588,6 +672,69 @@ impl EngineHandle {
             self.rollout_action(id, RolloutAction::Start, actor).await?;
         }
         self.get_rollout(id).await
+    }
+
+    /// A device's jobs across all rollouts (newest rollout first) and its recent audit events
+    /// (newest first, at most [`HISTORY_EVENTS`]).
+    pub async fn device_history(&self, mac: &str) -> Result<DeviceHistory> {
+        let mac = normalize(mac)?;
+        let jobs: Vec<DeviceJob> = {
+            let fleet = self.fleet()?;
+            if fleet.inventory.get(&mac).is_none() {
+                return Err(CoreError::NotFound(format!("device {mac}")));
+            }
+            fleet
+                .runs
+                .values()
+                .rev()
+                .filter_map(|r| {
+                    let j = r.jobs.get(*r.by_mac.get(&mac)?)?;
+                    Some(DeviceJob {
+                        rollout_id: r.id,
+                        rollout_name: r.name.clone(),
+                        firmware_version: r.firmware.version.clone(),
+                        job: j.id,
+                        state: j.state,
+                        error: j.error.clone(),
+                        attempts: j.attempts,
+                        from_version: j.from_version.clone(),
+                        created_at: clock::rfc3339(j.created_at),
+                        updated_at: clock::rfc3339(j.updated_at),
+                    })
+                })
+                .collect()
+        };
+        // Events are written behind: what happened before this call is in the log once flushed.
+        self.shared.writer.flush().await?;
+        let subject = format!("device:{mac}");
+        let events = self
+            .shared
+            .db
+            .call(move |s| Ok(flotilla_store::events::of_subject(s.conn(), &subject, HISTORY_EVENTS)?))
+            .await?;
+        Ok(DeviceHistory { mac, jobs, events })
+    }
+
+    /// Sends a live `rollout.progress` event for every rollout whose jobs changed since the last
+    /// call (the jobs that changed, the counts); nothing when nothing changed. Not stored.
+    pub(crate) fn publish_progress(&self) -> Result<()> {
+        let want = self.shared.events.receiver_count() > 0;
+        let progress: Vec<flotilla_proto::rollout::RolloutProgress> = {
+            let mut fleet = self.fleet()?;
+            fleet.runs.values_mut().filter_map(|r| r.take_progress(want)).collect()
+        };
+        for p in progress {
+            let data = serde_json::to_value(&p).map_err(|e| CoreError::BadRequest(e.to_string()))?;
+            let _ = self.shared.events.send(flotilla_proto::Event {
+                id: 0,
+                at: clock::rfc3339(clock::now_ms()),
+                kind: "rollout.progress".into(),
+                actor: "engine".into(),
+                subject: Some(format!("rollout:{}", p.rollout)),
+                data,
+            });
+        }
+        Ok(())
     }
 
     pub async fn list_rollouts(&self) -> Result<Vec<Rollout>> {

@@ -13,7 +13,7 @@ use flotilla_proto::Event;
 use flotilla_store::events::{self, NewEvent};
 use flotilla_store::rollouts::{self, JobRow, RolloutRow, TransitionRow};
 use flotilla_store::{Store, devices};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::error::{CoreError, Result};
 
@@ -32,8 +32,10 @@ pub(crate) enum Op {
 /// Marks a job write superseded by a newer one in the same batch.
 const SKIP: i64 = i64::MIN;
 
-/// How long the writer gathers writes into one transaction when nobody waits for them.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long the writer gathers writes into one transaction when nobody waits for them: each
+/// transaction writes every page it touched once, so fewer, larger ones write far fewer pages.
+/// Audit events reach the live stream at most this much later.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Largest batch written in one transaction.
 const BATCH: usize = 4096;
@@ -41,34 +43,33 @@ const BATCH: usize = 4096;
 /// Handle to the writer thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::UnboundedSender<Op>,
+    tx: std::sync::mpsc::Sender<Op>,
 }
 
 impl Writer {
     /// Starts the writer thread on `store`; `events` receives each audit event after commit.
     pub fn start(store: Arc<std::sync::Mutex<Store>>, events: broadcast::Sender<Event>) -> Result<Writer> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
+        let (tx, rx) = std::sync::mpsc::channel::<Op>();
         std::thread::Builder::new()
             .name("flotilla-store-writer".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(BATCH);
-                while let Some(op) = rx.blocking_recv() {
+                while let Ok(op) = rx.recv() {
                     // Group commit: gather what arrives within GATHER (a burst of reports, a wave of
                     // check-ins) into one transaction — unless someone waits for durability.
                     let mut urgent = matches!(op, Op::Flush(_));
                     batch.push(op);
                     let until = std::time::Instant::now() + GATHER;
                     while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(op) => {
-                                urgent |= matches!(op, Op::Flush(_));
-                                batch.push(op);
-                            }
-                            Err(mpsc::error::TryRecvError::Empty) if !urgent && std::time::Instant::now() < until => {
-                                std::thread::sleep(std::time::Duration::from_micros(500));
-                            }
-                            Err(_) => break,
-                        }
+                        let next = if urgent {
+                            rx.try_recv().ok()
+                        } else {
+                            let left = until.saturating_duration_since(std::time::Instant::now());
+                            rx.recv_timeout(left).ok()
+                        };
+                        let Some(op) = next else { break };
+                        urgent |= matches!(op, Op::Flush(_));
+                        batch.push(op);
                     }
                     write_batch(&store, &events, std::mem::take(&mut batch));
                 }

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Event {
-    /// Monotonic id in the audit log (SSE `id:`), usable as a paging cursor.
+    /// Monotonic id in the audit log (SSE `id:`), usable as a paging cursor. 0 for a live-only
+    /// event (`rollout.progress`): not stored, sent without an SSE `id:`, never replayed.
     pub id: i64,
     /// RFC 3339 UTC.
     pub at: String,

@@ -302,3 +302,102 @@ pub struct RolloutDetail {
     pub rollout: Rollout,
     pub jobs: Vec<Job>,
 }
+
+/// One job as the live progress stream shows it (only what changes while a rollout runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct JobProgress {
+    /// Job id.
+    pub job: i64,
+    pub mac: String,
+    pub state: JobState,
+    /// Download progress, percent.
+    pub progress: Option<u8>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+}
+
+/// Live progress of a running rollout: the `data` of a `rollout.progress` event on the event
+/// stream. Sent at most every 250 ms per rollout and only when something changed; `jobs` holds
+/// the jobs that changed since the previous one (newest state of each), `counts` and `waves`
+/// the whole rollout. Live only: never stored in the audit log, never replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct RolloutProgress {
+    /// Rollout id.
+    pub rollout: i64,
+    pub state: RolloutState,
+    pub current_wave: u32,
+    pub jobs: Vec<JobProgress>,
+    pub counts: JobCounts,
+    pub waves: Vec<WaveStatus>,
+}
+
+/// A device a rollout would update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct PreviewDevice {
+    pub mac: String,
+    pub name: Option<String>,
+    /// Version it runs now.
+    pub current_version: Option<String>,
+    /// Wave it would be in (0-based).
+    pub wave: u32,
+}
+
+/// A device the target matches that a rollout would skip, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SkippedDevice {
+    pub mac: String,
+    pub name: Option<String>,
+    pub current_version: Option<String>,
+    pub reason: String,
+}
+
+/// What creating a rollout would do, computed without storing anything. The wave of each device
+/// comes from a seed drawn for this preview; the rollout created later draws its own, so the
+/// sizes of the waves are the same but which device lands in which wave may differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct RolloutPreview {
+    pub firmware_id: i64,
+    pub firmware_version: String,
+    /// Devices the target expression matches (updated + skipped).
+    pub targeted: u32,
+    /// Devices per wave (0-based, only waves that hold a device).
+    pub wave_sizes: Vec<u32>,
+    /// The devices that would be updated, by wave then MAC.
+    pub devices: Vec<PreviewDevice>,
+    /// The devices that would be skipped, by MAC.
+    pub skipped: Vec<SkippedDevice>,
+}
+
+/// One job of a device, in any rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct DeviceJob {
+    pub rollout_id: i64,
+    pub rollout_name: String,
+    /// Version the rollout installs.
+    pub firmware_version: String,
+    pub job: i64,
+    pub state: JobState,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub from_version: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+/// A device's update history: its jobs across all rollouts (newest rollout first) and its
+/// recent audit events (subject `device:<mac>`, newest first, at most 200).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct DeviceHistory {
+    pub mac: String,
+    pub jobs: Vec<DeviceJob>,
+    pub events: Vec<crate::event::Event>,
+}

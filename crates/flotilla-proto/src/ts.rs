@@ -5,17 +5,19 @@
 //! 64-bit integers become `number`: the admin API's ids, sizes and timestamps stay far below
 //! 2^53, and `JSON.parse` yields numbers, never bigints.
 
+#![allow(clippy::expect_used)] // test-only: a failure here is the test failing
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ts_rs::{Config, TS};
 
-use crate::api::{EngineStatus, ErrorBody, Health, PublicKey, RuntimeInfo};
+use crate::api::{EngineStatus, ErrorBody, Health, PublicKey, RuntimeInfo, SettingsView, SiteSettings};
 use crate::device::{Device, LabelRequest};
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
 use crate::firmware::{ImportPathRequest, ImportResponse, SignedManifest};
-use crate::rollout::{CreateRollout, Rollout, RolloutDetail};
+use crate::rollout::{CreateRollout, DeviceHistory, Rollout, RolloutDetail, RolloutPreview, RolloutProgress};
 
 fn generated_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/lib/api/generated")
@@ -31,6 +33,8 @@ fn render() -> BTreeMap<String, String> {
     }
     export!(
         EngineStatus,
+        SettingsView,
+        SiteSettings,
         ErrorBody,
         Health,
         PublicKey,
@@ -51,6 +55,9 @@ fn render() -> BTreeMap<String, String> {
         CreateRollout,
         Rollout,
         RolloutDetail,
+        RolloutPreview,
+        RolloutProgress,
+        DeviceHistory,
     );
     let files = read_dir(&out);
     let _ = std::fs::remove_dir_all(&out);

@@ -98,11 +98,12 @@ pub fn insert_job(conn: &Connection, j: &JobRow) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-/// Writes the mutable fields of a job.
+/// Writes the mutable fields of a job. Its wave is fixed when the rollout is planned and is not
+/// written again: naming it here would make SQLite update the `jobs_rollout` index on every write.
 pub fn update_job(conn: &Connection, j: &JobRow) -> Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, attempts = ?3, current_version = ?4, error = ?5, progress = ?6, deadline = ?7,
-                         acknowledged = ?8, commands = ?9, updated_at = ?10, wave = ?11
+                         acknowledged = ?8, commands = ?9, updated_at = ?10
          WHERE id = ?1",
     )?
     .execute(params![
@@ -115,8 +116,7 @@ pub fn update_job(conn: &Connection, j: &JobRow) -> Result<()> {
         j.deadline,
         j.acknowledged,
         j.commands,
-        j.updated_at,
-        j.wave
+        j.updated_at
     ])?;
     Ok(())
 }

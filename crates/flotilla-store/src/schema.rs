@@ -10,6 +10,7 @@ use rusqlite_migration::{M, Migrations};
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../../../migrations/0001_init.sql")),
     ("0002_rollout_engine.sql", include_str!("../../../migrations/0002_rollout_engine.sql")),
+    ("0003_device_history.sql", include_str!("../../../migrations/0003_device_history.sql")),
 ];
 
 /// The migrations, ready to apply. Each runs in its own transaction with `user_version` bumped in it.

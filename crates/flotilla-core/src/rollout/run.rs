@@ -6,13 +6,14 @@
 //! - `succeeded` is entered only from [`Run::seen`], when the device reports the target version;
 //! - a device is in at most one unfinished job across all rollouts (the planner skips busy ones).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use flotilla_proto::Firmware;
 use flotilla_proto::native::DeviceOtaState;
 use flotilla_proto::rollout::{
-    Job, JobCounts, JobState, JobTransition, Rollout, RolloutSpec, RolloutState, Threshold, WaveStatus,
+    Job, JobCounts, JobProgress, JobState, JobTransition, Rollout, RolloutProgress, RolloutSpec, RolloutState,
+    Threshold, WaveStatus,
 };
 use flotilla_store::clock;
 use flotilla_store::events::NewEvent;
@@ -136,9 +137,59 @@ pub(crate) struct Run {
     pub window: Option<Window>,
     pub jobs: Vec<JobRec>,
     pub by_mac: HashMap<String, usize>,
+    /// Jobs changed (state or progress) since the last [`Run::take_progress`], each once.
+    pub changed: BTreeSet<usize>,
 }
 
 impl Run {
+    /// Notes that job `i` changed, for the next live progress event.
+    fn touch(&mut self, i: usize) {
+        self.changed.insert(i);
+    }
+
+    /// The live progress since the previous call: the jobs that changed and the counts, or `None`
+    /// when nothing changed. With `want` false the changes are only forgotten (nobody listens).
+    pub fn take_progress(&mut self, want: bool) -> Option<RolloutProgress> {
+        if self.changed.is_empty() {
+            return None;
+        }
+        let changed = std::mem::take(&mut self.changed);
+        if !want {
+            return None;
+        }
+        let jobs = changed
+            .iter()
+            .filter_map(|&i| self.jobs.get(i))
+            .map(|j| JobProgress {
+                job: j.id,
+                mac: j.mac.clone(),
+                state: j.state,
+                progress: j.progress,
+                error: j.error.clone(),
+            })
+            .collect();
+        Some(RolloutProgress {
+            rollout: self.id,
+            state: self.state,
+            current_wave: self.wave,
+            jobs,
+            counts: Run::counts(self.jobs.iter()),
+            waves: self.wave_statuses(),
+        })
+    }
+
+    fn wave_statuses(&self) -> Vec<WaveStatus> {
+        let mut waves: Vec<WaveStatus> = Vec::new();
+        for j in self.jobs.iter().filter(|j| j.state != JobState::Skipped) {
+            let w = j.wave as usize;
+            while waves.len() <= w {
+                waves.push(WaveStatus { index: waves.len() as u32, counts: JobCounts::default() });
+            }
+            Run::count(&mut waves[w].counts, j.state);
+        }
+        waves
+    }
+
     pub fn row(&self) -> RolloutRow {
         RolloutRow {
             id: self.id,
@@ -190,6 +241,10 @@ impl Run {
     ) {
         let step = i64::try_from(self.spec.step_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let rollout_id = self.id;
+        if i >= self.jobs.len() {
+            return;
+        }
+        self.touch(i);
         let Some(job) = self.jobs.get_mut(i) else { return };
         job.state = to;
         job.updated_at = now;
@@ -308,16 +363,23 @@ impl Run {
 
     /// Applies gates to the current wave: pauses, advances or completes.
     pub fn gates(&mut self, now: i64, ops: &mut Vec<Op>) {
+        // Gates change no job: the wave count holds for the whole call.
+        let waves = self.wave_count();
         while self.state == RolloutState::Running {
-            let waves = self.wave_count();
             if self.wave >= waves {
                 self.set_state(RolloutState::Completed, None, "engine", now, ops);
                 return;
             }
             let w = self.wave;
-            let in_wave = || self.jobs.iter().filter(move |j| j.wave == w && j.state != JobState::Skipped);
-            let size = in_wave().count() as u32;
-            let failures = in_wave().filter(|j| j.state.is_failure() && !j.acknowledged).count() as u32;
+            // One pass over the jobs for everything the gates look at.
+            let (mut size, mut failures, mut finished, mut considered, mut succeeded) = (0u32, 0u32, true, 0u32, 0u32);
+            for j in self.jobs.iter().filter(|j| j.wave == w && j.state != JobState::Skipped) {
+                size += 1;
+                failures += u32::from(j.state.is_failure() && !j.acknowledged);
+                finished &= j.state.is_terminal();
+                considered += u32::from(j.state != JobState::Cancelled);
+                succeeded += u32::from(j.state == JobState::Succeeded);
+            }
             if failures > 0 && threshold_exceeded(self.spec.max_failures, failures, size) {
                 let th = match self.spec.max_failures {
                     Threshold::Count(n) => format!("{n} devices"),
@@ -327,11 +389,9 @@ impl Run {
                 self.set_state(RolloutState::Paused, Some(&reason), "engine", now, ops);
                 return;
             }
-            if !in_wave().all(|j| j.state.is_terminal()) {
+            if !finished {
                 return;
             }
-            let considered = in_wave().filter(|j| j.state != JobState::Cancelled).count() as u32;
-            let succeeded = in_wave().filter(|j| j.state == JobState::Succeeded).count() as u32;
             if !gate_passed(self.spec.success_gate, succeeded, considered) {
                 let reason = format!(
                     "wave {} of {waves}: {succeeded} of {considered} devices succeeded, below the {}% success gate",
@@ -418,6 +478,9 @@ impl Run {
         };
         if let Some(p) = progress {
             let rollout_id = self.id;
+            if self.jobs[i].progress != Some(p.min(100)) {
+                self.touch(i);
+            }
             let job = &mut self.jobs[i];
             job.progress = Some(p.min(100));
             job.updated_at = now;
@@ -462,27 +525,26 @@ impl Run {
     pub fn counts<'a>(jobs: impl Iterator<Item = &'a JobRec>) -> JobCounts {
         let mut c = JobCounts::default();
         for j in jobs {
-            c.total += 1;
-            match j.state {
-                JobState::Queued => c.queued += 1,
-                JobState::Succeeded => c.succeeded += 1,
-                JobState::Failed => c.failed += 1,
-                JobState::TimedOut => c.timed_out += 1,
-                JobState::Skipped => c.skipped += 1,
-                JobState::Cancelled => c.cancelled += 1,
-                _ => c.in_flight += 1,
-            }
+            Run::count(&mut c, j.state);
         }
         c
     }
 
+    fn count(c: &mut JobCounts, state: JobState) {
+        c.total += 1;
+        match state {
+            JobState::Queued => c.queued += 1,
+            JobState::Succeeded => c.succeeded += 1,
+            JobState::Failed => c.failed += 1,
+            JobState::TimedOut => c.timed_out += 1,
+            JobState::Skipped => c.skipped += 1,
+            JobState::Cancelled => c.cancelled += 1,
+            _ => c.in_flight += 1,
+        }
+    }
+
     pub fn to_proto(&self) -> Rollout {
-        let waves = (0..self.wave_count())
-            .map(|w| WaveStatus {
-                index: w,
-                counts: Run::counts(self.jobs.iter().filter(|j| j.wave == w && j.state != JobState::Skipped)),
-            })
-            .collect();
+        let waves = self.wave_statuses();
         Rollout {
             id: self.id,
             name: self.name.clone(),
@@ -610,6 +672,7 @@ mod tests {
             window: None,
             jobs,
             by_mac,
+            changed: BTreeSet::new(),
         }
     }
 

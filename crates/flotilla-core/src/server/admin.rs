@@ -19,7 +19,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
-use flotilla_proto::rollout::{CreateRollout, Rollout, RolloutDetail};
+use flotilla_proto::rollout::{CreateRollout, DeviceHistory, Rollout, RolloutDetail, RolloutPreview};
 use flotilla_proto::{
     Channel, Device, DownloadLink, DownloadLinkRequest, ErrorBody, ErrorDetail, EventPage, Family, Firmware,
     FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
@@ -179,8 +179,10 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(download_link))
         .routes(routes!(list_devices, add_device))
         .routes(routes!(get_device))
+        .routes(routes!(device_history))
         .routes(routes!(label_device))
         .routes(routes!(list_rollouts, create_rollout))
+        .routes(routes!(preview_rollout))
         .routes(routes!(get_rollout))
         .routes(routes!(rollout_action))
         .routes(routes!(rollout_report))
@@ -543,6 +545,19 @@ async fn get_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<St
     Ok(Json(engine.get_device(&mac).await?))
 }
 
+/// A device's jobs across all rollouts and its recent events (newest first, at most 200).
+#[utoipa::path(
+    get, path = "/api/v1/devices/{mac}/history", tag = "devices",
+    params(("mac" = String, Path, description = "MAC address, any common spelling")),
+    responses((status = OK, body = DeviceHistory), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn device_history(
+    State(engine): State<EngineHandle>,
+    ApiPath(mac): ApiPath<String>,
+) -> ApiResult<Json<DeviceHistory>> {
+    Ok(Json(engine.device_history(&mac).await?))
+}
+
 /// Adds and removes labels of a device.
 #[utoipa::path(
     post, path = "/api/v1/devices/{mac}/labels", tag = "devices", request_body = LabelRequest,
@@ -578,6 +593,20 @@ async fn create_rollout(
 ) -> ApiResult<Response> {
     let detail = engine.create_rollout(req, ACTOR).await?;
     Ok((StatusCode::CREATED, Json(detail)).into_response())
+}
+
+/// What creating this rollout would do, without storing anything: the devices it would update
+/// (with their wave) and those it would skip (with the reason). Same body as creating one.
+#[utoipa::path(
+    post, path = "/api/v1/rollouts/preview", tag = "rollouts", request_body = CreateRollout,
+    responses((status = OK, body = RolloutPreview), (status = BAD_REQUEST, body = ErrorBody),
+              (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn preview_rollout(
+    State(engine): State<EngineHandle>,
+    ApiJson(req): ApiJson<CreateRollout>,
+) -> ApiResult<Json<RolloutPreview>> {
+    Ok(Json(engine.preview_rollout(req).await?))
 }
 
 /// A rollout with every job (device) and its history.
@@ -711,7 +740,8 @@ async fn event_stream(
     let replay = futures_util::stream::iter(backlog.into_iter().map(|e| Ok(to_sse(&e))));
     let live = live.filter_map(move |item| async move {
         match item {
-            Ok(e) if e.id > last_replayed => Some(Ok(to_sse(&e))),
+            // Live-only events (id 0, e.g. `rollout.progress`) are never replayed nor skipped.
+            Ok(e) if e.id == 0 || e.id > last_replayed => Some(Ok(to_sse(&e))),
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(n)) => {
                 Some(Ok(SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"))))
@@ -725,7 +755,9 @@ async fn event_stream(
 
 fn to_sse(e: &flotilla_proto::Event) -> SseEvent {
     let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
-    SseEvent::default().id(e.id.to_string()).event(e.kind.clone()).data(data)
+    let sse = SseEvent::default().event(e.kind.clone()).data(data);
+    // No `id:` for a live-only event, so a reconnecting client's Last-Event-ID stays a log id.
+    if e.id == 0 { sse } else { sse.id(e.id.to_string()) }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ import type { JsonValue } from "./serde_json/JsonValue";
  */
 export type Event = { 
 /**
- * Monotonic id in the audit log (SSE `id:`), usable as a paging cursor.
+ * Monotonic id in the audit log (SSE `id:`), usable as a paging cursor. 0 for a live-only
+ * event (`rollout.progress`): not stored, sent without an SSE `id:`, never replayed.
  */
 id: number, 
 /**
