@@ -137,6 +137,7 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
     }
     let mut flushes = Vec::new();
     let mut appended = Vec::new();
+    let live_listeners = live.receiver_count() > 0;
     let result = match store.lock() {
         Ok(mut s) => s.write(|tx| {
             for op in batch {
@@ -144,7 +145,9 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
                     Op::Device { device, .. } if device.mac.is_empty() => {}
                     Op::Device { device, transport } => devices::put(tx, &device, transport.as_deref())?,
                     Op::Labels { mac, labels } => devices::set_labels(tx, &mac, &labels)?,
-                    Op::Event(ev) => appended.push(events::append(tx, &ev)?),
+                    // The live copy is built only when someone listens.
+                    Op::Event(ev) if live_listeners => appended.push(events::append(tx, &ev)?),
+                    Op::Event(ev) => events::insert(tx, &ev).map(drop)?,
                     Op::Job(j) if j.id == SKIP => {}
                     Op::Job(j) => rollouts::update_job(tx, &j)?,
                     Op::Transition(t) => rollouts::add_transition(tx, &t)?,

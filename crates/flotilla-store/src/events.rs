@@ -20,14 +20,20 @@ impl NewEvent {
     }
 }
 
-/// Appends `ev`, returning it as stored.
-pub fn append(conn: &Connection, ev: &NewEvent) -> Result<Event> {
+/// Appends `ev`; returns its id and time (Unix ms). [`append`] also builds the stored event.
+pub fn insert(conn: &Connection, ev: &NewEvent) -> Result<(i64, i64)> {
     let at = clock::now_ms();
     // Cached: the store writer appends thousands of these a second during a rollout.
     conn.prepare_cached("INSERT INTO events (at, kind, actor, subject, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![at, ev.kind, ev.actor, ev.subject, ev.data.to_string()])?;
+    Ok((conn.last_insert_rowid(), at))
+}
+
+/// Appends `ev`, returning it as stored.
+pub fn append(conn: &Connection, ev: &NewEvent) -> Result<Event> {
+    let (id, at) = insert(conn, ev)?;
     Ok(Event {
-        id: conn.last_insert_rowid(),
+        id,
         at: clock::rfc3339(at),
         kind: ev.kind.clone(),
         actor: ev.actor.clone(),
