@@ -41,7 +41,7 @@ cd "$ROOT"
 say "building release binaries"
 cargo build --release --locked -p flotilla-cli -p flotilla-sim -p flotilla-imagegen \
   --bin flotilla --bin flotilla-sim --bin flotilla-imagegen
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 work="$(mktemp -d)"
 data="$work/data"
