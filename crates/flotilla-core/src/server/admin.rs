@@ -19,13 +19,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
+use flotilla_proto::api::{DemoInfo, EngineStatus, SettingsView, SiteSettings};
 use flotilla_proto::rollout::{CreateRollout, DeviceHistory, Rollout, RolloutDetail, RolloutPreview};
 use flotilla_proto::{
     Channel, Device, DownloadLink, DownloadLinkRequest, ErrorBody, ErrorDetail, EventPage, Family, Firmware,
     FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
     RuntimeInfo,
 };
-use flotilla_proto::api::{DemoInfo, EngineStatus};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -171,6 +171,7 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(info))
         .routes(routes!(status))
         .routes(routes!(start_demo))
+        .routes(routes!(get_settings, put_settings))
         .routes(routes!(public_key))
         .routes(routes!(list_firmware, upload_firmware))
         .routes(routes!(import_firmware_path))
@@ -280,6 +281,27 @@ async fn status(State(engine): State<EngineHandle>) -> Json<EngineStatus> {
 )]
 async fn start_demo(State(engine): State<EngineHandle>) -> ApiResult<(StatusCode, Json<DemoInfo>)> {
     Ok((StatusCode::CREATED, Json(engine.start_demo(ACTOR).await?)))
+}
+
+/// The site's saved settings (used at the next start; flags given at start win), without the
+/// broker password.
+#[utoipa::path(get, path = "/api/v1/settings", tag = "engine", responses((status = OK, body = SettingsView)))]
+async fn get_settings(State(engine): State<EngineHandle>) -> ApiResult<Json<SettingsView>> {
+    Ok(Json(engine.settings()?))
+}
+
+/// Saves the site's settings for the next start: every field is checked first, and a wrong one
+/// is named in a 400 with nothing saved. `restart_required` says whether the running engine
+/// differs.
+#[utoipa::path(
+    put, path = "/api/v1/settings", tag = "engine", request_body = SiteSettings,
+    responses((status = OK, body = SettingsView), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn put_settings(
+    State(engine): State<EngineHandle>,
+    ApiJson(settings): ApiJson<SiteSettings>,
+) -> ApiResult<Json<SettingsView>> {
+    Ok(Json(engine.save_settings(settings, ACTOR).await?))
 }
 
 /// Where the engine listens.
