@@ -16,10 +16,6 @@ export class ApiError extends Error {
   ) {
     super(message);
   }
-  /** The route does not exist on this engine (yet). */
-  get missing(): boolean {
-    return (this.status === 404 && (this.code === 'http' || /no such route/i.test(this.message))) || this.status === 405;
-  }
 }
 
 type Unauthorized = () => void;

@@ -1,7 +1,7 @@
 // Firmware files waiting to be imported: each is inspected first (what the parser read, or why
 // it was refused), then imported on request with the options the technician chose.
 
-import { api, ApiError } from '../api/client';
+import { api } from '../api/client';
 import type { Channel, ImageInfo, ImportResponse } from '../api/types';
 import type { PickedFile } from '../platform';
 import { isFirmwareName } from '../platform';
@@ -60,11 +60,7 @@ class ImportQueue {
       const cur = this.find(key);
       if (!cur) return;
       cur.state = 'refused';
-      cur.error =
-        e instanceof ApiError && e.missing && it.src.kind === 'path'
-          ? 'this engine cannot inspect files by path yet; import it to see the result'
-          : (e as Error).message;
-      if (e instanceof ApiError && e.missing) cur.state = 'ready';
+      cur.error = (e as Error).message;
     }
   }
 
