@@ -8,7 +8,8 @@
 # $CARGO_TARGET_DIR/e2e-screenshots/desktop-*.png (default target/). Prints `N passed, M failed`
 # and exits non-zero on failure.
 # Environment: CARGO_TARGET_DIR (where the app is built), FLOTILLA_DESKTOP_BIN (use this binary,
-# build nothing), E2E_DEMO_FAILURES (percent of demo devices failing to boot, default 0),
+# build nothing), E2E_DEMO_FAILURES (percent of demo devices failing to boot, default 0; a gate that
+# pauses is resumed from the UI, and the first pause is screenshotted), E2E_ROLLOUT_TIMEOUT_MS,
 # E2E_KEEP=1 (keep the data dir and logs).
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 ensure_rust
