@@ -44,6 +44,7 @@ pub const NOT_BUILT_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Flot
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
     #[test]
     fn lookups_agree_with_the_table() {
         assert!(super::ASSETS.windows(2).all(|w| w[0].0 < w[1].0), "the table is sorted");
