@@ -31,19 +31,21 @@ if [ "$demo" = 1 ] && [ -z "$data_dir" ]; then
 fi
 command -v node >/dev/null || { echo "node not found: install Node.js 20+ first" >&2; exit 1; }
 ensure_ui
+target="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$target" in /*) ;; *) target="$ROOT/$target" ;; esac
 
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
   ensure_desktop_deps
   ensure_ui_locale
   say "building flotilla-desktop (release)"
   cargo build --release --locked -p flotilla-desktop --bin flotilla-desktop
-  exec "$ROOT/target/release/flotilla-desktop" "${args[@]}"
+  exec "$target/release/flotilla-desktop" "${args[@]}"
 fi
 
 say "no display (neither DISPLAY nor WAYLAND_DISPLAY is set): running the engine headless with \`flotilla serve\`; open its UI in a browser"
 cargo build --release --locked -p flotilla-cli --bin flotilla
 data_dir="${data_dir:-$HOME/.local/share/flotilla}"
-"$ROOT/target/release/flotilla" serve "${args[@]}" &
+"$target/release/flotilla" serve "${args[@]}" &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null' EXIT INT TERM
 # runtime.json names the admin URL once this engine (this pid) is up.
