@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (the engine's flags, shared with `flotilla serve`, plus `--demo`).
-//! - [`commands`]: commands the UI may invoke (`write_text_file`).
+//! - [`commands`]: commands the UI may invoke (`write_text_file`; `restart_app` is here, with the
+//!   quitting it belongs to).
 //! - [`notify`]: notifications when a rollout completes or pauses itself.
 //! - [`window_state`]: the window's size and position across restarts.
 //! - this file: start-up, the window, closing and quitting.
@@ -46,6 +47,8 @@ struct Shell {
     quitting: AtomicBool,
     /// A close question is on screen.
     asking: AtomicBool,
+    /// Start again once the engine has stopped (the UI's "Restart now" after a settings change).
+    restart: AtomicBool,
 }
 
 impl Shell {
@@ -84,6 +87,7 @@ pub fn run() -> ExitCode {
         engine: Mutex::new(None),
         quitting: AtomicBool::new(false),
         asking: AtomicBool::new(false),
+        restart: AtomicBool::new(false),
     });
     let demo = cli.demo;
     let setup_shell = Arc::clone(&shell);
@@ -91,7 +95,7 @@ pub fn run() -> ExitCode {
         .plugin(tauri_plugin_dialog::init())
         .plugin(tauri_plugin_notification::init())
         .manage(Arc::clone(&shell))
-        .invoke_handler(tauri::generate_handler![commands::write_text_file])
+        .invoke_handler(tauri::generate_handler![commands::write_text_file, restart_app])
         .on_window_event(|window, event| {
             if let WindowEvent::CloseRequested { api, .. } = event
                 && window.label() == MAIN
@@ -153,7 +157,42 @@ pub fn run() -> ExitCode {
         tracing::info!("stopping the engine");
         tauri::async_runtime::block_on(engine.shutdown());
     }
+    if shell.restart.load(Ordering::SeqCst) {
+        // Only now, with the engine's ports and database released, may the next one start.
+        return relaunch();
+    }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Starts this program again with the same arguments, and exits.
+fn relaunch() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("flotilla-desktop: cannot restart: where is this program? {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match std::process::Command::new(&exe).args(std::env::args_os().skip(1)).spawn() {
+        Ok(child) => {
+            tracing::info!(pid = child.id(), "restarted");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flotilla-desktop: cannot restart {}: {e}", exe.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The UI's "Restart now" (settings that apply at start-up changed): quits without asking — the
+/// user asked — and starts again once the engine has stopped.
+#[tauri::command]
+#[allow(clippy::needless_pass_by_value)] // Tauri hands command arguments over by value.
+fn restart_app<R: Runtime>(app: AppHandle<R>, shell: tauri::State<'_, Arc<Shell>>) {
+    tracing::info!("restart requested by the UI");
+    shell.restart.store(true, Ordering::SeqCst);
+    quit(&app, &shell);
 }
 
 fn init_logging(filter: &str) {
