@@ -2,6 +2,7 @@
 // precomputed search keys, filtering and sorting. Plain functions over arrays so 10,000 rows
 // stay cheap: everything per-device is computed once per data change, not per keystroke.
 
+import { LOCALE } from './format';
 import type { Device, Firmware } from '../api/types';
 import { compareVersions, versionSort } from './semver';
 
@@ -152,7 +153,7 @@ function ipNum(ip: string | null): number {
 }
 
 // One collator: String#localeCompare with options builds one per call, far too slow for 10,000 rows.
-const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+const collator = new Intl.Collator(LOCALE, { numeric: true, sensitivity: 'base' });
 const text = (a: string | null, b: string | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : collator.compare(a, b));
 
 /** Compares two rows by the sort key only (0: same key value), ascending. */
