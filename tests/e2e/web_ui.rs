@@ -47,7 +47,7 @@ async fn status_reports_each_connection_without_secrets() {
     assert_eq!(status["mqtt"]["username"], "flotilla");
     assert_eq!(status["mdns"]["enabled"], false, "started with --no-mdns");
     assert_eq!(status["tls"]["enabled"], false);
-    assert_eq!(status["demo"], json!({"available": false, "running": null}));
+    assert_eq!(status["demo"], json!({"available": true, "running": null}), "the first-run button can start one");
     let key: Value = server.api(Method::GET, "/api/v1/keys/public").send().await.unwrap().json().await.unwrap();
     assert_eq!(status["signing_key_id"], key["key_id"]);
     // The broker's password is in the data dir, never in the status.
@@ -69,11 +69,18 @@ async fn status_reports_each_connection_without_secrets() {
 }
 
 #[tokio::test]
-async fn a_plain_engine_has_no_demo_fleet() {
+async fn the_first_run_button_starts_the_demo_fleet() {
     let server = Server::start().await;
     let resp = server.api(Method::POST, "/api/v1/demo").send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "unavailable");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let info: Value = resp.json().await.unwrap();
+    assert_eq!(info["devices"], 48);
+    assert_eq!(info["firmware"], "2.0.0");
+    let status: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["demo"]["running"], info);
+    let events: Value =
+        server.api(Method::GET, "/api/v1/events?kind=demo.started").send().await.unwrap().json().await.unwrap();
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
 }
 
 #[tokio::test]

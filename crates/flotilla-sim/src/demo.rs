@@ -192,4 +192,22 @@ mod tests {
         }
         engine.shutdown().await;
     }
+
+    #[tokio::test]
+    async fn an_engine_without_a_launcher_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(dir.path().to_owned());
+        config.mdns = false;
+        config.mqtt = MqttMode::Off;
+        let device = TcpListener::bind(LOOPBACK).await.unwrap();
+        let admin = TcpListener::bind(LOOPBACK).await.unwrap();
+        let engine = Engine::start_with_listeners(config, device, admin).await.unwrap();
+        assert!(!engine.demo_available());
+        match engine.start_demo("test").await {
+            Err(e @ CoreError::Unavailable(_)) => assert_eq!(e.code(), "unavailable"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        assert_eq!(engine.status().await.demo.running, None);
+        engine.shutdown().await;
+    }
 }
