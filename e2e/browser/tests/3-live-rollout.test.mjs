@@ -72,7 +72,12 @@ test(`live progress of ${N.toLocaleString('en')} devices: input stays responsive
     await page.getByTestId(testid).nth(nth).click();
     await page.locator(expect).first().waitFor({ timeout: 10_000 });
   };
-  const themeNext = { system: 'html[data-theme="light"]', light: 'html[data-theme="dark"]', dark: 'html:not([data-theme])' };
+  // The choice is on <html data-theme-pref>; data-theme is the palette it resolves to.
+  const themeNext = {
+    system: 'html[data-theme-pref="light"]',
+    light: 'html[data-theme-pref="dark"]',
+    dark: 'html[data-theme-pref="system"]',
+  };
   // One round of use: theme toggle, a keystroke and its deletion in the live view's filter, and
   // (when `nav`) Devices → Rollouts → back to the live view through the nav and the list.
   const cycle = async (nav) => {
