@@ -12,7 +12,6 @@ use flotilla_proto::api::DemoInfo;
 
 use crate::engine::EngineHandle;
 use crate::error::{CoreError, Result};
-use crate::mqtt_link::{MqttMode, load_credentials};
 
 /// What a demo fleet needs to reach the engine.
 pub struct DemoContext {
@@ -77,18 +76,11 @@ impl EngineHandle {
     /// The broker URL devices use, with the credentials they need (embedded broker: the data
     /// dir's; external: the configured ones).
     pub fn device_mqtt_url_with_credentials(&self) -> Result<Option<String>> {
-        let Some(url) = self.mqtt_url() else { return Ok(None) };
-        let (user, password) = match &self.shared.config.mqtt {
-            MqttMode::Off => return Ok(None),
-            MqttMode::Embedded { .. } => {
-                let c = load_credentials(&self.shared.data.root().join("mqtt-credentials"))?;
-                (Some(c.username), Some(c.password))
-            }
-            MqttMode::External { username, password, .. } => (username.clone(), password.clone()),
-        };
-        let mut url = crate::mqtt::parse_url(url).map_err(|e| CoreError::Refused(format!("broker URL: {e}")))?;
-        url.username = user;
-        url.password = password;
+        let Some(devices) = self.shared.mqtt_devices.get() else { return Ok(None) };
+        let mut url =
+            crate::mqtt::parse_url(&devices.url).map_err(|e| CoreError::Refused(format!("broker URL: {e}")))?;
+        url.username = devices.username.clone();
+        url.password = devices.password.clone();
         Ok(Some(url.with_credentials()))
     }
 

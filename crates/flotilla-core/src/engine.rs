@@ -122,8 +122,8 @@ pub(crate) struct Shared {
     pub native: Native,
     /// Connection state of the MQTT client, once it runs.
     pub mqtt_connected: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
-    /// URL devices use for MQTT, once it runs.
-    pub mqtt_url: std::sync::OnceLock<String>,
+    /// How devices reach the broker, once MQTT runs.
+    pub mqtt_devices: std::sync::OnceLock<crate::mqtt_link::DeviceBroker>,
     /// When the engine started (for its uptime).
     pub started: std::time::Instant,
 }
@@ -206,7 +206,7 @@ impl Engine {
             kick: Notify::new(),
             native: Native::new(profiles.clone()),
             mqtt_connected: std::sync::OnceLock::new(),
-            mqtt_url: std::sync::OnceLock::new(),
+            mqtt_devices: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
         });
 
@@ -235,7 +235,7 @@ impl Engine {
         let mode = handle.shared.config.mqtt.clone();
         match crate::mqtt_link::start(&handle, &mode, &profiles).await {
             Ok(Some(link)) => {
-                let _ = handle.shared.mqtt_url.set(link.device_url.clone());
+                let _ = handle.shared.mqtt_devices.set(link.devices.clone());
                 *handle.mqtt.lock().await = Some(link);
             }
             Ok(None) => {}
@@ -361,7 +361,7 @@ impl EngineHandle {
 
     /// URL devices use for MQTT (`None` when MQTT is off).
     pub fn mqtt_url(&self) -> Option<&str> {
-        self.shared.mqtt_url.get().map(String::as_str)
+        self.shared.mqtt_devices.get().map(|d| d.url.as_str())
     }
 
     /// Is the MQTT client connected to its broker?

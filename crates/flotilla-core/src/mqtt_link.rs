@@ -39,8 +39,22 @@ pub struct BrokerCredentials {
 #[derive(Debug)]
 pub(crate) struct MqttLink {
     pub broker: Option<EmbeddedBroker>,
-    /// URL devices use (with the LAN address when the broker listens on all interfaces).
-    pub device_url: String,
+    pub devices: DeviceBroker,
+}
+
+/// How devices reach the broker: its URL (with the LAN address when the broker listens on all
+/// interfaces) and the login they need (the embedded broker's, or the site broker's).
+#[derive(Clone)]
+pub(crate) struct DeviceBroker {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBroker").field("url", &self.url).field("username", &self.username).finish_non_exhaustive()
+    }
 }
 
 /// Publishes through the engine's client.
@@ -58,7 +72,7 @@ impl Publish for ClientPublisher {
     }
 }
 
-pub(crate) fn load_credentials(path: &std::path::Path) -> Result<BrokerCredentials> {
+fn load_credentials(path: &std::path::Path) -> Result<BrokerCredentials> {
     use base64::Engine as _;
     let bytes = secrets::load_or_create(
         path,
@@ -112,6 +126,7 @@ pub(crate) async fn start(
             }
         }
     }
+    let devices = DeviceBroker { url: device_url, username: username.clone(), password: password.clone() };
     let config = MqttConfig {
         url,
         username,
@@ -130,7 +145,7 @@ pub(crate) async fn start(
             dispatch(&dispatcher, &profiles, msg).await;
         }
     });
-    Ok(Some(MqttLink { broker, device_url }))
+    Ok(Some(MqttLink { broker, devices }))
 }
 
 async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incoming) {

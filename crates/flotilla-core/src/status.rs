@@ -3,7 +3,7 @@
 use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, TlsStatus};
 
 use crate::engine::EngineHandle;
-use crate::mqtt_link::{MqttMode, load_credentials};
+use crate::mqtt_link::MqttMode;
 
 impl EngineHandle {
     /// A snapshot of the engine's settings and connection states.
@@ -18,7 +18,7 @@ impl EngineHandle {
                 url: self.mqtt_url().map(str::to_owned),
                 listen: Some(listen.to_string()),
                 connected: self.mqtt_connected(),
-                username: load_credentials(&s.data.root().join("mqtt-credentials")).ok().map(|c| c.username),
+                username: s.mqtt_devices.get().and_then(|d| d.username.clone()),
             },
             MqttMode::External { url, username, .. } => MqttStatus {
                 mode: "external".into(),
