@@ -36,8 +36,7 @@ say "starting flotilla serve"
 "$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
 engine=$!
 pids+=("$engine")
-for _ in $(seq 1 300); do [ -f "$work/data/runtime.json" ] && break; sleep 0.05; done
-[ -f "$work/data/runtime.json" ] || { cat "$work/flotilla.log"; exit 1; }
+wait_for_runtime "$work/data" "$work/flotilla.log"
 device_url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$work/data/runtime.json")"
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -28,14 +28,7 @@ DEVICES=$((PULL + MQTT))
 
 # Each MQTT device holds a connection at both ends (the simulator and the embedded broker), and
 # each pull device a socket and its own endpoint's listener.
-need=$((2 * DEVICES + 1024))
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
-  ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-fi
-[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need" ] || {
-  echo "open files limit is $(ulimit -n), $need needed: raise the hard limit (ulimit -Hn)" >&2
-  exit 1
-}
+ensure_open_files $((2 * DEVICES + 1024))
 
 cd "$ROOT"
 say "building release binaries"
@@ -58,8 +51,7 @@ say "starting flotilla serve (embedded MQTT broker)"
   --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
 engine=$!
 pids+=("$engine")
-for _ in $(seq 1 300); do [ -f "$data/runtime.json" ] && break; sleep 0.05; done
-[ -f "$data/runtime.json" ] || { cat "$work/flotilla.log"; exit 1; }
+wait_for_runtime "$data" "$work/flotilla.log"
 # The device server's URL, and the embedded broker's with the engine's credentials.
 urls="$(python3 - "$data" <<'PY'
 import json, sys, urllib.parse

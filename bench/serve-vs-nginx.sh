@@ -37,8 +37,7 @@ mkdir -p "$work/www"
 say "starting flotilla serve"
 "$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 300); do [ -f "$work/data/runtime.json" ] && break; sleep 0.05; done
-[ -f "$work/data/runtime.json" ] || { cat "$work/flotilla.log"; exit 1; }
+wait_for_runtime "$work/data" "$work/flotilla.log"
 sha="$("$BIN/flotilla" firmware import "$work/www/fw.bin" --data-dir "$work/data" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["firmware"]["sha256"])')"
 # A per-job token URL: the path devices really use.
 flotilla_url="$(curl -sf -X POST -H "Authorization: Bearer $(cat "$work/data/admin-token")" -H 'content-type: application/json' \

@@ -74,3 +74,27 @@ ensure_ui_locale() {
     "" | C | C.* | POSIX) export LANG=en_US.UTF-8 LANGUAGE="${LANGUAGE:-en_US}"; unset LC_ALL ;;
   esac
 }
+
+# ensure_open_files N: raises this shell's open-files limit to N (as far as the hard limit allows);
+# fails with what to do when the hard limit is lower. Large simulated fleets need a socket (and a
+# listener) per device.
+ensure_open_files() {
+  local need="$1"
+  [ "$(ulimit -n)" = unlimited ] && return 0
+  if [ "$(ulimit -n)" -lt "$need" ]; then
+    ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  fi
+  [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need" ] || {
+    echo "open files limit is $(ulimit -n), $need needed: raise the hard limit (ulimit -Hn)" >&2
+    return 1
+  }
+}
+
+# wait_for_runtime DATA_DIR LOG: waits up to 15 s for a `flotilla serve` started on DATA_DIR to
+# write runtime.json; on failure prints LOG (the engine's output) and fails.
+wait_for_runtime() {
+  local data="$1" log="$2"
+  for _ in $(seq 1 300); do [ -f "$data/runtime.json" ] && return 0; sleep 0.05; done
+  cat "$log" >&2
+  return 1
+}

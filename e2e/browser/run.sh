@@ -53,10 +53,7 @@ if [ -z "${E2E_NO_BUILD:-}" ]; then
 fi
 
 # The simulated fleet opens a socket per MQTT device and a socket and a listener per pull device.
-need=$((2 * 2000 + 1024))
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
-  ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-fi
+ensure_open_files $((2 * 2000 + 1024))
 
 cd "$HERE"
 if [ "$#" -gt 0 ]; then
