@@ -9,7 +9,7 @@ use crate::support::{Server, image, stored_files};
 #[tokio::test]
 async fn every_route_but_health_answers_401_without_the_token() {
     let server = Server::start().await;
-    let spec: Value = server.api(Method::GET, "/api/v1/openapi.json").send().await.unwrap().json().await.unwrap();
+    let spec: Value = server.get_json("/api/v1/openapi.json").await;
     let paths = spec["paths"].as_object().expect("paths in the OpenAPI description");
     assert!(paths.len() >= 10, "the description lists the routes: {paths:?}");
     let http = reqwest::Client::new();
@@ -155,14 +155,7 @@ async fn import_by_path_inspect_block_and_delete() {
     // By sha256 prefix and by version.
     let sha = fw["sha256"].as_str().unwrap();
     for reference in [&sha[..10], "1.2.0", "v1.2.0"] {
-        let got: Value = server
-            .api(Method::GET, &format!("/api/v1/firmware/{reference}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got: Value = server.get_json(&format!("/api/v1/firmware/{reference}")).await;
         assert_eq!(got["id"], fw["id"], "{reference}");
     }
     let resp = server.api(Method::DELETE, &format!("/api/v1/firmware/{}", fw["id"])).send().await.unwrap();
@@ -203,7 +196,7 @@ async fn devices_are_keyed_by_mac_and_labelled() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let list: Vec<Value> = server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+    let list: Vec<Value> = server.get_json("/api/v1/devices").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["labels"], json!(["line-3", "pumps"]));
     let resp = server.api(Method::GET, "/api/v1/devices/00:00:00:00:00:01").send().await.unwrap();

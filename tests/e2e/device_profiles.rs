@@ -25,8 +25,7 @@ async fn start_rollout(server: &Server, version: &str) -> i64 {
 async fn wait_completed(server: &Server, id: i64, n: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let r: Value =
-            server.api(Method::GET, &format!("/api/v1/rollouts/{id}")).send().await.unwrap().json().await.unwrap();
+        let r: Value = server.get_json(&format!("/api/v1/rollouts/{id}")).await;
         if r["rollout"]["state"] == "completed" && r["rollout"]["counts"]["in_flight"] == 0 {
             assert_eq!(r["rollout"]["counts"]["succeeded"], n, "{:#}", r["rollout"]);
             return r;

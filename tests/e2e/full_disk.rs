@@ -62,8 +62,7 @@ async fn a_full_disk_refuses_the_import_and_loses_nothing() {
     let refused_version = format!("1.0.{}", accepted.len());
     let resp = server.api(Method::GET, &format!("/api/v1/firmware/{refused_version}")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no row for the refused import");
-    let events: Value =
-        server.api(Method::GET, "/api/v1/events?kind=firmware.imported").send().await.unwrap().json().await.unwrap();
+    let events: Value = server.get_json("/api/v1/events?kind=firmware.imported").await;
     assert_eq!(events["events"].as_array().unwrap().len(), accepted.len(), "no event for the refused import");
 
     // Stored firmware still downloads intact.
@@ -145,7 +144,7 @@ async fn assert_store_matches(server: &Server, view: &Path) {
 }
 
 async fn list(server: &Server) -> Vec<Value> {
-    server.api(Method::GET, "/api/v1/firmware").send().await.unwrap().json().await.unwrap()
+    server.get_json("/api/v1/firmware").await
 }
 
 /// Downloads a firmware from the device server through a fresh download link.

@@ -22,7 +22,7 @@ async fn report(server: &Server, mac: &str, job: &str, state: &str) {
 }
 
 async fn rollout(server: &Server, id: i64) -> Value {
-    server.api(Method::GET, &format!("/api/v1/rollouts/{id}")).send().await.unwrap().json().await.unwrap()
+    server.get_json(&format!("/api/v1/rollouts/{id}")).await
 }
 
 /// Polls the rollout until `pred` holds (bounded).

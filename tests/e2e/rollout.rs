@@ -33,7 +33,7 @@ fn sim_config(server: &Server, pull: usize, mqtt: usize, block: u8) -> FleetConf
 async fn wait_devices(server: &Server, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let list: Vec<Value> = server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+        let list: Vec<Value> = server.get_json("/api/v1/devices").await;
         if list.len() >= n && list.iter().all(|d| d["version"].is_string()) {
             return;
         }
@@ -49,7 +49,7 @@ async fn create(server: &Server, body: Value) -> i64 {
 }
 
 async fn status(server: &Server, id: i64) -> Value {
-    server.api(Method::GET, &format!("/api/v1/rollouts/{id}")).send().await.unwrap().json().await.unwrap()
+    server.get_json(&format!("/api/v1/rollouts/{id}")).await
 }
 
 async fn wait_state(server: &Server, id: i64, state: &str, secs: u64) -> Value {
@@ -103,7 +103,7 @@ async fn two_hundred_devices_update_in_waves_and_every_one_is_verified() {
     assert_eq!(waves, vec![1, 19, 80, 100]);
     assert_all_on_new_version(&fleet, 200);
     // The engine's inventory agrees with the devices themselves.
-    let devices: Vec<Value> = server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+    let devices: Vec<Value> = server.get_json("/api/v1/devices").await;
     assert!(devices.iter().all(|d| d["version"] == NEW));
     for d in fleet.devices() {
         assert_eq!(d.commands_received, 1, "{} was commanded {} times", d.id, d.commands_received);

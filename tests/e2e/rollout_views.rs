@@ -137,7 +137,7 @@ async fn a_rollout_streams_coalesced_progress_and_leaves_a_device_history() {
     assert_eq!(seen.len(), 8);
 
     // Live only: nothing of it in the audit log.
-    let page: Value = server.api(Method::GET, "/api/v1/events?limit=1000").send().await.unwrap().json().await.unwrap();
+    let page: Value = server.get_json("/api/v1/events?limit=1000").await;
     assert!(page["events"].as_array().unwrap().iter().all(|e| e["kind"] != "rollout.progress"));
 
     // The history of one device: its job in this rollout and its events, newest first.
@@ -183,8 +183,7 @@ async fn a_preview_lists_waves_and_skipped_devices_and_stores_nothing() {
         let resp = server.api(Method::POST, "/api/v1/devices").json(&body).send().await.unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let events_before: Value =
-        server.api(Method::GET, "/api/v1/events?limit=1000").send().await.unwrap().json().await.unwrap();
+    let events_before: Value = server.get_json("/api/v1/events?limit=1000").await;
 
     let body = json!({ "firmware": NEW, "target": "all", "waves": [{"count": 1}, {"percent": 100.0}], "start": true });
     let resp = server.api(Method::POST, "/api/v1/rollouts/preview").json(&body).send().await.unwrap();
@@ -216,10 +215,9 @@ async fn a_preview_lists_waves_and_skipped_devices_and_stores_nothing() {
     assert!(skipped[2].1.contains("chip esp8266"), "{skipped:?}");
 
     // Nothing stored: no rollout, no event.
-    let rollouts: Vec<Value> = server.api(Method::GET, "/api/v1/rollouts").send().await.unwrap().json().await.unwrap();
+    let rollouts: Vec<Value> = server.get_json("/api/v1/rollouts").await;
     assert!(rollouts.is_empty());
-    let events_after: Value =
-        server.api(Method::GET, "/api/v1/events?limit=1000").send().await.unwrap().json().await.unwrap();
+    let events_after: Value = server.get_json("/api/v1/events?limit=1000").await;
     assert_eq!(events_after["events"], events_before["events"]);
 
     // The same checks as create: a bad spec is refused the same way.

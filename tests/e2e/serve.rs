@@ -35,17 +35,14 @@ async fn data_survives_a_restart() {
     let server = Server::start().await;
     let (status, body) = server.upload(image("1.0.0", 64 * 1024), &[]).await;
     assert_eq!(status, 201, "{body}");
-    let key_before: serde_json::Value =
-        server.api(Method::GET, "/api/v1/keys/public").send().await.unwrap().json().await.unwrap();
+    let key_before: serde_json::Value = server.get_json("/api/v1/keys/public").await;
     let (_, _, dir) = server.stop();
 
     let server = Server::start_in(dir).await;
-    let list: Vec<serde_json::Value> =
-        server.api(Method::GET, "/api/v1/firmware").send().await.unwrap().json().await.unwrap();
+    let list: Vec<serde_json::Value> = server.get_json("/api/v1/firmware").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["version"], "1.0.0");
-    let key_after: serde_json::Value =
-        server.api(Method::GET, "/api/v1/keys/public").send().await.unwrap().json().await.unwrap();
+    let key_after: serde_json::Value = server.get_json("/api/v1/keys/public").await;
     assert_eq!(key_before, key_after, "the site key is created once and kept");
     let kinds: Vec<String> = server
         .api(Method::GET, "/api/v1/events?kind=engine.")

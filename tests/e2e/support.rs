@@ -91,6 +91,11 @@ impl Server {
         self.http.request(method, self.admin(path)).bearer_auth(&self.token)
     }
 
+    /// An authorised `GET` of `path`, as JSON (whatever the status).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.api(reqwest::Method::GET, path).send().await.unwrap().json().await.unwrap()
+    }
+
     /// Runs a CLI client command against this server (via its data dir).
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(flotilla_bin())

@@ -37,7 +37,7 @@ async fn the_ui_loads_without_the_token_and_the_api_still_needs_it() {
 #[tokio::test]
 async fn status_reports_each_connection_without_secrets() {
     let server = Server::start().await;
-    let status: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+    let status: Value = server.get_json("/api/v1/status").await;
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["data_dir"], server.data_dir().display().to_string());
     assert_eq!(status["admin"]["url"], server.info.admin_url);
@@ -48,7 +48,7 @@ async fn status_reports_each_connection_without_secrets() {
     assert_eq!(status["mdns"]["enabled"], false, "started with --no-mdns");
     assert_eq!(status["tls"]["enabled"], false);
     assert_eq!(status["demo"], json!({"available": true, "running": null}), "the first-run button can start one");
-    let key: Value = server.api(Method::GET, "/api/v1/keys/public").send().await.unwrap().json().await.unwrap();
+    let key: Value = server.get_json("/api/v1/keys/public").await;
     assert_eq!(status["signing_key_id"], key["key_id"]);
     // The broker's password is in the data dir, never in the status.
     let creds: Value =
@@ -62,7 +62,7 @@ async fn status_reports_each_connection_without_secrets() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let s: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+        let s: Value = server.get_json("/api/v1/status").await;
         connected = s["mqtt"]["connected"].as_bool().unwrap();
     }
     assert!(connected, "the engine's client connects to the embedded broker");
@@ -76,10 +76,9 @@ async fn the_first_run_button_starts_the_demo_fleet() {
     let info: Value = resp.json().await.unwrap();
     assert_eq!(info["devices"], 48);
     assert_eq!(info["firmware"], "2.0.0");
-    let status: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+    let status: Value = server.get_json("/api/v1/status").await;
     assert_eq!(status["demo"]["running"], info);
-    let events: Value =
-        server.api(Method::GET, "/api/v1/events?kind=demo.started").send().await.unwrap().json().await.unwrap();
+    let events: Value = server.get_json("/api/v1/events?kind=demo.started").await;
     assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
 }
 
@@ -125,7 +124,7 @@ async fn inspect_by_path_reads_the_engines_disk_and_imports_nothing() {
         assert_eq!(err["error"]["code"], code, "{body}: {err}");
         assert!(!err["error"]["message"].as_str().unwrap().is_empty());
     }
-    let list: Value = server.api(Method::GET, "/api/v1/firmware").send().await.unwrap().json().await.unwrap();
+    let list: Value = server.get_json("/api/v1/firmware").await;
     assert_eq!(list, json!([]), "inspecting imports nothing");
 }
 
@@ -135,7 +134,7 @@ async fn serve_demo_starts_a_simulated_fleet_once() {
     // `runtime.json` appears when the engine is up; the demo fleet starts right after.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        let status: Value = server.api(Method::GET, "/api/v1/status").send().await.unwrap().json().await.unwrap();
+        let status: Value = server.get_json("/api/v1/status").await;
         if !status["demo"]["running"].is_null() || std::time::Instant::now() > deadline {
             break status;
         }
@@ -144,13 +143,12 @@ async fn serve_demo_starts_a_simulated_fleet_once() {
     assert_eq!(status["demo"]["available"], true);
     assert_eq!(status["demo"]["running"]["devices"], 48, "{status}");
     assert_eq!(status["demo"]["running"]["firmware"], "2.0.0");
-    let firmware: Value = server.api(Method::GET, "/api/v1/firmware/2.0.0").send().await.unwrap().json().await.unwrap();
+    let firmware: Value = server.get_json("/api/v1/firmware/2.0.0").await;
     assert_eq!(firmware["chip"], "esp32", "{firmware}");
     // Every simulated device checks in or announces itself within a few poll intervals.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let devices = loop {
-        let devices: Vec<Value> =
-            server.api(Method::GET, "/api/v1/devices").send().await.unwrap().json().await.unwrap();
+        let devices: Vec<Value> = server.get_json("/api/v1/devices").await;
         if devices.len() >= 48 || std::time::Instant::now() > deadline {
             break devices;
         }
@@ -165,7 +163,7 @@ async fn serve_demo_starts_a_simulated_fleet_once() {
 #[tokio::test]
 async fn saved_settings_apply_at_the_next_start_and_never_leak_the_password() {
     let server = Server::start().await;
-    let view: Value = server.api(Method::GET, "/api/v1/settings").send().await.unwrap().json().await.unwrap();
+    let view: Value = server.get_json("/api/v1/settings").await;
     assert_eq!(view["restart_required"], false);
     assert_eq!(view["mqtt_password_set"], false);
 
@@ -202,7 +200,7 @@ async fn saved_settings_apply_at_the_next_start_and_never_leak_the_password() {
     assert_eq!(saved["mqtt_password_set"], true);
     assert_eq!(saved["saved"]["public_url"], "http://10.0.0.5:8070");
     assert!(!saved.to_string().contains("pa55word"), "the password is never sent back: {saved}");
-    let get: Value = server.api(Method::GET, "/api/v1/settings").send().await.unwrap().json().await.unwrap();
+    let get: Value = server.get_json("/api/v1/settings").await;
     assert_eq!(get, saved);
 
     // The next start uses what was saved (no --public-url flag is given).
@@ -210,6 +208,6 @@ async fn saved_settings_apply_at_the_next_start_and_never_leak_the_password() {
     assert!(status.success());
     let server = Server::start_in(dir).await;
     assert_eq!(server.info.device_url, "http://10.0.0.5:8070");
-    let view: Value = server.api(Method::GET, "/api/v1/settings").send().await.unwrap().json().await.unwrap();
+    let view: Value = server.get_json("/api/v1/settings").await;
     assert_eq!(view["restart_required"], false, "{view}");
 }
