@@ -185,9 +185,7 @@ impl EngineHandle {
     }
 
     fn queue(&self, ops: Vec<Op>) {
-        for op in ops {
-            self.shared.writer.send(op);
-        }
+        self.shared.writer.send_all(ops);
     }
 
     /// Wakes the scheduler now rather than at its next tick.

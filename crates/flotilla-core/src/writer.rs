@@ -40,55 +40,158 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Largest batch written in one transaction.
 const BATCH: usize = 4096;
 
-/// Handle to the writer thread.
+/// Handle to the writer thread. When the last handle is dropped the thread writes what is
+/// queued and ends.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    tx: std::sync::mpsc::Sender<Op>,
+    handle: Arc<Handle>,
+}
+
+/// The queue between the engine and the writer thread. A send wakes the thread only when it
+/// waits for work, or when a flush arrives while it gathers; a plain write during gathering is
+/// picked up when the gathering ends, so a burst of writes costs no wake-up each.
+#[derive(Debug)]
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    wake: std::sync::Condvar,
+    /// How long a batch gathers ([`GATHER`]; longer in tests).
+    gather: std::time::Duration,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ops: Vec<Op>,
+    /// A flush is queued: gathering ends now.
+    flush: bool,
+    /// The thread sleeps until something is queued.
+    idle: bool,
+    /// The thread gathers until a deadline, a flush or a full batch.
+    gathering: bool,
+    /// Every handle is gone.
+    closed: bool,
+    /// The thread has ended: nothing queued will be written.
+    dead: bool,
+}
+
+/// Owned by the handles; closes the queue when the last one goes.
+#[derive(Debug)]
+struct Handle {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut st = self.queue.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.closed = true;
+        drop(st);
+        self.queue.wake.notify_one();
+    }
+}
+
+/// Marks the queue dead when the writer thread ends, however it ends, and drops what is queued
+/// (waiters on a flush then get an error instead of waiting forever).
+struct Dead(Arc<Queue>);
+
+impl Drop for Dead {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.dead = true;
+        st.ops.clear();
+    }
+}
+
+impl Queue {
+    fn new(gather: std::time::Duration) -> Queue {
+        Queue { state: std::sync::Mutex::default(), wake: std::sync::Condvar::new(), gather }
+    }
+
+    fn push(&self, ops: impl IntoIterator<Item = Op>) {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if st.dead {
+            // Dropping a flush's sender tells its waiter the write did not happen.
+            tracing::error!("store writer has stopped; a change was not saved");
+            return;
+        }
+        let before = st.ops.len();
+        for op in ops {
+            st.flush |= matches!(op, Op::Flush(_));
+            st.ops.push(op);
+        }
+        if st.ops.len() == before {
+            return;
+        }
+        let wake = st.idle || (st.gathering && (st.flush || st.ops.len() >= BATCH));
+        if wake {
+            // Only one wake-up per wait.
+            st.idle = false;
+            st.gathering = false;
+        }
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The next batch: waits for a first write, then gathers for up to `gather` unless a
+    /// flush is queued or the batch is full. `None` once the queue is closed and empty.
+    fn next_batch(&self) -> Option<Vec<Op>> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while st.ops.is_empty() {
+            if st.closed {
+                return None;
+            }
+            st.idle = true;
+            st = self.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.idle = false;
+        }
+        let until = std::time::Instant::now() + self.gather;
+        while !st.flush && !st.closed && st.ops.len() < BATCH {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st.gathering = true;
+            st = self.wake.wait_timeout(st, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            st.gathering = false;
+        }
+        st.flush = false;
+        Some(std::mem::take(&mut st.ops))
+    }
 }
 
 impl Writer {
     /// Starts the writer thread on `store`; `events` receives each audit event after commit.
     pub fn start(store: Arc<std::sync::Mutex<Store>>, events: broadcast::Sender<Event>) -> Result<Writer> {
-        let (tx, rx) = std::sync::mpsc::channel::<Op>();
+        let queue = Arc::new(Queue::new(GATHER));
+        let thread_queue = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("flotilla-store-writer".into())
             .spawn(move || {
-                let mut batch = Vec::with_capacity(BATCH);
-                while let Ok(op) = rx.recv() {
-                    // Group commit: gather what arrives within GATHER (a burst of reports, a wave of
-                    // check-ins) into one transaction — unless someone waits for durability.
-                    let mut urgent = matches!(op, Op::Flush(_));
-                    batch.push(op);
-                    let until = std::time::Instant::now() + GATHER;
-                    while batch.len() < BATCH {
-                        let next = if urgent {
-                            rx.try_recv().ok()
-                        } else {
-                            let left = until.saturating_duration_since(std::time::Instant::now());
-                            rx.recv_timeout(left).ok()
-                        };
-                        let Some(op) = next else { break };
-                        urgent |= matches!(op, Op::Flush(_));
-                        batch.push(op);
-                    }
-                    write_batch(&store, &events, std::mem::take(&mut batch));
+                let _dead = Dead(Arc::clone(&thread_queue));
+                // Group commit: what arrives within GATHER (a burst of reports, a wave of
+                // check-ins) goes into one transaction, unless someone waits for durability.
+                while let Some(batch) = thread_queue.next_batch() {
+                    write_batch(&store, &events, batch);
                 }
             })
             .map_err(|e| CoreError::io("cannot start the store writer thread", e))?;
-        Ok(Writer { tx })
+        Ok(Writer { handle: Arc::new(Handle { queue }) })
     }
 
-    /// Queues writes (returns at once).
+    /// Queues a write (returns at once).
     pub fn send(&self, op: Op) {
-        if self.tx.send(op).is_err() {
-            tracing::error!("store writer has stopped; a change was not saved");
-        }
+        self.handle.queue.push([op]);
+    }
+
+    /// Queues writes in order (returns at once).
+    pub fn send_all(&self, ops: Vec<Op>) {
+        self.handle.queue.push(ops);
     }
 
     /// Resolves once every write queued before it is committed.
     pub async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Flush(tx)).map_err(|_| CoreError::ShuttingDown)?;
+        self.handle.queue.push([Op::Flush(tx)]);
         rx.await.map_err(|_| CoreError::Conflict("the store could not save a change; see the log".into()))
     }
 }
@@ -175,5 +278,96 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
     }
     for done in flushes {
         let _ = done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(n: usize) -> Op {
+        Op::Labels { mac: format!("{n}"), labels: Vec::new() }
+    }
+
+    fn names(batch: &[Op]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|op| match op {
+                Op::Labels { mac, .. } => mac.clone(),
+                Op::Flush(_) => "flush".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// Runs `next_batch` on a thread; the receiver gets each batch (and `None` at the end).
+    fn consumer(queue: &Arc<Queue>) -> std::sync::mpsc::Receiver<Option<Vec<Op>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queue = Arc::clone(queue);
+        std::thread::spawn(move || {
+            loop {
+                let batch = queue.next_batch();
+                let end = batch.is_none();
+                if tx.send(batch).is_err() || end {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+    #[test]
+    fn a_flush_ends_gathering_and_keeps_order() {
+        // Gathering would last an hour: only the flush can end it.
+        let queue = Arc::new(Queue::new(std::time::Duration::from_secs(3600)));
+        let batches = consumer(&queue);
+        queue.push([label(1)]);
+        queue.push([label(2), label(3)]);
+        let (tx, mut done) = oneshot::channel();
+        queue.push([Op::Flush(tx)]);
+        let batch = batches.recv_timeout(WAIT).ok().flatten().unwrap_or_default();
+        assert_eq!(names(&batch), ["1", "2", "3", "flush"]);
+        // The flush was handed to the writer, not dropped.
+        assert!(matches!(done.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+    }
+
+    #[test]
+    fn a_full_batch_ends_gathering() {
+        let queue = Arc::new(Queue::new(std::time::Duration::from_secs(3600)));
+        let batches = consumer(&queue);
+        queue.push((0..BATCH).map(label));
+        let batch = batches.recv_timeout(WAIT).ok().flatten().unwrap_or_default();
+        assert_eq!(batch.len(), BATCH);
+    }
+
+    #[test]
+    fn gathering_ends_at_its_deadline_without_a_flush() {
+        let queue = Arc::new(Queue::new(std::time::Duration::from_millis(1)));
+        let batches = consumer(&queue);
+        queue.push([label(7)]);
+        let batch = batches.recv_timeout(WAIT).ok().flatten().unwrap_or_default();
+        assert_eq!(names(&batch), ["7"]);
+    }
+
+    #[test]
+    fn the_last_handle_closes_the_queue_after_what_is_queued() {
+        let queue = Arc::new(Queue::new(std::time::Duration::from_secs(3600)));
+        let handle = Handle { queue: Arc::clone(&queue) };
+        queue.push([label(1)]);
+        drop(handle);
+        let batches = consumer(&queue);
+        let first = batches.recv_timeout(WAIT).ok().flatten().unwrap_or_default();
+        assert_eq!(names(&first), ["1"]);
+        assert!(matches!(batches.recv_timeout(WAIT), Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn a_flush_after_the_thread_ended_fails_instead_of_hanging() {
+        let queue = Arc::new(Queue::new(GATHER));
+        drop(Dead(Arc::clone(&queue)));
+        let writer = Writer { handle: Arc::new(Handle { queue }) };
+        assert!(writer.flush().await.is_err());
     }
 }
