@@ -21,7 +21,7 @@ ROUNDS="${ROUNDS:-3}"
 cd "$ROOT"
 say "building release binaries"
 cargo build --release --locked -p flotilla-cli -p flotilla-sim --bin flotilla --bin flotilla-load
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 work="$(mktemp -d)"
 pids=()

@@ -99,6 +99,23 @@ def mem_kib(pid, key):
                 return int(line.split()[1])
     return 0
 
+def threads(pid):  # {thread name: [cpu seconds, context switches]} over every thread of pid
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                switches = sum(int(l.split()[1]) for l in f if "ctxt_switches" in l)
+        except OSError:
+            continue
+        name = head.split("(", 1)[1]
+        fields = rest.split()
+        slot = out.setdefault(name, [0.0, 0])
+        slot[0] += (int(fields[11]) + int(fields[12])) / TICK
+        slot[1] += switches
+    return out
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -126,9 +143,10 @@ rss_before = mem_kib(engine, "VmRSS:")
 
 perf = None
 if perf_data:  # DWARF call graphs: release builds keep line tables but no frame pointers
-    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(engine), "-o", perf_data],
+    perf = subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "499"), "--call-graph", "dwarf,16384", "-p", str(engine), "-o", perf_data],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
+threads_start = threads(engine)
 cpu_start, wall_start = cpu_s(engine), time.monotonic()
 created = cli("rollout", "create", "--firmware", "2.0.0", "--target", "all", "--waves", "1,10%,50%,100%",
               "--concurrency", concurrency, "--timeout", "2m", "--start")
@@ -142,6 +160,7 @@ while state not in ("completed", "cancelled", "paused"):
     state = next(r["state"] for r in cli("rollout", "list") if r["id"] == rid)
 wall = time.monotonic() - wall_start
 cpu = cpu_s(engine) - cpu_start
+threads_end = threads(engine)
 if perf:
     perf.send_signal(signal.SIGINT)
     perf.wait(timeout=120)
@@ -170,6 +189,10 @@ print(f"  engine CPU per device  {per_device:.3f} ms (net of idle traffic {net:.
 print(f"  engine RSS             peak {mib(peak):.1f} MiB, at the end {mib(rss_end):.1f} MiB "
       f"(before the rollout {mib(rss_before):.1f} MiB)   target < 150 MB   {mark(peak * 1024 < 150e6)}")
 print(f"  simulator RSS          {mib(sim_rss):.1f} MiB (peak {mib(sim_peak):.1f} MiB)")
+print("  engine threads         " + "; ".join(
+    f"{name} {cpu_t - threads_start.get(name, [0, 0])[0]:.2f} s, {sw - threads_start.get(name, [0, 0])[1]:,} switches"
+    for name, (cpu_t, sw) in sorted(threads_end.items(), key=lambda kv: -kv[1][0])
+    if cpu_t - threads_start.get(name, [0, 0])[0] > 0.005))
 ok = state == "completed" and updated == devices and per_device < 1 and peak * 1024 < 150e6
 sys.exit(0 if ok else 1)
 PY

@@ -17,7 +17,7 @@ SIZE="${SIZE:-4089446}"
 cd "$ROOT"
 say "building release binaries"
 cargo build --release --locked -p flotilla-cli -p flotilla-imagegen --bins
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 work="$(mktemp -d)"
 pids=()

@@ -79,6 +79,16 @@ pub fn run() -> ExitCode {
     };
     config.demo = Some(flotilla_sim::demo::launcher(cli.demo_options()));
     let data_dir = config.data_dir.clone();
+    // The engine's runtime (one worker, as for `flotilla serve`) is Tauri's too; it lives until
+    // this function returns.
+    let runtime = match flotilla_core::runtime::build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flotilla-desktop: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tauri::async_runtime::set(runtime.handle().clone());
 
     // The engine starts while GTK and WebKit come up.
     let starting = tauri::async_runtime::spawn(Engine::start(config));

@@ -19,6 +19,7 @@
 //! - `fleet`: the inventory and rollouts behind one lock, check-ins, reports, the scheduler pass.
 //! - `writer`: the store writer thread (batched, write-behind, flush for durability).
 //! - [`engine`]: start/shutdown, task wiring, every operation.
+//! - [`runtime`]: the async runtime every front end runs the engine on (one worker by default).
 //! - [`config`]: settings, defaults and the data dir layout.
 //! - [`error`]: the error type, [`CoreError`].
 
@@ -34,6 +35,7 @@ pub mod mqtt;
 pub mod mqtt_link;
 pub mod protocols;
 pub mod rollout;
+pub mod runtime;
 mod secrets;
 pub mod server;
 pub mod settings;
