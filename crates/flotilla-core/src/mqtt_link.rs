@@ -1,6 +1,11 @@
 //! The engine's MQTT wiring: runs the embedded broker (or uses the site's), connects the one
 //! client, subscribes to every topic profile's status, result and presence topics, and hands what
-//! arrives to the engine. Push commands leave through [`ClientPublisher`].
+//! arrives to the engine. Push commands leave through [`ClientPublisher`] (a site's broker) or
+//! [`LocalPublisher`] (the embedded one).
+//!
+//! With the embedded broker the engine is a local client of it
+//! ([`EmbeddedBroker::connect_local`]): a device's message reaches the engine through a channel,
+//! not through a second socket, its encoding and its acknowledgements.
 //!
 //! Bad payloads (not JSON, wrong shape, unknown job) are logged and dropped: a device that lies
 //! or a stranger on the broker never stops the engine or touches a job that is not its own.
@@ -13,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineHandle;
 use crate::error::{CoreError, Result};
-use crate::mqtt::{BrokerConfig, EmbeddedBroker, Incoming, MqttClient, MqttConfig};
+use crate::mqtt::{BrokerConfig, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
 use crate::protocols::{BoxFuture, Publish};
 use crate::secrets;
 
@@ -72,6 +77,34 @@ impl Publish for ClientPublisher {
     }
 }
 
+/// Publishes into the embedded broker, in-process.
+#[derive(Debug)]
+struct LocalPublisher(LocalClient);
+
+impl Publish for LocalPublisher {
+    fn publish<'a>(&'a self, topic: &'a str, payload: Vec<u8>, retain: bool) -> BoxFuture<'a, Result<()>> {
+        let sent = self.0.publish(topic, payload, retain);
+        Box::pin(async move { sent.map_err(|e| CoreError::Refused(format!("MQTT publish failed: {e}"))) })
+    }
+}
+
+/// Where the engine's messages come from.
+enum Inbox {
+    /// The client of a site's broker.
+    Client(tokio::sync::mpsc::Receiver<Incoming>),
+    /// The embedded broker, in-process.
+    Local(LocalInbox),
+}
+
+impl Inbox {
+    async fn recv(&mut self) -> Option<Incoming> {
+        match self {
+            Inbox::Client(rx) => rx.recv().await,
+            Inbox::Local(inbox) => inbox.recv().await,
+        }
+    }
+}
+
 fn load_credentials(path: &std::path::Path) -> Result<BrokerCredentials> {
     use base64::Engine as _;
     let bytes = secrets::load_or_create(
@@ -127,21 +160,41 @@ pub(crate) async fn start(
         }
     }
     let devices = DeviceBroker { url: device_url, username: username.clone(), password: password.clone() };
-    let config = MqttConfig {
-        url,
-        username,
-        password,
-        client_id: format!("flotilla-{}", engine.shared.key.key_id()),
-        subscriptions,
+    let mut inbox = match &broker {
+        Some(broker) => {
+            let (client, inbox) =
+                broker.connect_local(&subscriptions).map_err(|e| CoreError::BadRequest(format!("MQTT: {e}")))?;
+            engine.shared.native.set_publisher(Arc::new(LocalPublisher(client)));
+            // In-process: connected for as long as the broker runs.
+            let _ = engine.shared.mqtt_connected.set(tokio::sync::watch::channel(true).1);
+            Inbox::Local(inbox)
+        }
+        None => {
+            let config = MqttConfig {
+                url,
+                username,
+                password,
+                client_id: format!("flotilla-{}", engine.shared.key.key_id()),
+                subscriptions,
+            };
+            let (client, rx) = MqttClient::start(config, engine.stop_token(), engine.tracker())
+                .map_err(|e| CoreError::BadRequest(format!("MQTT: {e}")))?;
+            engine.shared.native.set_publisher(Arc::new(ClientPublisher(client.clone())));
+            let _ = engine.shared.mqtt_connected.set(client.connected());
+            Inbox::Client(rx)
+        }
     };
-    let (client, mut rx) = MqttClient::start(config, engine.stop_token(), engine.tracker())
-        .map_err(|e| CoreError::BadRequest(format!("MQTT: {e}")))?;
-    engine.shared.native.set_publisher(Arc::new(ClientPublisher(client.clone())));
-    let _ = engine.shared.mqtt_connected.set(client.connected());
     let dispatcher = engine.clone();
     let profiles = profiles.to_vec();
+    let stop = engine.stop_token();
     engine.tracker().spawn(async move {
-        while let Some(msg) = rx.recv().await {
+        loop {
+            // The engine stops before its broker does.
+            let msg = tokio::select! {
+                () = stop.cancelled() => break,
+                msg = inbox.recv() => msg,
+            };
+            let Some(msg) = msg else { break };
             dispatch(&dispatcher, &profiles, msg).await;
         }
     });

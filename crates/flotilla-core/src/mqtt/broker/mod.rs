@@ -17,6 +17,9 @@
 //!   memory nor slows anyone else;
 //! - a malformed packet closes its connection with a log line; nothing a client sends can panic
 //!   the broker ([`packet`]);
+//! - the engine itself is a local client ([`EmbeddedBroker::connect_local`]): a session like any
+//!   other in the router, fed through a channel instead of a socket, so a device's message
+//!   reaches the engine without being encoded, written, read back and acknowledged;
 //! - [`EmbeddedBroker::stop`] cancels every task and waits for them: when it returns the port is
 //!   free and every connection is closed. Everything runs on the caller's runtime.
 
@@ -138,6 +141,28 @@ impl EmbeddedBroker {
         self.state.router.lock().map(|r| r.retained.len()).unwrap_or(0)
     }
 
+    /// Connects a client inside this process: `filters` are subscribed (QoS 1) and matching
+    /// messages, retained ones first, arrive through the returned [`LocalInbox`]; what the
+    /// [`LocalClient`] publishes is routed as a client's publish would be. Nothing is encoded and
+    /// no socket is used. The session counts as no connection and cannot be taken over by a
+    /// network client with the same id. Invalid filters are refused.
+    pub fn connect_local(&self, filters: &[String]) -> Result<(LocalClient, LocalInbox), MqttError> {
+        if let Some(bad) = filters.iter().find(|f| !valid_filter(f)) {
+            return Err(MqttError::InvalidFilter(bad.clone()));
+        }
+        let (id, rx, outbox) = local_session(&self.state, filters, self.stop.child_token());
+        let client = LocalClient { state: Arc::clone(&self.state), stop: self.stop.clone() };
+        let inbox = LocalInbox {
+            state: Arc::clone(&self.state),
+            stop: self.stop.clone(),
+            filters: filters.to_vec(),
+            id,
+            rx,
+            outbox,
+        };
+        Ok((client, inbox))
+    }
+
     /// Stops accepting, closes every client connection and ends every task. When this returns
     /// the port is free.
     pub async fn stop(self) {
@@ -151,6 +176,135 @@ impl EmbeddedBroker {
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Publishes into the embedded broker from inside the process (see
+/// [`EmbeddedBroker::connect_local`]). Cheap to clone.
+#[derive(Clone)]
+pub struct LocalClient {
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+impl fmt::Debug for LocalClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalClient").field("stopped", &self.stop.is_cancelled()).finish()
+    }
+}
+
+impl LocalClient {
+    /// Routes a QoS 1 message to every matching subscriber (and keeps it when `retain`), as a
+    /// network client's publish would be. Refuses what a network client could not send.
+    pub fn publish(&self, topic: &str, payload: impl Into<Bytes>, retain: bool) -> Result<(), MqttError> {
+        let payload: Bytes = payload.into();
+        if !valid_topic(topic) || topic.contains('\0') {
+            return Err(MqttError::InvalidTopic(topic.to_owned()));
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(MqttError::PayloadTooLarge { size: payload.len(), limit: MAX_PAYLOAD });
+        }
+        if self.stop.is_cancelled() {
+            return Err(MqttError::Stopped);
+        }
+        self.state.publish(&Arc::new(Message { topic: topic.to_owned(), payload, qos: 1 }), 1, retain);
+        Ok(())
+    }
+}
+
+/// What a local client receives (see [`EmbeddedBroker::connect_local`]).
+pub struct LocalInbox {
+    state: Arc<State>,
+    stop: CancellationToken,
+    filters: Vec<String>,
+    id: ConnId,
+    rx: mpsc::Receiver<Out>,
+    outbox: Outbox,
+}
+
+impl fmt::Debug for LocalInbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalInbox").field("filters", &self.filters).finish_non_exhaustive()
+    }
+}
+
+impl LocalInbox {
+    /// The next message; `None` once the broker has stopped. A consumer too slow for its queue
+    /// loses what was queued and is subscribed again (getting the retained messages anew), as a
+    /// network client would after reconnecting.
+    pub async fn recv(&mut self) -> Option<super::Incoming> {
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return None,
+                item = self.rx.recv() => item,
+                () = self.outbox.close.cancelled() => None,
+            };
+            match item {
+                Some(Out::Publish { message, retain, .. }) => {
+                    self.outbox.queued.fetch_sub(message.topic.len() + message.payload.len(), Ordering::Relaxed);
+                    return Some(super::Incoming {
+                        topic: message.topic.clone(),
+                        payload: message.payload.clone(),
+                        retained: retain,
+                    });
+                }
+                Some(Out::Packet(p)) => {
+                    self.outbox.queued.fetch_sub(p.len(), Ordering::Relaxed);
+                }
+                None => {
+                    if self.stop.is_cancelled() {
+                        return None;
+                    }
+                    tracing::warn!("the engine fell behind its MQTT messages; some were dropped, subscribing again");
+                    drop_session(&self.state, self.id);
+                    let (id, rx, outbox) = local_session(&self.state, &self.filters, self.stop.child_token());
+                    (self.id, self.rx, self.outbox) = (id, rx, outbox);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LocalInbox {
+    fn drop(&mut self) {
+        drop_session(&self.state, self.id);
+    }
+}
+
+/// Registers a local session subscribed to `filters` (already checked) and queues the retained
+/// messages they match.
+fn local_session(state: &State, filters: &[String], close: CancellationToken) -> (ConnId, mpsc::Receiver<Out>, Outbox) {
+    let (tx, rx) = mpsc::channel(QUEUE_PACKETS);
+    let outbox = Outbox { tx, close, queued: Arc::new(AtomicUsize::new(0)) };
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut r = state.router();
+    let mut retained = Vec::new();
+    for filter in filters {
+        r.subscriptions.add(filter, id, 1);
+        r.retained.matching(filter, &mut retained);
+    }
+    let session =
+        Session { client_id: String::new(), outbox: outbox.clone(), filters: filters.iter().cloned().collect() };
+    r.sessions.insert(id, session);
+    drop(r);
+    for message in retained {
+        outbox.push(Out::Publish { qos: message.qos, message, retain: true });
+    }
+    (id, rx, outbox)
+}
+
+/// Removes a session and its subscriptions from the router.
+fn drop_session(state: &State, id: ConnId) {
+    let mut r = state.router();
+    if let Some(s) = r.sessions.remove(&id) {
+        for f in &s.filters {
+            r.subscriptions.remove(f, id);
+        }
+        if r.by_client.get(&s.client_id) == Some(&id) {
+            r.by_client.remove(&s.client_id);
+        }
+        s.outbox.close.cancel();
     }
 }
 
@@ -354,18 +508,8 @@ async fn connection(
     let silence = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let end = serve(&state, id, &outbox, &mut rd, &mut buf, silence, peer, &client_id).await;
 
-    let will = {
-        let mut r = state.router();
-        if let Some(s) = r.sessions.remove(&id) {
-            for f in &s.filters {
-                r.subscriptions.remove(f, id);
-            }
-            if r.by_client.get(&s.client_id) == Some(&id) {
-                r.by_client.remove(&s.client_id);
-            }
-        }
-        connect.will
-    };
+    drop_session(&state, id);
+    let will = connect.will;
     close.cancel();
     if matches!(end, End::Lost)
         && !stop.is_cancelled()

@@ -357,3 +357,89 @@ async fn mosquitto_clients_with_a_wrong_password_are_refused() {
     assert!(err.contains("not authori") || err.contains("bad user") || err.contains("refused"), "{err}");
     broker.stop().await;
 }
+
+// ---- the engine's in-process client ------------------------------------------------------------
+
+async fn next(inbox: &mut LocalInbox) -> crate::mqtt::Incoming {
+    tokio::time::timeout(WAIT, inbox.recv()).await.expect("nothing arrived").expect("the inbox ended")
+}
+
+#[tokio::test]
+async fn a_local_client_gets_retained_then_live_messages_and_publishes_to_network_clients() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let mut device = logged_in(addr, "dev1", 0).await;
+    device.write_all(&publish_packet("site/dev1/presence", b"{\"v\":1}", true)).await.unwrap();
+    device.write_all(&subscribe_packet(3, "site/dev1/cmd", 1)).await.unwrap();
+    assert_eq!(read_n(&mut device, 5).await, [0x90, 3, 0, 3, 1]);
+    wait_for("the retained presence", || broker.retained() == 1).await;
+
+    let (client, mut inbox) =
+        broker.connect_local(&["site/+/presence".to_owned(), "site/+/status".to_owned()]).unwrap();
+    assert_eq!(broker.connections(), 1, "a local client is no network connection");
+    let first = next(&mut inbox).await;
+    assert_eq!(
+        (first.topic.as_str(), &first.payload[..], first.retained),
+        ("site/dev1/presence", &b"{\"v\":1}"[..], true)
+    );
+
+    device.write_all(&publish_packet("site/dev1/status", b"50", false)).await.unwrap();
+    device.write_all(&publish_packet("elsewhere/x", b"no", false)).await.unwrap();
+    device.write_all(&publish_packet("site/dev1/status", b"100", false)).await.unwrap();
+    for expected in [&b"50"[..], b"100"] {
+        let m = next(&mut inbox).await;
+        assert_eq!((m.topic.as_str(), &m.payload[..], m.retained), ("site/dev1/status", expected, false));
+    }
+
+    // The engine's command reaches the device as a QoS 1 publish.
+    client.publish("site/dev1/cmd", b"go".to_vec(), false).unwrap();
+    let mut expected = vec![0x32, 2 + 13 + 2 + 2, 0, 13];
+    expected.extend_from_slice(b"site/dev1/cmd");
+    expected.extend_from_slice(&[0, 1]);
+    expected.extend_from_slice(b"go");
+    assert_eq!(read_n(&mut device, expected.len()).await, expected);
+
+    // What a network client could not send is refused.
+    assert!(matches!(client.publish("site/+/cmd", b"x".to_vec(), false), Err(MqttError::InvalidTopic(_))));
+    assert!(matches!(
+        client.publish("site/dev1/cmd", vec![0; MAX_PAYLOAD + 1], false),
+        Err(MqttError::PayloadTooLarge { .. })
+    ));
+    assert!(matches!(broker.connect_local(&["a/#/b".to_owned()]), Err(MqttError::InvalidFilter(_))));
+
+    // Stopping the broker ends the inbox and the client refuses to publish.
+    broker.stop().await;
+    assert!(tokio::time::timeout(WAIT, inbox.recv()).await.unwrap().is_none());
+    assert!(matches!(client.publish("site/dev1/cmd", b"go".to_vec(), false), Err(MqttError::Stopped)));
+}
+
+#[tokio::test]
+async fn a_local_client_too_slow_for_its_queue_is_subscribed_again_and_keeps_receiving() {
+    let broker = broker().await;
+    let (client, mut inbox) = broker.connect_local(&["load/#".to_owned()]).unwrap();
+    // More than the queue holds, while the inbox is not read.
+    for i in 0..QUEUE_PACKETS + 10 {
+        client.publish("load/x", i.to_string().into_bytes(), false).unwrap();
+    }
+    let mut got = 0;
+    while got < QUEUE_PACKETS {
+        next(&mut inbox).await;
+        got += 1;
+    }
+    // The overflow closed the old session; the inbox subscribes again and live messages flow.
+    client.publish("load/live", b"after".to_vec(), false).unwrap();
+    let m = loop {
+        let m = next(&mut inbox).await;
+        if m.topic == "load/live" {
+            break m;
+        }
+    };
+    assert_eq!(&m.payload[..], b"after");
+    // The old session is gone from the router: one subscriber, one copy of each message.
+    assert_eq!(broker.state.router().sessions.len(), 1);
+    client.publish("load/live", b"once".to_vec(), false).unwrap();
+    assert_eq!(&next(&mut inbox).await.payload[..], b"once");
+    drop(inbox);
+    let r = broker.state.router();
+    assert!(r.sessions.is_empty(), "a dropped inbox leaves no session behind");
+}
