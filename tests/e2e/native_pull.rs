@@ -133,6 +133,18 @@ async fn a_pull_device_is_updated_and_verified_by_its_next_check_in() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("line 1 column"), "{err}");
+    // A body of the wrong shape names the field.
+    let resp = server.http.post(server.device("/api/v1/check")).body(r#"{"device_id":"d"}"#).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("missing field `mac`"), "{err}");
+    // ESP HTTP clients often send no Content-Type: the JSON body is enough.
+    let body = json!({ "device_id": "dev-plain", "mac": "02:00:00:00:00:77", "version": "1.0.0" }).to_string();
+    let resp = server.http.post(server.device("/api/v1/check")).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["update_available"], false);
     let body = json!({ "device_id": "dev-99", "mac": "02:00:00:00:00:99", "job": job, "state": "failed" });
     let resp = server.http.post(server.device("/api/v1/report")).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);

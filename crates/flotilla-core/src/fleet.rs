@@ -166,10 +166,12 @@ fn build_run(
 }
 
 /// The events a device change deserves (check-ins that change nothing make none).
-fn device_events(change: &Change, d: &Device, actor: &str, ops: &mut Vec<Op>) {
+fn device_events(change: &Change, d: &Device, actor: impl FnOnce() -> String, ops: &mut Vec<Op>) {
     if !(change.created || change.version_changed || change.ip_changed || change.came_online) {
         return;
     }
+    let actor = actor();
+    let actor = actor.as_str();
     let subject = Some(format!("device:{}", d.mac));
     let data = json!({ "mac": d.mac, "device_id": d.device_id, "ip": d.ip, "version": d.version, "online": d.online });
     if change.created {
@@ -202,8 +204,7 @@ impl EngineHandle {
         let mut ops = Vec::new();
         let device = {
             let mut fleet = self.fleet()?;
-            let actor = format!("{}:{}", s.source, s.mac);
-            self.sight_locked(&mut fleet, &s, &actor, &mut ops)?;
+            self.sight_locked(&mut fleet, &s, || format!("{}:{}", s.source, s.mac), &mut ops)?;
             if let Some(version) = &s.version {
                 seen_locked(&mut fleet, &s.mac, version, true, &mut ops);
             }
@@ -220,7 +221,14 @@ impl EngineHandle {
 
     /// Merges a sighting into the inventory, queueing the writes and events it deserves. A
     /// sighting that changes nothing (most check-ins) copies nothing.
-    fn sight_locked(&self, fleet: &mut Fleet, s: &Sighting, actor: &str, ops: &mut Vec<Op>) -> Result<()> {
+    /// `actor` names who is recorded in the audit events, built only when there is one to record.
+    fn sight_locked(
+        &self,
+        fleet: &mut Fleet,
+        s: &Sighting,
+        actor: impl FnOnce() -> String,
+        ops: &mut Vec<Op>,
+    ) -> Result<()> {
         let now = clock::now_ms();
         let change = fleet.inventory.sight(s, now);
         let eventful = change.created || change.version_changed || change.ip_changed || change.came_online;
@@ -301,25 +309,27 @@ impl EngineHandle {
         if let Some(bad) = req.labels.iter().flatten().find(|l| !flotilla_proto::device::valid_label(l)) {
             return Err(CoreError::BadRequest(format!("label {bad:?} is not valid")));
         }
+        let CheckRequest { device_id, model, chip, version, labels, .. } = req;
         let sighting = Sighting {
-            mac: mac.clone(),
-            device_id: Some(req.device_id.clone()),
+            mac,
+            device_id: Some(device_id),
             family: Some(Family::Native),
-            model: req.model.clone(),
-            chip: req.chip.clone(),
-            version: Some(req.version.clone()),
+            model,
+            chip,
+            version: Some(version),
             ip,
-            labels: req.labels.clone(),
+            labels,
             source: "checkin".into(),
             transport: Some(Transport::Pull),
             ..Sighting::default()
         };
+        let mac = &sighting.mac;
         let mut ops = Vec::new();
         let ticket = {
             let mut fleet = self.fleet()?;
-            self.sight_locked(&mut fleet, &sighting, &format!("device:{mac}"), &mut ops)?;
-            seen_locked(&mut fleet, &mac, &req.version, true, &mut ops);
-            fleet.job_of(&mac).and_then(|(rid, i)| {
+            self.sight_locked(&mut fleet, &sighting, || format!("device:{mac}"), &mut ops)?;
+            seen_locked(&mut fleet, mac, sighting.version.as_deref().unwrap_or_default(), true, &mut ops);
+            fleet.job_of(mac).and_then(|(rid, i)| {
                 let run = fleet.runs.get(&rid)?;
                 let job = run.jobs.get(i)?;
                 (job.state == JobState::Commanded && job.durable)
@@ -421,7 +431,7 @@ impl EngineHandle {
                     transport: Some(Transport::Mqtt { profile: profile.to_owned(), owner }),
                     ..Sighting::default()
                 };
-                self.sight_locked(&mut fleet, &s, &format!("mqtt:{mac}"), &mut ops)?;
+                self.sight_locked(&mut fleet, &s, || format!("mqtt:{mac}"), &mut ops)?;
                 if let Some(v) = &p.version {
                     seen_locked(&mut fleet, &mac, v, !retained, &mut ops);
                 }

@@ -104,10 +104,11 @@ impl Inventory {
     /// Merges a sighting (its MAC already normalised). Returns what changed.
     pub fn sight(&mut self, s: &Sighting, now_ms: i64) -> Change {
         let mut change = Change::default();
-        let entry = self.by_mac.entry(s.mac.clone()).or_insert_with(|| {
+        // A known device (nearly every sighting) is found without copying its MAC.
+        if !self.by_mac.contains_key(&s.mac) {
             change.created = true;
             change.fields_changed = true;
-            Entry {
+            let entry = Entry {
                 device: Device {
                     mac: s.mac.clone(),
                     device_id: None,
@@ -125,8 +126,10 @@ impl Inventory {
                 },
                 transport: None,
                 last_seen_ms: now_ms,
-            }
-        });
+            };
+            self.by_mac.insert(s.mac.clone(), entry);
+        }
+        let Some(entry) = self.by_mac.get_mut(&s.mac) else { return change };
         let d = &mut entry.device;
         fn merge<T: PartialEq + Clone>(slot: &mut Option<T>, new: &Option<T>, changed: &mut bool) {
             if let Some(v) = new
@@ -137,8 +140,10 @@ impl Inventory {
             }
         }
         let mut changed = false;
-        let old_id = d.device_id.clone();
-        merge(&mut d.device_id, &s.device_id, &mut changed);
+        let mut id_changed = false;
+        let old_id = if s.device_id.is_some() && s.device_id != d.device_id { d.device_id.take() } else { None };
+        merge(&mut d.device_id, &s.device_id, &mut id_changed);
+        changed |= id_changed;
         merge(&mut d.name, &s.name, &mut changed);
         merge(&mut d.model, &s.model, &mut changed);
         merge(&mut d.chip, &s.chip, &mut changed);
@@ -153,7 +158,10 @@ impl Inventory {
             d.family = f;
             changed = true;
         }
-        if let Some(labels) = &s.labels {
+        if let Some(labels) = &s.labels
+            && labels != &d.labels
+        {
+            // Kept sorted and without duplicates; equal lists (the usual case) copy nothing.
             let mut l = labels.clone();
             l.sort();
             l.dedup();
@@ -179,11 +187,11 @@ impl Inventory {
             changed = true;
         }
         entry.last_seen_ms = now_ms;
-        let new_id = d.device_id.clone();
+        let new_id = if id_changed { d.device_id.clone() } else { None };
         change.version_changed = version_changed && !change.created;
         change.ip_changed = ip_changed && !change.created;
         change.fields_changed |= changed || version_changed || ip_changed;
-        if old_id != new_id {
+        if id_changed {
             if let Some(old) = old_id {
                 self.by_id.remove(&old);
             }

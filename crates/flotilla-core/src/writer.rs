@@ -185,7 +185,9 @@ impl Writer {
 
     /// Queues writes in order (returns at once).
     pub fn send_all(&self, ops: Vec<Op>) {
-        self.handle.queue.push(ops);
+        if !ops.is_empty() {
+            self.handle.queue.push(ops);
+        }
     }
 
     /// Resolves once every write queued before it is committed.

@@ -83,13 +83,23 @@ pub struct LabelRequest {
 
 /// Normalises a MAC address to `aa:bb:cc:dd:ee:ff`. Accepts `:`, `-`, `.` or no separators, any case.
 pub fn normalize_mac(s: &str) -> Option<String> {
-    let hex: String = s.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
-    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
+    // One pass, one allocation: this runs on every check-in.
+    let mut out = String::with_capacity(17);
+    let mut digits = 0;
+    for c in s.chars() {
+        if matches!(c, ':' | '-' | '.') {
+            continue;
+        }
+        if !c.is_ascii_hexdigit() || digits == 12 {
+            return None;
+        }
+        if digits > 0 && digits % 2 == 0 {
+            out.push(':');
+        }
+        out.push(c.to_ascii_lowercase());
+        digits += 1;
     }
-    let lower = hex.to_ascii_lowercase();
-    let pairs: Vec<&str> = (0..6).filter_map(|i| lower.get(i * 2..i * 2 + 2)).collect();
-    Some(pairs.join(":"))
+    (digits == 12).then_some(out)
 }
 
 /// Checks a label: 1–64 characters of `[A-Za-z0-9._:/-]`.
@@ -107,7 +117,7 @@ mod tests {
         for s in ["AA:BB:CC:00:11:22", "aa-bb-cc-00-11-22", "aabb.cc00.1122", "AABBCC001122"] {
             assert_eq!(normalize_mac(s).as_deref(), Some("aa:bb:cc:00:11:22"), "{s}");
         }
-        for s in ["", "aa:bb", "zz:bb:cc:00:11:22", "aa:bb:cc:00:11:22:33"] {
+        for s in ["", "aa:bb", "zz:bb:cc:00:11:22", "aa:bb:cc:00:11:22:33", "aa:bb:cc:00:11:2é", "::::"] {
             assert_eq!(normalize_mac(s), None, "{s}");
         }
     }

@@ -497,7 +497,9 @@ impl Run {
     /// false (possibly stale evidence) only a success is recorded.
     pub fn seen(&mut self, i: usize, version: &str, live: bool, now: i64, ops: &mut Vec<Op>) {
         let Some(job) = self.jobs.get_mut(i) else { return };
-        job.current_version = Some(version.to_owned());
+        if job.current_version.as_deref() != Some(version) {
+            job.current_version = Some(version.to_owned());
+        }
         if !job.state.is_in_flight() {
             return;
         }

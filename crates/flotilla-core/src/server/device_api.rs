@@ -12,8 +12,9 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +22,7 @@ use axum::{Json, Router};
 use flotilla_proto::native::{CheckRequest, CheckResponse, DeviceOtaState, ReportAck, ReportRequest};
 use flotilla_proto::{ErrorBody, ErrorDetail};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::engine::EngineHandle;
 use crate::error::CoreError;
@@ -56,9 +58,18 @@ impl From<CoreError> for DeviceError {
     }
 }
 
-impl From<JsonRejection> for DeviceError {
-    fn from(e: JsonRejection) -> DeviceError {
-        DeviceError(StatusCode::BAD_REQUEST, e.body_text())
+/// A JSON request body. Unlike axum's `Json`, any `Content-Type` (or none) is accepted: ESP
+/// HTTP clients often send none, and the body is all that matters.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = DeviceError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| DeviceError(e.status(), e.body_text()))?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            DeviceError(StatusCode::BAD_REQUEST, format!("the request body is not what this route takes: {e}"))
+        })
     }
 }
 
@@ -95,17 +106,12 @@ async fn acknowledge(engine: &EngineHandle, req: ReportRequest) -> DeviceResult<
 async fn check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: Result<Json<CheckRequest>, JsonRejection>,
+    Body(req): Body<CheckRequest>,
 ) -> DeviceResult<CheckResponse> {
-    let Json(req) = body?;
     answer(&engine, addr, req).await
 }
 
-async fn report(
-    State(engine): State<EngineHandle>,
-    body: Result<Json<ReportRequest>, JsonRejection>,
-) -> DeviceResult<ReportAck> {
-    let Json(req) = body?;
+async fn report(State(engine): State<EngineHandle>, Body(req): Body<ReportRequest>) -> DeviceResult<ReportAck> {
     acknowledge(&engine, req).await
 }
 
@@ -131,9 +137,8 @@ struct CheckUpdate {
 async fn check_update(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: Result<Json<CheckUpdate>, JsonRejection>,
+    Body(b): Body<CheckUpdate>,
 ) -> DeviceResult<CheckResponse> {
-    let Json(b) = body?;
     let req = CheckRequest {
         device_id: b.device_id.unwrap_or_else(|| b.mac.clone()),
         mac: b.mac,
@@ -230,9 +235,8 @@ impl CompatStatus {
 async fn update_status(
     State(engine): State<EngineHandle>,
     Path(id): Path<String>,
-    body: Result<Json<CompatStatus>, JsonRejection>,
+    Body(b): Body<CompatStatus>,
 ) -> DeviceResult<ReportAck> {
-    let Json(b) = body?;
     acknowledge(&engine, b.into_report(id)).await
 }
 
@@ -252,9 +256,8 @@ struct OtaCheck {
 async fn ota_check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: Result<Json<OtaCheck>, JsonRejection>,
+    Body(b): Body<OtaCheck>,
 ) -> DeviceResult<CheckResponse> {
-    let Json(b) = body?;
     let req = CheckRequest {
         device_id: b.device_id,
         mac: b.mac,
@@ -266,11 +269,7 @@ async fn ota_check(
     answer(&engine, addr, req).await
 }
 
-async fn ota_status(
-    State(engine): State<EngineHandle>,
-    body: Result<Json<CompatStatus>, JsonRejection>,
-) -> DeviceResult<ReportAck> {
-    let Json(b) = body?;
+async fn ota_status(State(engine): State<EngineHandle>, Body(b): Body<CompatStatus>) -> DeviceResult<ReportAck> {
     let device_id = b
         .device_id
         .clone()
