@@ -12,7 +12,7 @@ IDLE="${IDLE:-3}"
 cd "$ROOT"
 say "building release binary"
 cargo build --release --locked -p flotilla-cli --bin flotilla
-exec python3 - "$ROOT/target/release/flotilla" "$RUNS" "$IDLE" <<'PY'
+exec python3 - "${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla" "$RUNS" "$IDLE" <<'PY'
 import json, os, subprocess, sys, tempfile, time, urllib.request
 
 binary, runs, idle = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

@@ -2,8 +2,9 @@
 //! site has none ([`EmbeddedBroker`]).
 //!
 //! Devices that are updated over MQTT (Tasmota, ESPHome, Flotilla's own client in push mode) and
-//! MQTT discovery all go through the one [`MqttClient`]; the engine never opens a second
-//! connection. The client passes payloads through as bytes: parsing them (and refusing malformed
+//! MQTT discovery all go through one client: the [`MqttClient`] of a site's broker, or, with the
+//! embedded broker, an in-process [`LocalClient`] and [`LocalInbox`] (no socket at all). The engine
+//! never opens a second connection. The client passes payloads through as bytes: parsing them (and refusing malformed
 //! ones) is the job of the protocol adapters, never of this module.
 //!
 //! This module must never panic on network input or I/O, never log a password, and never block
@@ -13,7 +14,7 @@
 //! - [`url`]: parsing `mqtt://` / `mqtts://` broker URLs ([`parse_url`]).
 //! - [`client`]: [`MqttClient`], the reconnecting client (rumqttc).
 //! - [`broker`]: [`EmbeddedBroker`], a small MQTT 3.1.1 broker of our own (tokio tasks, topic
-//!   trees for subscriptions and retained messages).
+//!   trees for subscriptions and retained messages), and its in-process client.
 
 use std::net::SocketAddr;
 
