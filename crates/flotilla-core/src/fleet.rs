@@ -170,15 +170,10 @@ fn device_events(change: &Change, d: &Device, actor: impl FnOnce() -> String, op
     if !(change.created || change.version_changed || change.ip_changed || change.came_online) {
         return;
     }
-    let actor = actor();
-    let actor = actor.as_str();
+    let kind = if change.created { "device.discovered" } else { "device.changed" };
     let subject = Some(format!("device:{}", d.mac));
     let data = json!({ "mac": d.mac, "device_id": d.device_id, "ip": d.ip, "version": d.version, "online": d.online });
-    if change.created {
-        ops.push(Op::Event(NewEvent::new("device.discovered", actor, subject, data)));
-    } else if change.version_changed || change.ip_changed || change.came_online {
-        ops.push(Op::Event(NewEvent::new("device.changed", actor, subject, data)));
-    }
+    ops.push(Op::Event(NewEvent::new(kind, &actor(), subject, data)));
 }
 
 impl EngineHandle {

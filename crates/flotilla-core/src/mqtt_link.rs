@@ -125,7 +125,9 @@ pub(crate) async fn start(
     mode: &MqttMode,
     profiles: &[TopicProfile],
 ) -> Result<Option<MqttLink>> {
-    let (url, username, password, broker, device_url) = match mode {
+    // `url` is where devices reach the broker; the engine's own client uses it only for a
+    // site's broker (with the embedded one the engine is an in-process client).
+    let (url, username, password, broker) = match mode {
         MqttMode::Off => return Ok(None),
         MqttMode::Embedded { listen } => {
             let creds = load_credentials(&engine.shared.data.root().join("mqtt-credentials"))?;
@@ -141,14 +143,10 @@ pub(crate) async fn start(
                     std::io::Error::other(e.to_string()),
                 )
             })?;
-            let addr = broker.local_addr();
-            let local = format!("mqtt://127.0.0.1:{}", addr.port());
-            let device_url = format!("mqtt://{}", crate::engine::reachable(addr));
-            (local, Some(creds.username), Some(creds.password), Some(broker), device_url)
+            let device_url = format!("mqtt://{}", crate::engine::reachable(broker.local_addr()));
+            (device_url, Some(creds.username), Some(creds.password), Some(broker))
         }
-        MqttMode::External { url, username, password } => {
-            (url.clone(), username.clone(), password.clone(), None, url.clone())
-        }
+        MqttMode::External { url, username, password } => (url.clone(), username.clone(), password.clone(), None),
     };
     let mut subscriptions: Vec<String> = Vec::new();
     for p in profiles {
@@ -159,7 +157,7 @@ pub(crate) async fn start(
             }
         }
     }
-    let devices = DeviceBroker { url: device_url, username: username.clone(), password: password.clone() };
+    let devices = DeviceBroker { url: url.clone(), username: username.clone(), password: password.clone() };
     let mut inbox = match &broker {
         Some(broker) => {
             let (client, inbox) =

@@ -37,7 +37,7 @@ const SKIP: i64 = i64::MIN;
 /// Audit events reach the live stream at most this much later.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Largest batch written in one transaction.
+/// Writes that end the gathering at once (the transaction then holds whatever is queued).
 const BATCH: usize = 4096;
 
 /// Handle to the writer thread. When the last handle is dropped the thread writes what is
@@ -48,7 +48,7 @@ pub(crate) struct Writer {
 }
 
 /// The queue between the engine and the writer thread. A send wakes the thread only when it
-/// waits for work, or when a flush arrives while it gathers; a plain write during gathering is
+/// waits for work, or when a flush or a full batch arrives while it gathers; a plain write is
 /// picked up when the gathering ends, so a burst of writes costs no wake-up each.
 #[derive(Debug)]
 struct Queue {
@@ -112,13 +112,9 @@ impl Queue {
             tracing::error!("store writer has stopped; a change was not saved");
             return;
         }
-        let before = st.ops.len();
         for op in ops {
             st.flush |= matches!(op, Op::Flush(_));
             st.ops.push(op);
-        }
-        if st.ops.len() == before {
-            return;
         }
         let wake = st.idle || (st.gathering && (st.flush || st.ops.len() >= BATCH));
         if wake {
