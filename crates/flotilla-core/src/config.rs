@@ -33,7 +33,7 @@ pub struct EngineConfig {
     /// Free disk space an import must leave (so the database can still record changes).
     pub disk_reserve: u64,
     /// Where MQTT comes from (default: the embedded broker on `0.0.0.0:1883`).
-    pub mqtt: crate::mqtt_link::MqttMode,
+    pub mqtt: MqttMode,
     /// MQTT topic conventions the engine listens to and commands with.
     pub topic_profiles: Vec<flotilla_proto::native::TopicProfile>,
     /// How to start a simulated demo fleet (`POST /api/v1/demo`); `None`: no demo.
@@ -56,7 +56,7 @@ impl EngineConfig {
             model_max_image_size: HashMap::new(),
             serve_cache_bytes: 64 * 1024 * 1024,
             disk_reserve: crate::firmware::blobs::DEFAULT_DISK_RESERVE,
-            mqtt: crate::mqtt_link::MqttMode::Embedded { listen: SocketAddr::from(([0, 0, 0, 0], 1883)) },
+            mqtt: MqttMode::Embedded { listen: SocketAddr::from(([0, 0, 0, 0], 1883)) },
             topic_profiles: flotilla_proto::native::TopicProfile::builtin(),
             demo: None,
             settings: flotilla_proto::api::SiteSettings::default(),
@@ -108,4 +108,15 @@ impl DataDir {
     pub fn runtime_json(&self) -> PathBuf {
         self.root.join("runtime.json")
     }
+}
+
+/// Where the engine's MQTT comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttMode {
+    /// Run a broker in the engine, listening here (devices connect to it).
+    Embedded { listen: SocketAddr },
+    /// Use the site's broker.
+    External { url: String, username: Option<String>, password: Option<String> },
+    /// No MQTT at all (pull devices only).
+    Off,
 }

@@ -18,7 +18,9 @@
 //! - [`inventory`]: devices in memory, keyed by MAC, merged from every source.
 //! - `fleet`: the inventory and rollouts behind one lock, check-ins, reports, the scheduler pass.
 //! - `writer`: the store writer thread (batched, write-behind, flush for durability).
-//! - [`engine`]: start/shutdown, task wiring, every operation.
+//! - [`handle`]: [`EngineHandle`], every operation, and what the engine's tasks share.
+//! - [`engine`]: start-up and task wiring (servers, MQTT, scheduler) above the handle.
+//! - [`metrics`]: counters rendered as Prometheus text.
 //! - [`runtime`]: the async runtime every front end runs the engine on (one worker by default).
 //! - [`config`]: settings, defaults and the data dir layout.
 //! - [`error`]: the error type, [`CoreError`].
@@ -30,7 +32,9 @@ pub mod engine;
 pub mod error;
 pub mod firmware;
 pub(crate) mod fleet;
+pub mod handle;
 pub mod inventory;
+pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_link;
 pub mod protocols;
@@ -39,11 +43,11 @@ pub mod runtime;
 mod secrets;
 pub mod server;
 pub mod settings;
-mod status;
 mod writer;
 
 pub use config::{DataDir, EngineConfig};
-pub use engine::{Engine, EngineHandle};
+pub use engine::Engine;
 pub use error::{CoreError, Result};
 pub use fleet::{RolloutAction, parse_token};
+pub use handle::EngineHandle;
 pub use inventory::{Sighting, Transport};

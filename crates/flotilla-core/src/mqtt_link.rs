@@ -10,28 +10,18 @@
 //! Bad payloads (not JSON, wrong shape, unknown job) are logged and dropped: a device that lies
 //! or a stranger on the broker never stops the engine or touches a job that is not its own.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use flotilla_proto::native::{OtaStatus, Presence, ReportRequest, TopicProfile, match_topic, topic_filter};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineHandle;
 use crate::error::{CoreError, Result};
+use crate::handle::EngineHandle;
 use crate::mqtt::{BrokerConfig, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
 use crate::protocols::{BoxFuture, Publish};
 use crate::secrets;
 
-/// Where the engine's MQTT comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MqttMode {
-    /// Run a broker in the engine, listening here (devices connect to it).
-    Embedded { listen: SocketAddr },
-    /// Use the site's broker.
-    External { url: String, username: Option<String>, password: Option<String> },
-    /// No MQTT at all (pull devices only).
-    Off,
-}
+pub use crate::config::MqttMode;
 
 /// Credentials of the embedded broker, created once per data dir (`mqtt-credentials`, 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,7 +133,7 @@ pub(crate) async fn start(
                     std::io::Error::other(e.to_string()),
                 )
             })?;
-            let device_url = format!("mqtt://{}", crate::engine::reachable(broker.local_addr()));
+            let device_url = format!("mqtt://{}", crate::handle::reachable(broker.local_addr()));
             (device_url, Some(creds.username), Some(creds.password), Some(broker))
         }
         MqttMode::External { url, username, password } => (url.clone(), username.clone(), password.clone(), None),

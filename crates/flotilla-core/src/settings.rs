@@ -7,9 +7,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use flotilla_proto::api::{SettingsView, SiteSettings};
+use flotilla_proto::api::SiteSettings;
 
-use crate::engine::EngineHandle;
 use crate::error::{CoreError, Result};
 
 /// Where the settings of `data_dir` live.
@@ -70,33 +69,6 @@ pub fn save(data_dir: &Path, mut new: SiteSettings) -> Result<SiteSettings> {
     let json = serde_json::to_vec_pretty(&new).map_err(|e| CoreError::BadRequest(e.to_string()))?;
     crate::secrets::write_private(&path(data_dir), &json)?;
     Ok(new)
-}
-
-impl EngineHandle {
-    /// The saved settings, without the password.
-    pub fn settings(&self) -> Result<SettingsView> {
-        let saved = load(self.data_dir())?;
-        Ok(self.settings_view(saved))
-    }
-
-    /// Validates and saves settings for the next start.
-    pub async fn save_settings(&self, new: SiteSettings, actor: &str) -> Result<SettingsView> {
-        let saved = save(self.data_dir(), new)?;
-        let view = self.settings_view(saved);
-        self.record("settings.saved", actor, None, serde_json::to_value(&view.saved).unwrap_or_default()).await?;
-        Ok(view)
-    }
-
-    fn settings_view(&self, saved: SiteSettings) -> SettingsView {
-        let restart_required = saved != self.shared.config.settings;
-        let mqtt_password_set = saved.mqtt_password.is_some();
-        SettingsView {
-            saved: SiteSettings { mqtt_password: None, ..saved },
-            mqtt_password_set,
-            restart_required,
-            path: path(self.data_dir()).display().to_string(),
-        }
-    }
 }
 
 #[cfg(test)]

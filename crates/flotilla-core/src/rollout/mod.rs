@@ -7,7 +7,7 @@
 //!   decision produces store writes ([`crate::writer::Op`]) that the engine queues; a command is
 //!   only sent after its write is durable.
 //!
-//! Nothing here does I/O: the engine's scheduler task ([`crate::engine`]) locks the fleet, calls
+//! Nothing here does I/O: the engine's scheduler task ([`crate::engine`] via [`crate::handle`]) locks the fleet, calls
 //! these functions, then writes and sends what they decided.
 
 pub mod plan;

@@ -36,9 +36,9 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::engine::EngineHandle;
 use crate::error::CoreError;
 use crate::fleet::RolloutAction;
+use crate::handle::EngineHandle;
 use crate::inventory::Sighting;
 
 /// Who the audit log names for changes made through this API.

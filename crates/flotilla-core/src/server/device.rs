@@ -20,9 +20,9 @@ use bytes::Bytes;
 use flotilla_proto::Health;
 use serde::Deserialize;
 
-use crate::engine::Shared;
 use crate::error::CoreError;
-use crate::server::metrics::Metrics;
+use crate::handle::Shared;
+use crate::metrics::Metrics;
 
 /// Body chunk size: big enough to be cheap, small enough that progress and aborts are prompt.
 const CHUNK: usize = 256 * 1024;
@@ -81,7 +81,7 @@ async fn firmware(
         let Some(token) = q.t.as_deref() else {
             return refuse(m, StatusCode::FORBIDDEN, "a download token is required (?t=...)");
         };
-        if let Err(e) = shared.tokens.check(token, sha256, crate::engine::unix_now()) {
+        if let Err(e) = shared.tokens.check(token, sha256, crate::handle::unix_now()) {
             return refuse(m, StatusCode::FORBIDDEN, &e.to_string());
         }
     }

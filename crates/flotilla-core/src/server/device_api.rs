@@ -24,8 +24,8 @@ use flotilla_proto::{ErrorBody, ErrorDetail};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::EngineHandle;
 use crate::error::CoreError;
+use crate::handle::EngineHandle;
 
 /// The device API routes (merged into the device server).
 pub(crate) fn router(engine: EngineHandle) -> Router {

@@ -11,7 +11,6 @@
 pub mod admin;
 pub mod device;
 pub(crate) mod device_api;
-pub mod metrics;
 pub(crate) mod ui;
 
 use std::time::Duration;

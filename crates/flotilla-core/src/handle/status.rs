@@ -2,8 +2,8 @@
 
 use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, TlsStatus};
 
-use crate::engine::EngineHandle;
-use crate::mqtt_link::MqttMode;
+use super::EngineHandle;
+use crate::config::MqttMode;
 
 impl EngineHandle {
     /// A snapshot of the engine's settings and connection states.

@@ -1,0 +1,407 @@
+//! Rollouts through the handle: plan and preview, create, the controls a person has, and the
+//! scheduler pass that drives every rollout (timeouts, gates, admission, commands).
+
+use std::sync::Arc;
+
+use flotilla_proto::rollout::{
+    CreateRollout, JobState, PreviewDevice, Rollout, RolloutDetail, RolloutPreview, RolloutSpec, RolloutState,
+    SkippedDevice,
+};
+use flotilla_proto::{Device, Firmware};
+use flotilla_store::clock;
+use flotilla_store::events::NewEvent;
+use flotilla_store::rollouts::{self as rollout_rows, RolloutRow, TransitionRow};
+use serde_json::json;
+
+use super::EngineHandle;
+use crate::error::{CoreError, Result};
+use crate::fleet::{OFFLINE_AFTER, RolloutAction, SEEN_FLUSH, build_run};
+use crate::inventory::Transport;
+use crate::protocols::Adapter;
+use crate::rollout::plan::{self, DeviceFacts};
+use crate::rollout::run::{Command, JobRec, Run};
+use crate::rollout::target::{Facts, Target};
+use crate::rollout::window::Window;
+use crate::writer::Op;
+
+/// A rollout as planned, before anything is stored.
+#[derive(Debug)]
+pub(crate) struct RolloutPlan {
+    fw: Firmware,
+    spec: RolloutSpec,
+    seed: String,
+    /// Devices to update, in the order of `waves`.
+    eligible: Vec<Device>,
+    /// The wave of each eligible device.
+    waves: Vec<u32>,
+    /// Devices the target matches that cannot be updated, with the reason.
+    skipped: Vec<(Device, String)>,
+}
+
+impl EngineHandle {
+    // ---- rollouts ------------------------------------------------------------------------------
+
+    /// Plans a rollout without storing anything: validates the spec, resolves the firmware and
+    /// the target, checks every matching device and assigns waves. Shared by create and preview.
+    async fn plan_rollout(&self, spec: RolloutSpec) -> Result<RolloutPlan> {
+        let fw = self.find_firmware(&spec.firmware).await?;
+        if fw.blocked {
+            return Err(CoreError::Refused(format!("firmware {} ({}) is blocked", fw.id, fw.version)));
+        }
+        let target = Target::parse(&spec.target)?;
+        if let Some(w) = &spec.window {
+            Window::parse(w)?;
+        }
+        if !(0.0..=100.0).contains(&spec.success_gate) {
+            return Err(CoreError::BadRequest("success_gate is a percentage, 0-100".into()));
+        }
+        if spec.concurrency == 0 || spec.step_timeout_secs == 0 {
+            return Err(CoreError::BadRequest("concurrency and step_timeout_secs must be at least 1".into()));
+        }
+        if spec.waves.is_empty() {
+            return Err(CoreError::BadRequest("at least one wave".into()));
+        }
+        let seed = hex::encode(crate::secrets::random_bytes::<8>()?);
+        // Plan under the lock (a consistent view of devices and other rollouts).
+        let (eligible, skipped) = {
+            let fleet = self.fleet()?;
+            let mut eligible: Vec<Device> = Vec::new();
+            let mut skipped: Vec<(Device, String)> = Vec::new();
+            for e in fleet.inventory.iter() {
+                let d = &e.device;
+                let outdated = d.version.as_deref().and_then(|v| plan::compare_versions(v, &fw.version))
+                    == Some(std::cmp::Ordering::Less);
+                let facts = Facts {
+                    mac: &d.mac,
+                    device_id: d.device_id.as_deref(),
+                    online: d.online,
+                    labels: &d.labels,
+                    model: d.model.as_deref(),
+                    chip: d.chip.as_deref(),
+                    family: d.family,
+                    outdated,
+                };
+                if !target.matches(&facts) {
+                    continue;
+                }
+                let busy_in = fleet.job_of(&d.mac).map(|(rid, _)| rid);
+                let df = DeviceFacts {
+                    family: d.family,
+                    model: d.model.as_deref(),
+                    chip: d.chip.as_deref(),
+                    version: d.version.as_deref(),
+                    busy_in,
+                };
+                let slot = self.shared.config.max_image_size_for(d.model.as_deref().unwrap_or(&fw.model));
+                match plan::check_device(&fw, &df, spec.allow_downgrade, slot) {
+                    Ok(()) => eligible.push(e.snapshot()),
+                    Err(why) => skipped.push((e.snapshot(), why)),
+                }
+            }
+            (eligible, skipped)
+        };
+        if eligible.is_empty() && skipped.is_empty() {
+            return Err(CoreError::Refused(format!("target {:?} matches no device", spec.target)));
+        }
+        let macs: Vec<&str> = eligible.iter().map(|d| d.mac.as_str()).collect();
+        let waves = plan::assign_waves(&seed, &macs, &spec.waves);
+        Ok(RolloutPlan { fw, spec, seed, eligible, waves, skipped })
+    }
+
+    /// What creating the rollout would do: the devices it would update (with their wave) and
+    /// those it would skip (with the reason). Stores nothing.
+    pub async fn preview_rollout(&self, req: CreateRollout) -> Result<RolloutPreview> {
+        let plan = self.plan_rollout(req.spec).await?;
+        let mut wave_sizes: Vec<u32> = Vec::new();
+        for &w in &plan.waves {
+            let w = w as usize;
+            if wave_sizes.len() <= w {
+                wave_sizes.resize(w + 1, 0);
+            }
+            wave_sizes[w] += 1;
+        }
+        let mut devices: Vec<PreviewDevice> = plan
+            .eligible
+            .iter()
+            .zip(&plan.waves)
+            .map(|(d, &wave)| PreviewDevice {
+                mac: d.mac.clone(),
+                name: d.name.clone(),
+                current_version: d.version.clone(),
+                wave,
+            })
+            .collect();
+        devices.sort_by(|a, b| (a.wave, &a.mac).cmp(&(b.wave, &b.mac)));
+        let mut skipped: Vec<SkippedDevice> = plan
+            .skipped
+            .iter()
+            .map(|(d, why)| SkippedDevice {
+                mac: d.mac.clone(),
+                name: d.name.clone(),
+                current_version: d.version.clone(),
+                reason: why.clone(),
+            })
+            .collect();
+        skipped.sort_by(|a, b| a.mac.cmp(&b.mac));
+        Ok(RolloutPreview {
+            firmware_id: plan.fw.id,
+            firmware_version: plan.fw.version,
+            targeted: u32::try_from(devices.len() + skipped.len()).unwrap_or(u32::MAX),
+            wave_sizes,
+            devices,
+            skipped,
+        })
+    }
+
+    /// Plans a rollout (`plan_rollout`), persists it all, and starts it if asked.
+    pub async fn create_rollout(&self, req: CreateRollout, actor: &str) -> Result<RolloutDetail> {
+        let RolloutPlan { fw, spec, seed, eligible, waves, skipped } = self.plan_rollout(req.spec).await?;
+        let now = clock::now_ms();
+        let name = spec.name.clone().unwrap_or_else(|| format!("{} {} → {}", fw.model, fw.version, spec.target));
+        let row = RolloutRow {
+            id: 0,
+            name,
+            firmware_id: fw.id,
+            state: RolloutState::Draft.as_str().into(),
+            spec_json: serde_json::to_string(&spec).map_err(|e| CoreError::BadRequest(e.to_string()))?,
+            current_wave: 0,
+            pause_reason: None,
+            seed,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut jobs: Vec<JobRec> = Vec::new();
+        let new_job = |d: &Device, wave: u32, state: JobState, error: Option<String>| JobRec {
+            id: 0,
+            mac: d.mac.clone(),
+            device_id: d.device_id.clone(),
+            wave,
+            state,
+            attempts: 0,
+            from_version: d.version.clone(),
+            current_version: d.version.clone(),
+            error,
+            progress: None,
+            deadline: None,
+            acknowledged: false,
+            commands: 0,
+            created_at: now,
+            updated_at: now,
+            history: vec![flotilla_proto::rollout::JobTransition { state, at: clock::rfc3339(now), detail: None }],
+            durable: true,
+            delivered: false,
+        };
+        for (d, wave) in eligible.iter().zip(&waves) {
+            jobs.push(new_job(d, *wave, JobState::Queued, None));
+        }
+        for (d, why) in &skipped {
+            let mut j = new_job(d, 0, JobState::Skipped, Some(why.clone()));
+            j.history[0].detail = Some(why.clone());
+            jobs.push(j);
+        }
+        let actor_s = actor.to_owned();
+        let fw_id = fw.id;
+        // Jobs reference devices: every device row queued so far must be committed first.
+        self.shared.writer.flush().await?;
+        let (row, jobs) = self
+            .shared
+            .db
+            .call(move |s| {
+                Ok(s.write(|tx| {
+                    let id = rollout_rows::insert_rollout(tx, &row)?;
+                    let mut row = row;
+                    row.id = id;
+                    let mut jobs = jobs;
+                    for j in &mut jobs {
+                        j.id = rollout_rows::insert_job(tx, &j.row(id))?;
+                        rollout_rows::add_transition(
+                            tx,
+                            &TransitionRow {
+                                job_id: j.id,
+                                state: j.state.as_str().into(),
+                                at: now,
+                                detail: j.error.clone(),
+                            },
+                        )?;
+                    }
+                    let queued = jobs.iter().filter(|j| j.state == JobState::Queued).count();
+                    flotilla_store::events::append(
+                        tx,
+                        &NewEvent::new(
+                            "rollout.created",
+                            &actor_s,
+                            Some(format!("rollout:{id}")),
+                            json!({ "id": id, "firmware": fw_id, "devices": queued, "skipped": jobs.len() - queued }),
+                        ),
+                    )?;
+                    Ok((row, jobs))
+                })?)
+            })
+            .await?;
+        let id = row.id;
+        let run = build_run(row, Arc::new(fw), spec, jobs)?;
+        self.fleet()?.runs.insert(id, run);
+        if req.start {
+            self.rollout_action(id, RolloutAction::Start, actor).await?;
+        }
+        self.get_rollout(id).await
+    }
+
+    /// Sends a live `rollout.progress` event for every rollout whose jobs changed since the last
+    /// call (the jobs that changed, the counts); nothing when nothing changed. Not stored.
+    pub(crate) fn publish_progress(&self) -> Result<()> {
+        let want = self.shared.events.receiver_count() > 0;
+        let progress: Vec<flotilla_proto::rollout::RolloutProgress> = {
+            let mut fleet = self.fleet()?;
+            fleet.runs.values_mut().filter_map(|r| r.take_progress(want)).collect()
+        };
+        for p in progress {
+            let data = serde_json::to_value(&p).map_err(|e| CoreError::BadRequest(e.to_string()))?;
+            let _ = self.shared.events.send(flotilla_proto::Event {
+                id: 0,
+                at: clock::rfc3339(clock::now_ms()),
+                kind: "rollout.progress".into(),
+                actor: "engine".into(),
+                subject: Some(format!("rollout:{}", p.rollout)),
+                data,
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn list_rollouts(&self) -> Result<Vec<Rollout>> {
+        Ok(self.fleet()?.runs.values().rev().map(Run::to_proto).collect())
+    }
+
+    pub async fn get_rollout(&self, id: i64) -> Result<RolloutDetail> {
+        let fleet = self.fleet()?;
+        let run = fleet.runs.get(&id).ok_or_else(|| CoreError::NotFound(format!("rollout {id}")))?;
+        Ok(RolloutDetail { rollout: run.to_proto(), jobs: run.jobs.iter().map(|j| j.to_proto(id)).collect() })
+    }
+
+    /// Start, pause, resume, cancel or retry-failed.
+    pub async fn rollout_action(&self, id: i64, action: RolloutAction, actor: &str) -> Result<Rollout> {
+        let mut ops = Vec::new();
+        let rollout = {
+            let mut fleet = self.fleet()?;
+            let run = fleet.runs.get_mut(&id).ok_or_else(|| CoreError::NotFound(format!("rollout {id}")))?;
+            let now = clock::now_ms();
+            let res = match action {
+                RolloutAction::Start => run.start(actor, now, &mut ops),
+                RolloutAction::Pause => run.pause(&format!("paused by {actor}"), actor, now, &mut ops),
+                RolloutAction::Resume => run.resume(actor, now, &mut ops),
+                RolloutAction::Cancel => run.cancel(actor, now, &mut ops),
+                RolloutAction::RetryFailed => run.retry_failed(actor, now, &mut ops).map(|_| ()),
+            };
+            res.map_err(CoreError::Conflict)?;
+            run.to_proto()
+        };
+        self.queue(ops);
+        self.shared.writer.flush().await?;
+        self.kick();
+        Ok(rollout)
+    }
+
+    /// One scheduler pass over every rollout: timeouts, gates, admission, then the commands.
+    pub(crate) async fn tick(&self) -> Result<()> {
+        let mut ops = Vec::new();
+        let mut commands: Vec<Command> = Vec::new();
+        {
+            let mut fleet = self.fleet()?;
+            let now = clock::now_ms();
+            let at = time::OffsetDateTime::now_utc();
+            for run in fleet.runs.values_mut().filter(|r| r.is_active()) {
+                run.expire(now, &mut ops);
+                run.gates(now, &mut ops);
+                commands.extend(run.admit(now, at, &mut ops));
+                run.gates(now, &mut ops);
+            }
+            // last_seen of devices that only checked in: written behind, in bulk, now and then
+            // (offline detection works from memory; the store needs it only across restarts).
+            if fleet.seen.len() >= 8192 || (!fleet.seen.is_empty() && fleet.last_seen_flush.elapsed() >= SEEN_FLUSH) {
+                fleet.last_seen_flush = std::time::Instant::now();
+                let seen: Vec<String> = fleet.seen.drain().collect();
+                for mac in seen {
+                    if let Some(e) = fleet.inventory.get(&mac) {
+                        ops.push(Op::Device { device: e.snapshot(), transport: None });
+                    }
+                }
+            }
+        }
+        self.queue(ops);
+        if !commands.is_empty() {
+            // Durable before anything is sent.
+            self.shared.writer.flush().await?;
+        }
+        // Push commands not yet delivered: the new ones, and any a restart or a broker outage
+        // left behind.
+        let mut sends = Vec::new();
+        {
+            let mut fleet = self.fleet()?;
+            for c in &commands {
+                if let Some(job) = fleet.runs.get_mut(&c.rollout_id).and_then(|r| r.jobs.get_mut(c.job_index)) {
+                    job.durable = true;
+                }
+            }
+            let fleet = &*fleet;
+            for (rid, run) in fleet.runs.iter().filter(|(_, r)| r.is_active()) {
+                for (i, job) in run.jobs.iter().enumerate() {
+                    if job.state != JobState::Commanded || !job.durable || job.delivered {
+                        continue;
+                    }
+                    if let Some(e) = fleet.inventory.get(&job.mac)
+                        && let Some(t @ Transport::Mqtt { .. }) = &e.transport
+                    {
+                        let step = run.spec.step_timeout_secs;
+                        sends.push((*rid, i, e.snapshot(), t.clone(), Arc::clone(&run.firmware), job.token(), step));
+                    }
+                }
+            }
+        }
+        for (rid, i, device, transport, fw, token, step) in sends {
+            let offer = self.offer(&fw, &token, step)?;
+            match self.shared.native.command(&device, &transport, &offer).await {
+                Ok(()) => {
+                    let mut fleet = self.fleet()?;
+                    if let Some(job) = fleet.runs.get_mut(&rid).and_then(|r| r.jobs.get_mut(i))
+                        && job.token() == token
+                    {
+                        job.delivered = true;
+                    }
+                }
+                // Left undelivered: the next pass sends it again; the step timeout bounds it.
+                Err(e) => tracing::debug!(mac = %device.mac, error = %e, "update command not sent yet"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks devices not seen for [`OFFLINE_AFTER`] offline.
+    pub(crate) fn sweep_offline(&self) -> Result<()> {
+        let mut ops = Vec::new();
+        {
+            let mut fleet = self.fleet()?;
+            let cutoff = clock::now_ms() - i64::try_from(OFFLINE_AFTER.as_millis()).unwrap_or(i64::MAX);
+            let stale: Vec<String> = fleet
+                .inventory
+                .iter()
+                .filter(|e| e.device.online && e.last_seen_ms < cutoff)
+                .map(|e| e.device.mac.clone())
+                .collect();
+            for mac in stale {
+                fleet.inventory.set_offline(&mac);
+                if let Some(e) = fleet.inventory.get(&mac) {
+                    ops.push(Op::Device { device: e.snapshot(), transport: None });
+                    ops.push(Op::Event(NewEvent::new(
+                        "device.offline",
+                        "engine",
+                        Some(format!("device:{mac}")),
+                        json!({ "mac": mac, "reason": "not seen" }),
+                    )));
+                }
+            }
+        }
+        self.queue(ops);
+        Ok(())
+    }
+}
