@@ -1,26 +1,31 @@
 //! The inventory: devices keyed by MAC, and their labels.
 
-use flotilla_proto::{Device, Family};
+use flotilla_proto::{Channel, Device, Family};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Result, StoreError, clock};
 
-const COLUMNS: &str = "mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen";
+const COLUMNS: &str = "mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen, secure_version, channel";
 
 /// Writes a device as it is (the engine's inventory merges sightings; the store keeps the result),
-/// with `transport`, how the engine reaches it (JSON). Labels are kept apart: see [`set_labels`].
+/// with `transport`, how the engine reaches it (JSON). Labels and the device's own channel are
+/// kept apart: see [`set_labels`] and [`set_channel`]. A forgotten device written again comes back
+/// as new (its first sighting is this one).
 pub fn put(conn: &Connection, d: &Device, transport: Option<&str>) -> Result<()> {
     let sources = serde_json::to_string(&d.sources)
         .map_err(|e| StoreError::Corrupt { what: "device sources".into(), detail: e.to_string() })?;
     let ms = |s: &str| clock::parse_rfc3339(s).unwrap_or_else(clock::now_ms);
     conn.prepare_cached(
-        "INSERT INTO devices (mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen, transport)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+        "INSERT INTO devices (mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen,
+                              transport, secure_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (mac) DO UPDATE SET
             device_id = excluded.device_id, name = excluded.name, family = excluded.family,
             model = excluded.model, chip = excluded.chip, version = excluded.version, ip = excluded.ip,
             online = excluded.online, sources = excluded.sources, last_seen = excluded.last_seen,
-            transport = coalesce(excluded.transport, transport)",
+            transport = coalesce(excluded.transport, transport), secure_version = excluded.secure_version,
+            first_seen = CASE WHEN forgotten = 1 THEN excluded.first_seen ELSE first_seen END,
+            forgotten = 0",
     )?
     .execute(params![
         d.mac,
@@ -35,8 +40,58 @@ pub fn put(conn: &Connection, d: &Device, transport: Option<&str>) -> Result<()>
         sources,
         ms(&d.first_seen),
         ms(&d.last_seen),
-        transport
+        transport,
+        d.secure_version
     ])?;
+    Ok(())
+}
+
+/// Sets (or clears) the channel a device itself follows; false when there is no such device.
+pub fn set_channel(conn: &Connection, mac: &str, channel: Option<Channel>) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE devices SET channel = ?2 WHERE mac = ?1 AND forgotten = 0")?
+        .execute(params![mac, channel.map(Channel::as_str)])?;
+    Ok(n > 0)
+}
+
+/// Forgets a device: out of the inventory with its labels and channel. The row itself goes
+/// unless past jobs refer to it (their reports need it); then it stays, marked forgotten, until
+/// the device is seen again.
+pub fn forget(conn: &Connection, mac: &str) -> Result<()> {
+    let jobs: i64 = conn.query_row("SELECT count(*) FROM jobs WHERE mac = ?1", [mac], |r| r.get(0))?;
+    if jobs == 0 {
+        conn.prepare_cached("DELETE FROM devices WHERE mac = ?1")?.execute([mac])?;
+    } else {
+        conn.prepare_cached("DELETE FROM labels WHERE mac = ?1")?.execute([mac])?;
+        conn.prepare_cached("UPDATE devices SET forgotten = 1, channel = NULL, online = 0 WHERE mac = ?1")?
+            .execute([mac])?;
+    }
+    Ok(())
+}
+
+/// The channel followed by devices carrying each label.
+pub fn label_channels(conn: &Connection) -> Result<Vec<(String, Channel)>> {
+    let mut stmt = conn.prepare_cached("SELECT label, channel FROM label_channels ORDER BY label")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (label, channel) = row?;
+        out.push((label, Channel::parse(&channel).unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Sets (or, with `None`, clears) the channel of a label.
+pub fn set_label_channel(conn: &Connection, label: &str, channel: Option<Channel>) -> Result<()> {
+    match channel {
+        Some(c) => conn
+            .prepare_cached(
+                "INSERT INTO label_channels (label, channel) VALUES (?1, ?2)
+                 ON CONFLICT (label) DO UPDATE SET channel = excluded.channel",
+            )?
+            .execute(params![label, c.as_str()])?,
+        None => conn.prepare_cached("DELETE FROM label_channels WHERE label = ?1")?.execute([label])?,
+    };
     Ok(())
 }
 
@@ -50,10 +105,10 @@ pub fn set_labels(conn: &Connection, mac: &str, labels: &[String]) -> Result<()>
     Ok(())
 }
 
-/// Every device with its transport (JSON), for loading the inventory.
+/// Every device (but the forgotten) with its transport (JSON), for loading the inventory.
 pub fn list_with_transport(conn: &Connection) -> Result<Vec<(Device, Option<String>)>> {
     let devices = list(conn)?;
-    let mut stmt = conn.prepare_cached("SELECT mac, transport FROM devices")?;
+    let mut stmt = conn.prepare_cached("SELECT mac, transport FROM devices WHERE forgotten = 0")?;
     let mut transports: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))? {
         let (mac, t) = row?;
@@ -71,6 +126,8 @@ pub fn list_with_transport(conn: &Connection) -> Result<Vec<(Device, Option<Stri
 fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
     let family: String = row.get(3)?;
     let sources: String = row.get(9)?;
+    let channel: Option<String> = row.get(13)?;
+    let channel = channel.as_deref().and_then(Channel::parse);
     Ok((
         Device {
             mac: row.get(0)?,
@@ -82,6 +139,9 @@ fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
             version: row.get(6)?,
             ip: row.get(7)?,
             online: row.get(8)?,
+            secure_version: row.get(12)?,
+            channel: channel.unwrap_or_default(),
+            channel_from: channel.map(|_| "device".to_owned()),
             labels: Vec::new(),
             sources: Vec::new(),
             first_seen: clock::rfc3339(row.get(10)?),
@@ -102,7 +162,7 @@ fn finish(conn: &Connection, (mut device, sources): (Device, String)) -> Result<
 
 /// The device with this MAC.
 pub fn get(conn: &Connection, mac: &str) -> Result<Option<Device>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE mac = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE mac = ?1 AND forgotten = 0"))?;
     match stmt.query_row([mac], raw_device).optional()? {
         Some(raw) => Ok(Some(finish(conn, raw)?)),
         None => Ok(None),
@@ -111,7 +171,7 @@ pub fn get(conn: &Connection, mac: &str) -> Result<Option<Device>> {
 
 /// Every device, by MAC.
 pub fn list(conn: &Connection) -> Result<Vec<Device>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices ORDER BY mac"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE forgotten = 0 ORDER BY mac"))?;
     let raws = stmt.query_map([], raw_device)?.collect::<rusqlite::Result<Vec<_>>>()?;
     // One query for all labels instead of one per device.
     let mut labels: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
@@ -156,6 +216,9 @@ mod tests {
             version: Some("1.0.0".into()),
             ip: Some("10.0.0.5".into()),
             online: true,
+            secure_version: None,
+            channel: Channel::Stable,
+            channel_from: None,
             labels: vec![],
             sources: vec!["checkin".into()],
             first_seen: clock::rfc3339(1_000),
@@ -179,5 +242,55 @@ mod tests {
         let all = list_with_transport(store.conn()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].1.as_deref(), Some(r#"{"kind":"pull"}"#), "a put without transport keeps the stored one");
+    }
+
+    #[test]
+    fn a_forgotten_device_leaves_the_inventory_and_comes_back_as_new() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (kept, gone) = ("aa:bb:cc:00:11:22", "aa:bb:cc:00:11:33");
+        store.write(|tx| put(tx, &device(kept), None)).unwrap();
+        store.write(|tx| put(tx, &device(gone), None)).unwrap();
+        store.write(|tx| set_labels(tx, kept, &["line-a".into()])).unwrap();
+        store.write(|tx| set_channel(tx, kept, Some(Channel::Beta))).unwrap();
+        assert_eq!(get(store.conn(), kept).unwrap().unwrap().channel_from.as_deref(), Some("device"));
+        // A past job refers to `kept`: its row stays, marked forgotten.
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO firmware (sha256, version, model, chip, format, size, image_json, manifest_json, created_at)
+                     VALUES (?1, '1.0.0', 'm', 'esp32', 'esp32', 1, '{}', '{}', 0)",
+                    ["a".repeat(64)],
+                )?;
+                tx.execute("INSERT INTO rollouts (name, firmware_id, created_at, updated_at) VALUES ('r', 1, 0, 0)", [])?;
+                tx.execute(
+                    "INSERT INTO jobs (rollout_id, mac, created_at, updated_at) VALUES (1, ?1, 0, 0)",
+                    [kept],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        store.write(|tx| forget(tx, kept)).unwrap();
+        store.write(|tx| forget(tx, gone)).unwrap();
+        assert!(list(store.conn()).unwrap().is_empty());
+        assert!(get(store.conn(), kept).unwrap().is_none());
+        let n: i64 = store.conn().query_row("SELECT count(*) FROM devices", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1, "the device with a past job keeps its row");
+        // Seen again: back, as new, without its old labels or channel.
+        let mut again = device(kept);
+        again.first_seen = clock::rfc3339(9_000);
+        store.write(|tx| put(tx, &again, None)).unwrap();
+        let back = get(store.conn(), kept).unwrap().unwrap();
+        assert_eq!(back.first_seen, clock::rfc3339(9_000));
+        assert!(back.labels.is_empty());
+        assert_eq!((back.channel, back.channel_from), (Channel::Stable, None));
+    }
+
+    #[test]
+    fn label_channels_are_set_and_cleared() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.write(|tx| set_label_channel(tx, "line-a", Some(Channel::Beta))).unwrap();
+        store.write(|tx| set_label_channel(tx, "line-b", Some(Channel::Stable))).unwrap();
+        store.write(|tx| set_label_channel(tx, "line-b", None)).unwrap();
+        assert_eq!(label_channels(store.conn()).unwrap(), vec![("line-a".to_owned(), Channel::Beta)]);
     }
 }

@@ -53,16 +53,34 @@ fn to_event(raw: (i64, i64, String, String, Option<String>, String)) -> Result<E
     Ok(Event { id, at: clock::rfc3339(at), kind, actor, subject, data })
 }
 
-/// A page of at most `limit` events, newest first, with ids below `before` and kinds starting with
-/// `kind_prefix` (e.g. `firmware.`).
-pub fn page(conn: &Connection, before: Option<i64>, kind_prefix: Option<&str>, limit: u32) -> Result<EventPage> {
+/// What a page of the audit log holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Ids below this one (the cursor of the previous page).
+    pub before: Option<i64>,
+    /// Kinds starting with this (e.g. `firmware.`).
+    pub kind_prefix: Option<&'a str>,
+    /// Events recorded at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+}
+
+/// A page of at most `limit` events, newest first, as `filter` says.
+pub fn page(conn: &Connection, filter: Filter<'_>, limit: u32) -> Result<EventPage> {
     let limit = limit.clamp(1, 1000);
+    // Ids grow with time: "since" is an id bound, found without scanning the log.
+    let from_id = match filter.since_ms {
+        Some(ms) => first_id_at_or_after(conn, ms)?,
+        None => 0,
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT id, at, kind, actor, subject, data FROM events
-         WHERE id < ?1 AND (?2 IS NULL OR substr(kind, 1, length(?2)) = ?2)
+         WHERE id < ?1 AND id >= ?4 AND (?2 IS NULL OR substr(kind, 1, length(?2)) = ?2)
          ORDER BY id DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), kind_prefix, i64::from(limit) + 1], from_row)?;
+    let rows = stmt.query_map(
+        params![filter.before.unwrap_or(i64::MAX), filter.kind_prefix, i64::from(limit) + 1, from_id],
+        from_row,
+    )?;
     let mut events = Vec::new();
     for raw in rows {
         events.push(to_event(raw?)?);
@@ -93,6 +111,48 @@ pub fn of_subject(conn: &Connection, subject: &str, limit: u32) -> Result<Vec<Ev
     rows.map(|r| to_event(r?)).collect()
 }
 
+/// The id of the first event recorded at or after `ms` (one past the newest when there is none).
+/// Events are recorded in time order by one writer, so `at` grows with `id`: a binary search over
+/// ids finds the bound in a few point reads (were the clock set back, the bound is approximate
+/// around that moment, never wrong by more than the jump).
+pub fn first_id_at_or_after(conn: &Connection, ms: i64) -> Result<i64> {
+    let bounds: (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(id), max(id) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (Some(mut lo), Some(max)) = bounds else { return Ok(0) };
+    let mut hi = max + 1;
+    let mut first_from = conn.prepare_cached("SELECT id, at FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    // Lower bound: the smallest x whose first event at or after it is not older than `ms`.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match first_from.query_row([mid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).optional()? {
+            Some((id, at)) if at < ms => lo = id + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+/// Deletes at most `batch` events older than `older_than_ms` or beyond the newest `keep`, oldest
+/// first; returns how many. The caller loops, one transaction per batch, so the log is pruned
+/// without holding the store for long.
+pub fn prune_batch(conn: &Connection, older_than_ms: i64, keep: u64, batch: u32) -> Result<usize> {
+    let by_age = first_id_at_or_after(conn, older_than_ms)?;
+    let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+    let by_count: i64 = conn
+        .query_row("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1", [keep - 1], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let below = by_age.max(by_count);
+    Ok(conn
+        .prepare_cached("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ?1 ORDER BY id LIMIT ?2)")?
+        .execute(params![below, i64::from(batch)])?)
+}
+
+/// How many events the log holds.
+pub fn count(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?)
+}
+
 /// The newest event id, 0 when the log is empty.
 pub fn last_id(conn: &Connection) -> Result<i64> {
     Ok(conn
@@ -121,16 +181,16 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let first = page(store.conn(), None, None, 10).unwrap();
+        let first = page(store.conn(), Filter::default(), 10).unwrap();
         assert_eq!(first.events.len(), 10);
         assert_eq!(first.events[0].data["i"], 24);
-        let second = page(store.conn(), first.next_before, None, 10).unwrap();
+        let second = page(store.conn(), Filter { before: first.next_before, ..Filter::default() }, 10).unwrap();
         assert_eq!(second.events[0].data["i"], 14);
-        let third = page(store.conn(), second.next_before, None, 10).unwrap();
+        let third = page(store.conn(), Filter { before: second.next_before, ..Filter::default() }, 10).unwrap();
         assert_eq!(third.events.len(), 5);
         assert_eq!(third.next_before, None);
 
-        let fw = page(store.conn(), None, Some("firmware."), 100).unwrap();
+        let fw = page(store.conn(), Filter { kind_prefix: Some("firmware."), ..Filter::default() }, 100).unwrap();
         assert_eq!(fw.events.len(), 13);
         assert!(fw.events.iter().all(|e| e.kind == "firmware.imported"));
 
@@ -149,5 +209,53 @@ mod tests {
         let after = since(store.conn(), 20, 100).unwrap();
         assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), vec![21, 22, 23, 24, 25]);
         assert_eq!(last_id(store.conn()).unwrap(), 25);
+    }
+
+    /// 100 events, event i recorded at i × 1000 ms.
+    fn log_of_100() -> Store {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .write(|tx| {
+                for i in 0..100 {
+                    append(tx, &NewEvent::new("device.seen", "test", None, json!({ "i": i })))?;
+                }
+                tx.execute("UPDATE events SET at = (id - 1) * 1000", [])?;
+                Ok(())
+            })
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn since_finds_its_bound_by_time() {
+        let store = log_of_100();
+        assert_eq!(first_id_at_or_after(store.conn(), 0).unwrap(), 1);
+        assert_eq!(first_id_at_or_after(store.conn(), 41_500).unwrap(), 43, "event 43 was at 42 000 ms");
+        assert_eq!(first_id_at_or_after(store.conn(), 99_000).unwrap(), 100);
+        assert_eq!(first_id_at_or_after(store.conn(), 99_001).unwrap(), 101, "none: one past the newest");
+        let p = page(store.conn(), Filter { since_ms: Some(95_000), ..Filter::default() }, 50).unwrap();
+        assert_eq!(p.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![100, 99, 98, 97, 96]);
+        assert_eq!(p.next_before, None);
+        assert_eq!(first_id_at_or_after(Store::open_in_memory().unwrap().conn(), 5).unwrap(), 0, "empty log");
+    }
+
+    #[test]
+    fn pruning_drops_the_oldest_by_age_and_by_count_in_batches() {
+        let mut store = log_of_100();
+        // Older than 30 s: events 1..=30 (at 0..29 000), ten at a time.
+        let mut batches = Vec::new();
+        loop {
+            let n = store.write(|tx| prune_batch(tx, 30_000, 1_000_000, 10)).unwrap();
+            if n == 0 {
+                break;
+            }
+            batches.push(n);
+        }
+        assert_eq!(batches, vec![10, 10, 10]);
+        assert_eq!(count(store.conn()).unwrap(), 70);
+        // At most 25 kept, newest first.
+        while store.write(|tx| prune_batch(tx, 0, 25, 1000)).unwrap() > 0 {}
+        assert_eq!(count(store.conn()).unwrap(), 25);
+        assert_eq!(page(store.conn(), Filter::default(), 1000).unwrap().events.last().map(|e| e.id), Some(76));
     }
 }

@@ -19,13 +19,13 @@ pub struct NewFirmware {
 }
 
 const COLUMNS: &str = "id, sha256, version, model, channel, notes, min_version, blocked, public, \
-                       image_json, manifest_json, created_at";
+                       image_json, manifest_json, created_at, archived";
 
 fn corrupt(id: i64, e: &serde_json::Error) -> StoreError {
     StoreError::Corrupt { what: format!("firmware {id}"), detail: e.to_string() }
 }
 
-type Raw = (i64, String, String, String, String, Option<String>, Option<String>, bool, bool, String, String, i64);
+type Raw = (i64, String, String, String, String, Option<String>, Option<String>, bool, bool, String, String, i64, bool);
 
 fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
@@ -41,11 +41,26 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
         row.get(9)?,
         row.get(10)?,
         row.get(11)?,
+        row.get(12)?,
     ))
 }
 
 fn to_firmware(r: Raw) -> Result<Firmware> {
-    let (id, sha256, version, model, channel, notes, min_version, blocked, public, image, manifest, created_at) = r;
+    let (
+        id,
+        sha256,
+        version,
+        model,
+        channel,
+        notes,
+        min_version,
+        blocked,
+        public,
+        image,
+        manifest,
+        created_at,
+        archived,
+    ) = r;
     let image: ImageInfo = serde_json::from_str(&image).map_err(|e| corrupt(id, &e))?;
     let manifest: SignedManifest = serde_json::from_str(&manifest).map_err(|e| corrupt(id, &e))?;
     Ok(Firmware {
@@ -64,6 +79,7 @@ fn to_firmware(r: Raw) -> Result<Firmware> {
         min_version,
         blocked,
         public,
+        archived,
         created_at: clock::rfc3339(created_at),
         image,
         manifest,
@@ -145,9 +161,19 @@ pub fn list(conn: &Connection) -> Result<Vec<Firmware>> {
 pub fn patch(conn: &Connection, id: i64, patch: &FirmwarePatch) -> Result<Firmware> {
     let n = conn.execute(
         "UPDATE firmware SET blocked = coalesce(?2, blocked), public = coalesce(?3, public),
-                             channel = coalesce(?4, channel), notes = coalesce(?5, notes)
+                             channel = coalesce(?4, channel), notes = coalesce(?5, notes),
+                             archived = coalesce(?6, archived),
+                             min_version = CASE WHEN ?7 IS NULL THEN min_version WHEN ?7 = '' THEN NULL ELSE ?7 END
          WHERE id = ?1",
-        params![id, patch.blocked, patch.public, patch.channel.map(Channel::as_str), patch.notes],
+        params![
+            id,
+            patch.blocked,
+            patch.public,
+            patch.channel.map(Channel::as_str),
+            patch.notes,
+            patch.archived,
+            patch.min_version
+        ],
     )?;
     if n == 0 {
         return Err(StoreError::NotFound { what: format!("firmware {id}") });
@@ -155,18 +181,25 @@ pub fn patch(conn: &Connection, id: i64, patch: &FirmwarePatch) -> Result<Firmwa
     get(conn, id)?.ok_or_else(|| StoreError::NotFound { what: format!("firmware {id}") })
 }
 
-/// How many rollouts use this firmware.
-pub fn rollouts_using(conn: &Connection, id: i64) -> Result<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM rollouts WHERE firmware_id = ?1", [id], |r| r.get(0))?)
+/// The rollouts that use this firmware: `(id, name)`, oldest first.
+pub fn rollouts_using(conn: &Connection, id: i64) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, name FROM rollouts WHERE firmware_id = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Deletes a firmware no rollout uses. Returns the deleted row (its file is the caller's to remove).
 pub fn delete_unused(conn: &Connection, id: i64) -> Result<Firmware> {
     let fw = get(conn, id)?.ok_or_else(|| StoreError::NotFound { what: format!("firmware {id}") })?;
     let used = rollouts_using(conn, id)?;
-    if used > 0 {
+    if !used.is_empty() {
+        let names: Vec<String> = used.iter().take(3).map(|(id, name)| format!("rollout {id} \"{name}\"")).collect();
+        let more = if used.len() > 3 { format!(" and {} more", used.len() - 3) } else { String::new() };
         return Err(StoreError::Conflict(format!(
-            "firmware {id} is used by {used} rollout(s); block it instead of deleting it"
+            "firmware {} ({}) is used by {}{more}: its report needs it; archive it to hide it, or block it",
+            fw.version,
+            fw.model,
+            names.join(", ")
         )));
     }
     conn.execute("DELETE FROM firmware WHERE id = ?1", [id])?;

@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! - [`schema`]: the embedded migrations.
-//! - [`firmware`], [`devices`], [`events`], [`rollouts`]: one module per table (labels live with
+//! - [`firmware`], [`devices`], [`events`], [`rollouts`], [`samples`]: one module per table (labels live with
 //!   devices, jobs and their transitions with rollouts).
 //! - [`clock`]: milliseconds since the epoch and their RFC 3339 form.
 
@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod firmware;
 pub mod rollouts;
+pub mod samples;
 pub mod schema;
 
 use std::path::Path;
@@ -111,7 +112,7 @@ mod tests {
             Err(StoreError::NotFound { what: "anything".into() })
         });
         assert!(res.is_err());
-        assert!(events::page(store.conn(), None, None, 10).unwrap().events.is_empty());
+        assert!(events::page(store.conn(), events::Filter::default(), 10).unwrap().events.is_empty());
     }
 
     #[test]
@@ -127,7 +128,7 @@ mod tests {
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        let page = events::page(store.conn(), None, None, 10).unwrap();
+        let page = events::page(store.conn(), events::Filter::default(), 10).unwrap();
         assert_eq!(page.events.len(), 1);
         assert_eq!(page.events[0].data["n"], 1);
     }

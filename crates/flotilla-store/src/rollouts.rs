@@ -17,6 +17,10 @@ pub struct RolloutRow {
     pub spec_json: String,
     pub current_wave: u32,
     pub pause_reason: Option<String>,
+    /// When it paused (paused rollouts only).
+    pub paused_at: Option<i64>,
+    /// What paused it: `person`, `failures`, `gate` or `approval`.
+    pub pause_kind: Option<String>,
     pub seed: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -39,6 +43,10 @@ pub struct JobRow {
     pub deadline: Option<i64>,
     pub acknowledged: bool,
     pub commands: u32,
+    /// `attempts` when a person last asked for a retry: automatic retries count from here.
+    pub retry_base: u32,
+    /// Skipped by the plan: in no wave.
+    pub excluded: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -55,9 +63,22 @@ pub struct TransitionRow {
 /// Inserts a rollout (its `id` is ignored) and returns its id.
 pub fn insert_rollout(conn: &Connection, r: &RolloutRow) -> Result<i64> {
     conn.execute(
-        "INSERT INTO rollouts (name, firmware_id, state, spec_json, current_wave, pause_reason, seed, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![r.name, r.firmware_id, r.state, r.spec_json, r.current_wave, r.pause_reason, r.seed, r.created_at, r.updated_at],
+        "INSERT INTO rollouts (name, firmware_id, state, spec_json, current_wave, pause_reason, paused_at, pause_kind, seed,
+                               created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            r.name,
+            r.firmware_id,
+            r.state,
+            r.spec_json,
+            r.current_wave,
+            r.pause_reason,
+            r.paused_at,
+            r.pause_kind,
+            r.seed,
+            r.created_at,
+            r.updated_at
+        ],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -65,9 +86,11 @@ pub fn insert_rollout(conn: &Connection, r: &RolloutRow) -> Result<i64> {
 /// Updates the mutable fields of a rollout.
 pub fn update_rollout(conn: &Connection, r: &RolloutRow) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE rollouts SET state = ?2, current_wave = ?3, pause_reason = ?4, updated_at = ?5 WHERE id = ?1",
+        "UPDATE rollouts SET state = ?2, current_wave = ?3, pause_reason = ?4, paused_at = ?5, pause_kind = ?6,
+                             updated_at = ?7
+         WHERE id = ?1",
     )?
-    .execute(params![r.id, r.state, r.current_wave, r.pause_reason, r.updated_at])?;
+    .execute(params![r.id, r.state, r.current_wave, r.pause_reason, r.paused_at, r.pause_kind, r.updated_at])?;
     Ok(())
 }
 
@@ -75,8 +98,8 @@ pub fn update_rollout(conn: &Connection, r: &RolloutRow) -> Result<()> {
 pub fn insert_job(conn: &Connection, j: &JobRow) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO jobs (rollout_id, mac, device_id, wave, state, attempts, from_version, current_version, error,
-                           progress, deadline, acknowledged, commands, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                           progress, deadline, acknowledged, commands, retry_base, excluded, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         j.rollout_id,
@@ -92,6 +115,8 @@ pub fn insert_job(conn: &Connection, j: &JobRow) -> Result<i64> {
         j.deadline,
         j.acknowledged,
         j.commands,
+        j.retry_base,
+        j.excluded,
         j.created_at,
         j.updated_at
     ])?;
@@ -103,7 +128,7 @@ pub fn insert_job(conn: &Connection, j: &JobRow) -> Result<i64> {
 pub fn update_job(conn: &Connection, j: &JobRow) -> Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, attempts = ?3, current_version = ?4, error = ?5, progress = ?6, deadline = ?7,
-                         acknowledged = ?8, commands = ?9, updated_at = ?10
+                         acknowledged = ?8, commands = ?9, retry_base = ?10, updated_at = ?11
          WHERE id = ?1",
     )?
     .execute(params![
@@ -116,6 +141,7 @@ pub fn update_job(conn: &Connection, j: &JobRow) -> Result<()> {
         j.deadline,
         j.acknowledged,
         j.commands,
+        j.retry_base,
         j.updated_at
     ])?;
     Ok(())
@@ -136,16 +162,19 @@ fn rollout_row(r: &Row<'_>) -> rusqlite::Result<RolloutRow> {
         spec_json: r.get(4)?,
         current_wave: r.get(5)?,
         pause_reason: r.get(6)?,
-        seed: r.get(7)?,
-        created_at: r.get(8)?,
-        updated_at: r.get(9)?,
+        paused_at: r.get(7)?,
+        pause_kind: r.get(8)?,
+        seed: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
     })
 }
 
 /// Every rollout, oldest first.
 pub fn list_rollouts(conn: &Connection) -> Result<Vec<RolloutRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, firmware_id, state, spec_json, current_wave, pause_reason, seed, created_at, updated_at
+        "SELECT id, name, firmware_id, state, spec_json, current_wave, pause_reason, paused_at, pause_kind, seed,
+                created_at, updated_at
          FROM rollouts ORDER BY id",
     )?;
     Ok(stmt.query_map([], rollout_row)?.collect::<rusqlite::Result<_>>()?)
@@ -155,7 +184,7 @@ pub fn list_rollouts(conn: &Connection) -> Result<Vec<RolloutRow>> {
 pub fn jobs_of(conn: &Connection, rollout_id: i64) -> Result<Vec<JobRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, rollout_id, mac, device_id, wave, state, attempts, from_version, current_version, error,
-                progress, deadline, acknowledged, commands, created_at, updated_at
+                progress, deadline, acknowledged, commands, retry_base, excluded, created_at, updated_at
          FROM jobs WHERE rollout_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([rollout_id], |r| {
@@ -174,8 +203,10 @@ pub fn jobs_of(conn: &Connection, rollout_id: i64) -> Result<Vec<JobRow>> {
             deadline: r.get(11)?,
             acknowledged: r.get(12)?,
             commands: r.get(13)?,
-            created_at: r.get(14)?,
-            updated_at: r.get(15)?,
+            retry_base: r.get(14)?,
+            excluded: r.get(15)?,
+            created_at: r.get(16)?,
+            updated_at: r.get(17)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -224,6 +255,8 @@ mod tests {
             spec_json: "{}".into(),
             current_wave: 0,
             pause_reason: None,
+            paused_at: None,
+            pause_kind: None,
             seed: "s".into(),
             created_at: 1,
             updated_at: 1,
@@ -244,6 +277,8 @@ mod tests {
             deadline: None,
             acknowledged: false,
             commands: 0,
+            retry_base: 0,
+            excluded: false,
             created_at: 1,
             updated_at: 1,
         };
