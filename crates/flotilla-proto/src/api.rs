@@ -170,6 +170,13 @@ pub struct SiteSettings {
     /// Advertise `_flotilla._tcp` over mDNS.
     #[serde(default)]
     pub mdns: Option<bool>,
+    /// Days the audit log keeps events (default 90). Applies without a restart.
+    #[serde(default)]
+    pub event_retention_days: Option<u32>,
+    /// Most events the audit log keeps, oldest pruned first (default 1,000,000). Applies without
+    /// a restart.
+    #[serde(default)]
+    pub event_retention_max: Option<u64>,
 }
 
 /// `GET`/`PUT /api/v1/settings`.
@@ -178,10 +185,63 @@ pub struct SiteSettings {
 pub struct SettingsView {
     /// What is saved for the next start.
     pub saved: SiteSettings,
+    /// What the running engine uses, every field filled in (flags given at start override what
+    /// is saved: `--no-mdns` shows here as `mdns: false`).
+    pub effective: SiteSettings,
     /// Is an external broker password saved?
     pub mqtt_password_set: bool,
     /// Does the running engine differ from what is saved (a restart applies it)?
     pub restart_required: bool,
     /// Where the file is.
     pub path: String,
+}
+
+/// How many devices ran each version at one time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct VersionSample {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Version → devices (`unknown` for devices that report none).
+    pub versions: std::collections::BTreeMap<String, u32>,
+}
+
+/// How one finished rollout went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct RolloutResult {
+    pub id: i64,
+    pub name: String,
+    pub firmware_version: String,
+    /// When it finished (RFC 3339 UTC).
+    pub finished_at: String,
+    pub succeeded: u32,
+    /// Failed or timed out.
+    pub failed: u32,
+    /// Devices it meant to update (all but the skipped).
+    pub planned: u32,
+}
+
+/// Failed jobs that share a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ReasonCount {
+    /// The reason with device-specific numbers blanked (`came back on …, not …`).
+    pub reason: String,
+    pub devices: u32,
+    /// One full example of it.
+    pub example: String,
+}
+
+/// What the dashboard panels show (`GET /api/v1/metrics/fleet`): versions over time, the
+/// success of recent rollouts, and failures by reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FleetMetrics {
+    /// Oldest first: a sample an hour (and one whenever a version count changed since).
+    pub versions: Vec<VersionSample>,
+    /// Finished rollouts, oldest first (at most the last 50).
+    pub rollouts: Vec<RolloutResult>,
+    /// Failures of the last 30 days' rollouts by reason, most devices first.
+    pub failures: Vec<ReasonCount>,
 }

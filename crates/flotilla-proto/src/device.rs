@@ -61,6 +61,15 @@ pub struct Device {
     pub version: Option<String>,
     pub ip: Option<String>,
     pub online: bool,
+    /// The anti-rollback version the device reports (ESP-IDF `secure_version` of the running
+    /// app): an image with a lower one would be refused or brick the device.
+    pub secure_version: Option<u32>,
+    /// The firmware channel the device follows: its own setting, else the channel of one of its
+    /// labels (beta wins over stable), else stable.
+    pub channel: crate::firmware::Channel,
+    /// Where `channel` comes from: `device` (set on the device), `label:<label>`, or `None` (the
+    /// default).
+    pub channel_from: Option<String>,
     pub labels: Vec<String>,
     /// Where the device was seen: `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
     pub sources: Vec<String>,
@@ -79,6 +88,21 @@ pub struct LabelRequest {
     pub add: Vec<String>,
     /// Labels to remove.
     pub remove: Vec<String>,
+}
+
+/// Set (or clear, with `None`) the channel a device follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ChannelRequest {
+    pub channel: Option<crate::firmware::Channel>,
+}
+
+/// The channel followed by the devices carrying a label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct LabelChannel {
+    pub label: String,
+    pub channel: crate::firmware::Channel,
 }
 
 /// Normalises a MAC address to `aa:bb:cc:dd:ee:ff`. Accepts `:`, `-`, `.` or no separators, any case.

@@ -169,6 +169,13 @@ impl Channel {
             _ => None,
         }
     }
+
+    /// Does a device following `self` take firmware released on `firmware`? Beta devices take
+    /// stable releases too (they are the newer of the two more often than not); stable devices
+    /// take only stable ones.
+    pub fn accepts(self, firmware: Channel) -> bool {
+        self == Channel::Beta || firmware == Channel::Stable
+    }
 }
 
 /// An imported firmware: the image's facts plus what the technician said about it.
@@ -198,6 +205,9 @@ pub struct Firmware {
     pub blocked: bool,
     /// Served without a per-job download token (for vendor devices that cannot carry one).
     pub public: bool,
+    /// Archived: hidden from the library and from new rollouts, kept (file and row) for the
+    /// reports of the rollouts that used it.
+    pub archived: bool,
     /// RFC 3339 UTC.
     pub created_at: String,
     /// Everything the parser read from the image.
@@ -277,6 +287,9 @@ pub struct FirmwarePatch {
     pub public: Option<bool>,
     pub channel: Option<Channel>,
     pub notes: Option<String>,
+    pub archived: Option<bool>,
+    /// Stepping stone: devices must run at least this version first (SemVer); `""` removes it.
+    pub min_version: Option<String>,
 }
 
 /// A download link for one job: the URL carries the job token.

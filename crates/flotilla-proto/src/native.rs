@@ -30,6 +30,13 @@ pub struct CheckRequest {
     pub version: String,
     #[serde(default)]
     pub labels: Option<Vec<String>>,
+    /// ESP-IDF `secure_version` of the running app (anti-rollback), when the device uses it.
+    #[serde(default)]
+    pub secure_version: Option<u32>,
+    /// Seconds between this device's check-ins (it is shown offline after about three missed
+    /// ones); learnt from the check-ins themselves when not given.
+    #[serde(default)]
+    pub interval_secs: Option<u32>,
 }
 
 /// What a device is told to install: the signed manifest plus where to get the bytes.
@@ -137,6 +144,9 @@ pub struct Presence {
     pub version: Option<String>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// ESP-IDF `secure_version` of the running app (anti-rollback), when the device uses it.
+    #[serde(default)]
+    pub secure_version: Option<u32>,
 }
 
 /// Acknowledgement of a report.

@@ -59,6 +59,13 @@ pub struct RolloutSpec {
     /// Retries of a device after a transient failure (timeout, dropped download).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// When to start (RFC 3339); a rollout started before then waits, `scheduled`, until it.
+    #[serde(default)]
+    pub start_at: Option<String>,
+    /// Most update commands per second (beside `concurrency`): protects a broker or a Wi-Fi
+    /// network from a burst of downloads starting at once. `None`: no limit.
+    #[serde(default)]
+    pub command_rate: Option<f64>,
 }
 
 fn default_waves() -> Vec<WaveSize> {
@@ -96,6 +103,8 @@ impl RolloutSpec {
             window: None,
             allow_downgrade: false,
             retries: default_retries(),
+            start_at: None,
+            command_rate: None,
         }
     }
 }
@@ -106,6 +115,8 @@ impl RolloutSpec {
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     Draft,
+    /// Started, waiting for its `start_at` time.
+    Scheduled,
     Running,
     Paused,
     Completed,
@@ -116,6 +127,7 @@ impl RolloutState {
     pub fn as_str(self) -> &'static str {
         match self {
             RolloutState::Draft => "draft",
+            RolloutState::Scheduled => "scheduled",
             RolloutState::Running => "running",
             RolloutState::Paused => "paused",
             RolloutState::Completed => "completed",
@@ -123,7 +135,7 @@ impl RolloutState {
         }
     }
     pub fn parse(s: &str) -> Option<RolloutState> {
-        [Self::Draft, Self::Running, Self::Paused, Self::Completed, Self::Cancelled]
+        [Self::Draft, Self::Scheduled, Self::Running, Self::Paused, Self::Completed, Self::Cancelled]
             .into_iter()
             .find(|v| v.as_str() == s)
     }
@@ -208,7 +220,10 @@ impl JobState {
     }
 }
 
-/// Jobs per state.
+/// Jobs per state. The same meaning everywhere (UI, CLI, JSON, CSV, events): `total` counts every
+/// job, `succeeded` those verified on the target version, `failed` and `timed_out` the two kinds
+/// of failure, `skipped` jobs left out (by the plan, or by a person), `cancelled` those a cancel
+/// stopped before they began. [`JobCounts::summary`] is how people read them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct JobCounts {
@@ -222,13 +237,128 @@ pub struct JobCounts {
     pub cancelled: u32,
 }
 
+impl JobCounts {
+    /// Failed plus timed out: every job that counts as a failure.
+    pub fn failures(&self) -> u32 {
+        self.failed + self.timed_out
+    }
+
+    /// Jobs meant to be updated: all but the skipped ones.
+    pub fn planned(&self) -> u32 {
+        self.total - self.skipped
+    }
+
+    /// The one way counts are read: `12 of 40 succeeded · 2 failed · 3 updating · 20 queued ·
+    /// 1 skipped` (parts that are zero are left out, except the first).
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} of {} succeeded", self.succeeded, self.planned());
+        for (n, what) in [
+            (self.failures(), "failed"),
+            (self.in_flight, "updating"),
+            (self.queued, "queued"),
+            (self.cancelled, "cancelled"),
+            (self.skipped, "skipped"),
+        ] {
+            if n > 0 {
+                out.push_str(&format!(" · {n} {what}"));
+            }
+        }
+        out
+    }
+}
+
 /// One wave's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct WaveStatus {
-    /// 0-based.
-    pub index: u32,
+    /// Wave number, from 1 (as people say it: "wave 2 of 4").
+    pub number: u32,
+    /// Its jobs (devices skipped by the plan are in no wave).
     pub counts: JobCounts,
+}
+
+/// How a finished rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutOutcome {
+    /// Every planned device was verified on the new version.
+    AllSucceeded,
+    /// Completed, but some devices failed, timed out or were skipped by a person.
+    SomeFailed,
+    /// Cancelled before the end.
+    Cancelled,
+}
+
+/// Why a rollout is not commanding devices right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// The current wave's devices are still updating; the next wave waits for them.
+    Devices,
+    /// As many devices are updating as `concurrency` allows, or the command rate is reached.
+    Concurrency,
+    /// Outside the maintenance window.
+    Window,
+    /// Waiting for a person's approval (resume) to start the next wave.
+    Approval,
+    /// Paused (by a person or by a gate).
+    Paused,
+    /// Waiting for its scheduled start.
+    Scheduled,
+}
+
+/// A device a rollout waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct WaitingDevice {
+    pub job: i64,
+    pub mac: String,
+    /// The device's name (or id) as the inventory knows it.
+    pub name: Option<String>,
+    /// Wave number, from 1.
+    pub wave: u32,
+    pub state: JobState,
+    /// When the device entered this state (RFC 3339 UTC).
+    pub since: String,
+    /// When this step times out (RFC 3339 UTC).
+    pub deadline: Option<String>,
+    /// Automatic retries left after a timeout or a dropped download.
+    pub retries_left: u32,
+    /// When the device was last heard from (RFC 3339 UTC).
+    pub last_seen: Option<String>,
+}
+
+/// What a rollout waits on now, and until when at the latest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct RolloutWait {
+    pub reason: WaitReason,
+    /// In words, e.g. `wave 2 of 4 waits for 1 device: pump-7 (rebooting, times out 10:42)`.
+    pub summary: String,
+    /// When the wait ends at the latest, if that is known (RFC 3339 UTC): the last deadline of
+    /// the devices waited on (retries included), the window's opening, the scheduled start.
+    pub until: Option<String>,
+    /// The devices waited on (in flight in the open waves), slowest deadline first, at most 50.
+    pub devices: Vec<WaitingDevice>,
+    /// How many devices are waited on in all.
+    pub device_count: u32,
+}
+
+/// How long the rest of a rollout should take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct RolloutEstimate {
+    /// Devices finished (succeeded or failed) per minute: over the last 5 minutes while it runs,
+    /// over the whole run once it is finished. `None` until two devices have finished.
+    pub per_minute: Option<f64>,
+    /// Seconds until every planned device is finished, when it can be said honestly; `None`
+    /// while paused, waiting for approval, or before the pace is known.
+    pub remaining_secs: Option<u64>,
+    /// What the estimate rests on, in words (`3 devices/min; wave 2 cannot finish before 10:42,
+    /// when pump-7 times out`, `paused`, `not started`).
+    pub basis: String,
 }
 
 /// A rollout as the engine reports it.
@@ -240,10 +370,23 @@ pub struct Rollout {
     pub firmware_id: i64,
     pub firmware_version: String,
     pub state: RolloutState,
-    /// The wave being worked on (0-based).
+    /// The wave being worked on, from 1 (0 before anything is planned in a wave); equal to
+    /// `wave_count` once the last wave is done.
     pub current_wave: u32,
-    /// Why the rollout is paused (by itself or by a person).
+    /// Waves that hold a device.
+    pub wave_count: u32,
+    /// Why the rollout paused, as recorded when it paused (by itself or by a person). The counts
+    /// of now are in `counts` and `waves`.
     pub pause_reason: Option<String>,
+    /// When it paused (RFC 3339 UTC).
+    pub paused_at: Option<String>,
+    /// What pressing Resume would do, in words (only while paused).
+    pub on_resume: Option<String>,
+    /// What the rollout waits on now (only while it is not finished).
+    pub waiting: Option<RolloutWait>,
+    pub estimate: RolloutEstimate,
+    /// How it ended (only once completed or cancelled).
+    pub outcome: Option<RolloutOutcome>,
     pub spec: RolloutSpec,
     pub counts: JobCounts,
     pub waves: Vec<WaveStatus>,
@@ -269,17 +412,22 @@ pub struct Job {
     pub rollout_id: i64,
     pub mac: String,
     pub device_id: Option<String>,
-    pub wave: u32,
+    /// Wave number, from 1; `None` for a device the plan skipped (it is in no wave).
+    pub wave: Option<u32>,
     pub state: JobState,
+    /// Commands sent for this job, retries included (1 for a device updated at the first try).
     pub attempts: u32,
     /// Version before the update.
     pub from_version: Option<String>,
-    /// Version the device reported last.
+    /// Version the device reported after it was commanded; `None` when it was not heard from
+    /// since (a device that timed out without coming back).
     pub current_version: Option<String>,
     /// Why it failed or was skipped.
     pub error: Option<String>,
     /// Download progress, percent.
     pub progress: Option<u8>,
+    /// When the current step times out (in-flight jobs only; RFC 3339 UTC).
+    pub deadline: Option<String>,
     pub history: Vec<JobTransition>,
     pub updated_at: String,
 }
@@ -327,6 +475,7 @@ pub struct RolloutProgress {
     /// Rollout id.
     pub rollout: i64,
     pub state: RolloutState,
+    /// The wave being worked on, from 1.
     pub current_wave: u32,
     pub jobs: Vec<JobProgress>,
     pub counts: JobCounts,
@@ -341,7 +490,7 @@ pub struct PreviewDevice {
     pub name: Option<String>,
     /// Version it runs now.
     pub current_version: Option<String>,
-    /// Wave it would be in (0-based).
+    /// Wave it would be in, from 1.
     pub wave: u32,
 }
 
@@ -365,12 +514,35 @@ pub struct RolloutPreview {
     pub firmware_version: String,
     /// Devices the target expression matches (updated + skipped).
     pub targeted: u32,
-    /// Devices per wave (0-based, only waves that hold a device).
+    /// Devices per wave (the first entry is wave 1; only waves that hold a device).
     pub wave_sizes: Vec<u32>,
     /// The devices that would be updated, by wave then MAC.
     pub devices: Vec<PreviewDevice>,
     /// The devices that would be skipped, by MAC.
     pub skipped: Vec<SkippedDevice>,
+    /// Devices the target's conditions leave out (`online`, `outdated`, `channel:`), with the
+    /// condition each fails: e.g. every device of the model that is offline, for a target
+    /// `model:pump and outdated and online`. Not part of the rollout; listed so nothing is left
+    /// out silently.
+    pub left_out: Vec<SkippedDevice>,
+}
+
+/// The firmware a rollout of some devices should install: the newest firmware of their model on
+/// the channel they follow, and how many of them run an older version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FirmwareSuggestion {
+    pub model: String,
+    pub channel: crate::firmware::Channel,
+    pub firmware_id: i64,
+    pub firmware_version: String,
+    /// Devices of the model (within the asked target) that run an older version.
+    pub outdated: u32,
+    /// Of those, the ones online now.
+    pub online: u32,
+    /// A target expression for exactly those devices' rollout (`model:… and outdated and
+    /// channel:…`), ready for a rollout spec.
+    pub target: String,
 }
 
 /// One job of a device, in any rollout.

@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 
 use ts_rs::{Config, TS};
 
-use crate::api::{EngineStatus, ErrorBody, Health, PublicKey, RuntimeInfo, SettingsView, SiteSettings};
-use crate::device::{Device, LabelRequest};
+use crate::api::{EngineStatus, ErrorBody, FleetMetrics, Health, PublicKey, RuntimeInfo, SettingsView, SiteSettings};
+use crate::device::{ChannelRequest, Device, LabelChannel, LabelRequest};
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
 use crate::firmware::{ImportPathRequest, ImportResponse, SignedManifest};
-use crate::rollout::{CreateRollout, DeviceHistory, Rollout, RolloutDetail, RolloutPreview, RolloutProgress};
+use crate::rollout::{
+    CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview, RolloutProgress,
+};
 
 fn generated_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/lib/api/generated")
@@ -58,6 +60,10 @@ fn render() -> BTreeMap<String, String> {
         RolloutPreview,
         RolloutProgress,
         DeviceHistory,
+        FirmwareSuggestion,
+        LabelChannel,
+        ChannelRequest,
+        FleetMetrics,
     );
     let files = read_dir(&out);
     let _ = std::fs::remove_dir_all(&out);

@@ -53,4 +53,13 @@ allow_downgrade: boolean,
 /**
  * Retries of a device after a transient failure (timeout, dropped download).
  */
-retries: number, };
+retries: number, 
+/**
+ * When to start (RFC 3339); a rollout started before then waits, `scheduled`, until it.
+ */
+start_at: string | null, 
+/**
+ * Most update commands per second (beside `concurrency`): protects a broker or a Wi-Fi
+ * network from a burst of downloads starting at once. `None`: no limit.
+ */
+command_rate: number | null, };

@@ -42,6 +42,11 @@ blocked: boolean,
  */
 public: boolean, 
 /**
+ * Archived: hidden from the library and from new rollouts, kept (file and row) for the
+ * reports of the rollouts that used it.
+ */
+archived: boolean, 
+/**
  * RFC 3339 UTC.
  */
 created_at: string, 

@@ -4,4 +4,8 @@ import type { Channel } from "./Channel";
 /**
  * Change the flags of a firmware.
  */
-export type FirmwarePatch = { blocked: boolean | null, public: boolean | null, channel: Channel | null, notes: string | null, };
+export type FirmwarePatch = { blocked: boolean | null, public: boolean | null, channel: Channel | null, notes: string | null, archived: boolean | null, 
+/**
+ * Stepping stone: devices must run at least this version first (SemVer); `""` removes it.
+ */
+min_version: string | null, };

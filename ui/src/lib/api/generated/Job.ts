@@ -5,13 +5,22 @@ import type { JobTransition } from "./JobTransition";
 /**
  * One device's update in a rollout.
  */
-export type Job = { id: number, rollout_id: number, mac: string, device_id: string | null, wave: number, state: JobState, attempts: number, 
+export type Job = { id: number, rollout_id: number, mac: string, device_id: string | null, 
+/**
+ * Wave number, from 1; `None` for a device the plan skipped (it is in no wave).
+ */
+wave: number | null, state: JobState, 
+/**
+ * Commands sent for this job, retries included (1 for a device updated at the first try).
+ */
+attempts: number, 
 /**
  * Version before the update.
  */
 from_version: string | null, 
 /**
- * Version the device reported last.
+ * Version the device reported after it was commanded; `None` when it was not heard from
+ * since (a device that timed out without coming back).
  */
 current_version: string | null, 
 /**
@@ -21,4 +30,8 @@ error: string | null,
 /**
  * Download progress, percent.
  */
-progress: number | null, history: Array<JobTransition>, updated_at: string, };
+progress: number | null, 
+/**
+ * When the current step times out (in-flight jobs only; RFC 3339 UTC).
+ */
+deadline: string | null, history: Array<JobTransition>, updated_at: string, };

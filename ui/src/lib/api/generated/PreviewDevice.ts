@@ -9,6 +9,6 @@ export type PreviewDevice = { mac: string, name: string | null,
  */
 current_version: string | null, 
 /**
- * Wave it would be in (0-based).
+ * Wave it would be in, from 1.
  */
 wave: number, };

@@ -13,7 +13,7 @@ export type RolloutPreview = { firmware_id: number, firmware_version: string,
  */
 targeted: number, 
 /**
- * Devices per wave (0-based, only waves that hold a device).
+ * Devices per wave (the first entry is wave 1; only waves that hold a device).
  */
 wave_sizes: Array<number>, 
 /**
@@ -23,4 +23,11 @@ devices: Array<PreviewDevice>,
 /**
  * The devices that would be skipped, by MAC.
  */
-skipped: Array<SkippedDevice>, };
+skipped: Array<SkippedDevice>, 
+/**
+ * Devices the target's conditions leave out (`online`, `outdated`, `channel:`), with the
+ * condition each fails: e.g. every device of the model that is offline, for a target
+ * `model:pump and outdated and online`. Not part of the rollout; listed so nothing is left
+ * out silently.
+ */
+left_out: Array<SkippedDevice>, };

@@ -14,4 +14,8 @@ export type RolloutProgress = {
 /**
  * Rollout id.
  */
-rollout: number, state: RolloutState, current_wave: number, jobs: Array<JobProgress>, counts: JobCounts, waves: Array<WaveStatus>, };
+rollout: number, state: RolloutState, 
+/**
+ * The wave being worked on, from 1.
+ */
+current_wave: number, jobs: Array<JobProgress>, counts: JobCounts, waves: Array<WaveStatus>, };

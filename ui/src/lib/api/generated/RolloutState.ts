@@ -3,4 +3,4 @@
 /**
  * Where a rollout is.
  */
-export type RolloutState = "draft" | "running" | "paused" | "completed" | "cancelled";
+export type RolloutState = "draft" | "scheduled" | "running" | "paused" | "completed" | "cancelled";

@@ -10,6 +10,11 @@ export type SettingsView = {
  */
 saved: SiteSettings, 
 /**
+ * What the running engine uses, every field filled in (flags given at start override what
+ * is saved: `--no-mdns` shows here as `mdns: false`).
+ */
+effective: SiteSettings, 
+/**
  * Is an external broker password saved?
  */
 mqtt_password_set: boolean, 

@@ -38,4 +38,13 @@ mqtt_password: string | null,
 /**
  * Advertise `_flotilla._tcp` over mDNS.
  */
-mdns: boolean | null, };
+mdns: boolean | null, 
+/**
+ * Days the audit log keeps events (default 90). Applies without a restart.
+ */
+event_retention_days: number | null, 
+/**
+ * Most events the audit log keeps, oldest pruned first (default 1,000,000). Applies without
+ * a restart.
+ */
+event_retention_max: number | null, };

@@ -6,6 +6,10 @@ import type { JobCounts } from "./JobCounts";
  */
 export type WaveStatus = { 
 /**
- * 0-based.
+ * Wave number, from 1 (as people say it: "wave 2 of 4").
  */
-index: number, counts: JobCounts, };
+number: number, 
+/**
+ * Its jobs (devices skipped by the plan are in no wave).
+ */
+counts: JobCounts, };
