@@ -180,7 +180,7 @@ async fn a_rollout_driven_from_the_cli() {
     .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("COMPLETED") && text.contains("6/6 updated"), "{text}");
+    assert!(text.contains("COMPLETED") && text.contains("6 of 6 succeeded"), "{text}");
 
     let list = stdout(&server.cli(&["rollout", "list"]));
     assert!(list.contains("completed"), "{list}");

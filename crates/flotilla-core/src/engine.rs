@@ -26,7 +26,7 @@ use crate::error::{CoreError, Result};
 use crate::firmware::blobs::Blobs;
 use crate::firmware::signing::SiteKey;
 use crate::firmware::token::DownloadTokens;
-use crate::fleet::{Fleet, OFFLINE_AFTER, TICK};
+use crate::fleet::{Fleet, LIVENESS_SWEEP, TICK};
 use crate::handle::{Catalog, Db, EngineHandle, Shared, reachable};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
@@ -79,7 +79,10 @@ impl Engine {
         for f in &firmware {
             catalog.set(f);
         }
-        let inventory = Inventory::load(flotilla_store::devices::list_with_transport(store.conn())?);
+        let inventory = Inventory::load(
+            flotilla_store::devices::list_with_transport(store.conn())?,
+            flotilla_store::devices::label_channels(store.conn())?,
+        );
         let runs = Fleet::load_runs(store.conn(), &firmware)?;
         let swept = blobs.sweep_orphans(&known)?;
         if swept > 0 {
@@ -162,6 +165,7 @@ impl Engine {
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
         handle.tracker.spawn(scheduler(handle.clone()));
         handle.tracker.spawn(progress(handle.clone()));
+        handle.tracker.spawn(housekeeping(handle.clone()));
         let runtime = RuntimeInfo {
             admin_url: handle.shared.admin_url.clone(),
             device_url: handle.shared.device_url.clone(),
@@ -215,9 +219,9 @@ async fn scheduler(engine: EngineHandle) {
         }
         // At most one pass per MIN_PASS: a burst of reports costs one pass, not one each.
         tokio::time::sleep_until(started + MIN_PASS).await;
-        if last_sweep.elapsed() >= OFFLINE_AFTER / 60 {
+        if last_sweep.elapsed() >= LIVENESS_SWEEP {
             last_sweep = tokio::time::Instant::now();
-            if let Err(e) = engine.sweep_offline() {
+            if let Err(e) = engine.sweep_liveness() {
                 tracing::error!(error = %e, "offline sweep failed");
             }
         }
@@ -240,6 +244,35 @@ async fn progress(engine: EngineHandle) {
         }
         if let Err(e) = engine.publish_progress() {
             tracing::error!(error = %e, "live rollout progress failed");
+        }
+    }
+}
+
+/// How often the version distribution is looked at (it is written when it changed).
+const SAMPLE_CHECK: Duration = Duration::from_secs(60);
+/// How often the audit log and the version history are pruned to their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Background upkeep that never blocks the engine: the version history for the dashboard, and
+/// the audit log's retention (pruned a batch per transaction, a minute after start and hourly).
+async fn housekeeping(engine: EngineHandle) {
+    let mut sample = tokio::time::interval(SAMPLE_CHECK);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_CHECK, PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = engine.stop.cancelled() => break,
+            _ = sample.tick() => {
+                if let Err(e) = engine.sample_versions().await {
+                    tracing::warn!(error = %e, "version sample not written");
+                }
+            }
+            _ = prune.tick() => {
+                if let Err(e) = engine.apply_retention().await {
+                    tracing::warn!(error = %e, "audit log not pruned to its retention");
+                }
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::error::{CoreError, Result};
 use crate::inventory::{Change, Inventory};
-use crate::rollout::run::{JobRec, Run};
+use crate::rollout::run::{JobRec, PauseKind, RateBucket, Run};
 use crate::rollout::window::Window;
 use crate::writer::Op;
 
@@ -29,8 +29,9 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub(crate) const SEEN_FLUSH: Duration = Duration::from_secs(30);
 /// Most events a device's history shows.
 pub const HISTORY_EVENTS: u32 = 200;
-/// A device not seen for this long is shown offline.
-pub const OFFLINE_AFTER: Duration = Duration::from_secs(600);
+/// How often device liveness is checked (devices that check in every few seconds are shown
+/// offline within seconds of their third missed check-in).
+pub const LIVENESS_SWEEP: Duration = Duration::from_secs(5);
 
 /// Inventory + rollouts.
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub(crate) struct Fleet {
     pub seen: HashSet<String>,
     /// When `seen` was last written.
     pub last_seen_flush: std::time::Instant,
+    /// The last version distribution sampled into the store, and when (Unix ms).
+    pub last_sample: Option<(i64, BTreeMap<String, u32>)>,
 }
 
 impl Default for Fleet {
@@ -50,6 +53,7 @@ impl Default for Fleet {
             runs: BTreeMap::new(),
             seen: HashSet::new(),
             last_seen_flush: std::time::Instant::now(),
+            last_sample: None,
         }
     }
 }
@@ -107,6 +111,8 @@ fn job_from_row(r: JobRow) -> JobRec {
         deadline: r.deadline,
         acknowledged: r.acknowledged,
         commands: r.commands,
+        retry_base: r.retry_base,
+        excluded: r.excluded,
         created_at: r.created_at,
         updated_at: r.updated_at,
         history: Vec::new(),
@@ -122,6 +128,7 @@ pub(crate) fn build_run(
     jobs: Vec<JobRec>,
 ) -> Result<Run> {
     let window = spec.window.as_deref().map(Window::parse).transpose()?;
+    let start_at = spec.start_at.as_deref().and_then(clock::parse_rfc3339);
     let by_mac = jobs.iter().enumerate().map(|(i, j)| (j.mac.clone(), i)).collect();
     Ok(Run {
         id: row.id,
@@ -131,6 +138,10 @@ pub(crate) fn build_run(
         state: RolloutState::parse(&row.state).unwrap_or(RolloutState::Paused),
         wave: row.current_wave,
         reason: row.pause_reason,
+        paused_at: row.paused_at,
+        pause_kind: row.pause_kind.as_deref().and_then(PauseKind::parse),
+        start_at,
+        rate: RateBucket::default(),
         seed: row.seed,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -176,9 +187,16 @@ pub(crate) fn normalize(mac: &str) -> Result<String> {
 /// What a person can do to a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RolloutAction {
+    /// Start a draft, or start a scheduled rollout now.
     Start,
     Pause,
+    /// Resume a paused rollout, acknowledging the failures so far.
     Resume,
     Cancel,
+    /// Queue failed devices again (and resume a paused rollout).
     RetryFailed,
+    /// Stop commanding and waiting for one device (by job id).
+    Skip {
+        job: i64,
+    },
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use flotilla_proto::{Device, Family};
+use flotilla_proto::{Channel, Device, Family};
 use flotilla_store::clock;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,12 @@ pub struct Sighting {
     pub version: Option<String>,
     pub ip: Option<String>,
     pub labels: Option<Vec<String>>,
+    /// The anti-rollback version the device reports.
+    pub secure_version: Option<u32>,
+    /// Seconds between check-ins, as the device declares them.
+    pub interval_secs: Option<u32>,
+    /// The embedded broker's session the sighting came through (MQTT presence).
+    pub broker_client: Option<String>,
     /// `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
     pub source: String,
     pub transport: Option<Transport>,
@@ -49,12 +55,31 @@ pub struct Change {
     pub fields_changed: bool,
 }
 
+/// Shown offline after this long without news, when nothing better is known (no check-in
+/// interval yet, no broker session to follow).
+pub const OFFLINE_AFTER_MS: i64 = 600_000;
+/// Bounds of the offline delay of a device that checks in: three missed check-ins (plus slack),
+/// never under a minute nor over two hours.
+const MIN_OFFLINE_MS: i64 = 60_000;
+const MAX_OFFLINE_MS: i64 = 2 * 3_600_000;
+/// Gaps between check-ins longer than this are absences, not the device's interval.
+const MAX_INTERVAL_MS: i64 = 6 * 3_600_000;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub device: Device,
     pub transport: Option<Transport>,
     /// `last_seen` in ms; the `Device` string is refreshed from it when read.
     pub last_seen_ms: i64,
+    /// The channel set on the device itself.
+    pub own_channel: Option<Channel>,
+    /// Check-in interval the device declared (ms).
+    pub declared_interval_ms: Option<i64>,
+    /// Check-in interval learnt from its check-ins (ms, moving average).
+    pub learned_interval_ms: Option<f64>,
+    /// The embedded broker's session its presence came through: when that session ends, the
+    /// device has left (even without a Last Will).
+    pub broker_client: Option<String>,
 }
 
 /// Every device, by MAC, with an index by device id.
@@ -62,20 +87,91 @@ pub(crate) struct Entry {
 pub(crate) struct Inventory {
     by_mac: HashMap<String, Entry>,
     by_id: HashMap<String, String>,
+    /// The channel of each label that has one.
+    label_channels: HashMap<String, Channel>,
 }
 
 impl Inventory {
-    pub fn load(devices: Vec<(Device, Option<String>)>) -> Inventory {
-        let mut inv = Inventory::default();
+    pub fn load(devices: Vec<(Device, Option<String>)>, label_channels: Vec<(String, Channel)>) -> Inventory {
+        let mut inv = Inventory { label_channels: label_channels.into_iter().collect(), ..Inventory::default() };
         for (device, transport) in devices {
             let transport = transport.and_then(|t| serde_json::from_str(&t).ok());
             let last_seen_ms = clock::parse_rfc3339(&device.last_seen).unwrap_or(0);
             if let Some(id) = &device.device_id {
                 inv.by_id.insert(id.clone(), device.mac.clone());
             }
-            inv.by_mac.insert(device.mac.clone(), Entry { device, transport, last_seen_ms });
+            let own_channel = (device.channel_from.as_deref() == Some("device")).then_some(device.channel);
+            let mut entry = Entry {
+                device,
+                transport,
+                last_seen_ms,
+                own_channel,
+                declared_interval_ms: None,
+                learned_interval_ms: None,
+                broker_client: None,
+            };
+            refresh_channel(&inv.label_channels, &mut entry);
+            inv.by_mac.insert(entry.device.mac.clone(), entry);
         }
         inv
+    }
+
+    /// Sets (or clears) the channel of one device; `None` when the device is unknown.
+    pub fn set_channel(&mut self, mac: &str, channel: Option<Channel>) -> Option<Device> {
+        let e = self.by_mac.get_mut(mac)?;
+        e.own_channel = channel;
+        refresh_channel(&self.label_channels, e);
+        Some(e.snapshot())
+    }
+
+    /// Sets (or clears) the channel of a label; every device carrying it follows.
+    pub fn set_label_channel(&mut self, label: &str, channel: Option<Channel>) {
+        match channel {
+            Some(c) => self.label_channels.insert(label.to_owned(), c),
+            None => self.label_channels.remove(label),
+        };
+        for e in self.by_mac.values_mut().filter(|e| e.device.labels.iter().any(|l| l == label)) {
+            refresh_channel(&self.label_channels, e);
+        }
+    }
+
+    /// The channel of every label that has one, by label.
+    pub fn label_channels(&self) -> Vec<(String, Channel)> {
+        let mut out: Vec<(String, Channel)> = self.label_channels.iter().map(|(l, c)| (l.clone(), *c)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Removes a device from the inventory; its entry as it was.
+    pub fn forget(&mut self, mac: &str) -> Option<Entry> {
+        let e = self.by_mac.remove(mac)?;
+        if let Some(id) = &e.device.device_id
+            && self.by_id.get(id).is_some_and(|m| m == mac)
+        {
+            self.by_id.remove(id);
+        }
+        Some(e)
+    }
+
+    /// Online devices whose liveness has lapsed at `now`, with why.
+    pub fn lapsed(&self, now: i64) -> Vec<(String, String)> {
+        self.by_mac
+            .values()
+            .filter(|e| e.device.online)
+            .filter_map(|e| {
+                let after = e.offline_after_ms()?;
+                (now - e.last_seen_ms >= after).then(|| (e.device.mac.clone(), e.silence_reason(now)))
+            })
+            .collect()
+    }
+
+    /// Online MQTT devices whose presence came through the broker session `client`.
+    pub fn of_broker_client(&self, client: &str) -> Vec<String> {
+        self.by_mac
+            .values()
+            .filter(|e| e.device.online && e.broker_client.as_deref() == Some(client))
+            .map(|e| e.device.mac.clone())
+            .collect()
     }
 
     pub fn get(&self, mac: &str) -> Option<&Entry> {
@@ -119,6 +215,9 @@ impl Inventory {
                     version: None,
                     ip: None,
                     online: false,
+                    secure_version: None,
+                    channel: Channel::Stable,
+                    channel_from: None,
                     labels: Vec::new(),
                     sources: Vec::new(),
                     first_seen: clock::rfc3339(now_ms),
@@ -126,10 +225,28 @@ impl Inventory {
                 },
                 transport: None,
                 last_seen_ms: now_ms,
+                own_channel: None,
+                declared_interval_ms: None,
+                learned_interval_ms: None,
+                broker_client: None,
             };
             self.by_mac.insert(s.mac.clone(), entry);
         }
         let Some(entry) = self.by_mac.get_mut(&s.mac) else { return change };
+        // Learn the check-in interval from the gaps between check-ins of an online device.
+        if s.source == "checkin" && entry.device.online && !change.created {
+            let gap = now_ms - entry.last_seen_ms;
+            if (500..MAX_INTERVAL_MS).contains(&gap) {
+                let g = gap as f64;
+                entry.learned_interval_ms = Some(entry.learned_interval_ms.map_or(g, |l| 0.7 * l + 0.3 * g));
+            }
+        }
+        if let Some(secs) = s.interval_secs.filter(|s| *s > 0) {
+            entry.declared_interval_ms = Some(i64::from(secs) * 1000);
+        }
+        if s.broker_client.is_some() && entry.broker_client != s.broker_client {
+            entry.broker_client.clone_from(&s.broker_client);
+        }
         let d = &mut entry.device;
         fn merge<T: PartialEq + Clone>(slot: &mut Option<T>, new: &Option<T>, changed: &mut bool) {
             if let Some(v) = new
@@ -140,6 +257,7 @@ impl Inventory {
             }
         }
         let mut changed = false;
+        let mut labels_changed = false;
         let mut id_changed = false;
         let old_id = if s.device_id.is_some() && s.device_id != d.device_id { d.device_id.take() } else { None };
         merge(&mut d.device_id, &s.device_id, &mut id_changed);
@@ -151,6 +269,7 @@ impl Inventory {
         merge(&mut d.version, &s.version, &mut version_changed);
         let mut ip_changed = false;
         merge(&mut d.ip, &s.ip, &mut ip_changed);
+        merge(&mut d.secure_version, &s.secure_version, &mut changed);
         if let Some(f) = s.family
             && (d.family != f)
             && (f != Family::Unknown)
@@ -168,6 +287,7 @@ impl Inventory {
             if l != d.labels {
                 d.labels = l;
                 changed = true;
+                labels_changed = true;
             }
         }
         if !s.source.is_empty() && !d.sources.iter().any(|x| x == &s.source) {
@@ -187,7 +307,10 @@ impl Inventory {
             changed = true;
         }
         entry.last_seen_ms = now_ms;
-        let new_id = if id_changed { d.device_id.clone() } else { None };
+        let new_id = if id_changed { entry.device.device_id.clone() } else { None };
+        if labels_changed || change.created {
+            changed |= refresh_channel(&self.label_channels, entry);
+        }
         change.version_changed = version_changed && !change.created;
         change.ip_changed = ip_changed && !change.created;
         change.fields_changed |= changed || version_changed || ip_changed;
@@ -223,8 +346,35 @@ impl Inventory {
             }
         }
         e.device.labels.sort();
+        refresh_channel(&self.label_channels, e);
         Some(e.device.labels.clone())
     }
+}
+
+/// Works out the channel a device follows: its own, else its labels' (beta wins), else stable.
+/// Returns whether it changed.
+fn refresh_channel(label_channels: &HashMap<String, Channel>, e: &mut Entry) -> bool {
+    let (channel, from) = match e.own_channel {
+        Some(c) => (c, Some("device".to_owned())),
+        None => {
+            let mut best: Option<(Channel, &String)> = None;
+            for l in &e.device.labels {
+                if let Some(&c) = label_channels.get(l)
+                    && best.is_none_or(|(b, _)| c == Channel::Beta && b != Channel::Beta)
+                {
+                    best = Some((c, l));
+                }
+            }
+            match best {
+                Some((c, l)) => (c, Some(format!("label:{l}"))),
+                None => (Channel::Stable, None),
+            }
+        }
+    };
+    let changed = e.device.channel != channel || e.device.channel_from != from;
+    e.device.channel = channel;
+    e.device.channel_from = from;
+    changed
 }
 
 impl Entry {
@@ -237,6 +387,37 @@ impl Entry {
 
     pub fn transport_json(&self) -> Option<String> {
         self.transport.as_ref().and_then(|t| serde_json::to_string(t).ok())
+    }
+
+    /// The check-in interval: declared, else learnt.
+    fn interval_ms(&self) -> Option<i64> {
+        self.declared_interval_ms.or(self.learned_interval_ms.map(|l| l as i64))
+    }
+
+    /// How long without news before the device is shown offline; `None` when its transport has a
+    /// liveness of its own (an MQTT device is online while its broker session lives: its Last
+    /// Will, or the embedded broker's session end, takes it offline).
+    pub fn offline_after_ms(&self) -> Option<i64> {
+        match &self.transport {
+            Some(Transport::Mqtt { .. }) => None,
+            Some(Transport::Pull) => Some(match self.interval_ms() {
+                Some(i) => (3 * i + 30_000).clamp(MIN_OFFLINE_MS, MAX_OFFLINE_MS),
+                None => OFFLINE_AFTER_MS,
+            }),
+            None => Some(OFFLINE_AFTER_MS),
+        }
+    }
+
+    /// Why a device is shown offline after a silence, in words.
+    fn silence_reason(&self, now: i64) -> String {
+        let silent = (now - self.last_seen_ms) / 1000;
+        match (&self.transport, self.interval_ms()) {
+            (Some(Transport::Pull), Some(i)) => {
+                format!("no check-in for {silent} s (it checks in every {} s)", (i + 500) / 1000)
+            }
+            (Some(Transport::Pull), None) => format!("no check-in for {silent} s"),
+            _ => format!("not seen for {silent} s"),
+        }
     }
 }
 

@@ -172,6 +172,31 @@ pub(crate) async fn start(
             Inbox::Client(rx)
         }
     };
+    if let Some(broker) = &broker {
+        // A device's session ending takes it offline, Last Will or not.
+        let mut ends = broker.session_ends();
+        let engine = engine.clone();
+        let stop = engine.stop_token();
+        engine.tracker().clone().spawn(async move {
+            loop {
+                let client = tokio::select! {
+                    () = stop.cancelled() => break,
+                    c = ends.recv() => c,
+                };
+                match client {
+                    Ok(client) => {
+                        if let Err(e) = engine.mqtt_session_ended(&client) {
+                            tracing::debug!(%client, error = %e, "session end not applied");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "fell behind the broker's session ends");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
     let dispatcher = engine.clone();
     let profiles = profiles.to_vec();
     let stop = engine.stop_token();
@@ -194,7 +219,9 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
         if let Some((id, owner)) = match_topic(&p.presence, &msg.topic) {
             match serde_json::from_slice::<Presence>(&msg.payload) {
                 Ok(presence) => {
-                    if let Err(e) = engine.presence(&p.name, &id, owner, presence, msg.retained).await {
+                    if let Err(e) =
+                        engine.presence(&p.name, &id, owner, presence, msg.retained, msg.client_id.clone()).await
+                    {
                         tracing::debug!(topic = %msg.topic, error = %e, "presence ignored");
                     }
                 }

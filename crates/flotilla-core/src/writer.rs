@@ -20,8 +20,28 @@ use crate::error::{CoreError, Result};
 /// One queued write.
 #[derive(Debug)]
 pub(crate) enum Op {
-    Device { device: flotilla_proto::Device, transport: Option<String> },
-    Labels { mac: String, labels: Vec<String> },
+    Device {
+        device: flotilla_proto::Device,
+        transport: Option<String>,
+    },
+    Labels {
+        mac: String,
+        labels: Vec<String>,
+    },
+    /// The channel set on a device itself (`None` clears it).
+    Channel {
+        mac: String,
+        channel: Option<flotilla_proto::Channel>,
+    },
+    /// The channel of a label (`None` clears it).
+    LabelChannel {
+        label: String,
+        channel: Option<flotilla_proto::Channel>,
+    },
+    /// Forget a device (see `flotilla_store::devices::forget`).
+    Forget {
+        mac: String,
+    },
     Event(NewEvent),
     Job(JobRow),
     Transition(TransitionRow),
@@ -199,6 +219,8 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
     // once, with its newest value, at the place of its first write — so a row a later op refers to
     // (labels → device) is always written before that op.
     let mut batch = batch;
+    // A forgotten device may be seen again in the same batch: its writes keep their order then.
+    let dedupe_devices = !batch.iter().any(|op| matches!(op, Op::Forget { .. }));
     let mut newest_job: HashMap<i64, JobRow> = HashMap::new();
     let mut newest_device: HashMap<String, (flotilla_proto::Device, Option<String>)> = HashMap::new();
     for op in &batch {
@@ -206,7 +228,7 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
             Op::Job(j) => {
                 newest_job.insert(j.id, j.clone());
             }
-            Op::Device { device, transport } => {
+            Op::Device { device, transport } if dedupe_devices => {
                 let entry = newest_device.entry(device.mac.clone()).or_insert_with(|| (device.clone(), None));
                 entry.0 = device.clone();
                 if transport.is_some() {
@@ -225,7 +247,7 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
                     j.id = SKIP;
                 }
             }
-            Op::Device { device, transport } => {
+            Op::Device { device, transport } if dedupe_devices => {
                 if let Some((d, t)) = newest_device.remove(&device.mac) {
                     *device = d;
                     *transport = t;
@@ -246,6 +268,9 @@ fn write_batch(store: &std::sync::Mutex<Store>, live: &broadcast::Sender<Event>,
                     Op::Device { device, .. } if device.mac.is_empty() => {}
                     Op::Device { device, transport } => devices::put(tx, &device, transport.as_deref())?,
                     Op::Labels { mac, labels } => devices::set_labels(tx, &mac, &labels)?,
+                    Op::Channel { mac, channel } => devices::set_channel(tx, &mac, channel).map(drop)?,
+                    Op::LabelChannel { label, channel } => devices::set_label_channel(tx, &label, channel)?,
+                    Op::Forget { mac } => devices::forget(tx, &mac)?,
                     // The live copy is built only when someone listens.
                     Op::Event(ev) if live_listeners => appended.push(events::append(tx, &ev)?),
                     Op::Event(ev) => events::insert(tx, &ev).map(drop)?,

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use flotilla_proto::device::LabelChannel;
 use flotilla_proto::native::{CheckRequest, CheckResponse, Offer, Presence, ReportRequest};
 use flotilla_proto::rollout::{DeviceHistory, DeviceJob, JobState};
-use flotilla_proto::{Device, Family, Firmware};
+use flotilla_proto::{Channel, Device, Family, Firmware};
 use flotilla_store::clock;
 use flotilla_store::events::NewEvent;
 use serde_json::json;
@@ -94,6 +95,128 @@ impl EngineHandle {
             .ok_or_else(|| CoreError::NotFound(format!("device {mac}")))
     }
 
+    /// Shows offline the devices whose liveness lapsed: a pull device after about three missed
+    /// check-ins (its declared or learnt interval), others after a long silence. MQTT devices are
+    /// left to their broker session (Last Will, session end).
+    pub(crate) fn sweep_liveness(&self) -> Result<()> {
+        let mut ops = Vec::new();
+        {
+            let mut fleet = self.fleet()?;
+            for (mac, why) in fleet.inventory.lapsed(clock::now_ms()) {
+                offline_locked(&mut fleet, &mac, "engine", &why, &mut ops);
+            }
+        }
+        self.queue(ops);
+        Ok(())
+    }
+
+    /// The embedded broker ended the session `client`: devices whose presence came through it
+    /// have left (a Last Will, when set, said so already; a clean disconnect sends none).
+    pub(crate) fn mqtt_session_ended(&self, client: &str) -> Result<()> {
+        let mut ops = Vec::new();
+        {
+            let mut fleet = self.fleet()?;
+            for mac in fleet.inventory.of_broker_client(client) {
+                offline_locked(&mut fleet, &mac, &format!("mqtt:{mac}"), "its MQTT session ended", &mut ops);
+            }
+        }
+        self.queue(ops);
+        Ok(())
+    }
+
+    /// Sets (or clears, with `None`) the channel a device follows itself.
+    pub async fn set_device_channel(&self, mac: &str, channel: Option<Channel>, actor: &str) -> Result<Device> {
+        let mac = normalize(mac)?;
+        let device = {
+            let mut fleet = self.fleet()?;
+            let d = fleet
+                .inventory
+                .set_channel(&mac, channel)
+                .ok_or_else(|| CoreError::NotFound(format!("device {mac}")))?;
+            self.queue(vec![
+                Op::Channel { mac: mac.clone(), channel },
+                Op::Event(NewEvent::new(
+                    "device.channel",
+                    actor,
+                    Some(format!("device:{mac}")),
+                    json!({ "mac": mac, "set": channel, "channel": d.channel, "from": d.channel_from }),
+                )),
+            ]);
+            d
+        };
+        self.shared.writer.flush().await?;
+        Ok(device)
+    }
+
+    /// The channels of labels.
+    pub async fn label_channels(&self) -> Result<Vec<LabelChannel>> {
+        Ok(self
+            .fleet()?
+            .inventory
+            .label_channels()
+            .into_iter()
+            .map(|(label, channel)| LabelChannel { label, channel })
+            .collect())
+    }
+
+    /// Sets (or clears, with `None`) the channel followed by the devices carrying `label`.
+    pub async fn set_label_channel(
+        &self,
+        label: &str,
+        channel: Option<Channel>,
+        actor: &str,
+    ) -> Result<Vec<LabelChannel>> {
+        if !flotilla_proto::device::valid_label(label) {
+            return Err(CoreError::BadRequest(format!(
+                "label {label:?} must be 1-64 characters of A-Z a-z 0-9 . _ : / -"
+            )));
+        }
+        {
+            let mut fleet = self.fleet()?;
+            fleet.inventory.set_label_channel(label, channel);
+            self.queue(vec![
+                Op::LabelChannel { label: label.to_owned(), channel },
+                Op::Event(NewEvent::new(
+                    "label.channel",
+                    actor,
+                    Some(format!("label:{label}")),
+                    json!({ "label": label, "channel": channel }),
+                )),
+            ]);
+        }
+        self.shared.writer.flush().await?;
+        self.label_channels().await
+    }
+
+    /// Forgets a device: it leaves the inventory with its labels and channel, and is found anew
+    /// if it shows up again. Refused while a rollout still works on it (cancel or skip it first).
+    pub async fn forget_device(&self, mac: &str, actor: &str) -> Result<Device> {
+        let mac = normalize(mac)?;
+        let device = {
+            let mut fleet = self.fleet()?;
+            if let Some((rid, _)) = fleet.job_of(&mac) {
+                return Err(CoreError::Conflict(format!(
+                    "device {mac} is in unfinished rollout {rid}: skip it there (or cancel the rollout) first"
+                )));
+            }
+            let e = fleet.inventory.forget(&mac).ok_or_else(|| CoreError::NotFound(format!("device {mac}")))?;
+            fleet.seen.remove(&mac);
+            let d = e.snapshot();
+            self.queue(vec![
+                Op::Forget { mac: mac.clone() },
+                Op::Event(NewEvent::new(
+                    "device.forgotten",
+                    actor,
+                    Some(format!("device:{mac}")),
+                    json!({ "mac": mac, "device_id": d.device_id, "name": d.name }),
+                )),
+            ]);
+            d
+        };
+        self.shared.writer.flush().await?;
+        Ok(device)
+    }
+
     /// Adds and removes labels of a device.
     pub async fn label_device(&self, mac: &str, add: Vec<String>, remove: Vec<String>, actor: &str) -> Result<Device> {
         let mac = normalize(mac)?;
@@ -132,7 +255,7 @@ impl EngineHandle {
         if let Some(bad) = req.labels.iter().flatten().find(|l| !flotilla_proto::device::valid_label(l)) {
             return Err(CoreError::BadRequest(format!("label {bad:?} is not valid")));
         }
-        let CheckRequest { device_id, model, chip, version, labels, .. } = req;
+        let CheckRequest { device_id, model, chip, version, labels, secure_version, interval_secs, .. } = req;
         let sighting = Sighting {
             mac,
             device_id: Some(device_id),
@@ -142,6 +265,8 @@ impl EngineHandle {
             version: Some(version),
             ip,
             labels,
+            secure_version,
+            interval_secs,
             source: "checkin".into(),
             transport: Some(Transport::Pull),
             ..Sighting::default()
@@ -210,6 +335,9 @@ impl EngineHandle {
     /// A presence message (MQTT): registers the device and verifies a pending update. A retained
     /// presence may predate the update (it is replayed on every subscribe), so it can confirm a
     /// success but never fail a job.
+    /// `client` is the embedded broker's session the message came through (`None` for a site's
+    /// broker): when that session ends, the device is shown offline.
+    #[allow(clippy::too_many_arguments)]
     pub async fn presence(
         &self,
         profile: &str,
@@ -217,6 +345,7 @@ impl EngineHandle {
         owner: Option<String>,
         p: Presence,
         retained: bool,
+        client: Option<String>,
     ) -> Result<()> {
         let mut ops = Vec::new();
         {
@@ -229,18 +358,8 @@ impl EngineHandle {
                 },
             };
             if !p.online {
-                if fleet.inventory.set_offline(&mac)
-                    && let Some(e) = fleet.inventory.get(&mac)
-                {
-                    let d = e.snapshot();
-                    ops.push(Op::Device { device: d, transport: None });
-                    ops.push(Op::Event(NewEvent::new(
-                        "device.offline",
-                        &format!("mqtt:{mac}"),
-                        Some(format!("device:{mac}")),
-                        json!({ "mac": mac }),
-                    )));
-                }
+                let why = "it said so (an offline presence or its Last Will)";
+                offline_locked(&mut fleet, &mac, &format!("mqtt:{mac}"), why, &mut ops);
             } else {
                 let s = Sighting {
                     mac: mac.clone(),
@@ -250,6 +369,8 @@ impl EngineHandle {
                     chip: p.chip.clone(),
                     version: p.version.clone(),
                     ip: p.ip.clone(),
+                    secure_version: p.secure_version,
+                    broker_client: client,
                     source: "mqtt".into(),
                     transport: Some(Transport::Mqtt { profile: profile.to_owned(), owner }),
                     ..Sighting::default()
@@ -336,5 +457,20 @@ impl EngineHandle {
             .call(move |s| Ok(flotilla_store::events::of_subject(s.conn(), &subject, HISTORY_EVENTS)?))
             .await?;
         Ok(DeviceHistory { mac, jobs, events })
+    }
+}
+
+/// Shows a device offline (if it was online), with the write and the event that says why.
+fn offline_locked(fleet: &mut Fleet, mac: &str, actor: &str, why: &str, ops: &mut Vec<Op>) {
+    if fleet.inventory.set_offline(mac)
+        && let Some(e) = fleet.inventory.get(mac)
+    {
+        ops.push(Op::Device { device: e.snapshot(), transport: None });
+        ops.push(Op::Event(NewEvent::new(
+            "device.offline",
+            actor,
+            Some(format!("device:{mac}")),
+            json!({ "mac": mac, "reason": why }),
+        )));
     }
 }

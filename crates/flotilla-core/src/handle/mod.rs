@@ -12,12 +12,15 @@
 //! - `devices`: the inventory and the native device protocol (check-ins, reports, presence).
 //! - `rollouts`: plan, create, steer and drive rollouts (the scheduler pass).
 //! - `audit`: the audit log (events).
+//! - `metrics`: fleet metrics (Prometheus text, the dashboard's panels, versions over time).
 //! - `status`, `settings`, `demo`: what the engine runs, its saved settings, the demo fleet.
 
 mod audit;
+pub use audit::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX, EventQuery};
 mod demo;
 mod devices;
 mod firmware;
+mod metrics;
 mod rollouts;
 mod settings;
 mod status;

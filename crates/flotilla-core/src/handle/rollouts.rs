@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use flotilla_proto::rollout::{
-    CreateRollout, JobState, PreviewDevice, Rollout, RolloutDetail, RolloutPreview, RolloutSpec, RolloutState,
-    SkippedDevice,
+    CreateRollout, FirmwareSuggestion, JobState, PreviewDevice, Rollout, RolloutDetail, RolloutPreview, RolloutSpec,
+    RolloutState, SkippedDevice,
 };
-use flotilla_proto::{Device, Firmware};
+use flotilla_proto::{Channel, Device, Firmware};
 use flotilla_store::clock;
 use flotilla_store::events::NewEvent;
 use flotilla_store::rollouts::{self as rollout_rows, RolloutRow, TransitionRow};
@@ -15,12 +15,12 @@ use serde_json::json;
 
 use super::EngineHandle;
 use crate::error::{CoreError, Result};
-use crate::fleet::{OFFLINE_AFTER, RolloutAction, SEEN_FLUSH, build_run};
-use crate::inventory::Transport;
+use crate::fleet::{Fleet, RolloutAction, SEEN_FLUSH, build_run};
+use crate::inventory::{Entry, Transport};
 use crate::protocols::Adapter;
 use crate::rollout::plan::{self, DeviceFacts};
-use crate::rollout::run::{Command, JobRec, Run};
-use crate::rollout::target::{Facts, Target};
+use crate::rollout::run::{Command, DeviceRef, JobRec, Run, human_span};
+use crate::rollout::target::{Facts, Target, Term};
 use crate::rollout::window::Window;
 use crate::writer::Op;
 
@@ -36,6 +36,62 @@ pub(crate) struct RolloutPlan {
     waves: Vec<u32>,
     /// Devices the target matches that cannot be updated, with the reason.
     skipped: Vec<(Device, String)>,
+    /// Devices in the target's scope that one of its conditions leaves out, with the reason.
+    left_out: Vec<(Device, String)>,
+}
+
+/// What a target is evaluated against, for one device of the inventory, about firmware `fw`.
+fn facts<'a>(e: &'a Entry, fw_version: &str) -> Facts<'a> {
+    let d = &e.device;
+    Facts {
+        mac: &d.mac,
+        device_id: d.device_id.as_deref(),
+        online: d.online,
+        labels: &d.labels,
+        model: d.model.as_deref(),
+        chip: d.chip.as_deref(),
+        family: d.family,
+        outdated: d.version.as_deref().and_then(|v| plan::compare_versions(v, fw_version))
+            == Some(std::cmp::Ordering::Less),
+        channel: d.channel,
+    }
+}
+
+/// Why a condition of the target leaves a device out, in words.
+fn left_out_reason(term: &Term, e: &Entry, fw_version: &str, now: i64) -> String {
+    let d = &e.device;
+    match term {
+        Term::Online => format!("offline (last seen {} ago)", human_span((now - e.last_seen_ms) / 1000)),
+        Term::Outdated => match &d.version {
+            None => "running version unknown, so not known to be outdated".into(),
+            Some(v) if plan::same_version(v, fw_version) => format!("already on {fw_version}"),
+            Some(v) => format!("runs {v}, not older than {fw_version}"),
+        },
+        Term::Channel(c) => format!("follows the {} channel, not {}", d.channel.as_str(), c.as_str()),
+        Term::Not(inner) => match inner.as_ref() {
+            Term::Online => "online (the target asks for offline devices)".into(),
+            Term::Outdated => "outdated (the target asks for devices that are not)".into(),
+            Term::Channel(c) => format!("follows the {} channel", c.as_str()),
+            _ => "does not meet the target's conditions".into(),
+        },
+        _ => "does not meet the target's conditions".into(),
+    }
+}
+
+/// What the views need of a device, from the inventory.
+fn device_ref(fleet: &Fleet, mac: &str) -> DeviceRef {
+    match fleet.inventory.get(mac) {
+        Some(e) => DeviceRef {
+            name: e.device.name.clone().or_else(|| e.device.device_id.clone()),
+            last_seen_ms: Some(e.last_seen_ms),
+        },
+        None => DeviceRef::default(),
+    }
+}
+
+/// A rollout as the API shows it, with names and waits from the inventory.
+fn rollout_view(fleet: &Fleet, run: &Run, now: i64, at: time::OffsetDateTime) -> Rollout {
+    run.to_proto(now, at, &|mac| device_ref(fleet, mac))
 }
 
 impl EngineHandle {
@@ -47,6 +103,12 @@ impl EngineHandle {
         let fw = self.find_firmware(&spec.firmware).await?;
         if fw.blocked {
             return Err(CoreError::Refused(format!("firmware {} ({}) is blocked", fw.id, fw.version)));
+        }
+        if fw.archived {
+            return Err(CoreError::Refused(format!(
+                "firmware {} ({}) is archived: unarchive it to roll it out",
+                fw.id, fw.version
+            )));
         }
         let target = Target::parse(&spec.target)?;
         if let Some(w) = &spec.window {
@@ -61,27 +123,33 @@ impl EngineHandle {
         if spec.waves.is_empty() {
             return Err(CoreError::BadRequest("at least one wave".into()));
         }
+        if let Some(r) = spec.command_rate
+            && !(r.is_finite() && r > 0.0 && r <= 10_000.0)
+        {
+            return Err(CoreError::BadRequest(format!(
+                "command_rate {r}: commands per second, above 0 and at most 10000"
+            )));
+        }
+        if let Some(t) = &spec.start_at {
+            clock::parse_rfc3339(t).ok_or_else(|| {
+                CoreError::BadRequest(format!("start_at {t:?} is not an RFC 3339 time, e.g. 2026-12-04T22:00:00Z"))
+            })?;
+        }
         let seed = hex::encode(crate::secrets::random_bytes::<8>()?);
+        let now = clock::now_ms();
         // Plan under the lock (a consistent view of devices and other rollouts).
-        let (eligible, skipped) = {
+        let (eligible, skipped, left_out) = {
             let fleet = self.fleet()?;
             let mut eligible: Vec<Device> = Vec::new();
             let mut skipped: Vec<(Device, String)> = Vec::new();
+            let mut left_out: Vec<(Device, String)> = Vec::new();
             for e in fleet.inventory.iter() {
                 let d = &e.device;
-                let outdated = d.version.as_deref().and_then(|v| plan::compare_versions(v, &fw.version))
-                    == Some(std::cmp::Ordering::Less);
-                let facts = Facts {
-                    mac: &d.mac,
-                    device_id: d.device_id.as_deref(),
-                    online: d.online,
-                    labels: &d.labels,
-                    model: d.model.as_deref(),
-                    chip: d.chip.as_deref(),
-                    family: d.family,
-                    outdated,
-                };
-                if !target.matches(&facts) {
+                let f = facts(e, &fw.version);
+                if !target.matches(&f) {
+                    if let Some(term) = target.left_out(&f) {
+                        left_out.push((e.snapshot(), left_out_reason(term, e, &fw.version, now)));
+                    }
                     continue;
                 }
                 let busy_in = fleet.job_of(&d.mac).map(|(rid, _)| rid);
@@ -90,6 +158,8 @@ impl EngineHandle {
                     model: d.model.as_deref(),
                     chip: d.chip.as_deref(),
                     version: d.version.as_deref(),
+                    secure_version: d.secure_version,
+                    channel: d.channel,
                     busy_in,
                 };
                 let slot = self.shared.config.max_image_size_for(d.model.as_deref().unwrap_or(&fw.model));
@@ -98,14 +168,24 @@ impl EngineHandle {
                     Err(why) => skipped.push((e.snapshot(), why)),
                 }
             }
-            (eligible, skipped)
+            (eligible, skipped, left_out)
         };
         if eligible.is_empty() && skipped.is_empty() {
-            return Err(CoreError::Refused(format!("target {:?} matches no device", spec.target)));
+            let why = if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} left out by its conditions, e.g. {}: {})",
+                    left_out.len(),
+                    left_out[0].0.mac,
+                    left_out[0].1
+                )
+            };
+            return Err(CoreError::Refused(format!("target {:?} matches no device{why}", spec.target)));
         }
         let macs: Vec<&str> = eligible.iter().map(|d| d.mac.as_str()).collect();
         let waves = plan::assign_waves(&seed, &macs, &spec.waves);
-        Ok(RolloutPlan { fw, spec, seed, eligible, waves, skipped })
+        Ok(RolloutPlan { fw, spec, seed, eligible, waves, skipped, left_out })
     }
 
     /// What creating the rollout would do: the devices it would update (with their wave) and
@@ -126,23 +206,26 @@ impl EngineHandle {
             .zip(&plan.waves)
             .map(|(d, &wave)| PreviewDevice {
                 mac: d.mac.clone(),
-                name: d.name.clone(),
+                name: d.name.clone().or_else(|| d.device_id.clone()),
                 current_version: d.version.clone(),
-                wave,
+                wave: wave + 1,
             })
             .collect();
         devices.sort_by(|a, b| (a.wave, &a.mac).cmp(&(b.wave, &b.mac)));
-        let mut skipped: Vec<SkippedDevice> = plan
-            .skipped
-            .iter()
-            .map(|(d, why)| SkippedDevice {
-                mac: d.mac.clone(),
-                name: d.name.clone(),
-                current_version: d.version.clone(),
-                reason: why.clone(),
-            })
-            .collect();
-        skipped.sort_by(|a, b| a.mac.cmp(&b.mac));
+        let listed = |list: &[(Device, String)]| {
+            let mut out: Vec<SkippedDevice> = list
+                .iter()
+                .map(|(d, why)| SkippedDevice {
+                    mac: d.mac.clone(),
+                    name: d.name.clone().or_else(|| d.device_id.clone()),
+                    current_version: d.version.clone(),
+                    reason: why.clone(),
+                })
+                .collect();
+            out.sort_by(|a, b| a.mac.cmp(&b.mac));
+            out
+        };
+        let skipped = listed(&plan.skipped);
         Ok(RolloutPreview {
             firmware_id: plan.fw.id,
             firmware_version: plan.fw.version,
@@ -150,12 +233,13 @@ impl EngineHandle {
             wave_sizes,
             devices,
             skipped,
+            left_out: listed(&plan.left_out),
         })
     }
 
     /// Plans a rollout (`plan_rollout`), persists it all, and starts it if asked.
     pub async fn create_rollout(&self, req: CreateRollout, actor: &str) -> Result<RolloutDetail> {
-        let RolloutPlan { fw, spec, seed, eligible, waves, skipped } = self.plan_rollout(req.spec).await?;
+        let RolloutPlan { fw, spec, seed, eligible, waves, skipped, .. } = self.plan_rollout(req.spec).await?;
         let now = clock::now_ms();
         let name = spec.name.clone().unwrap_or_else(|| format!("{} {} → {}", fw.model, fw.version, spec.target));
         let row = RolloutRow {
@@ -166,6 +250,8 @@ impl EngineHandle {
             spec_json: serde_json::to_string(&spec).map_err(|e| CoreError::BadRequest(e.to_string()))?,
             current_wave: 0,
             pause_reason: None,
+            paused_at: None,
+            pause_kind: None,
             seed,
             created_at: now,
             updated_at: now,
@@ -179,12 +265,14 @@ impl EngineHandle {
             state,
             attempts: 0,
             from_version: d.version.clone(),
-            current_version: d.version.clone(),
+            current_version: None,
             error,
             progress: None,
             deadline: None,
             acknowledged: false,
             commands: 0,
+            retry_base: 0,
+            excluded: state == JobState::Skipped,
             created_at: now,
             updated_at: now,
             history: vec![flotilla_proto::rollout::JobTransition { state, at: clock::rfc3339(now), detail: None }],
@@ -270,31 +358,43 @@ impl EngineHandle {
     }
 
     pub async fn list_rollouts(&self) -> Result<Vec<Rollout>> {
-        Ok(self.fleet()?.runs.values().rev().map(Run::to_proto).collect())
+        let fleet = self.fleet()?;
+        let (now, at) = (clock::now_ms(), time::OffsetDateTime::now_utc());
+        Ok(fleet.runs.values().rev().map(|r| rollout_view(&fleet, r, now, at)).collect())
     }
 
     pub async fn get_rollout(&self, id: i64) -> Result<RolloutDetail> {
         let fleet = self.fleet()?;
         let run = fleet.runs.get(&id).ok_or_else(|| CoreError::NotFound(format!("rollout {id}")))?;
-        Ok(RolloutDetail { rollout: run.to_proto(), jobs: run.jobs.iter().map(|j| j.to_proto(id)).collect() })
+        let (now, at) = (clock::now_ms(), time::OffsetDateTime::now_utc());
+        Ok(RolloutDetail {
+            rollout: rollout_view(&fleet, run, now, at),
+            jobs: run.jobs.iter().map(|j| j.to_proto(id)).collect(),
+        })
     }
 
-    /// Start, pause, resume, cancel or retry-failed.
+    /// Start, pause, resume, cancel, retry-failed, or skip one device.
     pub async fn rollout_action(&self, id: i64, action: RolloutAction, actor: &str) -> Result<Rollout> {
         let mut ops = Vec::new();
         let rollout = {
-            let mut fleet = self.fleet()?;
+            let mut guard = self.fleet()?;
+            let fleet = &mut *guard;
             let run = fleet.runs.get_mut(&id).ok_or_else(|| CoreError::NotFound(format!("rollout {id}")))?;
-            let now = clock::now_ms();
+            let (now, at) = (clock::now_ms(), time::OffsetDateTime::now_utc());
             let res = match action {
                 RolloutAction::Start => run.start(actor, now, &mut ops),
                 RolloutAction::Pause => run.pause(&format!("paused by {actor}"), actor, now, &mut ops),
                 RolloutAction::Resume => run.resume(actor, now, &mut ops),
                 RolloutAction::Cancel => run.cancel(actor, now, &mut ops),
                 RolloutAction::RetryFailed => run.retry_failed(actor, now, &mut ops).map(|_| ()),
+                RolloutAction::Skip { job } => match run.jobs.binary_search_by_key(&job, |j| j.id) {
+                    Ok(i) => run.skip(i, actor, now, &mut ops),
+                    Err(_) => return Err(CoreError::NotFound(format!("job {job} in rollout {id}"))),
+                },
             };
             res.map_err(CoreError::Conflict)?;
-            run.to_proto()
+            let run = fleet.runs.get(&id).ok_or_else(|| CoreError::NotFound(format!("rollout {id}")))?;
+            rollout_view(fleet, run, now, at)
         };
         self.queue(ops);
         self.shared.writer.flush().await?;
@@ -311,6 +411,7 @@ impl EngineHandle {
             let now = clock::now_ms();
             let at = time::OffsetDateTime::now_utc();
             for run in fleet.runs.values_mut().filter(|r| r.is_active()) {
+                run.activate(now, &mut ops);
                 run.expire(now, &mut ops);
                 run.gates(now, &mut ops);
                 commands.extend(run.admit(now, at, &mut ops));
@@ -376,32 +477,54 @@ impl EngineHandle {
         Ok(())
     }
 
-    /// Marks devices not seen for [`OFFLINE_AFTER`] offline.
-    pub(crate) fn sweep_offline(&self) -> Result<()> {
-        let mut ops = Vec::new();
-        {
-            let mut fleet = self.fleet()?;
-            let cutoff = clock::now_ms() - i64::try_from(OFFLINE_AFTER.as_millis()).unwrap_or(i64::MAX);
-            let stale: Vec<String> = fleet
-                .inventory
+    /// The newest firmware for each model among the devices `target` selects, on the channel
+    /// they follow, with how many run an older version: what a one-click rollout should install.
+    /// Blocked and archived firmware is never suggested.
+    pub async fn suggest_firmware(&self, target_text: &str) -> Result<Vec<FirmwareSuggestion>> {
+        let target = Target::parse(target_text)?;
+        let library: Vec<Firmware> =
+            self.list_firmware().await?.into_iter().filter(|f| !f.blocked && !f.archived).collect();
+        let fleet = self.fleet()?;
+        // (model, firmware) → (firmware, channels of the devices, outdated devices, of which online).
+        type Group<'f> = (&'f Firmware, [bool; 2], u32, u32);
+        let mut found: std::collections::BTreeMap<(String, i64), Group<'_>> = Default::default();
+        for e in fleet.inventory.iter() {
+            let d = &e.device;
+            let Some(model) = d.model.as_deref() else { continue };
+            let newest = library
                 .iter()
-                .filter(|e| e.device.online && e.last_seen_ms < cutoff)
-                .map(|e| e.device.mac.clone())
-                .collect();
-            for mac in stale {
-                fleet.inventory.set_offline(&mac);
-                if let Some(e) = fleet.inventory.get(&mac) {
-                    ops.push(Op::Device { device: e.snapshot(), transport: None });
-                    ops.push(Op::Event(NewEvent::new(
-                        "device.offline",
-                        "engine",
-                        Some(format!("device:{mac}")),
-                        json!({ "mac": mac, "reason": "not seen" }),
-                    )));
-                }
+                .filter(|f| f.model == model && d.channel.accepts(f.channel))
+                .max_by(|a, b| plan::compare_versions(&a.version, &b.version).unwrap_or(std::cmp::Ordering::Equal));
+            let Some(fw) = newest else { continue };
+            let f = facts(e, &fw.version);
+            if !target.matches(&f) || !f.outdated {
+                continue;
             }
+            let slot = found.entry((model.to_owned(), fw.id)).or_insert((fw, [false; 2], 0, 0));
+            slot.1[usize::from(d.channel == Channel::Beta)] = true;
+            slot.2 += 1;
+            slot.3 += u32::from(d.online);
         }
-        self.queue(ops);
-        Ok(())
+        let scope = if target.terms == [Term::All] { String::new() } else { format!("{target_text} and ") };
+        Ok(found
+            .into_iter()
+            .map(|((model, _), (fw, channels, outdated, online))| {
+                // Devices of both channels take it: no channel condition is needed.
+                let channel = match channels {
+                    [true, false] => " and channel:stable",
+                    [false, true] => " and channel:beta",
+                    _ => "",
+                };
+                FirmwareSuggestion {
+                    target: format!("{scope}model:{model}{channel} and outdated"),
+                    model,
+                    channel: fw.channel,
+                    firmware_id: fw.id,
+                    firmware_version: fw.version.clone(),
+                    outdated,
+                    online,
+                }
+            })
+            .collect())
     }
 }

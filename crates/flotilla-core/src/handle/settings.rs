@@ -3,6 +3,8 @@
 use flotilla_proto::api::{SettingsView, SiteSettings};
 
 use super::EngineHandle;
+use super::audit::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX};
+use crate::config::MqttMode;
 use crate::error::Result;
 use crate::settings::{load, path, save};
 
@@ -22,13 +24,44 @@ impl EngineHandle {
     }
 
     fn settings_view(&self, saved: SiteSettings) -> SettingsView {
-        let restart_required = saved != self.shared.config.settings;
+        // The retention applies without a restart: it does not make one necessary.
+        let live =
+            |s: &SiteSettings| SiteSettings { event_retention_days: None, event_retention_max: None, ..s.clone() };
+        let restart_required = live(&saved) != live(&self.shared.config.settings);
         let mqtt_password_set = saved.mqtt_password.is_some();
+        let effective = self.effective_settings(&saved);
         SettingsView {
             saved: SiteSettings { mqtt_password: None, ..saved },
+            effective,
             mqtt_password_set,
             restart_required,
             path: path(self.data_dir()).display().to_string(),
+        }
+    }
+
+    /// What the running engine uses, every field filled in (flags given at start override the
+    /// saved file, and show here as they are).
+    fn effective_settings(&self, saved: &SiteSettings) -> SiteSettings {
+        let c = &self.shared.config;
+        let (mqtt, mqtt_listen, mqtt_user) = match &c.mqtt {
+            MqttMode::Off => ("off".to_owned(), None, None),
+            MqttMode::Embedded { listen } => ("embedded".to_owned(), Some(listen.to_string()), None),
+            MqttMode::External { url, username, .. } => {
+                let shown = crate::mqtt::parse_url(url).map(|u| u.to_string()).unwrap_or_default();
+                (shown, None, username.clone())
+            }
+        };
+        SiteSettings {
+            device_listen: Some(self.shared.device_addr.to_string()),
+            public_url: Some(self.shared.device_url.clone()),
+            admin_listen: Some(self.shared.admin_addr.to_string()),
+            mqtt: Some(mqtt),
+            mqtt_listen,
+            mqtt_user,
+            mqtt_password: None,
+            mdns: Some(self.advertiser.lock().map(|a| a.is_some()).unwrap_or(false)),
+            event_retention_days: Some(saved.event_retention_days.unwrap_or(DEFAULT_RETENTION_DAYS)),
+            event_retention_max: Some(saved.event_retention_max.unwrap_or(DEFAULT_RETENTION_MAX)),
         }
     }
 }

@@ -109,6 +109,9 @@ pub struct Incoming {
     pub payload: Bytes,
     /// Sent because it was retained (on subscribing), not published just now.
     pub retained: bool,
+    /// Who published it, when the broker can tell (the embedded broker: the client id of the
+    /// publishing session; a site's broker does not say).
+    pub client_id: Option<String>,
 }
 
 /// A handle to the connection; cheap to clone.
@@ -318,7 +321,12 @@ impl Link {
                     tracing::info!(broker = %self.broker, "connected to the MQTT broker");
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let message = Incoming { topic: publish.topic, payload: publish.payload, retained: publish.retain };
+                    let message = Incoming {
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        retained: publish.retain,
+                        client_id: None,
+                    };
                     let delivered = tokio::select! {
                         biased;
                         () = self.stop.cancelled() => false,

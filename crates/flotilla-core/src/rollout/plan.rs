@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 
 use flotilla_proto::rollout::{Threshold, WaveSize};
-use flotilla_proto::{Family, Firmware};
+use flotilla_proto::{Channel, Family, Firmware};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CoreError, Result};
@@ -27,6 +27,10 @@ pub struct DeviceFacts<'a> {
     pub model: Option<&'a str>,
     pub chip: Option<&'a str>,
     pub version: Option<&'a str>,
+    /// The anti-rollback version the device reports.
+    pub secure_version: Option<u32>,
+    /// The channel the device follows.
+    pub channel: Channel,
     /// Id of another unfinished rollout this device is part of.
     pub busy_in: Option<i64>,
 }
@@ -72,6 +76,23 @@ pub fn check_device(fw: &Firmware, d: &DeviceFacts<'_>, allow_downgrade: bool, s
         && compare_versions(version, min) == Some(Ordering::Less)
     {
         return Err(format!("runs {version}, needs at least {min} first (stepping stone)"));
+    }
+    if let Some(device_sv) = d.secure_version {
+        let image_sv = fw.secure_version.unwrap_or(0);
+        if image_sv < device_sv {
+            return Err(format!(
+                "the image's secure_version {image_sv} is below the device's {device_sv}: ESP-IDF anti-rollback \
+                 would refuse it"
+            ));
+        }
+    }
+    if !d.channel.accepts(fw.channel) {
+        return Err(format!(
+            "follows the {} channel; firmware {} is on {}",
+            d.channel.as_str(),
+            fw.version,
+            fw.channel.as_str()
+        ));
     }
     Ok(())
 }

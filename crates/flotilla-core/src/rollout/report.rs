@@ -23,6 +23,29 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "finished_at",
 ];
 
+/// A failure reason with its device-specific parts (versions, numbers, addresses) blanked, so
+/// the same failure on many devices groups as one: `came back on 1.0.0, not 2.0.0: …` and
+/// `came back on 1.1.0, not 2.0.0: …` both read `came back on …, not …: …`.
+pub fn reason_key(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    for (i, word) in reason.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let lead = word.len() - word.trim_start_matches(['(', '[', '"']).len();
+        let core_end = word.trim_end_matches([',', '.', ':', ';', ')', ']', '"']).len().max(lead);
+        let core = &word[lead..core_end];
+        if core.chars().any(|c| c.is_ascii_digit()) {
+            out.push_str(&word[..lead]);
+            out.push('…');
+            out.push_str(&word[core_end..]);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
@@ -39,7 +62,7 @@ pub fn csv(detail: &RolloutDetail) -> String {
         let row = [
             j.mac.clone(),
             j.device_id.clone().unwrap_or_default(),
-            if j.state == JobState::Skipped { String::new() } else { (j.wave + 1).to_string() },
+            j.wave.map(|w| w.to_string()).unwrap_or_default(),
             j.state.as_str().to_owned(),
             j.from_version.clone().unwrap_or_default(),
             j.current_version.clone().unwrap_or_default(),
@@ -63,6 +86,20 @@ pub fn csv(detail: &RolloutDetail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_group_without_their_device_specific_parts() {
+        assert_eq!(
+            reason_key("came back on 1.0.0, not 2.0.0: the new firmware did not boot (rolled back)"),
+            "came back on …, not …: the new firmware did not boot (rolled back)"
+        );
+        assert_eq!(
+            reason_key("no progress from the device for 300 s while commanded"),
+            "no progress from the device for … s while commanded"
+        );
+        assert_eq!(reason_key("device aa:bb:cc:00:11:22 (v1.2.3) said: HTTP 404."), "device … (…) said: HTTP ….");
+        assert_eq!(reason_key("device: flash write failed"), "device: flash write failed");
+    }
 
     #[test]
     fn fields_with_commas_and_quotes_are_quoted() {

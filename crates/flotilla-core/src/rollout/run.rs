@@ -1,19 +1,28 @@
-//! One rollout in memory: its jobs, the job state machine, wave gates, admission and timeouts.
+//! One rollout in memory: its jobs, the job state machine, wave gates, admission and timeouts,
+//! and what the rollout waits on.
 //!
 //! Invariants:
 //! - a job leaves `queued` for `commanded` only through [`Run::admit`], which records the command
 //!   (and its count) in the writes it returns; the engine sends nothing until those are durable;
 //! - `succeeded` is entered only from [`Run::seen`], when the device reports the target version;
-//! - a device is in at most one unfinished job across all rollouts (the planner skips busy ones).
+//! - a device is in at most one unfinished job across all rollouts (the planner skips busy ones);
+//! - a failure counts against its wave until a person acknowledges it (resume) or retries it: an
+//!   acknowledged failure counts against neither the failure threshold nor the success gate, so a
+//!   resumed rollout goes on with what is left;
+//! - `attempts` counts every command a job was sent; the automatic retry budget counts from the
+//!   last retry a person asked for (`retry_base`), never by rewriting the count.
+//!
+//! Waves are 0-based here and in the store; everything people and the API see numbers them from 1.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use flotilla_proto::Firmware;
 use flotilla_proto::native::DeviceOtaState;
 use flotilla_proto::rollout::{
-    Job, JobCounts, JobProgress, JobState, JobTransition, Rollout, RolloutProgress, RolloutSpec, RolloutState,
-    Threshold, WaveStatus,
+    Job, JobCounts, JobProgress, JobState, JobTransition, Rollout, RolloutEstimate, RolloutOutcome, RolloutProgress,
+    RolloutSpec, RolloutState, RolloutWait, Threshold, WaitReason, WaitingDevice, WaveStatus,
 };
 use flotilla_store::clock;
 use flotilla_store::events::NewEvent;
@@ -24,22 +33,37 @@ use super::plan::{gate_passed, same_version, threshold_exceeded};
 use super::window::Window;
 use crate::writer::Op;
 
+/// An in-flight job with no news for this long counts as stalled: the remaining-time estimate
+/// then assumes it ends only when its step times out (and its retries do too).
+const STALLED_AFTER_MS: i64 = 60_000;
+/// Completions over this span give the live pace (devices per minute).
+const PACE_WINDOW_MS: i64 = 5 * 60_000;
+/// Most devices a wait lists.
+const WAIT_LIST: usize = 50;
+
 /// One job in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct JobRec {
     pub id: i64,
     pub mac: String,
     pub device_id: Option<String>,
+    /// 0-based; meaningless when `excluded`.
     pub wave: u32,
     pub state: JobState,
+    /// Every command sent for this job, retries included.
     pub attempts: u32,
     pub from_version: Option<String>,
+    /// The version the device reported since it was commanded (`None`: not heard from).
     pub current_version: Option<String>,
     pub error: Option<String>,
     pub progress: Option<u8>,
     pub deadline: Option<i64>,
     pub acknowledged: bool,
     pub commands: u32,
+    /// `attempts` when a person last asked for a retry: automatic retries count from here.
+    pub retry_base: u32,
+    /// Skipped by the plan: in no wave.
+    pub excluded: bool,
     pub created_at: i64,
     pub updated_at: i64,
     pub history: Vec<JobTransition>,
@@ -68,6 +92,8 @@ impl JobRec {
             deadline: self.deadline,
             acknowledged: self.acknowledged,
             commands: self.commands,
+            retry_base: self.retry_base,
+            excluded: self.excluded,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -79,19 +105,35 @@ impl JobRec {
         format!("{}-{}", self.id, self.commands)
     }
 
+    /// Wave number as people count it (from 1); `None` for a device the plan skipped.
+    pub fn wave_number(&self) -> Option<u32> {
+        (!self.excluded).then_some(self.wave + 1)
+    }
+
+    /// Automatic retries this job has left.
+    pub fn retries_left(&self, retries: u32) -> u32 {
+        retries.saturating_sub(self.attempts.saturating_sub(self.retry_base.saturating_add(1)))
+    }
+
+    /// An unacknowledged failure: counts against its wave.
+    fn open_failure(&self) -> bool {
+        self.state.is_failure() && !self.acknowledged
+    }
+
     pub fn to_proto(&self, rollout_id: i64) -> Job {
         Job {
             id: self.id,
             rollout_id,
             mac: self.mac.clone(),
             device_id: self.device_id.clone(),
-            wave: self.wave,
+            wave: self.wave_number(),
             state: self.state,
             attempts: self.attempts,
             from_version: self.from_version.clone(),
             current_version: self.current_version.clone(),
             error: self.error.clone(),
             progress: self.progress,
+            deadline: self.deadline.map(clock::rfc3339),
             history: self.history.clone(),
             updated_at: clock::rfc3339(self.updated_at),
         }
@@ -103,6 +145,65 @@ impl JobRec {
 pub(crate) struct Command {
     pub rollout_id: i64,
     pub job_index: usize,
+}
+
+/// Why a rollout is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseKind {
+    /// A person paused it.
+    Person,
+    /// A wave crossed its failure threshold.
+    Failures,
+    /// A finished wave fell short of the success gate.
+    Gate,
+    /// Manual approval: waiting for a person to start the next wave.
+    Approval,
+}
+
+impl PauseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::Person => "person",
+            PauseKind::Failures => "failures",
+            PauseKind::Gate => "gate",
+            PauseKind::Approval => "approval",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PauseKind> {
+        [PauseKind::Person, PauseKind::Failures, PauseKind::Gate, PauseKind::Approval]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// What the views need of a device beyond its job: its name and when it was last heard from.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeviceRef {
+    pub name: Option<String>,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// The command-rate limit's bucket (in memory: a restart starts with a full bucket).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RateBucket {
+    tokens: f64,
+    at: Option<i64>,
+}
+
+impl RateBucket {
+    /// Commands the limit allows now, at most `want`; takes them from the bucket. The bucket holds
+    /// one second of commands (at least one).
+    fn take(&mut self, rate: Option<f64>, want: usize, now: i64) -> usize {
+        let Some(rate) = rate.filter(|r| *r > 0.0 && r.is_finite()) else { return want };
+        let cap = rate.max(1.0);
+        let elapsed = self.at.map_or(f64::INFINITY, |t| (now - t).max(0) as f64 / 1000.0);
+        self.tokens = (self.tokens + elapsed * rate).min(cap);
+        self.at = Some(now);
+        let n = (self.tokens.floor() as usize).min(want);
+        self.tokens -= n as f64;
+        n
+    }
 }
 
 /// Is `from → to` a transition the state machine allows?
@@ -117,7 +218,8 @@ pub fn allowed(from: JobState, to: JobState) -> bool {
             | (Rebooting, Verifying)
             | (Verifying, Succeeded | Failed)
             | (Commanded | Downloading | Installing | Rebooting, Failed | TimedOut | Queued)
-            | (Failed | TimedOut, Queued)
+            | (Commanded | Downloading | Installing | Rebooting | Verifying, Skipped)
+            | (Failed | TimedOut, Queued | Skipped)
     )
 }
 
@@ -129,8 +231,14 @@ pub(crate) struct Run {
     pub firmware: Arc<Firmware>,
     pub spec: RolloutSpec,
     pub state: RolloutState,
+    /// The wave being worked on, 0-based (equal to the wave count once all are done).
     pub wave: u32,
     pub reason: Option<String>,
+    pub paused_at: Option<i64>,
+    pub pause_kind: Option<PauseKind>,
+    /// `spec.start_at` in Unix ms.
+    pub start_at: Option<i64>,
+    pub rate: RateBucket,
     pub seed: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -139,6 +247,24 @@ pub(crate) struct Run {
     pub by_mac: HashMap<String, usize>,
     /// Jobs changed (state or progress) since the last [`Run::take_progress`], each once.
     pub changed: BTreeSet<usize>,
+}
+
+/// Counts of one wave, as the gates read them.
+#[derive(Debug, Default, Clone, Copy)]
+struct WaveTally {
+    /// Jobs of the wave but those a person skipped.
+    size: u32,
+    /// Unacknowledged failures.
+    failures: u32,
+    /// Acknowledged failures.
+    acknowledged: u32,
+    /// Every job is finished.
+    finished: bool,
+    /// Jobs the success gate counts: not cancelled, not skipped, not an acknowledged failure.
+    considered: u32,
+    succeeded: u32,
+    queued: u32,
+    in_flight: u32,
 }
 
 impl Run {
@@ -171,7 +297,7 @@ impl Run {
         Some(RolloutProgress {
             rollout: self.id,
             state: self.state,
-            current_wave: self.wave,
+            current_wave: self.wave_number(),
             jobs,
             counts: Run::counts(self.jobs.iter()),
             waves: self.wave_statuses(),
@@ -180,10 +306,10 @@ impl Run {
 
     fn wave_statuses(&self) -> Vec<WaveStatus> {
         let mut waves: Vec<WaveStatus> = Vec::new();
-        for j in self.jobs.iter().filter(|j| j.state != JobState::Skipped) {
+        for j in self.jobs.iter().filter(|j| !j.excluded) {
             let w = j.wave as usize;
             while waves.len() <= w {
-                waves.push(WaveStatus { index: waves.len() as u32, counts: JobCounts::default() });
+                waves.push(WaveStatus { number: waves.len() as u32 + 1, counts: JobCounts::default() });
             }
             Run::count(&mut waves[w].counts, j.state);
         }
@@ -199,34 +325,74 @@ impl Run {
             spec_json: serde_json::to_string(&self.spec).unwrap_or_default(),
             current_wave: self.wave,
             pause_reason: self.reason.clone(),
+            paused_at: self.paused_at,
+            pause_kind: self.pause_kind.map(|k| k.as_str().to_owned()),
             seed: self.seed.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
     }
 
-    /// Waves that hold at least one device that is not skipped.
+    /// Waves that hold at least one device (the plan's skipped are in none).
     pub fn wave_count(&self) -> u32 {
-        self.jobs.iter().filter(|j| j.state != JobState::Skipped).map(|j| j.wave + 1).max().unwrap_or(0)
+        self.jobs.iter().filter(|j| !j.excluded).map(|j| j.wave + 1).max().unwrap_or(0)
+    }
+
+    /// The wave being worked on as people count it: from 1, at most the wave count.
+    pub fn wave_number(&self) -> u32 {
+        (self.wave + 1).min(self.wave_count())
     }
 
     /// True while some job may still change by itself.
     pub fn is_active(&self) -> bool {
-        matches!(self.state, RolloutState::Running | RolloutState::Paused | RolloutState::Draft)
-            || self.jobs.iter().any(|j| j.state.is_in_flight())
+        matches!(
+            self.state,
+            RolloutState::Running | RolloutState::Paused | RolloutState::Draft | RolloutState::Scheduled
+        ) || self.jobs.iter().any(|j| j.state.is_in_flight())
+    }
+
+    fn tally(&self, w: u32) -> WaveTally {
+        let mut t = WaveTally { finished: true, ..WaveTally::default() };
+        for j in self.jobs.iter().filter(|j| j.wave == w && !j.excluded && j.state != JobState::Skipped) {
+            t.size += 1;
+            t.failures += u32::from(j.open_failure());
+            t.acknowledged += u32::from(j.state.is_failure() && j.acknowledged);
+            t.finished &= j.state.is_terminal();
+            t.considered += u32::from(j.state != JobState::Cancelled && !(j.state.is_failure() && j.acknowledged));
+            t.succeeded += u32::from(j.state == JobState::Succeeded);
+            t.queued += u32::from(j.state == JobState::Queued);
+            t.in_flight += u32::from(j.state.is_in_flight());
+        }
+        t
     }
 
     fn event(&self, kind: &str, actor: &str, data: serde_json::Value, ops: &mut Vec<Op>) {
         ops.push(Op::Event(NewEvent::new(kind, actor, Some(format!("rollout:{}", self.id)), data)));
     }
 
-    fn set_state(&mut self, state: RolloutState, reason: Option<&str>, actor: &str, now: i64, ops: &mut Vec<Op>) {
+    fn set_state(
+        &mut self,
+        state: RolloutState,
+        pause: Option<(PauseKind, &str)>,
+        actor: &str,
+        now: i64,
+        ops: &mut Vec<Op>,
+    ) {
         self.state = state;
-        self.reason = reason.map(str::to_owned);
+        self.reason = pause.map(|(_, r)| r.to_owned());
+        self.pause_kind = pause.map(|(k, _)| k);
+        self.paused_at = pause.map(|_| now);
         self.updated_at = now;
         ops.push(Op::Rollout(self.row()));
         let kind = format!("rollout.{}", state.as_str());
-        self.event(&kind, actor, json!({ "id": self.id, "state": state, "wave": self.wave, "reason": reason }), ops);
+        let data = json!({
+            "id": self.id,
+            "state": state,
+            "wave": self.wave_number(),
+            "reason": self.reason,
+            "pause_kind": self.pause_kind.map(PauseKind::as_str),
+        });
+        self.event(&kind, actor, data, ops);
     }
 
     /// Moves job `i` to `to`, recording the transition, its event and the job row.
@@ -261,39 +427,62 @@ impl Run {
             &format!("job.{}", to.as_str()),
             actor,
             Some(format!("device:{}", job.mac)),
-            json!({ "rollout": rollout_id, "job": job.id, "mac": job.mac, "wave": job.wave, "attempt": job.attempts, "detail": detail }),
+            json!({ "rollout": rollout_id, "job": job.id, "mac": job.mac, "wave": job.wave_number(), "attempt": job.attempts, "detail": detail }),
         )));
         ops.push(Op::Transition(TransitionRow { job_id: job.id, state: to.as_str().into(), at: now, detail }));
     }
 
-    /// Starts a draft.
+    /// The state a started rollout is in: scheduled until its start time, then running.
+    fn started_state(&self, now: i64) -> RolloutState {
+        if self.start_at.is_some_and(|t| t > now) { RolloutState::Scheduled } else { RolloutState::Running }
+    }
+
+    /// Starts a draft (scheduled when it has a start time still to come), or starts a scheduled
+    /// rollout now.
     pub fn start(&mut self, actor: &str, now: i64, ops: &mut Vec<Op>) -> Result<(), String> {
-        if self.state != RolloutState::Draft {
-            return Err(format!("rollout {} is {}, not a draft", self.id, self.state.as_str()));
-        }
-        self.set_state(RolloutState::Running, None, actor, now, ops);
+        let to = match self.state {
+            RolloutState::Draft => self.started_state(now),
+            RolloutState::Scheduled => RolloutState::Running,
+            _ => return Err(format!("rollout {} is {}, not a draft or scheduled", self.id, self.state.as_str())),
+        };
+        self.set_state(to, None, actor, now, ops);
         Ok(())
+    }
+
+    /// A scheduled rollout whose time has come starts running.
+    pub fn activate(&mut self, now: i64, ops: &mut Vec<Op>) {
+        if self.state == RolloutState::Scheduled && self.start_at.is_none_or(|t| t <= now) {
+            self.set_state(RolloutState::Running, None, "engine", now, ops);
+        }
     }
 
     pub fn pause(&mut self, reason: &str, actor: &str, now: i64, ops: &mut Vec<Op>) -> Result<(), String> {
-        if self.state != RolloutState::Running {
+        if !matches!(self.state, RolloutState::Running | RolloutState::Scheduled) {
             return Err(format!("rollout {} is {}, not running", self.id, self.state.as_str()));
         }
-        self.set_state(RolloutState::Paused, Some(reason), actor, now, ops);
+        self.set_state(RolloutState::Paused, Some((PauseKind::Person, reason)), actor, now, ops);
         Ok(())
     }
 
-    /// Resumes a paused rollout; the failures that paused it are acknowledged (no longer counted).
+    /// Resumes a paused rollout. Every failure so far is acknowledged: it no longer counts
+    /// against its wave's failure threshold nor its success gate, so the rollout goes on with
+    /// the devices left (what [`Run::on_resume`] says beforehand).
     pub fn resume(&mut self, actor: &str, now: i64, ops: &mut Vec<Op>) -> Result<(), String> {
         if self.state != RolloutState::Paused {
             return Err(format!("rollout {} is {}, not paused", self.id, self.state.as_str()));
         }
         let rollout_id = self.id;
-        for job in self.jobs.iter_mut().filter(|j| j.state.is_failure() && !j.acknowledged) {
+        let mut acknowledged = 0u32;
+        for job in self.jobs.iter_mut().filter(|j| j.open_failure()) {
             job.acknowledged = true;
+            acknowledged += 1;
             ops.push(Op::Job(job.row(rollout_id)));
         }
-        self.set_state(RolloutState::Running, None, actor, now, ops);
+        let to = self.started_state(now);
+        self.set_state(to, None, actor, now, ops);
+        if acknowledged > 0 {
+            self.event("rollout.acknowledged", actor, json!({ "id": self.id, "failures": acknowledged }), ops);
+        }
         Ok(())
     }
 
@@ -311,24 +500,30 @@ impl Run {
         Ok(())
     }
 
-    /// Queues failed and timed-out jobs again. Returns how many.
+    /// Queues failed and timed-out jobs again, each with a fresh budget of automatic retries; a
+    /// paused rollout is resumed in the same action (what would it wait for otherwise?), a
+    /// completed one runs again. Returns how many jobs were queued.
     pub fn retry_failed(&mut self, actor: &str, now: i64, ops: &mut Vec<Op>) -> Result<usize, String> {
-        if self.state == RolloutState::Cancelled || self.state == RolloutState::Draft {
+        if matches!(self.state, RolloutState::Cancelled | RolloutState::Draft) {
             return Err(format!("rollout {} is {}", self.id, self.state.as_str()));
         }
         let failed: Vec<usize> = (0..self.jobs.len()).filter(|i| self.jobs[*i].state.is_failure()).collect();
+        if failed.is_empty() {
+            return Err(format!("rollout {} has no failed device to retry", self.id));
+        }
         let mut lowest_wave = self.wave;
         for &i in &failed {
-            self.jobs[i].attempts = 0;
-            self.jobs[i].acknowledged = false;
-            lowest_wave = lowest_wave.min(self.jobs[i].wave);
-            self.transition(i, JobState::Queued, Some("retry requested".into()), actor, now, ops);
+            let job = &mut self.jobs[i];
+            job.retry_base = job.attempts;
+            job.acknowledged = false;
+            lowest_wave = lowest_wave.min(job.wave);
+            self.transition(i, JobState::Queued, Some(format!("retry requested by {actor}")), actor, now, ops);
         }
-        if !failed.is_empty() {
-            self.wave = lowest_wave;
-            if self.state == RolloutState::Completed {
-                self.set_state(RolloutState::Running, None, actor, now, ops);
-            } else {
+        self.wave = lowest_wave;
+        match self.state {
+            RolloutState::Completed => self.set_state(RolloutState::Running, None, actor, now, ops),
+            RolloutState::Paused => self.resume(actor, now, ops)?,
+            _ => {
                 self.updated_at = now;
                 ops.push(Op::Rollout(self.row()));
             }
@@ -336,9 +531,33 @@ impl Run {
         Ok(failed.len())
     }
 
-    /// Job `i` failed; transient failures are retried while attempts remain.
+    /// A person skips one device: it is no longer commanded or waited on (a device updating
+    /// may still finish on its own; the rollout no longer counts it).
+    pub fn skip(&mut self, i: usize, actor: &str, now: i64, ops: &mut Vec<Op>) -> Result<(), String> {
+        if matches!(self.state, RolloutState::Completed | RolloutState::Cancelled) {
+            return Err(format!("rollout {} is {}", self.id, self.state.as_str()));
+        }
+        let Some(job) = self.jobs.get(i) else { return Err(format!("no such job in rollout {}", self.id)) };
+        if !allowed(job.state, JobState::Skipped) {
+            return Err(format!(
+                "job {} is {}: only a device not yet finished can be skipped",
+                job.id,
+                job.state.as_str()
+            ));
+        }
+        let detail = if job.state.is_in_flight() {
+            format!("skipped by {actor} while {}: no longer waited on", job.state.as_str())
+        } else {
+            format!("skipped by {actor}")
+        };
+        self.transition(i, JobState::Skipped, Some(detail), actor, now, ops);
+        Ok(())
+    }
+
+    /// Job `i` failed; transient failures are retried while its retry budget lasts.
     fn fail(&mut self, i: usize, to: JobState, why: String, transient: bool, now: i64, ops: &mut Vec<Op>) {
-        let retry = transient && self.jobs[i].attempts <= self.spec.retries && self.state != RolloutState::Cancelled;
+        let retry =
+            transient && self.jobs[i].retries_left(self.spec.retries) > 0 && self.state != RolloutState::Cancelled;
         if retry {
             self.transition(i, JobState::Queued, Some(format!("{why}; retrying")), "engine", now, ops);
         } else {
@@ -371,34 +590,29 @@ impl Run {
                 return;
             }
             let w = self.wave;
-            // One pass over the jobs for everything the gates look at.
-            let (mut size, mut failures, mut finished, mut considered, mut succeeded) = (0u32, 0u32, true, 0u32, 0u32);
-            for j in self.jobs.iter().filter(|j| j.wave == w && j.state != JobState::Skipped) {
-                size += 1;
-                failures += u32::from(j.state.is_failure() && !j.acknowledged);
-                finished &= j.state.is_terminal();
-                considered += u32::from(j.state != JobState::Cancelled);
-                succeeded += u32::from(j.state == JobState::Succeeded);
-            }
-            if failures > 0 && threshold_exceeded(self.spec.max_failures, failures, size) {
+            let t = self.tally(w);
+            if t.failures > 0 && threshold_exceeded(self.spec.max_failures, t.failures, t.size) {
                 let th = match self.spec.max_failures {
                     Threshold::Count(n) => format!("{n} devices"),
                     Threshold::Percent(p) => format!("{p}%"),
                 };
-                let reason = format!("wave {} of {waves}: {failures} of {size} devices failed (threshold {th})", w + 1);
-                self.set_state(RolloutState::Paused, Some(&reason), "engine", now, ops);
+                let reason =
+                    format!("wave {} of {waves}: {} of {} devices failed (threshold {th})", w + 1, t.failures, t.size);
+                self.set_state(RolloutState::Paused, Some((PauseKind::Failures, &reason)), "engine", now, ops);
                 return;
             }
-            if !finished {
+            if !t.finished {
                 return;
             }
-            if !gate_passed(self.spec.success_gate, succeeded, considered) {
+            if !gate_passed(self.spec.success_gate, t.succeeded, t.considered) {
                 let reason = format!(
-                    "wave {} of {waves}: {succeeded} of {considered} devices succeeded, below the {}% success gate",
+                    "wave {} of {waves}: {} of {} devices succeeded, below the {}% success gate",
                     w + 1,
+                    t.succeeded,
+                    t.considered,
                     self.spec.success_gate
                 );
-                self.set_state(RolloutState::Paused, Some(&reason), "engine", now, ops);
+                self.set_state(RolloutState::Paused, Some((PauseKind::Gate, &reason)), "engine", now, ops);
                 return;
             }
             self.wave += 1;
@@ -407,18 +621,18 @@ impl Run {
             if self.wave >= waves {
                 continue;
             }
-            self.event("rollout.wave_started", "engine", json!({ "id": self.id, "wave": self.wave }), ops);
+            self.event("rollout.wave_started", "engine", json!({ "id": self.id, "wave": self.wave + 1 }), ops);
             if self.spec.manual_approval {
                 let reason =
                     format!("wave {} of {waves} done; waiting for approval (resume) to start wave {}", w + 1, w + 2);
-                self.set_state(RolloutState::Paused, Some(&reason), "engine", now, ops);
+                self.set_state(RolloutState::Paused, Some((PauseKind::Approval, &reason)), "engine", now, ops);
                 return;
             }
         }
     }
 
-    /// Commands queued devices of the open waves while concurrency allows. The commands are
-    /// recorded in `ops`; the caller makes them durable before sending anything.
+    /// Commands queued devices of the open waves while concurrency and the command rate allow.
+    /// The commands are recorded in `ops`; the caller makes them durable before sending anything.
     pub fn admit(&mut self, now: i64, at: time::OffsetDateTime, ops: &mut Vec<Op>) -> Vec<Command> {
         let mut out = Vec::new();
         if self.state != RolloutState::Running || self.window.as_ref().is_some_and(|w| !w.is_open(at)) {
@@ -429,6 +643,10 @@ impl Run {
         let mut queued: Vec<usize> = (0..self.jobs.len())
             .filter(|i| self.jobs[*i].state == JobState::Queued && self.jobs[*i].wave <= self.wave)
             .collect();
+        if room == 0 || queued.is_empty() {
+            return out;
+        }
+        let room = self.rate.take(self.spec.command_rate, room.min(queued.len()), now);
         queued.sort_by_key(|i| (self.jobs[*i].wave, self.jobs[*i].id));
         for i in queued.into_iter().take(room) {
             self.jobs[i].attempts += 1;
@@ -497,11 +715,11 @@ impl Run {
     /// false (possibly stale evidence) only a success is recorded.
     pub fn seen(&mut self, i: usize, version: &str, live: bool, now: i64, ops: &mut Vec<Op>) {
         let Some(job) = self.jobs.get_mut(i) else { return };
-        if job.current_version.as_deref() != Some(version) {
-            job.current_version = Some(version.to_owned());
-        }
         if !job.state.is_in_flight() {
             return;
+        }
+        if job.current_version.as_deref() != Some(version) {
+            job.current_version = Some(version.to_owned());
         }
         let actor = format!("device:{}", job.mac);
         let on_target = same_version(version, &self.firmware.version);
@@ -545,23 +763,341 @@ impl Run {
         }
     }
 
-    pub fn to_proto(&self) -> Rollout {
-        let waves = self.wave_statuses();
+    /// How a finished rollout ended.
+    fn outcome(&self, counts: &JobCounts) -> Option<RolloutOutcome> {
+        match self.state {
+            RolloutState::Cancelled => Some(RolloutOutcome::Cancelled),
+            RolloutState::Completed => {
+                let planned_skips = self.jobs.iter().filter(|j| j.excluded).count() as u32;
+                let all = counts.succeeded == counts.total - planned_skips;
+                Some(if all { RolloutOutcome::AllSucceeded } else { RolloutOutcome::SomeFailed })
+            }
+            _ => None,
+        }
+    }
+
+    /// What pressing Resume would do, in words (paused rollouts only).
+    pub fn on_resume(&self, now: i64, at: time::OffsetDateTime) -> Option<String> {
+        if self.state != RolloutState::Paused {
+            return None;
+        }
+        let waves = self.wave_count();
+        let failures: Vec<&JobRec> = self.jobs.iter().filter(|j| j.open_failure()).collect();
+        let mut out = String::from("Resume ");
+        if !failures.is_empty() {
+            let mut by_wave: Vec<u32> = failures.iter().map(|j| j.wave + 1).collect();
+            by_wave.sort_unstable();
+            by_wave.dedup();
+            let waves_text = by_wave.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let _ = write!(
+                out,
+                "acknowledges {} failed device{} (wave {waves_text}): they stop counting against the failure \
+                 threshold ({}) and the {}% success gate, and ",
+                failures.len(),
+                if failures.len() == 1 { "" } else { "s" },
+                match self.spec.max_failures {
+                    Threshold::Count(n) => format!("{n} devices"),
+                    Threshold::Percent(p) => format!("{p}%"),
+                },
+                self.spec.success_gate
+            );
+        }
+        let t = self.tally(self.wave.min(waves.saturating_sub(1)));
+        if self.pause_kind == Some(PauseKind::Approval) {
+            let _ = write!(out, "starts wave {} of {waves} ({} devices)", self.wave + 1, t.queued + t.in_flight);
+        } else if self.wave >= waves {
+            out.push_str("completes the rollout");
+        } else {
+            let _ = write!(out, "continues wave {} of {waves}", self.wave + 1);
+            let mut parts = Vec::new();
+            if t.in_flight > 0 {
+                parts.push(format!("{} updating", t.in_flight));
+            }
+            if t.queued > 0 {
+                parts.push(format!("{} queued", t.queued));
+            }
+            let later: u32 =
+                self.jobs.iter().filter(|j| !j.excluded && j.wave > self.wave && j.state == JobState::Queued).count()
+                    as u32;
+            if later > 0 {
+                parts.push(format!("{later} in later waves"));
+            }
+            if !parts.is_empty() {
+                let _ = write!(out, " ({})", parts.join(", "));
+            }
+        }
+        if self.start_at.is_some_and(|s| s > now) {
+            out.push_str("; it then waits for its scheduled start");
+        } else if let Some(w) = &self.window
+            && !w.is_open(at)
+        {
+            out.push_str("; no device is commanded until the maintenance window opens");
+            if let Some(open) = w.next_open(at) {
+                let _ = write!(out, " (in {})", human_span((open - at).whole_seconds()));
+            }
+        }
+        out.push('.');
+        Some(out)
+    }
+
+    /// Times at which finished jobs finished (succeeded or failed), sorted.
+    fn done_times(&self) -> Vec<i64> {
+        let mut t: Vec<i64> = self
+            .jobs
+            .iter()
+            .filter(|j| j.state.is_terminal() && !matches!(j.state, JobState::Skipped | JobState::Cancelled))
+            .map(|j| j.updated_at)
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    /// The pace and the remaining time, and what they rest on.
+    pub fn estimate(&self, now: i64, at: time::OffsetDateTime) -> RolloutEstimate {
+        let done = self.done_times();
+        let finished = matches!(self.state, RolloutState::Completed | RolloutState::Cancelled);
+        let per_minute = if finished {
+            // The whole run: a number that does not change after the fact (or after a reload).
+            match (done.first(), done.last()) {
+                (Some(a), Some(b)) if done.len() >= 2 && b > a => {
+                    Some((done.len() - 1) as f64 * 60_000.0 / (b - a) as f64)
+                }
+                _ => None,
+            }
+        } else {
+            let recent: Vec<i64> = done.iter().copied().filter(|t| *t > now - PACE_WINDOW_MS && *t <= now).collect();
+            (recent.len() >= 2).then(|| {
+                let span = (now - recent[0]).max(1000);
+                recent.len() as f64 * 60_000.0 / span as f64
+            })
+        };
+        let basis = |s: &str| s.to_owned();
+        let (remaining_secs, basis) = match self.state {
+            RolloutState::Completed | RolloutState::Cancelled => (Some(0), basis("finished")),
+            RolloutState::Draft => (None, basis("not started")),
+            RolloutState::Paused => (None, basis("paused: nothing moves until it is resumed")),
+            RolloutState::Scheduled => (None, basis("scheduled: the pace is known once it runs")),
+            RolloutState::Running => self.running_estimate(now, at, per_minute),
+        };
+        RolloutEstimate { per_minute, remaining_secs, basis }
+    }
+
+    fn running_estimate(&self, now: i64, at: time::OffsetDateTime, per_minute: Option<f64>) -> (Option<u64>, String) {
+        let remaining =
+            self.jobs.iter().filter(|j| !j.excluded && (j.state == JobState::Queued || j.state.is_in_flight())).count();
+        if remaining == 0 {
+            return (Some(0), "finishing".into());
+        }
+        let pace_secs = per_minute.map(|r| (remaining as f64 / r * 60.0).ceil() as i64);
+        let step = i64::try_from(self.spec.step_timeout_secs).unwrap_or(i64::MAX / 4);
+        // Stalled devices of the open waves hold the wave until they time out (retries included).
+        let stalled_until = self
+            .jobs
+            .iter()
+            .filter(|j| j.state.is_in_flight() && j.wave <= self.wave && now - j.updated_at >= STALLED_AFTER_MS)
+            .filter_map(|j| {
+                let deadline = j.deadline?;
+                Some(deadline / 1000 + i64::from(j.retries_left(self.spec.retries)) * step)
+            })
+            .max();
+        let later =
+            self.jobs.iter().filter(|j| !j.excluded && j.wave > self.wave && j.state == JobState::Queued).count();
+        let window_wait = match &self.window {
+            Some(w) if !w.is_open(at) => w.next_open(at).map(|o| (o - at).whole_seconds().max(0)),
+            _ => None,
+        };
+        let mut secs = pace_secs;
+        let mut basis = match per_minute {
+            Some(r) => format!("{} devices/min over the last 5 min", fmt_rate(r)),
+            None => "waiting for the first devices to finish to know the pace".into(),
+        };
+        if let Some(until) = stalled_until {
+            let hold = (until - now / 1000).max(0);
+            let after = per_minute.map_or(0, |r| (later as f64 / r * 60.0).ceil() as i64);
+            let bound = hold + after;
+            if secs.is_none_or(|s| bound > s) {
+                secs = Some(bound);
+                let _ = write!(
+                    basis,
+                    "; wave {} cannot finish for up to {} (a device with no news times out then, retries included)",
+                    self.wave + 1,
+                    human_span(hold)
+                );
+            }
+        }
+        if let Some(wait) = window_wait {
+            secs = secs.map(|s| s + wait);
+            let _ = write!(basis, "; outside the maintenance window, which opens in {}", human_span(wait));
+        }
+        (secs.map(|s| u64::try_from(s).unwrap_or(0)), basis)
+    }
+
+    /// What the rollout waits on now (`None` when it is finished or nothing holds it).
+    pub fn waiting(
+        &self,
+        now: i64,
+        at: time::OffsetDateTime,
+        device: &dyn Fn(&str) -> DeviceRef,
+    ) -> Option<RolloutWait> {
+        let waves = self.wave_count();
+        let in_flight: Vec<&JobRec> =
+            self.jobs.iter().filter(|j| j.state.is_in_flight() && !j.excluded && j.wave <= self.wave).collect();
+        let step = i64::try_from(self.spec.step_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 4);
+        let until_of = |j: &JobRec| j.deadline.map(|d| d + i64::from(j.retries_left(self.spec.retries)) * step);
+        let mut listed: Vec<&JobRec> = in_flight.clone();
+        // Longest without news first: those are what holds the wave.
+        listed.sort_by_key(|j| (j.updated_at, j.id));
+        let devices: Vec<WaitingDevice> = listed
+            .iter()
+            .take(WAIT_LIST)
+            .map(|j| {
+                let d = device(&j.mac);
+                WaitingDevice {
+                    job: j.id,
+                    mac: j.mac.clone(),
+                    name: d.name.or_else(|| j.device_id.clone()),
+                    wave: j.wave + 1,
+                    state: j.state,
+                    since: clock::rfc3339(j.updated_at),
+                    deadline: j.deadline.map(clock::rfc3339),
+                    retries_left: j.retries_left(self.spec.retries),
+                    last_seen: d.last_seen_ms.map(clock::rfc3339),
+                }
+            })
+            .collect();
+        let device_count = in_flight.len() as u32;
+        let latest = in_flight.iter().filter_map(|j| until_of(j)).max();
+        let wait = |reason, summary: String, until: Option<i64>, devices: Vec<WaitingDevice>, device_count| {
+            Some(RolloutWait { reason, summary, until: until.map(clock::rfc3339), devices, device_count })
+        };
+        match self.state {
+            RolloutState::Completed | RolloutState::Cancelled | RolloutState::Draft => None,
+            RolloutState::Scheduled => {
+                let start = self.start_at.unwrap_or(now);
+                let summary = format!("starts in {}", human_span((start - now) / 1000));
+                wait(WaitReason::Scheduled, summary, Some(start), Vec::new(), 0)
+            }
+            RolloutState::Paused => {
+                let (reason, summary) = match self.pause_kind {
+                    Some(PauseKind::Approval) => (
+                        WaitReason::Approval,
+                        format!("waits for approval (resume) to start wave {} of {waves}", self.wave + 1),
+                    ),
+                    _ => (WaitReason::Paused, format!("paused: {}", self.reason.as_deref().unwrap_or("by a person"))),
+                };
+                wait(reason, summary, None, devices, device_count)
+            }
+            RolloutState::Running => {
+                if let Some(w) = &self.window
+                    && !w.is_open(at)
+                {
+                    let open = w.next_open(at);
+                    let summary = match open {
+                        Some(o) => format!(
+                            "outside the maintenance window ({}): no device is commanded until it opens in {}",
+                            self.spec.window.as_deref().unwrap_or_default(),
+                            human_span((o - at).whole_seconds())
+                        ),
+                        None => "outside the maintenance window".into(),
+                    };
+                    let until = open.and_then(|o| i64::try_from(o.unix_timestamp_nanos() / 1_000_000).ok());
+                    return wait(WaitReason::Window, summary, until, devices, device_count);
+                }
+                let t = self.tally(self.wave.min(waves.saturating_sub(1)));
+                let queued_open = self
+                    .jobs
+                    .iter()
+                    .filter(|j| j.state == JobState::Queued && !j.excluded && j.wave <= self.wave)
+                    .count();
+                if queued_open > 0 {
+                    if in_flight.len() >= self.spec.concurrency.max(1) as usize {
+                        let summary = format!(
+                            "{} devices updating, the most allowed at once ({}); {queued_open} queued",
+                            in_flight.len(),
+                            self.spec.concurrency
+                        );
+                        return wait(WaitReason::Concurrency, summary, None, devices, device_count);
+                    }
+                    return None;
+                }
+                if in_flight.is_empty() {
+                    return None;
+                }
+                let names: Vec<String> = devices
+                    .iter()
+                    .take(3)
+                    .map(|d| {
+                        let mut s = format!("{} ({}", d.name.as_deref().unwrap_or(&d.mac), d.state.as_str());
+                        if let Some(dl) = d.deadline.as_deref().and_then(clock::parse_rfc3339) {
+                            let _ = write!(s, ", times out in {}", human_span((dl - now) / 1000));
+                            if d.retries_left > 0 {
+                                let _ = write!(
+                                    s,
+                                    ", then {} retr{} left",
+                                    d.retries_left,
+                                    if d.retries_left == 1 { "y" } else { "ies" }
+                                );
+                            }
+                        }
+                        s.push(')');
+                        s
+                    })
+                    .collect();
+                let more =
+                    if in_flight.len() > 3 { format!(" and {} more", in_flight.len() - 3) } else { String::new() };
+                let summary = format!(
+                    "wave {} of {waves} waits for {} device{}: {}{more}",
+                    self.wave + 1,
+                    in_flight.len(),
+                    if in_flight.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                );
+                let _ = t;
+                wait(WaitReason::Devices, summary, latest, devices, device_count)
+            }
+        }
+    }
+
+    pub fn to_proto(&self, now: i64, at: time::OffsetDateTime, device: &dyn Fn(&str) -> DeviceRef) -> Rollout {
+        let counts = Run::counts(self.jobs.iter());
         Rollout {
             id: self.id,
             name: self.name.clone(),
             firmware_id: self.firmware.id,
             firmware_version: self.firmware.version.clone(),
             state: self.state,
-            current_wave: self.wave,
+            current_wave: self.wave_number(),
+            wave_count: self.wave_count(),
             pause_reason: self.reason.clone(),
+            paused_at: self.paused_at.map(clock::rfc3339),
+            on_resume: self.on_resume(now, at),
+            waiting: self.waiting(now, at, device),
+            estimate: self.estimate(now, at),
+            outcome: self.outcome(&counts),
             spec: self.spec.clone(),
-            counts: Run::counts(self.jobs.iter()),
-            waves,
+            counts,
+            waves: self.wave_statuses(),
             created_at: clock::rfc3339(self.created_at),
             updated_at: clock::rfc3339(self.updated_at),
         }
     }
+}
+
+/// Seconds as people say them: `45 s`, `4 min`, `2 h 10 min`.
+pub fn human_span(secs: i64) -> String {
+    let s = secs.max(0);
+    if s < 60 {
+        return format!("{s} s");
+    }
+    let m = (s + 30) / 60;
+    if m < 60 {
+        return format!("{m} min");
+    }
+    format!("{} h {} min", m / 60, m % 60)
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r < 10.0 { format!("{r:.1}") } else { format!("{r:.0}") }
 }
 
 #[cfg(test)]
@@ -621,6 +1157,7 @@ mod tests {
             min_version: None,
             blocked: false,
             public: false,
+            archived: false,
             created_at: String::new(),
             image,
             manifest: flotilla_proto::SignedManifest { manifest, signature: String::new(), key_id: String::new() },
@@ -651,6 +1188,8 @@ mod tests {
                     deadline: None,
                     acknowledged: false,
                     commands: 0,
+                    retry_base: 0,
+                    excluded: false,
                     created_at: 0,
                     updated_at: 0,
                     history: vec![],
@@ -668,6 +1207,10 @@ mod tests {
             state: RolloutState::Running,
             wave: 0,
             reason: None,
+            paused_at: None,
+            pause_kind: None,
+            start_at: None,
+            rate: RateBucket::default(),
             seed: String::new(),
             created_at: 0,
             updated_at: 0,
@@ -775,5 +1318,183 @@ mod tests {
         assert!(!allowed(Succeeded, Queued));
         assert!(!allowed(Skipped, Commanded));
         assert!(!allowed(Downloading, Commanded));
+    }
+
+    fn nobody(_: &str) -> DeviceRef {
+        DeviceRef::default()
+    }
+
+    /// Drives job `i` to a failure: it comes back on the old version.
+    fn roll_back(r: &mut Run, i: usize, now: i64, ops: &mut Vec<Op>) {
+        let token = r.jobs[i].token();
+        r.report(i, &token, DeviceOtaState::Rebooting, None, None, now, ops);
+        r.seen(i, "1.0.0", true, now, ops);
+        assert_eq!(r.jobs[i].state, Failed);
+    }
+
+    #[test]
+    fn resume_acknowledges_the_failure_threshold_and_the_success_gate() {
+        // The finding: wave 2 of 4 paused on "1 of 4 failed"; a second device failed while it was
+        // paused; Resume was followed at once by a new pause, "2 of 4 devices succeeded, below
+        // the 90 % success gate", and the rest stayed queued for good.
+        let mut r = run(&[1, 4, 10], 4);
+        r.spec.retries = 0;
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        succeed(&mut r, 0, &mut ops);
+        r.gates(3, &mut ops);
+        assert_eq!(r.admit(3, at(), &mut ops).len(), 4);
+        roll_back(&mut r, 1, 4, &mut ops);
+        r.gates(5, &mut ops);
+        assert_eq!(r.state, RolloutState::Paused);
+        assert_eq!(r.pause_kind, Some(PauseKind::Failures));
+        assert_eq!(r.paused_at, Some(5));
+        roll_back(&mut r, 2, 6, &mut ops);
+        let said = r.on_resume(7, at()).unwrap();
+        assert!(said.contains("acknowledges 2 failed devices (wave 2)"), "{said}");
+        assert!(said.contains("90% success gate"), "{said}");
+        assert!(said.contains("continues wave 2 of 3 (2 updating, 10 in later waves)"), "{said}");
+        r.resume("t", 7, &mut ops).unwrap();
+        succeed(&mut r, 3, &mut ops);
+        succeed(&mut r, 4, &mut ops);
+        r.gates(8, &mut ops);
+        assert_eq!(r.state, RolloutState::Running, "{:?}", r.reason);
+        assert_eq!(r.wave, 2, "wave 3 started: the 2 acknowledged failures count against neither gate");
+        assert_eq!(r.admit(8, at(), &mut ops).len(), 4);
+        // New failures in the new wave count again (2 of 10 is over 10 %).
+        roll_back(&mut r, 5, 9, &mut ops);
+        roll_back(&mut r, 6, 9, &mut ops);
+        r.gates(9, &mut ops);
+        assert_eq!(r.state, RolloutState::Paused);
+        assert!(r.reason.as_deref().unwrap_or("").starts_with("wave 3 of 3: 2 of 10"), "{:?}", r.reason);
+    }
+
+    #[test]
+    fn retry_while_paused_resumes_and_attempts_are_counted_truly() {
+        let mut r = run(&[2], 2);
+        r.spec.retries = 1;
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        // Job 0: a timeout, retried automatically, then another: 2 attempts, out of retries.
+        r.expire(10_000, &mut ops);
+        assert_eq!(r.jobs[0].state, Queued);
+        r.admit(10_000, at(), &mut ops);
+        r.expire(20_000, &mut ops);
+        assert_eq!((r.jobs[0].state, r.jobs[0].attempts), (TimedOut, 2));
+        assert_eq!(r.jobs[0].retries_left(1), 0);
+        r.gates(20_000, &mut ops);
+        assert_eq!(r.state, RolloutState::Paused);
+        assert_eq!(r.retry_failed("tech", 21_000, &mut ops).unwrap(), 2);
+        assert_eq!(r.state, RolloutState::Running, "a retry while paused resumes in the same action");
+        assert_eq!(r.jobs[0].retries_left(1), 1, "a person's retry brings a fresh retry budget");
+        r.admit(21_000, at(), &mut ops);
+        assert_eq!(r.jobs[0].attempts, 3, "attempts are never rewound");
+        let attempts: Vec<&str> =
+            r.jobs[0].history.iter().filter(|t| t.state == Commanded).filter_map(|t| t.detail.as_deref()).collect();
+        assert_eq!(attempts, vec!["attempt 1", "attempt 2", "attempt 3"]);
+        assert!(r.retry_failed("tech", 22_000, &mut ops).is_err(), "nothing failed: nothing to retry");
+    }
+
+    #[test]
+    fn a_person_can_skip_a_device_that_will_not_come_back() {
+        let mut r = run(&[1, 3, 5], 5);
+        r.spec.retries = 1;
+        r.spec.step_timeout_secs = 300;
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        succeed(&mut r, 0, &mut ops);
+        r.gates(10, &mut ops);
+        r.admit(10, at(), &mut ops);
+        succeed(&mut r, 1, &mut ops);
+        succeed(&mut r, 2, &mut ops);
+        // Job 3 vanished after its command. The wave waits for it, and says so.
+        let now = 120_000;
+        let w = r.waiting(now, at(), &nobody).unwrap();
+        assert_eq!(w.reason, WaitReason::Devices);
+        assert_eq!(w.device_count, 1);
+        assert_eq!(w.devices[0].job, 4);
+        assert_eq!(w.devices[0].retries_left, 1);
+        assert_eq!(w.until.as_deref(), Some(clock::rfc3339(10 + 300_000 + 300_000).as_str()), "deadline + one retry");
+        assert!(
+            w.summary.starts_with("wave 2 of 3 waits for 1 device: 02:00:00:00:00:04 (commanded, times out in 3 min"),
+            "{}",
+            w.summary
+        );
+        // The estimate cannot promise less than the stalled device's worst case.
+        let e = r.estimate(now, at());
+        assert!(e.remaining_secs.is_some_and(|s| s >= 480), "{e:?}");
+        assert!(e.basis.contains("wave 2 cannot finish for up to"), "{}", e.basis);
+        r.skip(3, "tech", now, &mut ops).unwrap();
+        assert_eq!(r.jobs[3].state, Skipped);
+        assert!(r.jobs[3].error.as_deref().unwrap_or("").contains("skipped by tech while commanded"));
+        r.gates(now, &mut ops);
+        assert_eq!(r.wave, 2, "the wave no longer waits for it");
+        assert!(r.skip(3, "tech", now, &mut ops).is_err(), "a finished job cannot be skipped again");
+        // The skipped device still belongs to its wave, and the outcome says not all succeeded.
+        assert_eq!(r.to_proto(now, at(), &nobody).waves[1].counts.skipped, 1);
+        for i in 4..9 {
+            r.admit(now, at(), &mut ops);
+            succeed(&mut r, i, &mut ops);
+        }
+        r.gates(now, &mut ops);
+        assert_eq!(r.state, RolloutState::Completed);
+        assert_eq!(r.to_proto(now, at(), &nobody).outcome, Some(RolloutOutcome::SomeFailed));
+    }
+
+    #[test]
+    fn a_scheduled_rollout_waits_for_its_time_and_the_command_rate_is_kept() {
+        let mut r = run(&[10], 10);
+        r.state = RolloutState::Draft;
+        r.start_at = Some(60_000);
+        r.spec.command_rate = Some(2.0);
+        let mut ops = Vec::new();
+        r.start("t", 0, &mut ops).unwrap();
+        assert_eq!(r.state, RolloutState::Scheduled);
+        assert!(r.admit(1_000, at(), &mut ops).is_empty());
+        let w = r.waiting(30_000, at(), &nobody).unwrap();
+        assert_eq!((w.reason, w.summary.as_str()), (WaitReason::Scheduled, "starts in 30 s"));
+        r.activate(59_999, &mut ops);
+        assert_eq!(r.state, RolloutState::Scheduled);
+        r.activate(60_000, &mut ops);
+        assert_eq!(r.state, RolloutState::Running);
+        // 2 commands a second: a full bucket of 2, then 2 per second.
+        assert_eq!(r.admit(60_000, at(), &mut ops).len(), 2);
+        assert_eq!(r.admit(60_100, at(), &mut ops).len(), 0);
+        assert_eq!(r.admit(60_600, at(), &mut ops).len(), 1);
+        assert_eq!(r.admit(61_600, at(), &mut ops).len(), 2);
+    }
+
+    #[test]
+    fn outside_the_window_nothing_is_admitted_and_the_wait_says_when_it_opens() {
+        let mut r = run(&[3], 3);
+        r.window = Some(Window::parse("daily 22:00-23:00").unwrap());
+        r.spec.window = Some("daily 22:00-23:00".into());
+        let mut ops = Vec::new();
+        let before = time::macros::datetime!(2026-12-07 21:59:30 UTC);
+        assert!(r.admit(0, before, &mut ops).is_empty());
+        let w = r.waiting(0, before, &nobody).unwrap();
+        assert_eq!(w.reason, WaitReason::Window);
+        assert!(w.summary.contains("opens in 30 s"), "{}", w.summary);
+        let inside = time::macros::datetime!(2026-12-07 22:00:05 UTC);
+        assert_eq!(r.admit(0, inside, &mut ops).len(), 3);
+    }
+
+    #[test]
+    fn the_pace_of_a_finished_rollout_does_not_change_after_the_fact() {
+        let mut r = run(&[3], 3);
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        for (i, t) in [(0, 60_000), (1, 90_000), (2, 120_000)] {
+            let token = r.jobs[i].token();
+            r.report(i, &token, DeviceOtaState::Rebooting, None, None, t, &mut ops);
+            r.seen(i, "2.0.0", true, t, &mut ops);
+        }
+        r.gates(120_000, &mut ops);
+        assert_eq!(r.state, RolloutState::Completed);
+        let a = r.estimate(120_000, at());
+        let b = r.estimate(99_000_000, at());
+        assert_eq!(a.per_minute, Some(2.0), "3 finished over one minute: 2 intervals a minute");
+        assert_eq!(a, b);
+        assert_eq!(r.to_proto(0, at(), &nobody).outcome, Some(RolloutOutcome::AllSucceeded));
     }
 }

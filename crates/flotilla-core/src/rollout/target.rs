@@ -1,12 +1,17 @@
 //! Target expressions: which devices a rollout is for.
 //!
 //! Grammar: `term (and term)*`, where a term is `all`, `online`, `outdated`, `label:X`,
-//! `model:X`, `chip:X`, `family:X` or `device:ID[,ID…]` (MAC in any spelling, or device id).
-//! Terms may be negated with `not`. Plain functions over data; parsing happens once, before any
-//! device is looked at.
+//! `model:X`, `chip:X`, `family:X`, `channel:stable|beta` or `device:ID[,ID…]` (MAC in any
+//! spelling, or device id). Terms may be negated with `not`. Plain functions over data; parsing
+//! happens once, before any device is looked at.
+//!
+//! Terms are of two kinds: those that say *which* devices a rollout is about (labels, models,
+//! chips, families, ids) and *conditions* on their state now (`online`, `outdated`, `channel:`).
+//! A device in scope that fails a condition is "left out", and [`Target::left_out`] says which
+//! condition, so a preview can list it instead of dropping it silently.
 
-use flotilla_proto::Family;
 use flotilla_proto::device::normalize_mac;
+use flotilla_proto::{Channel, Family};
 
 use crate::error::{CoreError, Result};
 
@@ -23,7 +28,20 @@ pub enum Term {
     Family(Family),
     /// MACs (normalised) or device ids.
     Devices(Vec<String>),
+    /// Follows this firmware channel.
+    Channel(Channel),
     Not(Box<Term>),
+}
+
+impl Term {
+    /// A condition on the device's state now, rather than a choice of devices.
+    fn is_condition(&self) -> bool {
+        match self {
+            Term::Online | Term::Outdated | Term::Channel(_) => true,
+            Term::Not(inner) => inner.is_condition(),
+            _ => false,
+        }
+    }
 }
 
 /// A parsed target: every term must hold.
@@ -44,6 +62,7 @@ pub struct Facts<'a> {
     pub family: Family,
     /// The device's version is below the firmware's (false when unknown).
     pub outdated: bool,
+    pub channel: Channel,
 }
 
 impl Target {
@@ -84,6 +103,15 @@ impl Target {
     pub fn matches(&self, f: &Facts<'_>) -> bool {
         self.terms.iter().all(|t| term_matches(t, f))
     }
+
+    /// For a device in the target's scope (every choice term holds) that a condition leaves out:
+    /// the first condition it fails. `None` when it matches or is out of scope.
+    pub fn left_out<'t>(&'t self, f: &Facts<'_>) -> Option<&'t Term> {
+        if !self.terms.iter().filter(|t| !t.is_condition()).all(|t| term_matches(t, f)) {
+            return None;
+        }
+        self.terms.iter().filter(|t| t.is_condition()).find(|t| !term_matches(t, f))
+    }
 }
 
 fn parse_term(word: &str) -> std::result::Result<Term, String> {
@@ -105,6 +133,9 @@ fn parse_term(word: &str) -> std::result::Result<Term, String> {
         "model" => Ok(Term::Model(value.to_owned())),
         "chip" => Ok(Term::Chip(value.to_ascii_lowercase())),
         "family" => Family::parse(value).map(Term::Family).ok_or_else(|| format!("unknown family {value:?}")),
+        "channel" => {
+            Channel::parse(value).map(Term::Channel).ok_or_else(|| format!("channel {value:?}: stable or beta"))
+        }
         "device" | "devices" => Ok(Term::Devices(
             value
                 .split(',')
@@ -126,6 +157,7 @@ fn term_matches(t: &Term, f: &Facts<'_>) -> bool {
         Term::Chip(c) => f.chip.map(|x| x.replace('-', "").eq_ignore_ascii_case(&c.replace('-', ""))).unwrap_or(false),
         Term::Family(fam) => f.family == *fam,
         Term::Devices(ids) => ids.iter().any(|id| id == f.mac || Some(id.as_str()) == f.device_id),
+        Term::Channel(c) => f.channel == *c,
         Term::Not(inner) => !term_matches(inner, f),
     }
 }
@@ -145,6 +177,7 @@ mod tests {
             chip: Some("esp32"),
             family: Family::Native,
             outdated: true,
+            channel: Channel::Beta,
         }
     }
 
@@ -161,10 +194,19 @@ mod tests {
             "device:other,pump-1",
             "not label:line-4",
             "all AND online",
+            "channel:beta and model:pump",
         ] {
             assert!(Target::parse(yes).unwrap().matches(&f), "{yes}");
         }
-        for no in ["label:line-4", "model:valve", "chip:esp32s3", "family:tasmota", "device:pump-2", "not online"] {
+        for no in [
+            "label:line-4",
+            "model:valve",
+            "chip:esp32s3",
+            "family:tasmota",
+            "device:pump-2",
+            "not online",
+            "channel:stable",
+        ] {
             assert!(!Target::parse(no).unwrap().matches(&f), "{no}");
         }
     }
@@ -179,9 +221,26 @@ mod tests {
             ("online and", "needs a term"),
             ("family:zigbee", "unknown family"),
             ("not", "needs a term"),
+            ("channel:alpha", "stable or beta"),
         ] {
             let err = Target::parse(expr).unwrap_err().to_string();
             assert!(err.contains(says), "{expr}: {err}");
         }
+    }
+
+    #[test]
+    fn a_device_in_scope_that_fails_a_condition_is_left_out_with_the_condition() {
+        let labels = vec!["line-3".to_string()];
+        let mut f = facts(&labels);
+        f.online = false;
+        let t = Target::parse("model:pump and outdated and online").unwrap();
+        assert!(!t.matches(&f));
+        assert_eq!(t.left_out(&f), Some(&Term::Online));
+        f.outdated = false;
+        assert_eq!(t.left_out(&f), Some(&Term::Outdated), "the first condition it fails");
+        f.model = Some("valve");
+        assert_eq!(t.left_out(&f), None, "out of scope: not listed at all");
+        let t = Target::parse("label:line-3 and not channel:beta").unwrap();
+        assert!(matches!(t.left_out(&facts(&labels)), Some(Term::Not(_))));
     }
 }

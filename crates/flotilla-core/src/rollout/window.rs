@@ -106,6 +106,27 @@ impl Window {
     }
 }
 
+impl Window {
+    /// The next moment (whole minute) at or after `at` when the window's state differs from
+    /// `open`: with `open` false, when it opens next; with `open` true, when it closes. `None` if
+    /// that never happens within a week (a window always open).
+    fn next_change(&self, at: OffsetDateTime, open: bool) -> Option<OffsetDateTime> {
+        let start = at.replace_second(0).ok()?.replace_nanosecond(0).ok()?;
+        // A week of minutes covers every pattern; windows change state on whole minutes.
+        (0..=7 * 24 * 60).map(|m| start + time::Duration::minutes(m)).find(|t| *t >= at && self.is_open(*t) != open)
+    }
+
+    /// When the window opens next (now, if it is open).
+    pub fn next_open(&self, at: OffsetDateTime) -> Option<OffsetDateTime> {
+        if self.is_open(at) { Some(at) } else { self.next_change(at, false) }
+    }
+
+    /// When the window closes next, if it is open now.
+    pub fn next_close(&self, at: OffsetDateTime) -> Option<OffsetDateTime> {
+        if self.is_open(at) { self.next_change(at, true) } else { None }
+    }
+}
+
 fn weekday_index(d: Weekday) -> usize {
     usize::from(d.number_days_from_monday())
 }
@@ -138,6 +159,20 @@ mod tests {
         assert!(w.is_open(datetime!(2026-11-27 16:59 UTC)));
         assert!(!w.is_open(datetime!(2026-11-27 17:00 UTC)));
         assert!(Window::parse("00:00-24:00").unwrap().is_open(datetime!(2026-11-29 23:59 UTC)));
+    }
+
+    #[test]
+    fn the_next_opening_and_closing_are_found() {
+        let w = Window::parse("weekdays 22:00-05:00 +01:00").unwrap();
+        // Monday 12:00 UTC (13:00 local): opens at 22:00 local = 21:00 UTC.
+        assert_eq!(w.next_open(datetime!(2026-11-23 12:00:30 UTC)), Some(datetime!(2026-11-23 21:00 UTC)));
+        assert_eq!(w.next_close(datetime!(2026-11-23 12:00 UTC)), None);
+        // Inside: open now, closes at 05:00 local Tuesday = 04:00 UTC.
+        assert_eq!(w.next_open(datetime!(2026-11-23 22:00 UTC)), Some(datetime!(2026-11-23 22:00 UTC)));
+        assert_eq!(w.next_close(datetime!(2026-11-23 22:00 UTC)), Some(datetime!(2026-11-24 04:00 UTC)));
+        // Saturday noon: the next night that starts on a weekday is Monday's.
+        assert_eq!(w.next_open(datetime!(2026-11-28 11:00 UTC)), Some(datetime!(2026-11-30 21:00 UTC)));
+        assert_eq!(Window::parse("00:00-24:00").unwrap().next_close(datetime!(2026-11-28 11:00 UTC)), None);
     }
 
     #[test]

@@ -19,8 +19,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
-use flotilla_proto::api::{DemoInfo, EngineStatus, SettingsView, SiteSettings};
-use flotilla_proto::rollout::{CreateRollout, DeviceHistory, Rollout, RolloutDetail, RolloutPreview};
+use flotilla_proto::api::{DemoInfo, EngineStatus, FleetMetrics, SettingsView, SiteSettings};
+use flotilla_proto::device::{ChannelRequest, LabelChannel};
+use flotilla_proto::rollout::{
+    CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview,
+};
 use flotilla_proto::{
     Channel, Device, DownloadLink, DownloadLinkRequest, ErrorBody, ErrorDetail, EventPage, Family, Firmware,
     FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
@@ -179,15 +182,22 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(get_firmware, patch_firmware, delete_firmware))
         .routes(routes!(download_link))
         .routes(routes!(list_devices, add_device))
-        .routes(routes!(get_device))
+        .routes(routes!(get_device, forget_device))
         .routes(routes!(device_history))
         .routes(routes!(label_device))
+        .routes(routes!(set_device_channel))
+        .routes(routes!(list_label_channels))
+        .routes(routes!(set_label_channel))
+        .routes(routes!(suggest_firmware))
         .routes(routes!(list_rollouts, create_rollout))
         .routes(routes!(preview_rollout))
         .routes(routes!(get_rollout))
         .routes(routes!(rollout_action))
+        .routes(routes!(skip_job))
         .routes(routes!(rollout_report))
         .routes(routes!(list_events))
+        .routes(routes!(fleet_metrics))
+        .routes(routes!(prometheus_metrics))
         .routes(routes!(event_stream))
 }
 
@@ -217,10 +227,10 @@ async fn fallback(method: axum::http::Method, uri: axum::http::Uri) -> Response 
 }
 
 fn is_api(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/")
+    path == "/api" || path.starts_with("/api/") || path == "/metrics"
 }
 
-/// Paths under `/api` reachable without the token (the UI's files, outside `/api`, need none).
+/// API paths reachable without the token (the UI's files, outside `/api` and `/metrics`, need none).
 const OPEN_PATHS: &[&str] = &["/health"];
 
 async fn require_token(State(engine): State<EngineHandle>, req: Request, next: Next) -> Response {
@@ -567,6 +577,74 @@ async fn get_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<St
     Ok(Json(engine.get_device(&mac).await?))
 }
 
+/// Forgets a device: it leaves the inventory (with its labels and channel) and is found anew if it
+/// shows up again. Refused (409) while a rollout still works on it.
+#[utoipa::path(
+    delete, path = "/api/v1/devices/{mac}", tag = "devices",
+    params(("mac" = String, Path, description = "MAC address, any common spelling")),
+    responses((status = OK, body = Device, description = "the device as it was"), (status = NOT_FOUND, body = ErrorBody),
+              (status = CONFLICT, body = ErrorBody))
+)]
+async fn forget_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.forget_device(&mac, ACTOR).await?))
+}
+
+/// Sets the firmware channel a device follows itself (`{"channel": null}` clears it: the device
+/// then follows its labels' channel, else stable).
+#[utoipa::path(
+    put, path = "/api/v1/devices/{mac}/channel", tag = "devices", request_body = ChannelRequest,
+    params(("mac" = String, Path, description = "MAC address")),
+    responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn set_device_channel(
+    State(engine): State<EngineHandle>,
+    ApiPath(mac): ApiPath<String>,
+    ApiJson(req): ApiJson<ChannelRequest>,
+) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.set_device_channel(&mac, req.channel, ACTOR).await?))
+}
+
+/// The labels that carry a firmware channel (devices with the label follow it, unless set
+/// themselves; beta wins when labels disagree).
+#[utoipa::path(get, path = "/api/v1/channels", tag = "devices", responses((status = OK, body = Vec<LabelChannel>)))]
+async fn list_label_channels(State(engine): State<EngineHandle>) -> ApiResult<Json<Vec<LabelChannel>>> {
+    Ok(Json(engine.label_channels().await?))
+}
+
+/// Sets (or, with `{"channel": null}`, clears) the channel of a label; answers every label channel.
+#[utoipa::path(
+    put, path = "/api/v1/channels/{label}", tag = "devices", request_body = ChannelRequest,
+    params(("label" = String, Path, description = "label")),
+    responses((status = OK, body = Vec<LabelChannel>), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn set_label_channel(
+    State(engine): State<EngineHandle>,
+    ApiPath(label): ApiPath<String>,
+    ApiJson(req): ApiJson<ChannelRequest>,
+) -> ApiResult<Json<Vec<LabelChannel>>> {
+    Ok(Json(engine.set_label_channel(&label, req.channel, ACTOR).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SuggestQuery {
+    /// Target expression the suggestion is for (default `all`).
+    target: Option<String>,
+}
+
+/// What to roll out: for each model among the targeted devices, the newest firmware on the channel
+/// they follow, with how many run an older version and a target expression for exactly those.
+#[utoipa::path(
+    get, path = "/api/v1/firmware/suggestions", tag = "firmware", params(SuggestQuery),
+    responses((status = OK, body = Vec<FirmwareSuggestion>), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn suggest_firmware(
+    State(engine): State<EngineHandle>,
+    ApiQuery(q): ApiQuery<SuggestQuery>,
+) -> ApiResult<Json<Vec<FirmwareSuggestion>>> {
+    Ok(Json(engine.suggest_firmware(q.target.as_deref().unwrap_or("all")).await?))
+}
+
 /// A device's jobs across all rollouts and its recent events (newest first, at most 200).
 #[utoipa::path(
     get, path = "/api/v1/devices/{mac}/history", tag = "devices",
@@ -640,8 +718,11 @@ async fn get_rollout(State(engine): State<EngineHandle>, ApiPath(id): ApiPath<i6
     Ok(Json(engine.get_rollout(id).await?))
 }
 
-/// `start`, `pause`, `resume` (failures so far are acknowledged), `cancel` (in-flight devices
-/// finish or time out) or `retry-failed`.
+/// `start` (a draft; or a scheduled rollout, now), `pause`, `resume` (failures so far are
+/// acknowledged: they no longer count against the failure threshold nor the success gate — the
+/// rollout's `on_resume` says what it will do), `cancel` (in-flight devices finish or time out) or
+/// `retry-failed` (failed devices are queued again with a fresh retry budget; a paused rollout
+/// resumes).
 #[utoipa::path(
     post, path = "/api/v1/rollouts/{id}/{action}", tag = "rollouts",
     params(("id" = i64, Path, description = "rollout id"),
@@ -667,6 +748,21 @@ async fn rollout_action(
         }
     };
     Ok(Json(engine.rollout_action(id, action, ACTOR).await?))
+}
+
+/// Skips one device of a rollout: it is no longer commanded or waited on (a device that is
+/// updating may still finish on its own; the rollout stops counting it). For a device that will
+/// not come back.
+#[utoipa::path(
+    post, path = "/api/v1/rollouts/{id}/jobs/{job}/skip", tag = "rollouts",
+    params(("id" = i64, Path, description = "rollout id"), ("job" = i64, Path, description = "job id")),
+    responses((status = OK, body = Rollout), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody))
+)]
+async fn skip_job(
+    State(engine): State<EngineHandle>,
+    ApiPath((id, job)): ApiPath<(i64, i64)>,
+) -> ApiResult<Json<Rollout>> {
+    Ok(Json(engine.rollout_action(id, RolloutAction::Skip { job }, ACTOR).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -705,6 +801,24 @@ async fn rollout_report(
     }
 }
 
+// ---- metrics ----------------------------------------------------------------------------------
+
+/// What the dashboard panels show: versions over time (30 days), how finished rollouts went,
+/// failures of the last 30 days by reason.
+#[utoipa::path(get, path = "/api/v1/metrics/fleet", tag = "engine", responses((status = OK, body = FleetMetrics)))]
+async fn fleet_metrics(State(engine): State<EngineHandle>) -> ApiResult<Json<FleetMetrics>> {
+    Ok(Json(engine.fleet_metrics().await?))
+}
+
+/// Prometheus text (format 0.0.4): devices by family, version and online state; jobs and
+/// rollouts by state; the device server's downloads and bytes. Scrape with the admin token
+/// (`authorization: credentials: <token>` in Prometheus).
+#[utoipa::path(get, path = "/metrics", tag = "engine", responses((status = OK, body = String, content_type = "text/plain")))]
+async fn prometheus_metrics(State(engine): State<EngineHandle>) -> ApiResult<Response> {
+    let text = engine.prometheus()?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
 // ---- events -----------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -714,6 +828,8 @@ struct EventQuery {
     before: Option<i64>,
     /// Only kinds starting with this, e.g. `firmware.`.
     kind: Option<String>,
+    /// Only events at or after this time (RFC 3339, e.g. `2026-12-01T00:00:00Z`).
+    since: Option<String>,
     /// Page size, 1-1000 (default 100).
     limit: Option<u32>,
 }
@@ -724,7 +840,14 @@ async fn list_events(
     State(engine): State<EngineHandle>,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<EventPage>> {
-    Ok(Json(engine.events_page(q.before, q.kind, q.limit.unwrap_or(100)).await?))
+    let since_ms = match q.since.as_deref() {
+        Some(t) => Some(flotilla_store::clock::parse_rfc3339(t).ok_or_else(|| {
+            ApiError::bad_request(format!("since {t:?} is not an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"))
+        })?),
+        None => None,
+    };
+    let query = crate::handle::EventQuery { before: q.before, kind: q.kind, since_ms, limit: q.limit.unwrap_or(100) };
+    Ok(Json(engine.events_page(query).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -146,6 +146,8 @@ async fn check_update(
         chip: b.chip,
         version: b.current_version,
         labels: (!b.labels.is_empty()).then_some(b.labels),
+        secure_version: None,
+        interval_secs: None,
     };
     answer(&engine, addr, req).await
 }
@@ -195,6 +197,8 @@ async fn firmware_check(
         chip: None,
         version: q.current_version,
         labels: None,
+        secure_version: None,
+        interval_secs: None,
     };
     answer(&engine, addr, req).await
 }
@@ -265,6 +269,8 @@ async fn ota_check(
         chip: b.chip,
         version: b.version,
         labels: None,
+        secure_version: None,
+        interval_secs: None,
     };
     answer(&engine, addr, req).await
 }

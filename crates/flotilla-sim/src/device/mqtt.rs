@@ -158,6 +158,7 @@ fn announce(device: &Device, ctx: &Ctx, client: &AsyncClient, topics: &Topics, q
         chip: Some(ctx.config.chip.as_str().to_owned()),
         version: Some(device.version()),
         ip: Some(device.ident.ip.to_string()),
+        secure_version: None,
     };
     let payload = serde_json::to_vec(&presence).unwrap_or_default();
     queued.fetch_add(1, Ordering::SeqCst);

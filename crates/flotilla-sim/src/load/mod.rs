@@ -161,6 +161,8 @@ impl LoadConfig {
             chip: Some(self.chip.as_str().to_owned()),
             version: self.version.clone(),
             labels: None,
+            secure_version: None,
+            interval_secs: None,
         };
         serde_json::to_vec(&request).map(Bytes::from).map_err(|e| SimError::Config(e.to_string()))
     }

@@ -65,6 +65,9 @@ const QUEUE_PACKETS: usize = 16_384;
 /// Bytes of payload queued for one connection before it is closed as a slow consumer.
 const QUEUE_BYTES: usize = 16 << 20;
 
+/// Session ends kept for a receiver that is behind (see [`EmbeddedBroker::session_ends`]).
+const SESSION_ENDS: usize = 4096;
+
 /// Bytes written to the socket at once (several queued packets go out in one write).
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -118,6 +121,7 @@ impl EmbeddedBroker {
             router: Mutex::new(Router::default()),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            ended: tokio::sync::broadcast::channel(SESSION_ENDS).0,
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -134,6 +138,13 @@ impl EmbeddedBroker {
     /// Clients connected now.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// The client ids of sessions that end from now on (a connection closed, by DISCONNECT or
+    /// lost, and not taken over by a newer connection with the same id): how the engine knows a
+    /// device left even when it set no Last Will. A receiver that falls behind is told it lagged.
+    pub fn session_ends(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.state.ended.subscribe()
     }
 
     /// Retained messages held now.
@@ -207,7 +218,7 @@ impl LocalClient {
         if self.stop.is_cancelled() {
             return Err(MqttError::Stopped);
         }
-        self.state.publish(&Arc::new(Message { topic: topic.to_owned(), payload, qos: 1 }), 1, retain);
+        self.state.publish(&Arc::new(Message { topic: topic.to_owned(), payload, qos: 1, from: None }), 1, retain);
         Ok(())
     }
 }
@@ -247,6 +258,7 @@ impl LocalInbox {
                         topic: message.topic.clone(),
                         payload: message.payload.clone(),
                         retained: retain,
+                        client_id: message.from.as_deref().map(str::to_owned),
                     });
                 }
                 Some(Out::Packet(p)) => {
@@ -315,6 +327,8 @@ struct State {
     router: Mutex<Router>,
     next_id: AtomicU64,
     connections: AtomicUsize,
+    /// Client ids whose session ended (not taken over by a newer connection).
+    ended: tokio::sync::broadcast::Sender<String>,
 }
 
 impl fmt::Debug for State {
@@ -506,7 +520,8 @@ async fn connection(
 
     // 1.5 × keep-alive without a packet closes the connection (MQTT 3.1.1, 3.1.2.10).
     let silence = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let end = serve(&state, id, &outbox, &mut rd, &mut buf, silence, peer, &client_id).await;
+    let from: Arc<str> = Arc::from(client_id.as_str());
+    let end = serve(&state, id, &outbox, &mut rd, &mut buf, silence, peer, &from).await;
 
     drop_session(&state, id);
     let will = connect.will;
@@ -515,8 +530,13 @@ async fn connection(
         && !stop.is_cancelled()
         && let Some(w) = will
     {
-        let message = Arc::new(Message { topic: w.topic, payload: w.payload, qos: w.qos.min(1) });
+        let message =
+            Arc::new(Message { topic: w.topic, payload: w.payload, qos: w.qos.min(1), from: Some(Arc::clone(&from)) });
         state.publish(&message, w.qos.min(1), w.retain);
+    }
+    // The session is over unless a newer connection took the client id over.
+    if !stop.is_cancelled() && !state.router().by_client.contains_key(&client_id) {
+        let _ = state.ended.send(client_id);
     }
 }
 
@@ -586,8 +606,9 @@ async fn serve(
     buf: &mut BytesMut,
     silence: Option<Duration>,
     peer: SocketAddr,
-    client: &str,
+    from: &Arc<str>,
 ) -> End {
+    let client: &str = from;
     loop {
         let read = async {
             match silence {
@@ -618,7 +639,8 @@ async fn serve(
                     return End::Lost;
                 }
                 let qos = p.qos.min(1);
-                state.publish(&Arc::new(Message { topic: p.topic, payload: p.payload, qos }), qos, p.retain);
+                let message = Message { topic: p.topic, payload: p.payload, qos, from: Some(Arc::clone(from)) };
+                state.publish(&Arc::new(message), qos, p.retain);
                 match p.qos {
                     1 => outbox.push(Out::Packet(packet::ack(4, p.packet_id))),
                     2 => outbox.push(Out::Packet(packet::ack(5, p.packet_id))),

@@ -26,6 +26,9 @@ pub(crate) struct Message {
     pub payload: Bytes,
     /// QoS it was published with (at most 1); a subscriber gets the lower of this and its own.
     pub qos: u8,
+    /// Client id of the network client that published it (or whose will it is); `None` for the
+    /// engine's own publishes.
+    pub from: Option<Arc<str>>,
 }
 
 /// A valid topic to publish to: not empty, no wildcard, at most 65,535 bytes.
@@ -298,7 +301,7 @@ mod tests {
     }
 
     fn msg(topic: &str, payload: &'static str) -> Arc<Message> {
-        Arc::new(Message { topic: topic.into(), payload: Bytes::from_static(payload.as_bytes()), qos: 1 })
+        Arc::new(Message { topic: topic.into(), payload: Bytes::from_static(payload.as_bytes()), qos: 1, from: None })
     }
 
     fn retained(r: &Retained, filter: &str) -> Vec<String> {

@@ -414,6 +414,31 @@ async fn a_local_client_gets_retained_then_live_messages_and_publishes_to_networ
 }
 
 #[tokio::test]
+async fn the_engine_learns_who_published_and_when_a_session_ends() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let mut ends = broker.session_ends();
+    let (_client, mut inbox) = broker.connect_local(&["site/+/presence".to_owned()]).unwrap();
+    let mut dev = logged_in(addr, "dev-a", 0).await;
+    dev.write_all(&publish_packet("site/a/presence", b"{}", false)).await.unwrap();
+    let m = next(&mut inbox).await;
+    assert_eq!(m.client_id.as_deref(), Some("dev-a"), "the publishing session is named");
+    // A clean DISCONNECT sends no will, but the session's end is still announced.
+    dev.write_all(&[0xE0, 0]).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, ends.recv()).await.unwrap().unwrap();
+    assert_eq!(ended, "dev-a");
+    // A client id taken over by a newer connection is no session end.
+    let first = logged_in(addr, "dev-b", 0).await;
+    let _second = logged_in(addr, "dev-b", 0).await;
+    drop(first);
+    let mut other = logged_in(addr, "dev-c", 0).await;
+    other.write_all(&[0xE0, 0]).await.unwrap();
+    let ended = tokio::time::timeout(WAIT, ends.recv()).await.unwrap().unwrap();
+    assert_eq!(ended, "dev-c", "dev-b's first connection ending announced nothing");
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn a_local_client_too_slow_for_its_queue_is_subscribed_again_and_keeps_receiving() {
     let broker = broker().await;
     let (client, mut inbox) = broker.connect_local(&["load/#".to_owned()]).unwrap();
