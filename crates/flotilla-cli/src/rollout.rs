@@ -4,55 +4,92 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use flotilla_core::rollout::plan::{parse_threshold, parse_waves};
-use flotilla_proto::rollout::{CreateRollout, JobState, Rollout, RolloutDetail, RolloutSpec, RolloutState, Threshold};
+use flotilla_proto::rollout::{
+    CreateRollout, JobState, Rollout, RolloutDetail, RolloutOutcome, RolloutPreview, RolloutSpec, RolloutState,
+    Threshold,
+};
 use reqwest::Method;
 
 use crate::client::{Api, print_json};
 use crate::output::table;
 use crate::{ApiArgs, CliError, CliResult};
 
+/// What a rollout is to do: the options `rollout create` and `rollout preview` share.
+#[derive(Debug, Clone, Args)]
+pub struct SpecArgs {
+    /// Firmware: id, sha256 prefix or version.
+    #[arg(long)]
+    firmware: String,
+    /// Which devices: e.g. `all`, `label:line-3 and outdated and online` (docs/cli.md).
+    #[arg(long)]
+    target: String,
+    /// Cumulative wave sizes.
+    #[arg(long, default_value = "1,10%,50%,100%")]
+    waves: String,
+    /// Failures in a wave that pause the rollout: a count (3) or a share (10%).
+    #[arg(long, default_value = "10%")]
+    max_failures: String,
+    /// Share of a wave that must succeed before the next starts, e.g. 90%.
+    #[arg(long, default_value = "90%")]
+    success_gate: String,
+    /// Time each step may take per device, e.g. 300s, 5m.
+    #[arg(long, default_value = "5m")]
+    timeout: String,
+    /// Devices updating at once.
+    #[arg(long, default_value_t = 20)]
+    concurrency: u32,
+    /// Most update commands per second or minute, e.g. `2/s`, `30/min` (besides --concurrency:
+    /// keeps a burst of downloads off the broker and the Wi-Fi).
+    #[arg(long)]
+    rate: Option<String>,
+    /// Commands only inside this window, e.g. `weekdays 22:00-05:00 +01:00`.
+    #[arg(long)]
+    window: Option<String>,
+    /// Start at this time (RFC 3339, e.g. 2026-12-04T22:00:00Z) or after this delay (+30m, +2h);
+    /// until then a started rollout is `scheduled`.
+    #[arg(long)]
+    start_at: Option<String>,
+    /// Allow installing a lower version than a device runs.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Wait for `rollout resume` between waves.
+    #[arg(long)]
+    manual_approval: bool,
+    /// Retries per device after a transient failure.
+    #[arg(long, default_value_t = 1)]
+    retries: u32,
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl SpecArgs {
+    fn spec(self) -> Result<RolloutSpec, CliError> {
+        let mut spec = RolloutSpec::new(self.firmware, self.target);
+        spec.waves = parse_waves(&self.waves).map_err(|e| CliError::refused(e.to_string()))?;
+        spec.max_failures = parse_threshold(&self.max_failures).map_err(|e| CliError::refused(e.to_string()))?;
+        spec.success_gate = percent(&self.success_gate, "--success-gate")?;
+        spec.step_timeout_secs = parse_duration(&self.timeout)?.as_secs();
+        spec.concurrency = self.concurrency;
+        spec.command_rate = self.rate.as_deref().map(parse_rate).transpose()?;
+        spec.window = self.window;
+        spec.start_at = self.start_at.as_deref().map(parse_start_at).transpose()?;
+        spec.allow_downgrade = self.allow_downgrade;
+        spec.manual_approval = self.manual_approval;
+        spec.retries = self.retries;
+        spec.name = self.name;
+        Ok(spec)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RolloutCmd {
     /// Plan a staged rollout (and start it with --start).
     Create {
-        /// Firmware: id, sha256 prefix or version.
-        #[arg(long)]
-        firmware: String,
-        /// Which devices: e.g. `all`, `label:line-3 and outdated and online` (docs/cli.md).
-        #[arg(long)]
-        target: String,
-        /// Cumulative wave sizes.
-        #[arg(long, default_value = "1,10%,50%,100%")]
-        waves: String,
-        /// Failures in a wave that pause the rollout: a count (3) or a share (10%).
-        #[arg(long, default_value = "10%")]
-        max_failures: String,
-        /// Share of a wave that must succeed before the next starts, e.g. 90%.
-        #[arg(long, default_value = "90%")]
-        success_gate: String,
-        /// Time each step may take per device, e.g. 300s, 5m.
-        #[arg(long, default_value = "5m")]
-        timeout: String,
-        /// Devices updating at once.
-        #[arg(long, default_value_t = 20)]
-        concurrency: u32,
-        /// Commands only inside this window, e.g. `weekdays 22:00-05:00 +01:00`.
-        #[arg(long)]
-        window: Option<String>,
-        /// Allow installing a lower version than a device runs.
-        #[arg(long)]
-        allow_downgrade: bool,
-        /// Wait for `rollout resume` between waves.
-        #[arg(long)]
-        manual_approval: bool,
-        /// Retries per device after a transient failure.
-        #[arg(long, default_value_t = 1)]
-        retries: u32,
-        #[arg(long)]
-        name: Option<String>,
-        /// Start at once.
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Start at once (or, with --start-at, be scheduled).
         #[arg(long)]
         start: bool,
         #[arg(long)]
@@ -60,33 +97,66 @@ pub enum RolloutCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Start a planned rollout.
+    /// What `rollout create` would do with these options, storing nothing: devices per wave,
+    /// those skipped and those the target's conditions leave out, each with the reason.
+    Preview {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Start a planned rollout (or a scheduled one, now).
     Start {
         id: i64,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
     /// Stop commanding new devices (in-flight ones finish).
     Pause {
         id: i64,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Continue a paused rollout; failures so far are acknowledged.
+    /// Continue a paused rollout. The failures so far are acknowledged: they stop counting against
+    /// the wave's failure threshold and its success gate (`rollout status` says beforehand what
+    /// Resume will do).
     Resume {
         id: i64,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
     /// Cancel: no new devices; in-flight ones finish or time out.
     Cancel {
         id: i64,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Queue failed and timed-out devices again.
+    /// Queue failed and timed-out devices again, each with a fresh retry budget; a paused rollout
+    /// resumes.
     RetryFailed {
         id: i64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Skip one device that will not come back: it is no longer commanded or waited on.
+    Skip {
+        id: i64,
+        /// The device: MAC, device id, name, or the job id.
+        device: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -120,6 +190,36 @@ pub enum RolloutCmd {
     },
 }
 
+/// Parses a command rate: `2/s`, `30/min`, `2` (per second).
+pub fn parse_rate(s: &str) -> Result<f64, CliError> {
+    let bad = || CliError::refused(format!("--rate {s:?}: commands per second or minute, e.g. 2/s or 30/min"));
+    let (n, unit) = s.trim().split_once('/').unwrap_or((s.trim(), "s"));
+    let n: f64 = n.trim().parse().map_err(|_| bad())?;
+    let per_sec = match unit.trim() {
+        "s" | "sec" => n,
+        "m" | "min" => n / 60.0,
+        "h" => n / 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(per_sec.is_finite() && per_sec > 0.0) {
+        return Err(bad());
+    }
+    Ok(per_sec)
+}
+
+/// Parses a start time: RFC 3339, or `+DURATION` from now.
+pub fn parse_start_at(s: &str) -> Result<String, CliError> {
+    let s = s.trim();
+    if let Some(delay) = s.strip_prefix('+') {
+        let d = parse_duration(delay)?;
+        let ms = flotilla_store::clock::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
+        return Ok(flotilla_store::clock::rfc3339(ms));
+    }
+    flotilla_store::clock::parse_rfc3339(s).map(|_| s.to_owned()).ok_or_else(|| {
+        CliError::refused(format!("--start-at {s:?}: an RFC 3339 time (2026-12-04T22:00:00Z) or a delay (+30m)"))
+    })
+}
+
 /// Parses `300`, `90s`, `5m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
     let s = s.trim();
@@ -148,34 +248,8 @@ fn percent(s: &str, what: &str) -> Result<f64, CliError> {
 
 pub async fn run(cmd: RolloutCmd) -> CliResult {
     match cmd {
-        RolloutCmd::Create {
-            firmware,
-            target,
-            waves,
-            max_failures,
-            success_gate,
-            timeout,
-            concurrency,
-            window,
-            allow_downgrade,
-            manual_approval,
-            retries,
-            name,
-            start,
-            json,
-            api,
-        } => {
-            let mut spec = RolloutSpec::new(firmware, target);
-            spec.waves = parse_waves(&waves).map_err(|e| CliError::refused(e.to_string()))?;
-            spec.max_failures = parse_threshold(&max_failures).map_err(|e| CliError::refused(e.to_string()))?;
-            spec.success_gate = percent(&success_gate, "--success-gate")?;
-            spec.step_timeout_secs = parse_duration(&timeout)?.as_secs();
-            spec.concurrency = concurrency;
-            spec.window = window;
-            spec.allow_downgrade = allow_downgrade;
-            spec.manual_approval = manual_approval;
-            spec.retries = retries;
-            spec.name = name;
+        RolloutCmd::Create { spec, start, json, api } => {
+            let spec = spec.spec()?;
             let api = Api::resolve(&api)?;
             let detail: RolloutDetail =
                 api.send(api.request(Method::POST, "/api/v1/rollouts").json(&CreateRollout { spec, start })).await?;
@@ -183,26 +257,53 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
                 return print_json(&detail);
             }
             let r = &detail.rollout;
+            let what = match r.state {
+                RolloutState::Draft => "planned; start it with `flotilla rollout start`".to_owned(),
+                RolloutState::Scheduled => {
+                    format!("scheduled to start at {}", r.spec.start_at.as_deref().unwrap_or("its start time"))
+                }
+                _ => "started".to_owned(),
+            };
             println!(
-                "Rollout {} {} ({} devices in {} waves, {} skipped).",
+                "Rollout {} {what} ({} devices in {} waves, {} skipped).",
                 r.id,
-                if r.state == RolloutState::Draft {
-                    "planned; start it with `flotilla rollout start`"
-                } else {
-                    "started"
-                },
-                r.counts.total - r.counts.skipped,
-                r.waves.len(),
+                r.counts.planned(),
+                r.wave_count,
                 r.counts.skipped
             );
             print_skipped(&detail);
             Ok(())
         }
-        RolloutCmd::Start { id, api } => action(&api, id, "start").await,
-        RolloutCmd::Pause { id, api } => action(&api, id, "pause").await,
-        RolloutCmd::Resume { id, api } => action(&api, id, "resume").await,
-        RolloutCmd::Cancel { id, api } => action(&api, id, "cancel").await,
-        RolloutCmd::RetryFailed { id, api } => action(&api, id, "retry-failed").await,
+        RolloutCmd::Preview { spec, json, api } => {
+            let spec = spec.spec()?;
+            let api = Api::resolve(&api)?;
+            let p: RolloutPreview = api
+                .send(api.request(Method::POST, "/api/v1/rollouts/preview").json(&CreateRollout { spec, start: false }))
+                .await?;
+            if json {
+                return print_json(&p);
+            }
+            print_preview(&p);
+            Ok(())
+        }
+        RolloutCmd::Start { id, json, api } => action(&api, id, "start", json).await,
+        RolloutCmd::Pause { id, json, api } => action(&api, id, "pause", json).await,
+        RolloutCmd::Resume { id, json, api } => action(&api, id, "resume", json).await,
+        RolloutCmd::Cancel { id, json, api } => action(&api, id, "cancel", json).await,
+        RolloutCmd::RetryFailed { id, json, api } => action(&api, id, "retry-failed", json).await,
+        RolloutCmd::Skip { id, device, json, api } => {
+            let api = Api::resolve(&api)?;
+            let d: RolloutDetail = api.get(&format!("/api/v1/rollouts/{id}")).await?;
+            let devices: Vec<flotilla_proto::Device> = api.get("/api/v1/devices").await?;
+            let job = find_job(&d, &devices, &device)?;
+            let r: Rollout =
+                api.send(api.request(Method::POST, &format!("/api/v1/rollouts/{id}/jobs/{job}/skip"))).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!("Skipped {device} (job {job}) in rollout {id}; the rollout is {}.", r.state.as_str());
+            Ok(())
+        }
         RolloutCmd::Status { id, json, watch, api } => {
             let api = Api::resolve(&api)?;
             if json && !watch {
@@ -245,15 +346,15 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
                         r.id.to_string(),
                         r.name.clone(),
                         r.firmware_version.clone(),
-                        r.state.as_str().into(),
-                        format!("{}/{}", (r.current_wave + 1).min(r.waves.len() as u32), r.waves.len()),
-                        format!("{}/{}", r.counts.succeeded, r.counts.total - r.counts.skipped),
-                        (r.counts.failed + r.counts.timed_out).to_string(),
+                        state_text(r),
+                        format!("{} of {}", r.current_wave, r.wave_count),
+                        format!("{} of {}", r.counts.succeeded, r.counts.planned()),
+                        r.counts.failures().to_string(),
                         r.updated_at.clone(),
                     ]
                 })
                 .collect();
-            table(&["ID", "NAME", "VERSION", "STATE", "WAVE", "UPDATED", "FAILED", "CHANGED"], &rows);
+            table(&["ID", "NAME", "VERSION", "STATE", "WAVE", "SUCCEEDED", "FAILED", "CHANGED"], &rows);
             Ok(())
         }
         RolloutCmd::Report { id, format, output, api } => {
@@ -279,16 +380,99 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
     }
 }
 
-async fn action(api: &ApiArgs, id: i64, what: &str) -> CliResult {
+async fn action(api: &ApiArgs, id: i64, what: &str, json: bool) -> CliResult {
     let api = Api::resolve(api)?;
     let r: Rollout = api.send(api.request(Method::POST, &format!("/api/v1/rollouts/{id}/{what}"))).await?;
+    if json {
+        return print_json(&r);
+    }
     println!(
         "Rollout {} is {}{}.",
         r.id,
-        r.state.as_str(),
-        r.pause_reason.map(|p| format!(": {p}")).unwrap_or_default()
+        state_text(&r),
+        r.pause_reason.as_deref().map(|p| format!(": {p}")).unwrap_or_default()
     );
+    if let Some(w) = &r.waiting {
+        println!("  {}", w.summary);
+    }
     Ok(())
+}
+
+/// A rollout's state as people read it: a completed rollout with failures says so.
+fn state_text(r: &Rollout) -> String {
+    match r.outcome {
+        Some(RolloutOutcome::SomeFailed) => {
+            format!("completed with {} not updated", r.counts.planned() - r.counts.succeeded)
+        }
+        _ => r.state.as_str().to_owned(),
+    }
+}
+
+/// The job of `device` (MAC, device id, name or job id) in a rollout.
+fn find_job(d: &RolloutDetail, devices: &[flotilla_proto::Device], device: &str) -> Result<i64, CliError> {
+    let wanted = device.trim();
+    if let Ok(id) = wanted.parse::<i64>()
+        && d.jobs.iter().any(|j| j.id == id)
+    {
+        return Ok(id);
+    }
+    let mac = flotilla_proto::device::normalize_mac(wanted);
+    let named: Vec<&str> = devices
+        .iter()
+        .filter(|x| x.name.as_deref() == Some(wanted) || x.device_id.as_deref() == Some(wanted))
+        .map(|x| x.mac.as_str())
+        .collect();
+    let found: Vec<i64> = d
+        .jobs
+        .iter()
+        .filter(|j| {
+            Some(&j.mac) == mac.as_ref() || j.device_id.as_deref() == Some(wanted) || named.contains(&j.mac.as_str())
+        })
+        .map(|j| j.id)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::refused(format!("no device {wanted:?} in rollout {}", d.rollout.id))),
+        _ => {
+            Err(CliError::refused(format!("{wanted:?} names several devices of rollout {}: use the MAC", d.rollout.id)))
+        }
+    }
+}
+
+fn print_preview(p: &RolloutPreview) {
+    println!(
+        "Firmware {} · {} devices to update in {} waves ({}) · {} skipped · {} left out",
+        p.firmware_version,
+        p.devices.len(),
+        p.wave_sizes.len(),
+        p.wave_sizes.iter().map(u32::to_string).collect::<Vec<_>>().join(" + "),
+        p.skipped.len(),
+        p.left_out.len()
+    );
+    let rows: Vec<Vec<String>> = p
+        .devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.wave.to_string(),
+                d.name.clone().unwrap_or_else(|| d.mac.clone()),
+                d.mac.clone(),
+                d.current_version.clone().unwrap_or_else(|| "?".into()),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(&["WAVE", "DEVICE", "MAC", "RUNS"], &rows);
+    }
+    for (title, list) in [("Skipped", &p.skipped), ("Left out by the target's conditions", &p.left_out)] {
+        if list.is_empty() {
+            continue;
+        }
+        println!("{title}:");
+        for d in list {
+            println!("  {} ({}): {}", d.name.as_deref().unwrap_or(&d.mac), d.mac, d.reason);
+        }
+    }
 }
 
 fn bar(done: u32, total: u32, width: usize) -> String {
@@ -312,38 +496,41 @@ fn print_status(d: &RolloutDetail) {
         Threshold::Count(n) => format!("{n}"),
         Threshold::Percent(p) => format!("{p}%"),
     };
-    println!("Rollout {} · {} · firmware {} · {}", r.id, r.name, r.firmware_version, r.state.as_str().to_uppercase());
+    println!("Rollout {} · {} · firmware {} · {}", r.id, r.name, r.firmware_version, state_text(r).to_uppercase());
     if let Some(reason) = &r.pause_reason {
-        println!("  paused: {reason}");
+        println!("  paused{}: {reason}", r.paused_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default());
     }
+    if let Some(next) = &r.on_resume {
+        println!("  {next}");
+    }
+    if let Some(w) = &r.waiting {
+        println!("  waiting: {}", w.summary);
+    }
+    let rate = r.spec.command_rate.map(|c| format!(" · at most {c} commands/s")).unwrap_or_default();
     println!(
-        "  gate: pause above {th} failures per wave, {}% success to advance · concurrency {} · step timeout {} s",
+        "  gate: pause above {th} failures per wave, {}% success to advance · concurrency {}{rate} · step timeout {} s",
         r.spec.success_gate, r.spec.concurrency, r.spec.step_timeout_secs
     );
     let c = &r.counts;
-    let eligible = c.total - c.skipped;
-    println!(
-        "  {} {}/{} updated · {} in progress · {} queued · {} failed · {} timed out · {} skipped",
-        bar(c.succeeded, eligible, 30),
-        c.succeeded,
-        eligible,
-        c.in_flight,
-        c.queued,
-        c.failed,
-        c.timed_out,
-        c.skipped
-    );
+    println!("  {} {}", bar(c.succeeded, c.planned(), 30), c.summary());
+    let pace = r.estimate.per_minute.map(|p| format!("{p:.1} devices/min")).unwrap_or_else(|| "pace unknown".into());
+    let left = match r.estimate.remaining_secs {
+        Some(0) => "done".to_owned(),
+        Some(s) => {
+            format!("about {} left", flotilla_core::rollout::run::human_span(i64::try_from(s).unwrap_or(i64::MAX)))
+        }
+        None => "no estimate".to_owned(),
+    };
+    println!("  {pace} · {left} ({})", r.estimate.basis);
     for w in &r.waves {
-        let marker = if w.index == r.current_wave && r.state == RolloutState::Running { ">" } else { " " };
-        let n = w.counts.total;
+        let current = w.number == r.current_wave && matches!(r.state, RolloutState::Running | RolloutState::Paused);
+        let marker = if current { ">" } else { " " };
         println!(
-            "  {marker} wave {:>2}: {} {:>4}/{:<4} ok {:>3} failed {:>3} in progress",
-            w.index + 1,
-            bar(w.counts.succeeded, n, 20),
-            w.counts.succeeded,
-            n,
-            w.counts.failed + w.counts.timed_out,
-            w.counts.in_flight
+            "  {marker} wave {:>2} of {}: {} {}",
+            w.number,
+            r.wave_count,
+            bar(w.counts.succeeded, w.counts.planned(), 20),
+            w.counts.summary()
         );
     }
     let mut errors: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
