@@ -5,13 +5,13 @@ import type { Device, Firmware } from '../api/types';
 export function dev(p: Partial<Device> & { mac: string }): Device {
   return {
     device_id: null, name: null, family: 'native', model: 'demo', chip: 'esp32', version: '1.0.0', ip: null,
-    online: true, labels: [], sources: ['mqtt'], first_seen: '2024-01-01T00:00:00Z', last_seen: '2024-01-01T00:00:00Z', ...p,
+    online: true, secure_version: null, channel: 'stable', channel_from: null, labels: [], sources: ['mqtt'], first_seen: '2024-01-01T00:00:00Z', last_seen: '2024-01-01T00:00:00Z', ...p,
   };
 }
 export function fw(p: Partial<Firmware> & { version: string }): Firmware {
   return {
     id: 1, sha256: 'ab'.repeat(32), project: null, idf_version: null, secure_version: null, notes: null, min_version: null, model: 'demo', chip: 'esp32', format: 'esp32', size: 1000, channel: 'stable',
-    blocked: false, public: false, created_at: '2024-01-01T00:00:00Z',
+    blocked: false, public: false, archived: false, created_at: '2024-01-01T00:00:00Z',
     image: { image_size: 1000 } as Firmware['image'], manifest: {} as Firmware['manifest'], ...p,
   };
 }

@@ -11,7 +11,8 @@ export const FAILURE: ReadonlySet<JobState> = new Set(['failed', 'timed_out']);
 export interface LiveJob {
   id: number;
   mac: string;
-  wave: number;
+  /** Wave number from 1; null for a device the plan skipped (in no wave). */
+  wave: number | null;
   state: JobState;
   progress: number | null;
   error: string | null;
@@ -40,8 +41,9 @@ export function countJobs(jobs: Iterable<Pick<LiveJob, 'state' | 'wave'>>, waveC
   const waves: JobCounts[] = Array.from({ length: waveCount }, emptyCounts);
   for (const j of jobs) {
     addToCounts(total, j.state);
-    while (waves.length <= j.wave) waves.push(emptyCounts());
-    addToCounts(waves[j.wave], j.state);
+    if (j.wave === null) continue;
+    while (waves.length < j.wave) waves.push(emptyCounts());
+    addToCounts(waves[j.wave - 1], j.state);
   }
   return { total, waves };
 }

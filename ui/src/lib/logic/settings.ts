@@ -141,6 +141,8 @@ export function settingsPayload(f: SettingsForm, saved: SiteSettings): SiteSetti
     mqtt_password: null,
     // null is the default (on): keep it null unless the choice differs from the default or was saved.
     mdns: saved.mdns === null && f.mdns ? null : f.mdns,
+    event_retention_days: saved.event_retention_days ?? null,
+    event_retention_max: saved.event_retention_max ?? null,
   };
   // The password is edited only with an external broker; otherwise the saved one is kept.
   if (f.mqttMode === 'external' && f.passwordAction === 'replace') body.mqtt_password = f.password;

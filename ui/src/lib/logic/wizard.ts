@@ -175,6 +175,8 @@ export function buildRequest(f: WizardForm, fw: Firmware | undefined, start: boo
     manual_approval: f.manualApproval,
     window: f.window.trim() || null,
     allow_downgrade: f.allowDowngrade,
+    start_at: null,
+    command_rate: null,
     start,
   };
 }

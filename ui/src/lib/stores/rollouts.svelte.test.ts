@@ -5,15 +5,15 @@ import { LiveRollout, waveCounts } from './rollouts.svelte';
 import type { Event, Job, JobCounts, Rollout, RolloutDetail, RolloutProgress } from '../api/types';
 import { emptyCounts } from '../logic/progress';
 
-const job = (id: number, state: Job['state'], wave: number, updated = '2026-01-01T00:00:00Z', current: string | null = null): Job => ({
+const job = (id: number, state: Job['state'], wave: number | null, updated = '2026-01-01T00:00:00Z', current: string | null = null): Job => ({
   id, rollout_id: 1, mac: `m${id}`, device_id: null, wave, state, attempts: 1, from_version: '1.0.0', current_version: current,
-  error: null, progress: null, history: [], updated_at: updated,
+  error: null, progress: null, deadline: null, history: [], updated_at: updated,
 });
 const counts = (p: Partial<JobCounts>): JobCounts => ({ ...emptyCounts(), ...p });
 const rollout = (p: Partial<Rollout> = {}): Rollout =>
   ({
     id: 1, name: 'r', firmware_id: 1, firmware_version: '2.0.0', state: 'running', current_wave: 0, pause_reason: null,
-    counts: counts({ total: 3, queued: 3 }), waves: [{ index: 0, counts: counts({ total: 1, queued: 1 }) }, { index: 1, counts: counts({ total: 2, queued: 2 }) }],
+    counts: counts({ total: 3, queued: 3 }), waves: [{ number: 1, counts: counts({ total: 1, queued: 1 }) }, { number: 2, counts: counts({ total: 2, queued: 2 }) }],
     ...p,
   }) as Rollout;
 const ev = (kind: string, data: Record<string, unknown>, at = '2026-01-01T00:00:10Z'): Event => ({ id: 1, at, kind, actor: 'engine', subject: null, data: data as Event['data'] });
@@ -57,7 +57,7 @@ describe('LiveRollout', () => {
     l.applyProgress(progress({
       jobs: [{ job: 1, mac: 'm1', state: 'downloading', progress: 42, error: null }],
       counts: counts({ total: 3, in_flight: 1, queued: 2 }),
-      waves: [{ index: 1, counts: counts({ total: 2, queued: 2 }) }, { index: 0, counts: counts({ total: 1, in_flight: 1 }) }],
+      waves: [{ number: 2, counts: counts({ total: 2, queued: 2 }) }, { number: 1, counts: counts({ total: 1, in_flight: 1 }) }],
     }));
     expect(l.jobs.get(1)?.progress).toBe(42);
     expect(l.counts.in_flight).toBe(1);
@@ -94,6 +94,6 @@ describe('LiveRollout', () => {
     expect(rolloutMock).toHaveBeenCalledTimes(1);
   });
   it('indexes wave counts by wave', () => {
-    expect(waveCounts([{ index: 1, counts: counts({ total: 5 }) }]).map((c) => c.total)).toEqual([0, 5]);
+    expect(waveCounts([{ number: 2, counts: counts({ total: 5 }) }]).map((c) => c.total)).toEqual([0, 5]);
   });
 });

@@ -34,16 +34,18 @@ function liveJobOf(j: Job): LiveJob {
   };
 }
 
-/** Per-wave counts by wave index (0-based), from the engine's `WaveStatus` list. */
+/** Per-wave counts by array index (wave number − 1), from the engine's `WaveStatus` list. */
 export function waveCounts(waves: readonly WaveStatus[]): JobCounts[] {
   const out: JobCounts[] = [];
-  for (const w of waves) out[w.index] = w.counts;
+  for (const w of waves) out[w.number - 1] = w.counts;
   return Array.from(out, (c) => c ?? emptyCounts());
 }
 
 // Order of the live job list: by wave, then what needs attention first, then MAC.
 const ORDER: Record<JobState, number> = { downloading: 0, installing: 1, rebooting: 2, verifying: 3, commanded: 4, failed: 5, timed_out: 6, queued: 7, succeeded: 8, skipped: 9, cancelled: 10 };
-const byWaveStateMac = (a: LiveJob, b: LiveJob) => a.wave - b.wave || ORDER[a.state] - ORDER[b.state] || (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0);
+// Devices the plan skipped are in no wave: they come last.
+const waveKey = (j: LiveJob) => j.wave ?? Number.MAX_SAFE_INTEGER;
+const byWaveStateMac = (a: LiveJob, b: LiveJob) => waveKey(a) - waveKey(b) || ORDER[a.state] - ORDER[b.state] || (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0);
 
 /** What the live view shows of the jobs, computed once per `version`. */
 export interface LiveView {
@@ -126,7 +128,7 @@ export class LiveRollout {
       const cur = this.jobs.get(d.job);
       const j: LiveJob = cur
         ? { ...cur }
-        : { id: d.job, mac: d.mac ?? '', wave: d.wave ?? 0, state, progress: null, error: null, doneAt: null, updatedAt: at, fromVersion: null, currentVersion: null, attempts: d.attempt ?? 0 };
+        : { id: d.job, mac: d.mac ?? '', wave: d.wave ?? null, state, progress: null, error: null, doneAt: null, updatedAt: at, fromVersion: null, currentVersion: null, attempts: d.attempt ?? 0 };
       j.state = state;
       j.updatedAt = at;
       if (typeof d.attempt === 'number') j.attempts = d.attempt;
