@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::handle::EngineHandle;
-use crate::mqtt::{BrokerConfig, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
+use crate::mqtt::{BrokerConfig, Delivery, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
 use crate::protocols::{BoxFuture, Publish};
 use crate::secrets;
 
@@ -87,9 +87,9 @@ enum Inbox {
 }
 
 impl Inbox {
-    async fn recv(&mut self) -> Option<Incoming> {
+    async fn recv(&mut self) -> Option<Delivery> {
         match self {
-            Inbox::Client(rx) => rx.recv().await,
+            Inbox::Client(rx) => rx.recv().await.map(Delivery::Message),
             Inbox::Local(inbox) => inbox.recv().await,
         }
     }
@@ -172,31 +172,6 @@ pub(crate) async fn start(
             Inbox::Client(rx)
         }
     };
-    if let Some(broker) = &broker {
-        // A device's session ending takes it offline, Last Will or not.
-        let mut ends = broker.session_ends();
-        let engine = engine.clone();
-        let stop = engine.stop_token();
-        engine.tracker().clone().spawn(async move {
-            loop {
-                let client = tokio::select! {
-                    () = stop.cancelled() => break,
-                    c = ends.recv() => c,
-                };
-                match client {
-                    Ok(client) => {
-                        if let Err(e) = engine.mqtt_session_ended(&client) {
-                            tracing::debug!(%client, error = %e, "session end not applied");
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "fell behind the broker's session ends");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
-    }
     let dispatcher = engine.clone();
     let profiles = profiles.to_vec();
     let stop = engine.stop_token();
@@ -207,8 +182,16 @@ pub(crate) async fn start(
                 () = stop.cancelled() => break,
                 msg = inbox.recv() => msg,
             };
-            let Some(msg) = msg else { break };
-            dispatch(&dispatcher, &profiles, msg).await;
+            match msg {
+                None => break,
+                Some(Delivery::Message(msg)) => dispatch(&dispatcher, &profiles, msg).await,
+                // A device's session ending takes it offline, Last Will or not.
+                Some(Delivery::SessionEnded(client)) => {
+                    if let Err(e) = dispatcher.mqtt_session_ended(&client) {
+                        tracing::debug!(%client, error = %e, "session end not applied");
+                    }
+                }
+            }
         }
     });
     Ok(Some(MqttLink { broker, devices }))

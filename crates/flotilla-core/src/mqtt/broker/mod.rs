@@ -65,9 +65,6 @@ const QUEUE_PACKETS: usize = 16_384;
 /// Bytes of payload queued for one connection before it is closed as a slow consumer.
 const QUEUE_BYTES: usize = 16 << 20;
 
-/// Session ends kept for a receiver that is behind (see [`EmbeddedBroker::session_ends`]).
-const SESSION_ENDS: usize = 4096;
-
 /// Bytes written to the socket at once (several queued packets go out in one write).
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -121,7 +118,6 @@ impl EmbeddedBroker {
             router: Mutex::new(Router::default()),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
-            ended: tokio::sync::broadcast::channel(SESSION_ENDS).0,
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -138,13 +134,6 @@ impl EmbeddedBroker {
     /// Clients connected now.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::Relaxed)
-    }
-
-    /// The client ids of sessions that end from now on (a connection closed, by DISCONNECT or
-    /// lost, and not taken over by a newer connection with the same id): how the engine knows a
-    /// device left even when it set no Last Will. A receiver that falls behind is told it lagged.
-    pub fn session_ends(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.state.ended.subscribe()
     }
 
     /// Retained messages held now.
@@ -239,11 +228,22 @@ impl fmt::Debug for LocalInbox {
     }
 }
 
+/// What reaches the engine's in-process session, in the order it happened.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A message on a subscribed topic.
+    Message(super::Incoming),
+    /// The session of this client id ended (DISCONNECT, a lost connection, a keep-alive
+    /// timeout), and no newer connection took its id over: a device that set no Last Will has
+    /// left all the same. Comes after the client's last messages and its will.
+    SessionEnded(String),
+}
+
 impl LocalInbox {
-    /// The next message; `None` once the broker has stopped. A consumer too slow for its queue
-    /// loses what was queued and is subscribed again (getting the retained messages anew), as a
-    /// network client would after reconnecting.
-    pub async fn recv(&mut self) -> Option<super::Incoming> {
+    /// The next message or session end; `None` once the broker has stopped. A consumer too slow
+    /// for its queue loses what was queued and is subscribed again (getting the retained messages
+    /// anew), as a network client would after reconnecting.
+    pub async fn recv(&mut self) -> Option<Delivery> {
         loop {
             let item = tokio::select! {
                 biased;
@@ -254,12 +254,16 @@ impl LocalInbox {
             match item {
                 Some(Out::Publish { message, retain, .. }) => {
                     self.outbox.queued.fetch_sub(message.topic.len() + message.payload.len(), Ordering::Relaxed);
-                    return Some(super::Incoming {
+                    return Some(Delivery::Message(super::Incoming {
                         topic: message.topic.clone(),
                         payload: message.payload.clone(),
                         retained: retain,
                         client_id: message.from.as_deref().map(str::to_owned),
-                    });
+                    }));
+                }
+                Some(Out::Ended(client)) => {
+                    self.outbox.queued.fetch_sub(client.len(), Ordering::Relaxed);
+                    return Some(Delivery::SessionEnded(client));
                 }
                 Some(Out::Packet(p)) => {
                     self.outbox.queued.fetch_sub(p.len(), Ordering::Relaxed);
@@ -327,8 +331,6 @@ struct State {
     router: Mutex<Router>,
     next_id: AtomicU64,
     connections: AtomicUsize,
-    /// Client ids whose session ended (not taken over by a newer connection).
-    ended: tokio::sync::broadcast::Sender<String>,
 }
 
 impl fmt::Debug for State {
@@ -359,6 +361,9 @@ enum Out {
     Packet(Bytes),
     /// A message; its packet id is given by the writer.
     Publish { message: Arc<Message>, qos: u8, retain: bool },
+    /// To local sessions only: the session of this client id ended. It is queued behind the
+    /// client's last messages (and its will), so the engine learns of the end after them.
+    Ended(String),
 }
 
 /// The sending side of a connection's bounded queue.
@@ -377,6 +382,7 @@ impl Outbox {
         let size = match &out {
             Out::Packet(b) => b.len(),
             Out::Publish { message, .. } => message.topic.len() + message.payload.len(),
+            Out::Ended(client) => client.len(),
         };
         if self.queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
             self.slow();
@@ -534,9 +540,15 @@ async fn connection(
             Arc::new(Message { topic: w.topic, payload: w.payload, qos: w.qos.min(1), from: Some(Arc::clone(&from)) });
         state.publish(&message, w.qos.min(1), w.retain);
     }
-    // The session is over unless a newer connection took the client id over.
-    if !stop.is_cancelled() && !state.router().by_client.contains_key(&client_id) {
-        let _ = state.ended.send(client_id);
+    // The session is over unless a newer connection took the client id over: the local
+    // sessions (the engine) hear of it behind the client's messages and its will.
+    if !stop.is_cancelled() {
+        let r = state.router();
+        if !r.by_client.contains_key(&client_id) {
+            for s in r.sessions.values().filter(|s| s.client_id.is_empty()) {
+                s.outbox.push(Out::Ended(client_id.clone()));
+            }
+        }
     }
 }
 
@@ -719,6 +731,10 @@ async fn writer(
             packet::publish_header(out, &message.topic, qos, retain, packet_id, message.payload.len());
             out.extend_from_slice(&message.payload);
             queued.fetch_sub(message.topic.len() + message.payload.len(), Ordering::Relaxed);
+        }
+        // Never queued for a network connection.
+        Out::Ended(client) => {
+            queued.fetch_sub(client.len(), Ordering::Relaxed);
         }
     };
     loop {
