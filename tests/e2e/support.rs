@@ -74,6 +74,14 @@ impl Server {
         Server { child, dir, info, token, http: reqwest::Client::new() }
     }
 
+    /// A `flotilla serve` the test started its own way (e.g. with an environment of its own) on
+    /// `dir`, once it listens.
+    pub async fn adopt(child: Child, dir: tempfile::TempDir) -> Server {
+        let info = wait_for_runtime(dir.path(), child.id()).await;
+        let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_owned();
+        Server { child, dir, info, token, http: reqwest::Client::new() }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

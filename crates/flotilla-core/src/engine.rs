@@ -252,13 +252,15 @@ async fn progress(engine: EngineHandle) {
 const SAMPLE_CHECK: Duration = Duration::from_secs(60);
 /// How often the audit log and the version history are pruned to their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The first pruning, after start-up has settled.
+const PRUNE_FIRST: Duration = Duration::from_secs(5);
 
 /// Background upkeep that never blocks the engine: the version history for the dashboard, and
-/// the audit log's retention (pruned a batch per transaction, a minute after start and hourly).
+/// the audit log's retention (pruned a batch per transaction, shortly after start and hourly).
 async fn housekeeping(engine: EngineHandle) {
     let mut sample = tokio::time::interval(SAMPLE_CHECK);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_CHECK, PRUNE_EVERY);
+    let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_FIRST, PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -462,4 +462,59 @@ mod tests {
         assert!(inv.set_offline(mac));
         assert!(inv.sight(&sighting(mac, "mdns"), 4_000).came_online);
     }
+
+    #[test]
+    fn liveness_follows_each_transport() {
+        let mut inv = Inventory::default();
+        let (pull, mqtt, other) = ("aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02", "aa:bb:cc:00:00:03");
+        // A pull device checking in every 10 s: learnt from its check-ins.
+        for t in 0..5 {
+            inv.sight(&Sighting { transport: Some(Transport::Pull), ..sighting(pull, "checkin") }, t * 10_000);
+        }
+        let mqtt_t = Transport::Mqtt { profile: "flotilla".into(), owner: None };
+        inv.sight(
+            &Sighting { transport: Some(mqtt_t), broker_client: Some("dev-2".into()), ..sighting(mqtt, "mqtt") },
+            0,
+        );
+        inv.sight(&sighting(other, "mdns"), 0);
+        let last = 40_000;
+        // Three missed check-ins (plus slack, at least a minute) take the pull device offline.
+        assert!(inv.lapsed(last + 59_000).is_empty());
+        let lapsed = inv.lapsed(last + 61_000);
+        assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+        assert_eq!(lapsed[0].0, pull);
+        assert!(lapsed[0].1.contains("it checks in every 10 s"), "{}", lapsed[0].1);
+        // A device declaring its interval is believed; a quiet MQTT device connected a whole day
+        // is not (its broker session says when it leaves), nor is it by time at all.
+        let slow = "aa:bb:cc:00:00:04";
+        inv.sight(
+            &Sighting { interval_secs: Some(600), transport: Some(Transport::Pull), ..sighting(slow, "checkin") },
+            0,
+        );
+        let day = 86_400_000;
+        let lapsed: Vec<String> = inv.lapsed(day).into_iter().map(|(m, _)| m).collect();
+        assert!(lapsed.contains(&slow.to_owned()) && lapsed.contains(&other.to_owned()), "{lapsed:?}");
+        assert!(!lapsed.contains(&mqtt.to_owned()), "an MQTT device is not timed out");
+        assert!(inv.lapsed(30 * 60_000).iter().all(|(m, _)| m != slow), "600 s × 3 + 30 s not yet passed");
+        assert_eq!(inv.of_broker_client("dev-2"), vec![mqtt.to_owned()]);
+        assert!(inv.of_broker_client("dev-9").is_empty());
+    }
+
+    #[test]
+    fn channels_come_from_the_device_then_its_labels_then_stable() {
+        let mut inv = Inventory::default();
+        let mac = "aa:bb:cc:00:00:01";
+        inv.sight(&Sighting { labels: Some(vec!["line-a".into(), "line-b".into()]), ..sighting(mac, "checkin") }, 0);
+        let ch = |inv: &Inventory| inv.get(mac).map(|e| (e.device.channel, e.device.channel_from.clone()));
+        assert_eq!(ch(&inv), Some((Channel::Stable, None)));
+        inv.set_label_channel("line-a", Some(Channel::Stable));
+        assert_eq!(ch(&inv), Some((Channel::Stable, Some("label:line-a".into()))));
+        inv.set_label_channel("line-b", Some(Channel::Beta));
+        assert_eq!(ch(&inv), Some((Channel::Beta, Some("label:line-b".into()))), "beta wins when labels disagree");
+        inv.set_channel(mac, Some(Channel::Stable));
+        assert_eq!(ch(&inv), Some((Channel::Stable, Some("device".into()))), "the device's own setting wins");
+        inv.set_channel(mac, None);
+        inv.edit_labels(mac, &[], &["line-b".into()]);
+        assert_eq!(ch(&inv), Some((Channel::Stable, Some("label:line-a".into()))));
+    }
 }

@@ -48,6 +48,16 @@ pub fn validate(s: &SiteSettings) -> Result<()> {
     {
         return Err(CoreError::BadRequest(format!("public_url {u:?} must start with http:// or https://")));
     }
+    if let Some(d) = s.event_retention_days
+        && !(1..=36_500).contains(&d)
+    {
+        return Err(CoreError::BadRequest(format!("event_retention_days {d}: between 1 and 36500 days")));
+    }
+    if let Some(n) = s.event_retention_max
+        && !(100..=100_000_000).contains(&n)
+    {
+        return Err(CoreError::BadRequest(format!("event_retention_max {n}: between 100 and 100000000 events")));
+    }
     match s.mqtt.as_deref() {
         None | Some("embedded" | "off") => {}
         Some(url) => {
@@ -95,6 +105,8 @@ mod tests {
             (SiteSettings { admin_listen: Some("localhost".into()), ..Default::default() }, "admin_listen"),
             (SiteSettings { mqtt: Some("tcp://broker".into()), ..Default::default() }, "mqtt"),
             (SiteSettings { public_url: Some("192.168.1.2:8070".into()), ..Default::default() }, "public_url"),
+            (SiteSettings { event_retention_days: Some(0), ..Default::default() }, "event_retention_days"),
+            (SiteSettings { event_retention_max: Some(10), ..Default::default() }, "event_retention_max"),
         ];
         for (s, field) in cases {
             let e = save(dir.path(), s).unwrap_err().to_string();

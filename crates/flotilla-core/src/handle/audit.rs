@@ -31,6 +31,8 @@ pub struct EventQuery {
 
 impl EngineHandle {
     pub async fn events_page(&self, q: EventQuery) -> Result<EventPage> {
+        // Events are written behind: what happened before this call is in the log once flushed.
+        self.shared.writer.flush().await?;
         self.shared
             .db
             .call(move |s| {
