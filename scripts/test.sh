@@ -14,7 +14,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
 command -v node >/dev/null || { echo "node not found: install Node.js 20+ first" >&2; exit 1; }
-ensure_packages pkg-config build-essential ca-certificates mosquitto mosquitto-clients iproute2 mount util-linux \
+ensure_packages pkg-config build-essential ca-certificates mosquitto mosquitto-clients iproute2 mount util-linux faketime \
   chromium
 ensure_desktop_deps
 cd "$ROOT"
