@@ -16,7 +16,7 @@ use crate::api::{EngineStatus, ErrorBody, Health, PublicKey, RuntimeInfo, Settin
 use crate::device::{Device, LabelRequest};
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
-use crate::firmware::{ImportPathRequest, ImportResponse, SignedManifest};
+use crate::firmware::{ImportPathRequest, ImportResponse, InspectReport, SignedManifest};
 use crate::rollout::{CreateRollout, DeviceHistory, Rollout, RolloutDetail, RolloutPreview, RolloutProgress};
 
 fn generated_dir() -> PathBuf {
@@ -51,6 +51,7 @@ fn render() -> BTreeMap<String, String> {
         ImportOptions,
         ImportPathRequest,
         ImportResponse,
+        InspectReport,
         SignedManifest,
         CreateRollout,
         Rollout,
