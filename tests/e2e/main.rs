@@ -7,6 +7,8 @@ mod admin_api;
 mod cli;
 mod device_profiles;
 mod device_server;
+mod firmware_forms;
+mod firmware_verdicts;
 mod fleet;
 mod full_disk;
 mod mdns;

@@ -4,7 +4,11 @@ use std::path::Path;
 
 use flotilla_core::DataDir;
 use flotilla_core::config::default_data_dir;
-use flotilla_proto::{Device, ErrorBody, Firmware, ImageInfo, ImportResponse, PublicKey, RuntimeInfo};
+use flotilla_core::firmware::{image, import};
+use flotilla_proto::{
+    Device, ErrorBody, Firmware, ImageInfo, ImportOptions, ImportResponse, InspectReport, PublicKey, RuntimeInfo,
+    Verdict,
+};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -126,7 +130,11 @@ fn encode(segment: &str) -> String {
 
 pub async fn firmware(cmd: FirmwareCmd) -> CliResult {
     match cmd {
-        FirmwareCmd::Inspect { file, json } => inspect(&file, json),
+        FirmwareCmd::Inspect { file, version, model, min_version, check, max_image_size, json, api } => {
+            let opts = ImportOptions { version, model, min_version, ..ImportOptions::default() };
+            let engine = if check { Some(Api::resolve(&api)?) } else { None };
+            inspect(&file, &opts, engine.as_ref(), max_image_size, json).await
+        }
         FirmwareCmd::Import { file, version, model, channel, notes, min_version, public, json, api } => {
             let api = Api::resolve(&api)?;
             let bytes =
@@ -156,6 +164,11 @@ pub async fn firmware(cmd: FirmwareCmd) -> CliResult {
             let f = &res.firmware;
             if res.created {
                 println!("Imported firmware {} ({} {} for {}).", f.id, f.model, f.version, f.chip);
+            } else if res.gzip_added {
+                println!(
+                    "Already imported as firmware {} ({} {}); its .bin.gz form was added.",
+                    f.id, f.model, f.version
+                );
             } else {
                 println!("Already imported as firmware {} ({} {}); nothing changed.", f.id, f.model, f.version);
             }
@@ -226,30 +239,64 @@ async fn patch_blocked(api: &ApiArgs, reference: &str, blocked: bool) -> CliResu
     Ok(())
 }
 
-fn inspect(file: &Path, json: bool) -> CliResult {
+/// `firmware inspect`: the image facts and the verdict of an import with `opts`. Offline (no
+/// `engine`) it applies the import rules that need no library, with `max_image_size` as the OTA
+/// slot; with an engine it asks it, so its library and slot limits count too. Either way the
+/// verdict comes from the one function import uses (`import::assess`).
+async fn inspect(
+    file: &Path,
+    opts: &ImportOptions,
+    engine: Option<&Api>,
+    max_image_size: u64,
+    json: bool,
+) -> CliResult {
     let bytes = std::fs::read(file).map_err(|e| CliError::failure(format!("cannot read {}: {e}", file.display())))?;
-    match flotilla_core::firmware::image::inspect(&bytes) {
-        Ok(info) if json => print_json(&info),
-        Ok(info) => {
-            print_image(&info);
-            Ok(())
-        }
+    let info = match image::inspect(&bytes) {
+        Ok(info) => info,
         Err(e) => {
             if json {
                 let body = serde_json::json!({ "error": { "code": "invalid_image", "message": e.to_string() } });
                 println!("{body}");
             }
-            Err(CliError::refused(format!("{}: {e}", file.display())))
+            return Err(CliError::refused(format!("{}: {e}", file.display())));
         }
+    };
+    let report: InspectReport = match engine {
+        Some(api) => {
+            let query: Vec<String> =
+                [("version", &opts.version), ("model", &opts.model), ("min_version", &opts.min_version)]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+                    .collect();
+            let path = format!("/api/v1/firmware/inspect?{}", query.join("&"));
+            let req = api.request(Method::POST, &path).header("content-type", "application/octet-stream").body(bytes);
+            api.send(req).await?
+        }
+        None => {
+            let assessed = import::assess(&info, opts, |_| max_image_size, None);
+            import::report(info, assessed, false).map_err(|e| CliError::failure(e.to_string()))?
+        }
+    };
+    if json {
+        print_json(&report)?;
+    } else {
+        let mut lines = image_fields(&report.image);
+        lines.extend(verdict_fields(&report));
+        fields(&lines);
+    }
+    match &report.verdict {
+        Verdict::Refused { message, .. } => Err(CliError::refused(format!("{}: {message}", file.display()))),
+        _ => Ok(()),
     }
 }
 
-fn print_image(i: &ImageInfo) {
+/// What the parser read, as `key: value` lines.
+fn image_fields(i: &ImageInfo) -> Vec<(&'static str, String)> {
     let format = match i.inner_format {
         Some(inner) => format!("{} (gzip of {})", fmt_enum(&i.format), fmt_enum(&inner)),
         None => fmt_enum(&i.format),
     };
-    fields(&[
+    vec![
         ("format", format),
         ("chip", i.chip.to_string()),
         ("version", opt(i.version.as_deref())),
@@ -284,7 +331,37 @@ fn print_image(i: &ImageInfo) {
         ),
         ("segments", i.segments.len().to_string()),
         ("digest", if i.hash_appended { "SHA-256 appended, verified".into() } else { "none appended".into() }),
-    ]);
+        ("gzip_form", gzip_form(i)),
+    ]
+}
+
+/// The gzip form of an image or firmware, in one line.
+fn gzip_form(i: &ImageInfo) -> String {
+    match &i.gzip {
+        Some(g) => format!("{} ({}), sha256 {}", g.size, size(g.size), g.sha256),
+        None => "-".into(),
+    }
+}
+
+/// The verdict of an inspect (with what an import would record), as `key: value` lines.
+fn verdict_fields(r: &InspectReport) -> Vec<(&'static str, String)> {
+    let verdict = match &r.verdict {
+        Verdict::Ready => match &r.would_record {
+            Some(p) => format!("ready to import as {} {} (channel {})", p.model, p.version, p.channel.as_str()),
+            None => "ready to import".into(),
+        },
+        Verdict::Duplicate { firmware, version, model, adds_gzip } => format!(
+            "already imported as firmware {firmware} ({model} {version}); importing {}",
+            if *adds_gzip { "adds its .bin.gz form" } else { "changes nothing" }
+        ),
+        Verdict::Refused { message, .. } => format!("refused: {message}"),
+    };
+    let library = if r.library_checked {
+        "checked by the engine".to_owned()
+    } else {
+        "not checked (offline); --check asks the running engine".to_owned()
+    };
+    vec![("verdict", verdict), ("library", library)]
 }
 
 fn print_firmware(f: &Firmware) {
@@ -302,6 +379,7 @@ fn print_firmware(f: &Firmware) {
         ("min_version", opt(f.min_version.as_deref())),
         ("blocked", f.blocked.to_string()),
         ("public", f.public.to_string()),
+        ("gzip_form", gzip_form(&f.image)),
         ("signed_by", f.manifest.key_id.clone()),
         ("imported", f.created_at.clone()),
         ("notes", opt(f.notes.as_deref())),

@@ -1,7 +1,8 @@
 //! `flotilla`: the headless engine (`serve`) and a client for its admin API.
 //!
-//! Exit codes: 0 success; 1 failure (I/O, server error); 2 refused input (invalid image, bad
-//! arguments, a request the server refused); 3 the server could not be reached.
+//! Exit codes: 0 success; 1 failure (I/O, server error); 2 refused input (an image that cannot
+//! work or that an import would refuse, bad arguments, a request the server refused); 3 the
+//! server could not be reached.
 
 mod client;
 mod output;
@@ -56,12 +57,31 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum FirmwareCmd {
-    /// Parse a firmware file and print what it is, or why it cannot work (offline; exit 2 if refused).
+    /// Parse a firmware file and say whether an import would take it: what it is, and the
+    /// verdict of the import rules (exit 2 when it would be refused). Offline unless --check.
     Inspect {
         file: PathBuf,
+        /// Version the import would record (SemVer), as for `import`.
+        #[arg(long)]
+        version: Option<String>,
+        /// Model the import would record, as for `import`.
+        #[arg(long)]
+        model: Option<String>,
+        /// Stepping stone the import would record, as for `import`.
+        #[arg(long)]
+        min_version: Option<String>,
+        /// Ask the running engine instead: its library too (already imported, same version with
+        /// other bytes) and its OTA slot limits.
+        #[arg(long)]
+        check: bool,
+        /// OTA slot limit in bytes when checking offline (the engine's own with --check).
+        #[arg(long, default_value_t = flotilla_core::config::DEFAULT_MAX_IMAGE_SIZE, conflicts_with = "check")]
+        max_image_size: u64,
         /// Print JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Import a firmware file into the engine's library (uploaded to the admin API).
     Import {

@@ -66,16 +66,20 @@ impl Engine {
         let admin_addr = admin.local_addr().map_err(|e| CoreError::io("admin listener has no address", e))?;
 
         let db_path = data.database();
-        let store =
+        let mut store =
             tokio::task::spawn_blocking(move || Store::open(&db_path)).await.map_err(|_| CoreError::ShuttingDown)??;
         let blobs = Blobs::open(&data.firmware_dir(), config.serve_cache_bytes)?.with_disk_reserve(config.disk_reserve);
         let key = SiteKey::load_or_create(&data.keys_dir())?;
         let tokens = DownloadTokens::load_or_create(&data.keys_dir())?;
         let admin_token = load_admin_token(&data.admin_token())?;
 
+        let converted = crate::firmware::upgrade::gzip_identities(&mut store, &blobs, &key)?;
+        if converted > 0 {
+            tracing::info!(converted, "firmware imported as gzip by an older version now go by their image's SHA-256");
+        }
         let catalog = Catalog::default();
         let firmware = fw_table::list(store.conn())?;
-        let known: HashSet<String> = firmware.iter().map(|f| f.sha256.clone()).collect();
+        let known: HashSet<String> = firmware.iter().flat_map(crate::firmware::blobs::file_names).collect();
         for f in &firmware {
             catalog.set(f);
         }
@@ -86,7 +90,10 @@ impl Engine {
         let runs = Fleet::load_runs(store.conn(), &firmware)?;
         let swept = blobs.sweep_orphans(&known)?;
         if swept > 0 {
-            tracing::warn!(swept, "removed firmware files no row refers to (left by an interrupted import)");
+            tracing::warn!(
+                swept,
+                "removed firmware files no row refers to (left by an interrupted import or a conversion)"
+            );
         }
 
         let device_url = match &config.device_public_url {
@@ -114,6 +121,7 @@ impl Engine {
             device_addr,
             admin_addr,
             fleet: Mutex::new(Fleet { inventory, runs, ..Fleet::default() }),
+            library: tokio::sync::Mutex::new(()),
             writer,
             kick: Notify::new(),
             native: Native::new(profiles.clone()),

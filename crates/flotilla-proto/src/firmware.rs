@@ -2,7 +2,7 @@
 //! ([`ImageInfo`]) and what the store keeps about an imported one ([`Firmware`]).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Container format of a firmware file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -124,8 +124,14 @@ pub struct ImageInfo {
     pub size: u64,
     /// Size of the image in bytes after inflating (equals `size` when not compressed).
     pub image_size: u64,
-    /// SHA-256 of the file bytes as given (lower-case hex): the content address.
+    /// SHA-256 of the image (lower-case hex), of the inflated bytes for a gzip file: the
+    /// firmware's one identity and content address, whichever form it came in.
     pub sha256: String,
+    /// The gzip form: for a gzip file, the file as given; for an imported firmware, the `.bin.gz`
+    /// form stored beside the image (served at `/fw/<sha256>.gz`), if one was ever imported.
+    /// `None` for an uncompressed file, or a firmware only ever imported uncompressed.
+    #[serde(default)]
+    pub gzip: Option<GzipForm>,
     /// Flash size declared in the header, e.g. `4MB`, `1MB`, `512KB`.
     pub flash_size: Option<String>,
     /// SPI flash mode declared in the header: `qio`, `qout`, `dio`, `dout`, `fast-read`, `slow-read`.
@@ -142,6 +148,17 @@ pub struct ImageInfo {
     pub hash_appended: bool,
     /// Every segment, in file order.
     pub segments: Vec<SegmentInfo>,
+}
+
+/// The gzip (`.bin.gz`) form of a firmware image: Tasmota on ESP8266 takes it, ESP-IDF's
+/// `esp_https_ota` and Flotilla's own client take the raw image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct GzipForm {
+    /// Size of the gzip file in bytes.
+    pub size: u64,
+    /// SHA-256 of the gzip file (lower-case hex).
+    pub sha256: String,
 }
 
 /// Release channel of an imported firmware.
@@ -184,18 +201,23 @@ impl Channel {
 pub struct Firmware {
     /// Store id.
     pub id: i64,
-    /// SHA-256 of the file (lower-case hex); the file lives at `<data>/firmware/<sha256>`.
+    /// SHA-256 of the image (lower-case hex; of the inflated image when it was imported as gzip):
+    /// the image lives at `<data>/firmware/<sha256>`, its gzip form (if any, see
+    /// `image.gzip`) at `<data>/firmware/<sha256>.gz`.
     pub sha256: String,
     /// SemVer version (from the image, or given at import).
     pub version: String,
     /// Device model the firmware is for; defaults to the project name, else the chip.
     pub model: String,
     pub chip: Chip,
+    /// Format of the image (`esp32` or `esp8266`; `gzip` only for a firmware imported as gzip
+    /// by an older version whose image another firmware already has).
     pub format: ImageFormat,
     pub project: Option<String>,
     pub idf_version: Option<String>,
     pub secure_version: Option<u32>,
-    /// File size in bytes.
+    /// Size of the image in bytes (what `/fw/<sha256>` serves; the gzip form's size is in
+    /// `image.gzip`).
     pub size: u64,
     pub channel: Channel,
     pub notes: Option<String>,
@@ -210,7 +232,7 @@ pub struct Firmware {
     pub archived: bool,
     /// RFC 3339 UTC.
     pub created_at: String,
-    /// Everything the parser read from the image.
+    /// Everything the parser read from the image, and its gzip form (`image.gzip`).
     pub image: ImageInfo,
     /// The signed manifest devices receive.
     pub manifest: SignedManifest,
@@ -243,10 +265,12 @@ pub struct SignedManifest {
     pub key_id: String,
 }
 
-/// Options of a firmware import; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Options of a firmware import; every field optional. Also the query of
+/// `POST /api/v1/firmware/inspect`, which answers for an import with these options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct ImportOptions {
     /// Version to record, overriding (or supplying) the image's own; must be SemVer.
     pub version: Option<String>,
@@ -274,8 +298,12 @@ pub struct ImportPathRequest {
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ImportResponse {
     pub firmware: Firmware,
-    /// False when exactly these bytes were already imported (the import is idempotent).
+    /// False when this image was already imported (the import is idempotent; a `.bin.gz` whose
+    /// inflated image is already there counts as the same firmware).
     pub created: bool,
+    /// True when the firmware was already there and this import added its gzip form.
+    #[serde(default)]
+    pub gzip_added: bool,
 }
 
 /// Change the flags of a firmware.
@@ -310,4 +338,63 @@ pub struct DownloadLinkRequest {
     pub job: Option<String>,
     /// Lifetime in seconds (default 3600).
     pub ttl_secs: Option<u64>,
+    /// A link to the gzip form (`/fw/<sha256>.gz`) instead of the raw image; 404 when the
+    /// firmware has none.
+    pub gzip: Option<bool>,
+}
+
+/// What an import would record: the version, model and flags, and the manifest it would sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ImportPlan {
+    /// SemVer version (the given one, else the image's).
+    pub version: String,
+    /// Model (the given one, else the image's project name, else the chip).
+    pub model: String,
+    pub channel: Channel,
+    pub notes: Option<String>,
+    pub min_version: Option<String>,
+    pub public: bool,
+    /// The manifest devices would be told (unsigned here; signed at import).
+    pub manifest: Manifest,
+}
+
+/// What an import of a file with given options would do. Import, the admin API's inspect and
+/// `flotilla firmware inspect` decide it with the same function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Verdict {
+    /// A new firmware would be recorded (the report's `would_record`).
+    Ready,
+    /// This image is already imported as `firmware`: importing answers with it and changes
+    /// nothing, except that a gzip file adds the gzip form the firmware lacks (`adds_gzip`).
+    Duplicate { firmware: i64, version: String, model: String, adds_gzip: bool },
+    /// Import would refuse: `code` and `message` are the error it would answer with
+    /// (`refused`: a rule such as the OTA slot or the flash size; `conflict`: this version of
+    /// this model exists with other bytes; `bad_request`: an option is malformed).
+    Refused { code: String, message: String },
+}
+
+impl Verdict {
+    /// Can the image be imported (or is it already)? False only when import would refuse.
+    pub fn can_work(&self) -> bool {
+        !matches!(self, Verdict::Refused { .. })
+    }
+}
+
+/// What `POST /api/v1/firmware/inspect` and `flotilla firmware inspect --json` answer for a
+/// file that parses: the image facts ([`ImageInfo`]'s fields, at the top level) and the verdict
+/// of an import. A file that does not parse is an error (`invalid_image`), not a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct InspectReport {
+    #[serde(flatten)]
+    pub image: ImageInfo,
+    pub verdict: Verdict,
+    /// What import would record, when the verdict is `ready`.
+    pub would_record: Option<ImportPlan>,
+    /// True when the library was consulted (duplicates, same version with other bytes): always
+    /// through the admin API; `flotilla firmware inspect` only with `--check`.
+    pub library_checked: bool,
 }

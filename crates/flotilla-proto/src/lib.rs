@@ -25,6 +25,7 @@ pub use api::{ErrorBody, ErrorDetail, Health, PublicKey, RuntimeInfo};
 pub use device::{Device, Family, LabelRequest};
 pub use event::{Event, EventPage};
 pub use firmware::{
-    Channel, Chip, DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageFormat, ImageInfo, ImportOptions,
-    ImportPathRequest, ImportResponse, Manifest, SegmentInfo, SignedManifest,
+    Channel, Chip, DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, GzipForm, ImageFormat, ImageInfo,
+    ImportOptions, ImportPathRequest, ImportPlan, ImportResponse, InspectReport, Manifest, SegmentInfo, SignedManifest,
+    Verdict,
 };

@@ -16,7 +16,7 @@ use crate::api::{EngineStatus, ErrorBody, FleetMetrics, Health, PublicKey, Runti
 use crate::device::{ChannelRequest, Device, LabelChannel, LabelRequest};
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
-use crate::firmware::{ImportPathRequest, ImportResponse, SignedManifest};
+use crate::firmware::{ImportPathRequest, ImportResponse, InspectReport, SignedManifest};
 use crate::rollout::{
     CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview, RolloutProgress,
 };
@@ -53,6 +53,7 @@ fn render() -> BTreeMap<String, String> {
         ImportOptions,
         ImportPathRequest,
         ImportResponse,
+        InspectReport,
         SignedManifest,
         CreateRollout,
         Rollout,

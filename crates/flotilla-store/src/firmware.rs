@@ -1,4 +1,5 @@
-//! Imported firmware: one row per distinct file, addressed by SHA-256.
+//! Imported firmware: one row per distinct image, addressed by the image's SHA-256 (the image
+//! as flashed, whether it was imported raw or as gzip).
 
 use flotilla_proto::{Channel, Firmware, FirmwarePatch, ImageInfo, SignedManifest};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -139,6 +140,39 @@ pub fn by_sha256(conn: &Connection, sha256: &str) -> Result<Option<Firmware>> {
 pub fn by_model_version(conn: &Connection, model: &str, version: &str) -> Result<Option<Firmware>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM firmware WHERE model = ?1 AND version = ?2"))?;
     stmt.query_row(params![model, version], raw).optional()?.map(to_firmware).transpose()
+}
+
+/// Replaces the image facts of a firmware (its gzip form was added); its identity stays.
+pub fn set_image(conn: &Connection, id: i64, image: &ImageInfo) -> Result<Firmware> {
+    let json = serde_json::to_string(image).map_err(|e| corrupt(id, &e))?;
+    let n = conn.execute("UPDATE firmware SET image_json = ?2 WHERE id = ?1", params![id, json])?;
+    if n == 0 {
+        return Err(StoreError::NotFound { what: format!("firmware {id}") });
+    }
+    get(conn, id)?.ok_or_else(|| StoreError::NotFound { what: format!("firmware {id}") })
+}
+
+/// Gives a firmware a new identity: its image's SHA-256, format and size, its image facts and
+/// the manifest signed for them (a firmware an older version imported as gzip, addressed by its
+/// gzip file until then).
+pub fn set_identity(conn: &Connection, id: i64, image: &ImageInfo, manifest: &SignedManifest) -> Result<Firmware> {
+    let image_json = serde_json::to_string(image).map_err(|e| corrupt(id, &e))?;
+    let manifest_json = serde_json::to_string(manifest).map_err(|e| corrupt(id, &e))?;
+    let n = conn.execute(
+        "UPDATE firmware SET sha256 = ?2, format = ?3, size = ?4, image_json = ?5, manifest_json = ?6 WHERE id = ?1",
+        params![
+            id,
+            image.sha256,
+            serde_json::to_value(image.format).ok().and_then(|v| v.as_str().map(str::to_owned)),
+            i64::try_from(image.size).map_err(|_| StoreError::Conflict("firmware too large".into()))?,
+            image_json,
+            manifest_json,
+        ],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound { what: format!("firmware {id}") });
+    }
+    get(conn, id)?.ok_or_else(|| StoreError::NotFound { what: format!("firmware {id}") })
 }
 
 /// Firmware whose SHA-256 starts with `prefix` (lower-case hex), at most `limit`.

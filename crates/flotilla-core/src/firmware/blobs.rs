@@ -1,9 +1,11 @@
-//! The content-addressed firmware store: `<data>/firmware/<sha256>`, immutable once written.
+//! The content-addressed firmware store: `<data>/firmware/<sha256>` (the image) and, for a
+//! firmware that has one, `<data>/firmware/<sha256>.gz` (its gzip form), immutable once written.
+//! `<sha256>` is always the image's SHA-256: one firmware, one name, whichever form came first.
 //!
-//! A file is written to `<sha256>.tmp`, synced, then renamed, so a crash or a full disk never leaves
+//! A file is written to `<name>.tmp`, synced, then renamed, so a crash or a full disk never leaves
 //! a half-written firmware under its final name. Bytes served to devices come from a bounded
-//! in-memory cache; a file is re-hashed when it is loaded, so a corrupted disk is caught instead of
-//! being flashed onto a device.
+//! in-memory cache; a file is re-hashed when it is loaded (the gzip form against the SHA-256
+//! recorded for it), so a corrupted disk is caught instead of being flashed onto a device.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,6 +21,43 @@ use crate::error::{CoreError, Result};
 /// True for 64 lower-case hex digits: the only names the store ever opens.
 pub fn valid_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The form a firmware is stored and served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// The raw image, `<sha256>`: what ESP-IDF's `esp_https_ota` and Flotilla's client flash.
+    Image,
+    /// The gzip file as imported, `<sha256>.gz`: what Tasmota on ESP8266 takes.
+    Gzip,
+}
+
+impl Form {
+    /// The file name of this form of the firmware whose image has SHA-256 `sha256`.
+    pub fn file_name(self, sha256: &str) -> String {
+        match self {
+            Form::Image => sha256.to_owned(),
+            Form::Gzip => format!("{sha256}.gz"),
+        }
+    }
+
+    /// The firmware and form a store file name stands for (`None` for any other name).
+    pub fn of_file_name(name: &str) -> Option<(&str, Form)> {
+        match name.strip_suffix(".gz") {
+            Some(sha) if valid_sha256(sha) => Some((sha, Form::Gzip)),
+            None if valid_sha256(name) => Some((name, Form::Image)),
+            _ => None,
+        }
+    }
+}
+
+/// The store files of a firmware: its image, and its gzip form when it has one.
+pub fn file_names(fw: &flotilla_proto::Firmware) -> Vec<String> {
+    let mut names = vec![Form::Image.file_name(&fw.sha256)];
+    if fw.image.gzip.is_some() {
+        names.push(Form::Gzip.file_name(&fw.sha256));
+    }
+    names
 }
 
 #[derive(Debug, Default)]
@@ -79,27 +118,28 @@ impl Blobs {
         Ok(())
     }
 
-    fn path(&self, sha256: &str) -> Result<PathBuf> {
+    fn path(&self, sha256: &str, form: Form) -> Result<PathBuf> {
         if !valid_sha256(sha256) {
             return Err(CoreError::BadRequest(format!("not a sha256: {sha256:?}")));
         }
-        Ok(self.dir.join(sha256))
+        Ok(self.dir.join(form.file_name(sha256)))
     }
 
-    /// True when the file is present.
-    pub fn contains(&self, sha256: &str) -> bool {
-        self.path(sha256).map(|p| p.is_file()).unwrap_or(false)
+    /// True when that form of the firmware is present.
+    pub fn contains(&self, sha256: &str, form: Form) -> bool {
+        self.path(sha256, form).map(|p| p.is_file()).unwrap_or(false)
     }
 
-    /// Stores `bytes` under `sha256` (which the caller computed). Returns false when the file was
-    /// already there (content addressing makes a second write pointless).
-    pub fn write(&self, sha256: &str, bytes: &[u8]) -> Result<bool> {
-        let path = self.path(sha256)?;
+    /// Stores `bytes` as `form` of the firmware whose image has SHA-256 `sha256` (which the caller
+    /// computed). Returns false when the file was already there (content addressing makes a
+    /// second write pointless).
+    pub fn write(&self, sha256: &str, form: Form, bytes: &[u8]) -> Result<bool> {
+        let path = self.path(sha256, form)?;
         if path.is_file() {
             return Ok(false);
         }
         self.check_space(bytes.len() as u64)?;
-        let tmp = self.dir.join(format!("{sha256}.tmp"));
+        let tmp = self.dir.join(format!("{}.tmp", form.file_name(sha256)));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -118,11 +158,12 @@ impl Blobs {
         Ok(true)
     }
 
-    /// Removes a file (and its cached bytes). Missing files are fine.
-    pub fn remove(&self, sha256: &str) -> Result<()> {
-        let path = self.path(sha256)?;
+    /// Removes one form of a firmware (and its cached bytes). Missing files are fine.
+    pub fn remove(&self, sha256: &str, form: Form) -> Result<()> {
+        let path = self.path(sha256, form)?;
+        let name = form.file_name(sha256);
         if let Ok(mut c) = self.cache.lock()
-            && let Some((b, _)) = c.entries.remove(sha256)
+            && let Some((b, _)) = c.entries.remove(&name)
         {
             c.bytes = c.bytes.saturating_sub(b.len() as u64);
         }
@@ -133,13 +174,22 @@ impl Blobs {
         }
     }
 
-    /// The bytes of a firmware, from the cache or from disk (verified against its name).
-    pub async fn read(&self, sha256: &str) -> Result<Bytes> {
-        let path = self.path(sha256)?;
+    /// Removes every form of a firmware.
+    pub fn remove_all(&self, sha256: &str) -> Result<()> {
+        self.remove(sha256, Form::Gzip)?;
+        self.remove(sha256, Form::Image)
+    }
+
+    /// The bytes of one form of a firmware, from the cache or from disk, verified against
+    /// `expected`: the SHA-256 those bytes must have (`sha256` itself for the image, the recorded
+    /// SHA-256 of the gzip file for the gzip form).
+    pub async fn read(&self, sha256: &str, form: Form, expected: &str) -> Result<Bytes> {
+        let path = self.path(sha256, form)?;
+        let name = form.file_name(sha256);
         if let Ok(mut c) = self.cache.lock() {
             c.tick += 1;
             let tick = c.tick;
-            if let Some((bytes, used)) = c.entries.get_mut(sha256) {
+            if let Some((bytes, used)) = c.entries.get_mut(&name) {
                 *used = tick;
                 return Ok(bytes.clone());
             }
@@ -147,28 +197,47 @@ impl Blobs {
         let data = match tokio::fs::read(&path).await {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CoreError::NotFound(format!("firmware file {sha256}")));
+                return Err(CoreError::NotFound(format!("firmware file {name}")));
             }
             Err(e) => return Err(CoreError::io(format!("cannot read {}", path.display()), e)),
         };
         let data = tokio::task::spawn_blocking(move || {
-            let ok = hex::encode(Sha256::digest(&data)) == path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            (data, ok)
+            let sha = hex::encode(Sha256::digest(&data));
+            (data, sha)
         })
         .await
         .map_err(|_| CoreError::ShuttingDown)?;
-        let (data, ok) = data;
-        if !ok {
+        let (data, sha) = data;
+        if sha != expected {
             return Err(CoreError::Conflict(format!(
-                "stored firmware {sha256} is corrupt on disk (its SHA-256 no longer matches); re-import it"
+                "stored firmware file {name} is corrupt on disk (its SHA-256 no longer matches); re-import it"
             )));
         }
         let bytes = Bytes::from(data);
-        self.remember(sha256, &bytes);
+        self.remember(&name, &bytes);
         Ok(bytes)
     }
 
-    fn remember(&self, sha256: &str, bytes: &Bytes) {
+    /// [`Blobs::read`] for start-up work: straight from disk on the calling thread, not cached.
+    pub fn load(&self, sha256: &str, form: Form, expected: &str) -> Result<Vec<u8>> {
+        let path = self.path(sha256, form)?;
+        let name = form.file_name(sha256);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CoreError::NotFound(format!("firmware file {name}")));
+            }
+            Err(e) => return Err(CoreError::io(format!("cannot read {}", path.display()), e)),
+        };
+        if hex::encode(Sha256::digest(&data)) != expected {
+            return Err(CoreError::Conflict(format!(
+                "stored firmware file {name} is corrupt on disk (its SHA-256 no longer matches); re-import it"
+            )));
+        }
+        Ok(data)
+    }
+
+    fn remember(&self, name: &str, bytes: &Bytes) {
         let len = bytes.len() as u64;
         if len > self.cache_limit {
             return;
@@ -184,20 +253,21 @@ impl Blobs {
         }
         c.tick += 1;
         let tick = c.tick;
-        if c.entries.insert(sha256.to_owned(), (bytes.clone(), tick)).is_none() {
+        if c.entries.insert(name.to_owned(), (bytes.clone(), tick)).is_none() {
             c.bytes += len;
         }
     }
 
-    /// Removes files whose sha256 is not in `known` (left by a crash between writing a file and
-    /// committing its row). Returns how many were removed.
+    /// Removes firmware files (either form) whose file name is not in `known` (left by a crash
+    /// between writing a file and committing its row, or by a firmware that changed its name).
+    /// Files of other names are left alone. Returns how many were removed.
     pub fn sweep_orphans(&self, known: &std::collections::HashSet<String>) -> Result<usize> {
         let entries =
             fs::read_dir(&self.dir).map_err(|e| CoreError::io(format!("cannot list {}", self.dir.display()), e))?;
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if valid_sha256(&name) && !known.contains(&name) && fs::remove_file(entry.path()).is_ok() {
+            if Form::of_file_name(&name).is_some() && !known.contains(&name) && fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }
@@ -220,13 +290,14 @@ mod tests {
         let blobs = Blobs::open(dir.path(), 1 << 20).unwrap();
         let data = b"hello firmware".to_vec();
         let s = sha(&data);
-        assert!(blobs.write(&s, &data).unwrap());
-        assert!(!blobs.write(&s, &data).unwrap());
-        assert_eq!(&blobs.read(&s).await.unwrap()[..], &data[..]);
+        assert!(blobs.write(&s, Form::Image, &data).unwrap());
+        assert!(!blobs.write(&s, Form::Image, &data).unwrap());
+        assert_eq!(&blobs.read(&s, Form::Image, &s).await.unwrap()[..], &data[..]);
         for bad in ["../etc/passwd", "ABCDEF", &s.to_uppercase(), ""] {
-            assert!(matches!(blobs.read(bad).await, Err(CoreError::BadRequest(_))), "{bad}");
+            assert!(matches!(blobs.read(bad, Form::Image, bad).await, Err(CoreError::BadRequest(_))), "{bad}");
         }
-        assert!(matches!(blobs.read(&"0".repeat(64)).await, Err(CoreError::NotFound(_))));
+        let zero = "0".repeat(64);
+        assert!(matches!(blobs.read(&zero, Form::Image, &zero).await, Err(CoreError::NotFound(_))));
         assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
     }
 
@@ -236,9 +307,9 @@ mod tests {
         let blobs = Blobs::open(dir.path(), 1 << 20).unwrap();
         let data = vec![0xE9u8; 4096];
         let s = sha(&data);
-        blobs.write(&s, &data).unwrap();
+        blobs.write(&s, Form::Image, &data).unwrap();
         fs::write(dir.path().join(&s), vec![0u8; 4096]).unwrap();
-        assert!(matches!(blobs.read(&s).await, Err(CoreError::Conflict(_))));
+        assert!(matches!(blobs.read(&s, Form::Image, &s).await, Err(CoreError::Conflict(_))));
     }
 
     #[tokio::test]
@@ -249,8 +320,8 @@ mod tests {
         for i in 0..5u8 {
             let data = vec![i; 4000];
             let s = sha(&data);
-            blobs.write(&s, &data).unwrap();
-            blobs.read(&s).await.unwrap();
+            blobs.write(&s, Form::Image, &data).unwrap();
+            blobs.read(&s, Form::Image, &s).await.unwrap();
             shas.push(s);
         }
         let c = blobs.cache.lock().unwrap();
@@ -265,11 +336,47 @@ mod tests {
         fs::write(dir.path().join(format!("{}.tmp", "a".repeat(64))), b"half").unwrap();
         let blobs = Blobs::open(dir.path(), 0).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        blobs.write(&"b".repeat(64), b"x").unwrap();
-        blobs.write(&"c".repeat(64), b"y").unwrap();
-        let known = std::iter::once("b".repeat(64)).collect();
-        assert_eq!(blobs.sweep_orphans(&known).unwrap(), 1);
-        assert!(blobs.contains(&"b".repeat(64)));
-        assert!(!blobs.contains(&"c".repeat(64)));
+        let (b, c) = ("b".repeat(64), "c".repeat(64));
+        blobs.write(&b, Form::Image, b"x").unwrap();
+        blobs.write(&b, Form::Gzip, b"xz").unwrap();
+        blobs.write(&c, Form::Image, b"y").unwrap();
+        blobs.write(&c, Form::Gzip, b"yz").unwrap();
+        fs::write(dir.path().join("notes.txt"), b"not ours").unwrap();
+        let known = [b.clone(), format!("{b}.gz")].into_iter().collect();
+        assert_eq!(blobs.sweep_orphans(&known).unwrap(), 2);
+        assert!(blobs.contains(&b, Form::Image) && blobs.contains(&b, Form::Gzip));
+        assert!(!blobs.contains(&c, Form::Image) && !blobs.contains(&c, Form::Gzip));
+        assert!(dir.path().join("notes.txt").is_file(), "only firmware names are swept");
+    }
+
+    #[tokio::test]
+    async fn both_forms_live_side_by_side_and_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path(), 1 << 20).unwrap();
+        let (image, gz) = (vec![0xE9u8; 3000], vec![0x1Fu8; 1000]);
+        let s = sha(&image);
+        blobs.write(&s, Form::Image, &image).unwrap();
+        blobs.write(&s, Form::Gzip, &gz).unwrap();
+        assert!(dir.path().join(format!("{s}.gz")).is_file());
+        assert_eq!(&blobs.read(&s, Form::Gzip, &sha(&gz)).await.unwrap()[..], &gz[..]);
+        assert_eq!(&blobs.read(&s, Form::Image, &s).await.unwrap()[..], &image[..]);
+        // The gzip form is checked against its own SHA-256, not the image's.
+        blobs.remove(&s, Form::Gzip).unwrap();
+        blobs.write(&s, Form::Gzip, &gz).unwrap();
+        assert!(matches!(blobs.read(&s, Form::Gzip, &s).await, Err(CoreError::Conflict(_))));
+        blobs.remove_all(&s).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(blobs.cache.lock().unwrap().bytes, 0, "cached bytes go with the files");
+    }
+
+    #[test]
+    fn file_names_say_firmware_and_form() {
+        let s = "a".repeat(64);
+        assert_eq!(Form::of_file_name(&s), Some((s.as_str(), Form::Image)));
+        assert_eq!(Form::of_file_name(&format!("{s}.gz")), Some((s.as_str(), Form::Gzip)));
+        for other in [format!("{s}.tmp"), format!("{s}.gz.tmp"), "x.gz".into(), format!("{}.gz", s.to_uppercase())] {
+            assert_eq!(Form::of_file_name(&other), None, "{other}");
+        }
+        assert_eq!(Form::Gzip.file_name(&s), format!("{s}.gz"));
     }
 }

@@ -25,7 +25,8 @@
 //! - After the image only 0xFF padding may follow (`esptool --pad-to-size`), except a Secure
 //!   Boot v2 signature sector where esptool puts it (at the 64 KiB boundary the image ends on).
 
-use flotilla_proto::firmware::{Chip, ImageFormat, ImageInfo, SegmentInfo};
+use bytes::Bytes;
+use flotilla_proto::firmware::{Chip, GzipForm, ImageFormat, ImageInfo, SegmentInfo};
 use sha2::{Digest, Sha256};
 
 mod esp32;
@@ -100,6 +101,18 @@ pub enum ImageError {
     InGzip(Box<ImageError>),
 }
 
+/// A parsed firmware file: what it is, and its bytes in each form.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    /// What the parser read; `info.sha256` is the image's SHA-256 and `info.gzip` describes the
+    /// file as given when it was gzip.
+    pub info: ImageInfo,
+    /// The raw image (inflated, for a gzip file).
+    pub image: Bytes,
+    /// The gzip file as given, for a gzip file.
+    pub gzip: Option<Bytes>,
+}
+
 /// Parses, validates and hashes a firmware file, inflating gzip up to [`DEFAULT_GZIP_LIMIT`].
 pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, ImageError> {
     inspect_with_limit(bytes, DEFAULT_GZIP_LIMIT)
@@ -107,35 +120,45 @@ pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, ImageError> {
 
 /// [`inspect`] with another cap on the inflated size of gzip files.
 pub fn inspect_with_limit(bytes: &[u8], gzip_limit: u64) -> Result<ImageInfo, ImageError> {
+    read_with_limit(Bytes::copy_from_slice(bytes), gzip_limit).map(|i| i.info)
+}
+
+/// [`inspect`], keeping the bytes: the raw image (inflated from a gzip file) and the gzip file.
+pub fn read(bytes: Bytes) -> Result<Inspected, ImageError> {
+    read_with_limit(bytes, DEFAULT_GZIP_LIMIT)
+}
+
+/// [`read`] with another cap on the inflated size of gzip files.
+///
+/// One firmware has one identity whichever form it comes in: `sha256` is always the SHA-256 of
+/// the image itself, so `app.bin` and `app.bin.gz` of the same build are the same firmware.
+pub fn read_with_limit(bytes: Bytes, gzip_limit: u64) -> Result<Inspected, ImageError> {
     if bytes.starts_with(&gzip::MAGIC) {
-        let inflated = gzip::inflate(bytes, gzip_limit)?;
+        let inflated = gzip::inflate(&bytes, gzip_limit)?;
         if inflated.starts_with(&gzip::MAGIC) {
             return Err(ImageError::NestedGzip);
         }
-        // The inner image's own hash is not needed: the content address is the file as given.
-        let (mut info, _) = inspect_image(&inflated, false).map_err(|e| ImageError::InGzip(Box::new(e)))?;
+        let (mut info, image_sha) = inspect_image(&inflated).map_err(|e| ImageError::InGzip(Box::new(e)))?;
         info.inner_format = Some(info.format);
         info.format = ImageFormat::Gzip;
         info.size = bytes.len() as u64;
         info.image_size = inflated.len() as u64;
-        info.sha256 = hex::encode(Sha256::digest(bytes));
-        return Ok(info);
+        info.sha256 = hex::encode(image_sha.unwrap_or_else(|| Sha256::digest(&inflated).into()));
+        info.gzip = Some(GzipForm { size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) });
+        return Ok(Inspected { info, image: Bytes::from(inflated), gzip: Some(bytes) });
     }
-    let (mut info, file_sha) = inspect_image(bytes, true)?;
-    info.sha256 = match file_sha {
-        Some(sha) => hex::encode(sha),
-        None => hex::encode(Sha256::digest(bytes)),
-    };
-    Ok(info)
+    let (mut info, file_sha) = inspect_image(&bytes)?;
+    info.sha256 = hex::encode(file_sha.unwrap_or_else(|| Sha256::digest(&bytes).into()));
+    Ok(Inspected { info, image: bytes, gzip: None })
 }
 
-/// Parses an uncompressed image. Returns the SHA-256 of the whole file when `hash_file` is set
-/// and the parser computed it on the way (ESP32 hashes once for both digest and file hash);
-/// `None` means the caller hashes. `ImageInfo::sha256` is left empty.
-fn inspect_image(bytes: &[u8], hash_file: bool) -> Result<(ImageInfo, Option<[u8; 32]>), ImageError> {
+/// Parses an uncompressed image. Returns the SHA-256 of the whole image when the parser computed
+/// it on the way (ESP32 hashes once for both digest and image hash); `None` means the caller
+/// hashes. `ImageInfo::sha256` is left empty.
+fn inspect_image(bytes: &[u8]) -> Result<(ImageInfo, Option<[u8; 32]>), ImageError> {
     match bytes.first() {
         None => Err(ImageError::Empty),
-        Some(&esp32::MAGIC) => inspect_e9(bytes, hash_file),
+        Some(&esp32::MAGIC) => inspect_e9(bytes),
         Some(&esp8266::V2_MAGIC) => esp8266::parse_v2(bytes).map(|info| (info, None)),
         Some(&first_byte) => Err(ImageError::NotAnImage { first_byte }),
     }
@@ -149,8 +172,8 @@ fn inspect_image(bytes: &[u8], hash_file: bool) -> Result<(ImageInfo, Option<[u8
 /// the wrong layout. When neither validates, the error reported is the ESP32 one if the header
 /// looks like an ESP32 extended header (see [`esp32::looks_like_esp32`]), the ESP8266 one
 /// otherwise.
-fn inspect_e9(bytes: &[u8], hash_file: bool) -> Result<(ImageInfo, Option<[u8; 32]>), ImageError> {
-    let as_esp32 = match esp32::parse(bytes, hash_file) {
+fn inspect_e9(bytes: &[u8]) -> Result<(ImageInfo, Option<[u8; 32]>), ImageError> {
+    let as_esp32 = match esp32::parse(bytes) {
         Ok(parsed) => return Ok(parsed),
         Err(e) => e,
     };
@@ -178,6 +201,7 @@ fn base_info(format: ImageFormat, chip: Chip, bytes: &[u8], entry_addr: u32) -> 
         size: bytes.len() as u64,
         image_size: bytes.len() as u64,
         sha256: String::new(),
+        gzip: None,
         flash_size: None,
         flash_mode: None,
         flash_freq: None,

@@ -1,5 +1,8 @@
-//! The firmware library: inspect, import (parse, check, sign, store), list, edit, delete, and
-//! download links with per-job tokens.
+//! The firmware library: inspect (with the verdict of an import), import (parse, check, sign,
+//! store each form), list, edit, delete, and download links with per-job tokens.
+//!
+//! Inspect and import decide with the same function ([`import::assess`]) against the same
+//! library, so the preview a technician sees is the answer the import gives.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,37 +10,92 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flotilla_proto::{
-    DownloadLink, Event, Firmware, FirmwarePatch, ImageInfo, ImportOptions, ImportResponse, PublicKey,
+    DownloadLink, Event, Firmware, FirmwarePatch, GzipForm, ImageInfo, ImportOptions, ImportPlan, ImportResponse,
+    InspectReport, PublicKey,
 };
 use flotilla_store::events::{self, NewEvent};
 use flotilla_store::firmware as fw_table;
+use flotilla_store::rusqlite::Connection;
 use serde_json::json;
 
 use super::{DEFAULT_TOKEN_TTL, EngineHandle, unix_now};
 use crate::error::{CoreError, Result};
-use crate::firmware::blobs::valid_sha256;
+use crate::firmware::blobs::{Form, valid_sha256};
+use crate::firmware::image::{self, Inspected};
+use crate::firmware::import::{self, Assessment, Library};
 use crate::firmware::token::valid_job;
-use crate::firmware::{image, import};
+
+/// The store, as the import rules read the library.
+pub(crate) struct StoreLibrary<'a>(pub &'a Connection);
+
+impl Library for StoreLibrary<'_> {
+    fn by_sha256(&self, sha256: &str) -> Result<Option<Firmware>> {
+        Ok(fw_table::by_sha256(self.0, sha256)?)
+    }
+    fn by_model_version(&self, model: &str, version: &str) -> Result<Option<Firmware>> {
+        Ok(fw_table::by_model_version(self.0, model, version)?)
+    }
+}
 
 impl EngineHandle {
-    /// Parses `bytes` without importing them.
-    pub async fn inspect_firmware(&self, bytes: Bytes) -> Result<ImageInfo> {
-        tokio::task::spawn_blocking(move || image::inspect(&bytes).map_err(CoreError::from))
+    /// Parses `bytes` on a blocking thread, keeping the image and the gzip file.
+    async fn read_image(&self, bytes: Bytes) -> Result<Inspected> {
+        tokio::task::spawn_blocking(move || image::read(bytes).map_err(CoreError::from))
             .await
             .map_err(|_| CoreError::ShuttingDown)?
     }
 
-    /// Imports a firmware: parse, apply the import rules, store the file, sign the manifest,
-    /// record the row and its event. Idempotent for identical bytes. Nothing is left behind
-    /// when any step fails.
+    /// The import rules and the library checks for `info` with `opts`.
+    async fn assess(&self, info: ImageInfo, opts: ImportOptions) -> Result<Assessment> {
+        let shared = Arc::clone(&self.shared);
+        self.shared
+            .db
+            .call(move |s| {
+                let config = &shared.config;
+                import::assess(&info, &opts, |m| config.max_image_size_for(m), Some(&StoreLibrary(s.conn())))
+            })
+            .await
+    }
+
+    /// What importing `bytes` with `opts` would do, storing nothing: the image facts and the
+    /// verdict of the same rules and library checks [`EngineHandle::import_firmware`] applies.
+    /// A file that does not parse is an error ([`CoreError::InvalidImage`]), as for import.
+    pub async fn inspect_firmware(&self, bytes: Bytes, opts: ImportOptions) -> Result<InspectReport> {
+        let info = self.read_image(bytes).await?.info;
+        let assessed = self.assess(info.clone(), opts).await;
+        import::report(info, assessed, true)
+    }
+
+    /// [`EngineHandle::inspect_firmware`] of a file on the engine's own disk (the desktop app's drops).
+    pub async fn inspect_firmware_path(&self, path: &Path, opts: ImportOptions) -> Result<InspectReport> {
+        let bytes = self.read_firmware_file(path).await?;
+        self.inspect_firmware(bytes, opts).await
+    }
+
+    /// Imports a firmware: parse, apply the import rules, store the image (and the gzip file, for
+    /// a `.bin.gz`), sign the manifest, record the row and its event. The image already in the
+    /// library, in either form, answers with its firmware (`created: false`), which gains the
+    /// gzip form it lacked. Nothing is left behind when any step fails.
     pub async fn import_firmware(&self, bytes: Bytes, opts: ImportOptions, actor: &str) -> Result<ImportResponse> {
-        let info = self.inspect_firmware(bytes.clone()).await?;
-        let sha = info.sha256.clone();
-        if let Some(existing) = self.shared.db.call(move |s| Ok(fw_table::by_sha256(s.conn(), &sha)?)).await? {
-            return Ok(ImportResponse { firmware: existing, created: false });
+        let parsed = self.read_image(bytes).await?;
+        let _library = self.shared.library.lock().await;
+        match self.assess(parsed.info.clone(), opts).await? {
+            Assessment::Duplicate { firmware, adds_gzip } => match (adds_gzip, parsed.gzip, parsed.info.gzip) {
+                (true, Some(bytes), Some(form)) => {
+                    let firmware = self.add_gzip_form(*firmware, form, bytes, actor).await?;
+                    Ok(ImportResponse { firmware, created: false, gzip_added: true })
+                }
+                _ => Ok(ImportResponse { firmware: *firmware, created: false, gzip_added: false }),
+            },
+            Assessment::New(plan) => {
+                let firmware = self.record_new(parsed, *plan, actor).await?;
+                Ok(ImportResponse { firmware, created: true, gzip_added: false })
+            }
         }
-        let config = &self.shared.config;
-        let plan = import::plan(&info, &opts, |m| config.max_image_size_for(m))?;
+    }
+
+    /// Stores the forms of a new firmware and records it (the caller holds the library lock).
+    async fn record_new(&self, parsed: Inspected, plan: ImportPlan, actor: &str) -> Result<Firmware> {
         let manifest = self.shared.key.sign(plan.manifest.clone())?;
         let new = fw_table::NewFirmware {
             version: plan.version,
@@ -46,32 +104,48 @@ impl EngineHandle {
             notes: plan.notes,
             min_version: plan.min_version,
             public: plan.public,
-            image: info,
+            image: import::recorded(&parsed.info),
             manifest,
         };
         let shared = Arc::clone(&self.shared);
         let actor = actor.to_owned();
         let (firmware, event) = tokio::task::spawn_blocking(move || -> Result<(Firmware, Event)> {
             let sha = new.image.sha256.clone();
-            let wrote = shared.blobs.write(&sha, &bytes)?;
-            let committed = shared.db.0.lock().map_err(|_| CoreError::ShuttingDown).and_then(|mut s| {
-                s.write(|tx| {
-                    let fw = fw_table::insert(tx, &new)?;
-                    let ev = events::append(
-                        tx,
-                        &NewEvent::new(
-                            "firmware.imported",
-                            &actor,
-                            Some(format!("firmware:{}", fw.id)),
-                            json!({ "id": fw.id, "sha256": fw.sha256, "version": fw.version, "model": fw.model, "chip": fw.chip, "size": fw.size }),
-                        ),
-                    )?;
-                    Ok((fw, ev))
+            let mut written = Vec::new();
+            let stored = (|| -> Result<()> {
+                if shared.blobs.write(&sha, Form::Image, &parsed.image)? {
+                    written.push(Form::Image);
+                }
+                if let Some(gz) = &parsed.gzip
+                    && shared.blobs.write(&sha, Form::Gzip, gz)?
+                {
+                    written.push(Form::Gzip);
+                }
+                Ok(())
+            })();
+            let committed = stored.and_then(|()| {
+                shared.db.0.lock().map_err(|_| CoreError::ShuttingDown).and_then(|mut s| {
+                    s.write(|tx| {
+                        let fw = fw_table::insert(tx, &new)?;
+                        let ev = events::append(
+                            tx,
+                            &NewEvent::new(
+                                "firmware.imported",
+                                &actor,
+                                Some(format!("firmware:{}", fw.id)),
+                                json!({ "id": fw.id, "sha256": fw.sha256, "version": fw.version, "model": fw.model,
+                                        "chip": fw.chip, "size": fw.size, "gzip": fw.image.gzip }),
+                            ),
+                        )?;
+                        Ok((fw, ev))
+                    })
+                    .map_err(CoreError::from)
                 })
-                .map_err(CoreError::from)
             });
-            if committed.is_err() && wrote {
-                let _ = shared.blobs.remove(&sha);
+            if committed.is_err() {
+                for form in written {
+                    let _ = shared.blobs.remove(&sha, form);
+                }
             }
             committed
         })
@@ -79,19 +153,48 @@ impl EngineHandle {
         .map_err(|_| CoreError::ShuttingDown)??;
         self.shared.catalog.set(&firmware);
         let _ = self.shared.events.send(event);
-        Ok(ImportResponse { firmware, created: true })
+        Ok(firmware)
+    }
+
+    /// Stores the gzip form of a firmware that lacked one and records it (the caller holds the
+    /// library lock).
+    async fn add_gzip_form(&self, firmware: Firmware, form: GzipForm, bytes: Bytes, actor: &str) -> Result<Firmware> {
+        let shared = Arc::clone(&self.shared);
+        let actor = actor.to_owned();
+        let (firmware, event) = tokio::task::spawn_blocking(move || -> Result<(Firmware, Event)> {
+            let sha = firmware.sha256.clone();
+            let wrote = shared.blobs.write(&sha, Form::Gzip, &bytes)?;
+            let mut image = firmware.image.clone();
+            image.gzip = Some(form);
+            let id = firmware.id;
+            let committed = shared.db.0.lock().map_err(|_| CoreError::ShuttingDown).and_then(|mut s| {
+                s.write(|tx| {
+                    let fw = fw_table::set_image(tx, id, &image)?;
+                    let data = json!({ "id": id, "change": { "gzip": fw.image.gzip } });
+                    let ev = events::append(
+                        tx,
+                        &NewEvent::new("firmware.changed", &actor, Some(format!("firmware:{id}")), data),
+                    )?;
+                    Ok((fw, ev))
+                })
+                .map_err(CoreError::from)
+            });
+            if committed.is_err() && wrote {
+                let _ = shared.blobs.remove(&sha, Form::Gzip);
+            }
+            committed
+        })
+        .await
+        .map_err(|_| CoreError::ShuttingDown)??;
+        self.shared.catalog.set(&firmware);
+        let _ = self.shared.events.send(event);
+        Ok(firmware)
     }
 
     /// Imports a file from the engine's own disk.
     pub async fn import_firmware_path(&self, path: &Path, opts: ImportOptions, actor: &str) -> Result<ImportResponse> {
         let bytes = self.read_firmware_file(path).await?;
         self.import_firmware(bytes, opts, actor).await
-    }
-
-    /// Parses a file on the engine's own disk without importing it (the desktop app's drops).
-    pub async fn inspect_firmware_path(&self, path: &Path) -> Result<ImageInfo> {
-        let bytes = self.read_firmware_file(path).await?;
-        self.inspect_firmware(bytes).await
     }
 
     /// Reads a firmware file from disk, refusing what cannot be a firmware before reading it.
@@ -175,8 +278,9 @@ impl EngineHandle {
         Ok(fw)
     }
 
-    /// Deletes a firmware no rollout uses, and its file.
+    /// Deletes a firmware no rollout uses, and its files (both forms).
     pub async fn delete_firmware(&self, id: i64, actor: &str) -> Result<Firmware> {
+        let _library = self.shared.library.lock().await;
         let actor = actor.to_owned();
         let fw = self
             .change(move |tx| {
@@ -186,27 +290,46 @@ impl EngineHandle {
             })
             .await?;
         self.shared.catalog.remove(&fw.sha256);
-        self.shared.blobs.remove(&fw.sha256)?;
+        self.shared.blobs.remove_all(&fw.sha256)?;
         Ok(fw)
     }
 
-    /// A download URL with a token for `job`, valid for `ttl`.
-    pub async fn download_link(&self, id: i64, job: Option<&str>, ttl: Option<Duration>) -> Result<DownloadLink> {
+    /// A download URL with a token for `job`, valid for `ttl`: of the raw image, or of the gzip
+    /// form with `form` [`Form::Gzip`] (not found when the firmware has none).
+    pub async fn download_link(
+        &self,
+        id: i64,
+        job: Option<&str>,
+        ttl: Option<Duration>,
+        form: Form,
+    ) -> Result<DownloadLink> {
         let fw = self.get_firmware(id).await?;
+        if form == Form::Gzip && fw.image.gzip.is_none() {
+            return Err(CoreError::NotFound(format!(
+                "a gzip form of firmware {id} ({} {}); import its .bin.gz to add one",
+                fw.model, fw.version
+            )));
+        }
         let job = job.unwrap_or("manual");
         if !valid_job(job) {
             return Err(CoreError::BadRequest(format!("job {job:?} must be 1-64 characters of A-Z a-z 0-9 - _")));
         }
         let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL).min(Duration::from_secs(7 * 24 * 3600));
         let expires = unix_now() + ttl.as_secs();
-        Ok(DownloadLink { url: self.firmware_url(&fw.sha256, job, expires), expires })
+        Ok(DownloadLink { url: self.firmware_form_url(&fw.sha256, form, job, expires), expires })
     }
 
-    /// URL of a firmware on the device server, with a token for `job` until `expires`.
+    /// URL of a firmware's raw image on the device server, with a token for `job` until `expires`.
     pub fn firmware_url(&self, sha256: &str, job: &str, expires: u64) -> String {
+        self.firmware_form_url(sha256, Form::Image, job, expires)
+    }
+
+    /// URL of one form of a firmware (`/fw/<sha256>` or `/fw/<sha256>.gz`), with a token for
+    /// `job` until `expires`. One token serves both forms: it names the firmware, not the file.
+    pub fn firmware_form_url(&self, sha256: &str, form: Form, job: &str, expires: u64) -> String {
         debug_assert!(valid_sha256(sha256));
         let token = self.shared.tokens.issue(sha256, job, expires);
-        format!("{}/fw/{sha256}?t={token}", self.shared.device_url)
+        format!("{}/fw/{}?t={token}", self.shared.device_url, form.file_name(sha256))
     }
 
     pub fn public_key(&self) -> PublicKey {

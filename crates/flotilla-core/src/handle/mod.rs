@@ -79,10 +79,12 @@ impl Db {
 }
 
 /// What the device server needs to know about a firmware to decide whether to serve it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServeRule {
     pub public: bool,
     pub blocked: bool,
+    /// SHA-256 of the gzip form, when the firmware has one (its file is checked against it).
+    pub gzip_sha256: Option<String>,
 }
 
 /// sha256 → serve rule of every imported firmware, kept in memory so a download never waits for
@@ -92,11 +94,12 @@ pub(crate) struct Catalog(RwLock<HashMap<String, ServeRule>>);
 
 impl Catalog {
     pub(crate) fn rule(&self, sha256: &str) -> Option<ServeRule> {
-        self.0.read().ok()?.get(sha256).copied()
+        self.0.read().ok()?.get(sha256).cloned()
     }
     pub(crate) fn set(&self, fw: &Firmware) {
         if let Ok(mut m) = self.0.write() {
-            m.insert(fw.sha256.clone(), ServeRule { public: fw.public, blocked: fw.blocked });
+            let gzip_sha256 = fw.image.gzip.as_ref().map(|g| g.sha256.clone());
+            m.insert(fw.sha256.clone(), ServeRule { public: fw.public, blocked: fw.blocked, gzip_sha256 });
         }
     }
     pub(crate) fn remove(&self, sha256: &str) {
@@ -124,6 +127,9 @@ pub(crate) struct Shared {
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub fleet: Mutex<Fleet>,
+    /// Held by every change of the firmware library (import, adding a gzip form, delete), so
+    /// the check of an import and its write see the same library.
+    pub library: tokio::sync::Mutex<()>,
     pub writer: Writer,
     /// Wakes the scheduler early (a report, a check-in, a rollout action).
     pub kick: Notify,

@@ -1123,6 +1123,7 @@ mod tests {
             size: 10,
             image_size: 10,
             sha256: "a".repeat(64),
+            gzip: None,
             flash_size: None,
             flash_mode: None,
             flash_freq: None,

@@ -26,7 +26,7 @@ use flotilla_proto::rollout::{
 };
 use flotilla_proto::{
     Channel, Device, DownloadLink, DownloadLinkRequest, ErrorBody, ErrorDetail, EventPage, Family, Firmware,
-    FirmwarePatch, Health, ImageInfo, ImportOptions, ImportPathRequest, ImportResponse, LabelRequest, PublicKey,
+    FirmwarePatch, Health, ImportOptions, ImportPathRequest, ImportResponse, InspectReport, LabelRequest, PublicKey,
     RuntimeInfo,
 };
 use futures_util::{Stream, StreamExt};
@@ -40,6 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::CoreError;
+use crate::firmware::blobs::Form;
 use crate::fleet::RolloutAction;
 use crate::handle::EngineHandle;
 use crate::inventory::Sighting;
@@ -429,39 +430,44 @@ fn absolute(path: &str) -> Result<std::path::PathBuf, ApiError> {
     if p.is_absolute() { Ok(p) } else { Err(ApiError::bad_request(format!("path {path:?} must be absolute"))) }
 }
 
-/// A file on the engine machine's own disk (for `POST /api/v1/firmware/inspect` as JSON).
-#[derive(Debug, Deserialize, ToSchema)]
-struct InspectPath {
-    /// Absolute path of the file.
-    path: String,
-}
-
-/// Parses a firmware file without importing it: the request body's raw bytes, or, with
-/// `Content-Type: application/json`, `{"path": "/abs/file.bin"}` on the engine machine's own disk
-/// (what the desktop app's drops give).
+/// Answers what importing a firmware file with these options would do, importing nothing: the
+/// image facts and the verdict (`ready` with what it would record, `duplicate` naming the
+/// firmware that already has this image, or `refused` with the exact error import would answer).
+/// The file is the request body's raw bytes with the import options in the query, or, with
+/// `Content-Type: application/json`, `{"path": "/abs/file.bin", …options}` on the engine
+/// machine's own disk (what the desktop app's drops give). A file that is no valid image is a 422.
 #[utoipa::path(
     post, path = "/api/v1/firmware/inspect", tag = "firmware",
+    params(ImportOptions),
     request_body(content(
         (Vec<u8> = "application/octet-stream"),
-        (InspectPath = "application/json"),
+        (ImportPathRequest = "application/json"),
     )),
-    responses((status = OK, body = ImageInfo), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody))
+    responses(
+        (status = OK, body = InspectReport, description = "the image facts and the verdict of an import"),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody, description = "not a valid image (the message names the offset or field)"),
+        (status = NOT_FOUND, body = ErrorBody),
+    )
 )]
 async fn inspect_firmware(
     State(engine): State<EngineHandle>,
+    ApiQuery(opts): ApiQuery<ImportOptions>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<ImageInfo>> {
+) -> ApiResult<Json<InspectReport>> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
     if json {
-        let req: InspectPath = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("expected {{\"path\": \"/abs/file.bin\"}}: {e}")))?;
-        return Ok(Json(engine.inspect_firmware_path(&absolute(&req.path)?).await?));
+        let req: ImportPathRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("expected {{\"path\": \"/abs/file.bin\", …options}}: {e}")))?;
+        return Ok(Json(engine.inspect_firmware_path(&absolute(&req.path)?, req.options).await?));
     }
-    Ok(Json(engine.inspect_firmware(body).await?))
+    if body.is_empty() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_image", "the request body is empty"));
+    }
+    Ok(Json(engine.inspect_firmware(body, opts).await?))
 }
 
 /// A firmware by id, sha256 (prefix of at least 6 hex digits) or version.
@@ -506,7 +512,8 @@ async fn delete_firmware(
     Ok(Json(engine.delete_firmware(fw.id, ACTOR).await?))
 }
 
-/// A download URL on the device server with a per-job token.
+/// A download URL on the device server with a per-job token: of the raw image, or with
+/// `"gzip": true` of the gzip form (404 when the firmware has none).
 #[utoipa::path(
     post, path = "/api/v1/firmware/{ref}/download-link", tag = "firmware", request_body = DownloadLinkRequest,
     params(("ref" = String, Path, description = "id, sha256 prefix or version")),
@@ -519,7 +526,8 @@ async fn download_link(
 ) -> ApiResult<Json<DownloadLink>> {
     let fw = engine.find_firmware(&reference).await?;
     let ttl = req.ttl_secs.map(Duration::from_secs);
-    Ok(Json(engine.download_link(fw.id, req.job.as_deref(), ttl).await?))
+    let form = if req.gzip.unwrap_or(false) { Form::Gzip } else { Form::Image };
+    Ok(Json(engine.download_link(fw.id, req.job.as_deref(), ttl, form).await?))
 }
 
 // ---- devices ----------------------------------------------------------------------------------

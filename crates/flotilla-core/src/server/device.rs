@@ -1,10 +1,13 @@
 //! The device server (LAN): what devices download firmware from.
 //!
-//! `GET`/`HEAD /fw/<sha256>[.bin|.bin.gz]?t=<token>` serves a stored firmware with `Content-Length`,
-//! `ETag`, `Accept-Ranges` and single byte ranges (ESP-IDF's partial download and resumption, see
-//! `shared/reference/protocols.md` §5.4). A download needs a per-job token unless the firmware is
-//! public. Paths are content addresses, never file names: nothing outside the firmware store can
-//! be reached. This server must never expose an admin operation.
+//! `GET`/`HEAD /fw/<sha256>[.bin]?t=<token>` serves a stored firmware's raw image (what ESP-IDF's
+//! `esp_https_ota` and Flotilla's client flash); `/fw/<sha256>.gz` or `/fw/<sha256>.bin.gz` its
+//! gzip form (what Tasmota on ESP8266 takes), when it has one. Both come with `Content-Length`,
+//! `ETag` (the SHA-256 of the bytes served), `Accept-Ranges` and single byte ranges (ESP-IDF's
+//! partial download and resumption, see `shared/reference/protocols.md` §5.4). A download needs a
+//! per-job token unless the firmware is public; one token serves both forms. Paths are content
+//! addresses, never file names: nothing outside the firmware store can be reached. This server
+//! must never expose an admin operation.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use flotilla_proto::Health;
 use serde::Deserialize;
 
 use crate::error::CoreError;
+use crate::firmware::blobs::Form;
 use crate::handle::Shared;
 use crate::metrics::Metrics;
 
@@ -70,7 +74,10 @@ async fn firmware(
 ) -> Response {
     let m = &shared.metrics;
     m.requests.fetch_add(1, Relaxed);
-    let sha256 = file.strip_suffix(".bin.gz").or_else(|| file.strip_suffix(".bin")).unwrap_or(&file);
+    let (sha256, form) = match file.strip_suffix(".bin.gz").or_else(|| file.strip_suffix(".gz")) {
+        Some(sha) => (sha, Form::Gzip),
+        None => (file.strip_suffix(".bin").unwrap_or(&file), Form::Image),
+    };
     let Some(rule) = shared.catalog.rule(sha256) else {
         return refuse(m, StatusCode::NOT_FOUND, "no such firmware");
     };
@@ -85,7 +92,16 @@ async fn firmware(
             return refuse(m, StatusCode::FORBIDDEN, &e.to_string());
         }
     }
-    let bytes = match shared.blobs.read(sha256).await {
+    // The SHA-256 the served bytes must have: the firmware's own for the image, the recorded one
+    // of its gzip file for the gzip form.
+    let served_sha256 = match (form, rule.gzip_sha256) {
+        (Form::Image, _) => sha256.to_owned(),
+        (Form::Gzip, Some(gz)) => gz,
+        (Form::Gzip, None) => {
+            return refuse(m, StatusCode::NOT_FOUND, "this firmware has no .bin.gz form; download /fw/<sha256>");
+        }
+    };
+    let bytes = match shared.blobs.read(sha256, form, &served_sha256).await {
         Ok(b) => b,
         Err(CoreError::NotFound(_)) => return refuse(m, StatusCode::NOT_FOUND, "firmware file is missing"),
         Err(e) => {
@@ -113,7 +129,7 @@ async fn firmware(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, format!("\"{sha256}\""))
+        .header(header::ETAG, format!("\"{served_sha256}\""))
         .header(header::CACHE_CONTROL, "no-cache");
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", end - 1));

@@ -4,7 +4,7 @@
 import { getToken } from './auth';
 import type {
   CreateRollout, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch,
-  ImageInfo, ImportOptions, ImportResponse, PublicKey, Rollout, RolloutDetail, RolloutPreview,
+  ImportOptions, ImportResponse, InspectReport, PublicKey, Rollout, RolloutDetail, RolloutPreview,
   RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
 } from './types';
 
@@ -98,8 +98,14 @@ export const api = {
   firmware: () => request<Firmware[]>('GET', 'firmware'),
   patchFirmware: (ref: string | number, patch: Partial<FirmwarePatch>) => request<Firmware>('PATCH', `firmware/${enc(String(ref))}`, patch),
   deleteFirmware: (ref: string | number) => request<Firmware>('DELETE', `firmware/${enc(String(ref))}`),
-  inspectBytes: (file: Blob) => request<ImageInfo>('POST', 'firmware/inspect', file),
-  inspectPath: (path: string) => request<ImageInfo>('POST', 'firmware/inspect', { path }),
+  /** What importing these bytes with `opts` would do (the import's own verdict), importing nothing. */
+  inspectBytes: (file: Blob, opts: Partial<ImportOptions> = {}) => {
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined && v !== null && v !== '') query.set(k, String(v));
+    const qs = query.toString();
+    return request<InspectReport>('POST', `firmware/inspect${qs ? `?${qs}` : ''}`, file);
+  },
+  inspectPath: (path: string, opts: Partial<ImportOptions> = {}) => request<InspectReport>('POST', 'firmware/inspect', { path, ...opts }),
   importPath: (path: string, opts: Partial<ImportOptions> = {}) => request<ImportResponse>('POST', 'firmware/import', { path, ...opts }),
   upload: (file: File, opts: Partial<ImportOptions> = {}) => {
     const form = new FormData();

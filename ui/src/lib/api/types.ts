@@ -7,10 +7,11 @@ import type { Family } from './generated';
 
 export type {
   Channel, Chip, CreateRollout, DemoInfo, DemoStatus, Device, DeviceHistory, DeviceJob, EngineStatus, Event, EventPage,
-  Family, Firmware, FirmwarePatch, ImageFormat, ImageInfo, ImportOptions, ImportResponse, Job, JobCounts, JobProgress,
+  Family, Firmware, FirmwarePatch, GzipForm, ImageFormat, ImageInfo, ImportOptions, ImportPlan, ImportResponse,
+  InspectReport, Job, JobCounts, JobProgress,
   JobState, JobTransition, ListenerStatus, Manifest, MdnsStatus, MqttStatus, PreviewDevice, PublicKey, Rollout,
   RolloutDetail, RolloutPreview, RolloutProgress, RolloutSpec, RolloutState, RuntimeInfo, SegmentInfo, SettingsView,
-  SignedManifest, SiteSettings, SkippedDevice, Threshold, TlsStatus, WaveSize, WaveStatus, JsonValue,
+  SignedManifest, SiteSettings, SkippedDevice, Threshold, TlsStatus, Verdict, WaveSize, WaveStatus, JsonValue,
 } from './generated';
 
 export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly-gen1', 'shelly-gen2', 'arduino-ota', 'esphome', 'unknown'];

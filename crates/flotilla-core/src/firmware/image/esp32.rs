@@ -57,10 +57,10 @@ pub(super) fn looks_like_esp32(bytes: &[u8]) -> bool {
     reserved_zero && (h[8] == 0xEE || chip_known)
 }
 
-/// Parses and validates an ESP32-family image. With `hash_file`, also returns the SHA-256 of
-/// the whole file, computed in the same pass as the appended digest: the hasher is fed up to the
-/// checksum byte, a clone is finalized for the digest, and the original goes on over the rest.
-pub(super) fn parse(bytes: &[u8], hash_file: bool) -> Result<(ImageInfo, Option<[u8; 32]>), ImageError> {
+/// Parses and validates an ESP32-family image. Also returns the SHA-256 of the whole file,
+/// computed in the same pass as the appended digest: the hasher is fed up to the checksum byte,
+/// a clone is finalized for the digest, and the original goes on over the rest.
+pub(super) fn parse(bytes: &[u8]) -> Result<(ImageInfo, Option<[u8; 32]>), ImageError> {
     let h: &[u8; HEADER_LEN] = header(bytes, 0, "ESP32 image header")?;
     check_segment_count(h[1], 1)?;
     let chip_id = u16::from_le_bytes([h[12], h[13]]);
@@ -106,11 +106,8 @@ pub(super) fn parse(bytes: &[u8], hash_file: bool) -> Result<(ImageInfo, Option<
     read_app_desc(bytes, walk.segments.first(), &mut info)?;
     info.segments = walk.segments;
 
-    let file_sha = hash_file.then(|| {
-        hasher.update(bytes.get(hashed..).unwrap_or_default());
-        hasher.finalize().into()
-    });
-    Ok((info, file_sha))
+    hasher.update(bytes.get(hashed..).unwrap_or_default());
+    Ok((info, Some(hasher.finalize().into())))
 }
 
 /// Where padding checks resume after the image: past a Secure Boot v2 signature sector if one

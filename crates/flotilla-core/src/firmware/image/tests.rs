@@ -9,10 +9,10 @@ use flotilla_imagegen::{
     Corruption, Esp32Chip, Esp32Image, Esp8266FlashSize, Esp8266Image, Esp8266Layout, FlashMode, FlashSize, Layout,
     Prng, freq, gzip, gzip_bomb, tasmota_version,
 };
-use flotilla_proto::firmware::{Chip, ImageFormat, ImageInfo};
+use flotilla_proto::firmware::{Chip, GzipForm, ImageFormat, ImageInfo};
 use sha2::{Digest, Sha256};
 
-use super::{DEFAULT_GZIP_LIMIT, ImageError, inspect, inspect_with_limit};
+use super::{DEFAULT_GZIP_LIMIT, ImageError, inspect, inspect_with_limit, read};
 
 fn sha_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -532,7 +532,12 @@ fn gzip_esp32_and_esp8266() {
     assert_eq!(info.inner_format, Some(ImageFormat::Esp32));
     assert_eq!(info.size, gz.len() as u64);
     assert_eq!(info.image_size, raw.len() as u64);
-    assert_eq!(info.sha256, sha_hex(&gz));
+    // One identity: the image's SHA-256, the same as the raw file's; the gzip form is described
+    // beside it.
+    assert_eq!(info.sha256, sha_hex(&raw));
+    assert_eq!(info.sha256, ok(&raw).sha256);
+    assert_eq!(info.gzip, Some(GzipForm { size: gz.len() as u64, sha256: sha_hex(&gz) }));
+    assert_eq!(ok(&raw).gzip, None);
     assert_eq!(info.version.as_deref(), Some("3.1.4"));
     assert!(info.hash_appended);
 
@@ -541,6 +546,21 @@ fn gzip_esp32_and_esp8266() {
     assert_eq!(info.inner_format, Some(ImageFormat::Esp8266));
     assert_eq!(info.chip, Chip::Esp8266);
     assert_eq!(info.version.as_deref(), Some("13.4.1"));
+    assert_eq!(info.sha256, sha_hex(&raw), "ESP8266 images are hashed whole too");
+}
+
+#[test]
+fn read_keeps_both_forms() {
+    let raw = Esp8266Image::new().layout(Esp8266Layout::V1).size(40_000).build();
+    let gz = gzip(&raw);
+    let read = read(bytes::Bytes::from(gz.clone())).unwrap();
+    assert_eq!(&read.image[..], &raw[..]);
+    assert_eq!(read.gzip.as_deref(), Some(&gz[..]));
+    assert_eq!(read.info.sha256, sha_hex(&raw));
+    let plain = super::read(bytes::Bytes::from(raw.clone())).unwrap();
+    assert_eq!(&plain.image[..], &raw[..]);
+    assert!(plain.gzip.is_none());
+    assert_eq!(plain.info, ok(&raw));
 }
 
 #[test]

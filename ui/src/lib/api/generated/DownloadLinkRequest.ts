@@ -11,4 +11,9 @@ job: string | null,
 /**
  * Lifetime in seconds (default 3600).
  */
-ttl_secs: number | null, };
+ttl_secs: number | null, 
+/**
+ * A link to the gzip form (`/fw/<sha256>.gz`) instead of the raw image; 404 when the
+ * firmware has none.
+ */
+gzip: boolean | null, };

@@ -14,7 +14,9 @@ export type Firmware = {
  */
 id: number, 
 /**
- * SHA-256 of the file (lower-case hex); the file lives at `<data>/firmware/<sha256>`.
+ * SHA-256 of the image (lower-case hex; of the inflated image when it was imported as gzip):
+ * the image lives at `<data>/firmware/<sha256>`, its gzip form (if any, see
+ * `image.gzip`) at `<data>/firmware/<sha256>.gz`.
  */
 sha256: string, 
 /**
@@ -24,9 +26,15 @@ version: string,
 /**
  * Device model the firmware is for; defaults to the project name, else the chip.
  */
-model: string, chip: Chip, format: ImageFormat, project: string | null, idf_version: string | null, secure_version: number | null, 
+model: string, chip: Chip, 
 /**
- * File size in bytes.
+ * Format of the image (`esp32` or `esp8266`; `gzip` only for a firmware imported as gzip
+ * by an older version whose image another firmware already has).
+ */
+format: ImageFormat, project: string | null, idf_version: string | null, secure_version: number | null, 
+/**
+ * Size of the image in bytes (what `/fw/<sha256>` serves; the gzip form's size is in
+ * `image.gzip`).
  */
 size: number, channel: Channel, notes: string | null, 
 /**
@@ -51,7 +59,7 @@ archived: boolean,
  */
 created_at: string, 
 /**
- * Everything the parser read from the image.
+ * Everything the parser read from the image, and its gzip form (`image.gzip`).
  */
 image: ImageInfo, 
 /**

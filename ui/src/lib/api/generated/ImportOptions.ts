@@ -2,7 +2,8 @@
 import type { Channel } from "./Channel";
 
 /**
- * Options of a firmware import; every field optional.
+ * Options of a firmware import; every field optional. Also the query of
+ * `POST /api/v1/firmware/inspect`, which answers for an import with these options.
  */
 export type ImportOptions = { 
 /**

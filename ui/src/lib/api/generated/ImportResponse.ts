@@ -6,6 +6,11 @@ import type { Firmware } from "./Firmware";
  */
 export type ImportResponse = { firmware: Firmware, 
 /**
- * False when exactly these bytes were already imported (the import is idempotent).
+ * False when this image was already imported (the import is idempotent; a `.bin.gz` whose
+ * inflated image is already there counts as the same firmware).
  */
-created: boolean, };
+created: boolean, 
+/**
+ * True when the firmware was already there and this import added its gzip form.
+ */
+gzip_added: boolean, };
