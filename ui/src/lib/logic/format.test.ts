@@ -85,7 +85,8 @@ describe('LOCALE on a platform that says its language is "c"', () => {
       expect(f.ago(Date.now() - 3 * 86400_000)).toMatch(/\d/);
       // The modules that sort and count with it load too.
       await import('./devices');
-      await import('./wizard');
+      await import('./events');
+      await import('./review');
     } finally {
       vi.unstubAllGlobals();
       vi.resetModules();
