@@ -6,7 +6,7 @@
 
 import type { Device, Event, Firmware, Rollout } from '../api/types';
 import { deviceName } from './devices';
-import { bytes, num, plural, STATE_LABEL } from './format';
+import { bytes, capitalise, num, plural, STATE_LABEL } from './format';
 import { href } from './route';
 
 /** What the sentences look names up in (the stores; a test's maps). */
@@ -86,7 +86,7 @@ export function subjectOf(e: Pick<Event, 'subject' | 'data'>, look: Lookup): { t
   }
   if (kind === 'firmware' && /^\d+$/.test(ref)) {
     const t = firmwareText(Number(ref), (e.data ?? {}) as Data, look);
-    return { text: t.charAt(0).toUpperCase() + t.slice(1), href: '#/firmware' };
+    return { text: capitalise(t), href: '#/firmware' };
   }
   return { text: s, href: null };
 }
@@ -211,7 +211,7 @@ export function describeEvent(e: Event, look: Lookup): Described {
     case 'firmware': {
       const id = int(d.id);
       const name = firmwareText(id, d, look);
-      const Name = name.charAt(0).toUpperCase() + name.slice(1);
+      const Name = capitalise(name);
       if (what === 'imported') {
         const facts = [str(d.chip), typeof d.size === 'number' ? bytes(d.size) : null].filter(Boolean);
         parts = [{ text: Name, href: '#/firmware' }, ` imported${facts.length ? ` (${facts.join(', ')})` : ''}`];

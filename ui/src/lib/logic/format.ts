@@ -93,6 +93,11 @@ export function shortSha(sha: string | null | undefined): string {
   return sha ? sha.slice(0, 12) : '—';
 }
 
+/** The text with its first letter upper-case (a phrase made into a sentence). */
+export function capitalise(t: string): string {
+  return t.charAt(0).toUpperCase() + t.slice(1);
+}
+
 export function plural(n: number, one: string, many = one + 's'): string {
   return `${num(n)} ${n === 1 ? one : many}`;
 }
