@@ -20,7 +20,12 @@ function showStartupError(e: unknown): void {
   p.className = 'error';
   p.textContent = err.message || String(e);
   const hint = document.createElement('p');
-  hint.textContent = 'Reload to try again. If this happens again, copy this message and the details into a report.';
+  hint.textContent = 'If this happens again, copy this message and the details into a report. ';
+  const reload = document.createElement('button');
+  reload.className = 'primary';
+  reload.textContent = 'Reload';
+  reload.addEventListener('click', () => location.reload());
+  hint.prepend(reload, ' ');
   const details = document.createElement('details');
   details.className = 'raw';
   const summary = document.createElement('summary');
