@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser end-to-end test and web UI performance measurements: playwright-core drives Debian's
 # Chromium (headless) against a real `flotilla serve` and a simulated fleet, all on 127.0.0.1.
-#   e2e/browser/run.sh                  # CI: the three tests below, light (a few minutes)
+#   e2e/browser/run.sh                  # CI: the tests below, light (a few minutes)
 #   UI_BENCH=1 e2e/browser/run.sh       # the documented numbers: release build, 2,000 live devices
 #   e2e/browser/run.sh tests/1-rollout.test.mjs   # only some test files
 # Tests (node --test, files in tests/):
@@ -12,6 +12,13 @@
 #                      frame times while scrolling and filtering, input → paint.
 #   3-live-rollout     200 (UI_BENCH=1: 2,000) devices updating: click → paint < 100 ms, and the
 #                      live view matches the engine within 1 s of completion.
+#   4-one-click-rollout  6 devices: the outdated tile's review, a selection's review, "Change
+#                      settings…" into the wizard, then firmware → "Roll it out…" → Start (two
+#                      clicks) and the staged rollout to completed.
+#   5-language-names-a11y  navigator.language "c" (WebKitGTK under LANG=C): every view renders;
+#                      failures and events by name; the live search by the name shown; tiles and
+#                      back button; header texts, unique row button names, skip link, focus after
+#                      `g d`, cell borders in line with their row.
 # Screenshots: $CARGO_TARGET_DIR/e2e-screenshots/browser-*.png (default target/).
 # Environment: CARGO_TARGET_DIR, UI_BENCH=1, FLOTILLA_E2E_PROFILE=debug|release (default: debug,
 # release with UI_BENCH=1), E2E_NO_BUILD=1 (use the binaries and ui/dist as they are),

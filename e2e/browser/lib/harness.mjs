@@ -149,6 +149,15 @@ export function startSim(engine, { pull = 0, mqtt = 0, poll = '1s', reboot = '50
   return proc;
 }
 
+/** Uploads a firmware file through the admin API (multipart, as the UI does); returns the Firmware. */
+export async function uploadFirmware(engine, file) {
+  const form = new FormData();
+  form.append('file', new Blob([fs.readFileSync(file)]), path.basename(file));
+  const res = await fetch(`${engine.admin}/api/v1/firmware`, { method: 'POST', headers: { Authorization: `Bearer ${engine.token}` }, body: form });
+  if (!res.ok) throw new Error(`firmware upload: ${res.status} ${await res.text()}`);
+  return (await res.json()).firmware;
+}
+
 /** Writes a valid ESP32 image with flotilla-imagegen. */
 export async function makeFirmware(dir, { version = '2.0.0', project = 'demo', size = 300_000 } = {}) {
   const out = path.join(dir, `demo-${version}.bin`);
@@ -172,11 +181,22 @@ export const CHROMIUM_ARGS = [
   '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
 ];
 
-/** Launches Chromium headless (a fresh profile) and opens one page; closed on `t.after`. */
-export async function launchBrowser(t, { viewport = { width: 1440, height: 900 } } = {}) {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+/**
+ * Launches Chromium headless (a fresh profile) and opens one page; closed on `t.after`.
+ * `language`: what the page's navigator.language / navigator.languages say (as a platform under
+ * that LANG would report it, e.g. WebKitGTK's `c` under LANG=C.UTF-8), also passed as --lang.
+ */
+export async function launchBrowser(t, { viewport = { width: 1440, height: 900 }, language } = {}) {
+  const args = language ? [...CHROMIUM_ARGS, `--lang=${language}`] : CHROMIUM_ARGS;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
   t.after(() => browser.close().catch(() => {}));
   const context = await browser.newContext({ viewport, acceptDownloads: true });
+  if (language) {
+    await context.addInitScript((lang) => {
+      Object.defineProperty(Navigator.prototype, 'language', { get: () => lang, configurable: true });
+      Object.defineProperty(Navigator.prototype, 'languages', { get: () => Object.freeze([lang]), configurable: true });
+    }, language);
+  }
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));

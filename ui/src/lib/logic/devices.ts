@@ -2,9 +2,14 @@
 // precomputed search keys, filtering and sorting. Plain functions over arrays so 10,000 rows
 // stay cheap: everything per-device is computed once per data change, not per keystroke.
 
-import { LOCALE } from './format';
+import { compareText } from './format';
 import type { Device, Firmware } from '../api/types';
 import { compareVersions, versionSort } from './semver';
+
+/** What people call a device: its name, else its own id, else its MAC. */
+export function deviceName(d: Pick<Device, 'name' | 'device_id'> | null | undefined, mac: string): string {
+  return d?.name || d?.device_id || mac;
+}
 
 /** Normalises a chip name the way the engine does (`ESP32-C3` → `esp32c3`). */
 export function normChip(s: string | null | undefined): string {
@@ -152,9 +157,7 @@ function ipNum(ip: string | null): number {
   return ((+p[0] * 256 + +p[1]) * 256 + +p[2]) * 256 + +p[3];
 }
 
-// One collator: String#localeCompare with options builds one per call, far too slow for 10,000 rows.
-const collator = new Intl.Collator(LOCALE, { numeric: true, sensitivity: 'base' });
-const text = (a: string | null, b: string | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : collator.compare(a, b));
+const text = (a: string | null, b: string | null) => (a === b ? 0 : a === null ? 1 : b === null ? -1 : compareText(a, b));
 
 /** Compares two rows by the sort key only (0: same key value), ascending. */
 export function compareBy(key: SortKey): (x: Row, y: Row) => number {
@@ -215,7 +218,7 @@ export function updateSorted(sorted: readonly Row[], pos: ReadonlyMap<string, nu
 export function labelCounts(devices: readonly Device[]): [string, number][] {
   const m = new Map<string, number>();
   for (const d of devices) for (const l of d.labels) m.set(l, (m.get(l) ?? 0) + 1);
-  return [...m].sort((a, b) => a[0].localeCompare(b[0]));
+  return [...m].sort((a, b) => compareText(a[0], b[0]));
 }
 
 /** Applies a partial update (from an event) to a device, returning a new object or the same one if nothing changed. */

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { LOCALE, num, pickLocale, plural } from './format';
+import { describe, expect, it, vi } from 'vitest';
+import { LOCALE, compareText, dateTime, localeTag, num, pickLocale, plural, timeOfDay } from './format';
 
 describe('pickLocale', () => {
   it('skips what Intl rejects, like WebKitGTK’s "c" under LANG=C', () => {
@@ -12,13 +12,98 @@ describe('pickLocale', () => {
   it('canonicalises what it accepts', () => {
     expect(pickLocale(['EN-gb'])).toBe('en-GB');
   });
+
+  // What platforms report under LANG=…: POSIX names, the C locale, and junk.
+  const cases: [string, string][] = [
+    ['c', 'en-US'],
+    ['C', 'en-US'],
+    ['POSIX', 'en-US'],
+    ['C.UTF-8', 'en-US'],
+    ['c.utf8', 'en-US'],
+    ['en_US.UTF-8', 'en-US'],
+    ['de_DE.UTF-8@euro', 'de-DE'],
+    ['fr_FR', 'fr-FR'],
+    ['en-US', 'en-US'],
+    ['', 'en-US'],
+    ['   ', 'en-US'],
+    ['!!garbage!!', 'en-US'],
+    ['xx-notalanguage-at-all-really', 'en-US'],
+    ['en_US.ISO-8859-1', 'en-US'],
+  ];
+  for (const [given, want] of cases) {
+    it(`"${given}" → ${want}, a tag every Intl service the UI uses accepts`, () => {
+      const tag = pickLocale([given]);
+      expect(tag).toBe(want);
+      expect(() => new Intl.NumberFormat(tag).format(12345.6)).not.toThrow();
+      expect(() => new Intl.DateTimeFormat(tag).format(0)).not.toThrow();
+      expect(() => new Intl.Collator(tag).compare('a', 'b')).not.toThrow();
+      expect(() => (1234).toLocaleString(tag)).not.toThrow();
+      expect(() => new Date(0).toLocaleString(tag)).not.toThrow();
+    });
+  }
+
+  it('reads POSIX names as tags, and C / POSIX as no language', () => {
+    expect(localeTag('en_US.UTF-8')).toBe('en-US');
+    expect(localeTag('sr_RS@latin')).toBe('sr-RS');
+    expect(localeTag('C.UTF-8')).toBeNull();
+    expect(localeTag('posix')).toBeNull();
+    expect(localeTag(null)).toBeNull();
+  });
+
+  it('takes the first usable of the platform’s list', () => {
+    expect(pickLocale(['C', 'c', 'nl_NL.UTF-8', 'en-US'])).toBe('nl-NL');
+  });
 });
 
-describe('numbers', () => {
+describe('numbers, dates and sorting in LOCALE', () => {
   it('group digits in a locale Intl accepts', () => {
     expect(() => new Intl.NumberFormat(LOCALE)).not.toThrow();
     expect(num(10000)).toBe((10000).toLocaleString(LOCALE));
     expect(plural(1, 'device')).toBe('1 device');
     expect(plural(2, 'device')).toBe('2 devices');
+  });
+  it('format dates and times, and say "—" for what is not a date', () => {
+    expect(dateTime('2024-05-01T10:00:00Z')).toBe(new Date('2024-05-01T10:00:00Z').toLocaleString(LOCALE));
+    expect(dateTime(null)).toBe('—');
+    expect(dateTime('yesterday')).toBe('yesterday');
+    expect(timeOfDay(0)).toBe(new Date(0).toLocaleTimeString(LOCALE));
+  });
+  it('sort text case-insensitively with digits by value', () => {
+    expect(['node-10', 'Node-9', 'node-1'].sort(compareText)).toEqual(['node-1', 'Node-9', 'node-10']);
+  });
+});
+
+describe('LOCALE on a platform that says its language is "c"', () => {
+  it('is en-US, and everything that formats with it works', async () => {
+    vi.resetModules();
+    vi.stubGlobal('navigator', { language: 'c', languages: ['c'] });
+    try {
+      const f = await import('./format');
+      expect(f.LOCALE).toBe('en-US');
+      expect(f.num(1234567)).toBe('1,234,567');
+      expect(f.dateTime('2024-05-01T10:00:00Z')).not.toBe('—');
+      expect(f.ago(Date.now() - 3 * 86400_000)).toMatch(/\d/);
+      // The modules that sort and count with it load too.
+      await import('./devices');
+      await import('./events');
+      await import('./review');
+    } finally {
+      vi.unstubAllGlobals();
+      vi.resetModules();
+    }
+  });
+  it('is en-US when reading the platform’s language throws', async () => {
+    vi.resetModules();
+    vi.stubGlobal('navigator', {
+      get language(): string {
+        throw new Error('no language');
+      },
+    });
+    try {
+      expect((await import('./format')).LOCALE).toBe('en-US');
+    } finally {
+      vi.unstubAllGlobals();
+      vi.resetModules();
+    }
   });
 });

@@ -1,26 +1,62 @@
 // Display formatting shared by the views.
 
 /**
- * The first of `candidates` that Intl accepts, else `en-US`. WebKitGTK started with `LANG=C`
- * (usual on servers and fresh installs) reports the language `c`, which Intl rejects with a
- * RangeError: every number and date the UI shows goes through this locale instead.
+ * A BCP 47 tag from what a platform reports as its language, or null for "no language": POSIX
+ * names (`en_US.UTF-8`, `de_DE@euro`) lose their codeset and modifier and get a hyphen; `C` and
+ * `POSIX` (WebKitGTK under `LANG=C.UTF-8` reports `c`) mean none.
  */
-export function pickLocale(candidates: readonly (string | undefined)[]): string {
+export function localeTag(raw: string | null | undefined): string | null {
+  const s = (raw ?? '').trim().replace(/[.@].*$/, '').replace(/_/g, '-');
+  if (!s || /^(c|posix)$/i.test(s)) return null;
+  return s;
+}
+
+/**
+ * The first of `candidates` that every Intl service the UI uses supports, canonicalised, else
+ * `en-US`. WebKitGTK started with `LANG=C` (usual on servers and fresh installs) reports the
+ * language `c`, which Intl rejects with a RangeError: every number, date and sorted text the UI
+ * shows goes through this locale instead of the platform's.
+ */
+export function pickLocale(candidates: readonly (string | null | undefined)[]): string {
   for (const c of candidates) {
-    if (!c) continue;
+    const tag = localeTag(c);
+    if (!tag) continue;
     try {
-      const [canonical] = Intl.getCanonicalLocales(c);
-      if (canonical && new Intl.NumberFormat(canonical).resolvedOptions().locale) return canonical;
+      const [canonical] = Intl.getCanonicalLocales(tag);
+      if (
+        canonical &&
+        Intl.NumberFormat.supportedLocalesOf([canonical]).length &&
+        Intl.DateTimeFormat.supportedLocalesOf([canonical]).length &&
+        Intl.Collator.supportedLocalesOf([canonical]).length
+      )
+        return canonical;
     } catch {
-      // not a locale Intl knows: try the next
+      // not a tag Intl knows: try the next
     }
   }
   return 'en-US';
 }
 
-export const LOCALE: string = pickLocale(
-  typeof navigator === 'undefined' ? [] : [...(navigator.languages ?? []), navigator.language],
-);
+/** What the platform says its languages are; nothing when it cannot say (or throws). */
+function platformLanguages(): (string | undefined)[] {
+  try {
+    if (typeof navigator === 'undefined') return [];
+    return [...(navigator.languages ?? []), navigator.language];
+  } catch {
+    return [];
+  }
+}
+
+/** The locale of every number, date and sorted text in the UI (never the platform's directly). */
+export const LOCALE: string = pickLocale(platformLanguages());
+
+// One collator: String#localeCompare with options builds one per call, far too slow for 10,000 rows.
+const collator = new Intl.Collator(LOCALE, { numeric: true, sensitivity: 'base' });
+
+/** Compares two texts for sorting, in LOCALE: case-insensitive, digits by value (`n2` < `n10`). */
+export function compareText(a: string, b: string): number {
+  return collator.compare(a, b);
+}
 
 /** A count with the locale's digit grouping. */
 export function num(n: number): string {
@@ -55,6 +91,11 @@ export function dateTime(iso: string | null | undefined): string {
 
 export function shortSha(sha: string | null | undefined): string {
   return sha ? sha.slice(0, 12) : '—';
+}
+
+/** The text with its first letter upper-case (a phrase made into a sentence). */
+export function capitalise(t: string): string {
+  return t.charAt(0).toUpperCase() + t.slice(1);
 }
 
 export function plural(n: number, one: string, many = one + 's'): string {

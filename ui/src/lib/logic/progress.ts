@@ -2,6 +2,7 @@
 // from completion timestamps, and errors grouped by reason.
 
 import type { JobCounts, JobState } from '../api/types';
+import { compareText } from './format';
 
 export const TERMINAL: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'timed_out', 'skipped', 'cancelled']);
 export const IN_FLIGHT: ReadonlySet<JobState> = new Set(['commanded', 'downloading', 'installing', 'rebooting', 'verifying']);
@@ -119,7 +120,7 @@ export function groupByReason(items: readonly { mac: string; reason: string | nu
   }
   return [...groups]
     .map(([k, g]) => ({ reason: g.same ? g.first : k, macs: g.macs }))
-    .sort((a, b) => b.macs.length - a.macs.length || a.reason.localeCompare(b.reason));
+    .sort((a, b) => b.macs.length - a.macs.length || compareText(a.reason, b.reason));
 }
 
 /** Human duration: 45 s, 3 min, 1 h 20 min. */

@@ -2,6 +2,8 @@
 // Build metadata is ignored; pre-releases sort below their release, identifiers compared
 // numerically when both are numeric, numeric below alphanumeric, shorter list first.
 
+import { compareText } from './format';
+
 export interface SemVer {
   major: number;
   minor: number;
@@ -70,5 +72,5 @@ export function versionSort(a: string | null | undefined, b: string | null | und
   const pa = parseSemver(a) ? 0 : a ? 1 : 2;
   const pb = parseSemver(b) ? 0 : b ? 1 : 2;
   if (pa !== pb) return pa - pb;
-  return (a ?? '').localeCompare(b ?? '');
+  return compareText(a ?? '', b ?? '');
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildRequest, defaultForm, outdatedCount, skipReason, parseThreshold, parseWaves, pickDefaultFirmware, targetExpression, waveEnds, waveSizes, formatWaves, groupSkipped } from './wizard';
+import { STEPS, buildRequest, canOpenStep, defaultForm, outdatedCount, skipReason, parseThreshold, parseWaves, pickDefaultFirmware, stepsValid, targetExpression, waveEnds, waveSizes, formatWaves, groupSkipped } from './wizard';
 import { dev, fw } from './fixtures';
 
 describe('wizard defaults', () => {
@@ -88,5 +88,26 @@ describe('skip reasons and outdated counts', () => {
     expect(g[0].macs).toEqual(['a', 'b']);
     expect(g[0].reason).toBe('would downgrade … → … (allow it explicitly)');
     expect(g[1].reason).toBe('running version unknown');
+  });
+});
+
+describe('wizard steps', () => {
+  const f2 = fw({ id: 9, version: '2.0.0' });
+  it('opens any step once the steps before it are valid (all of them, with the defaults)', () => {
+    const valid = stepsValid(defaultForm(f2), f2, null);
+    expect(valid).toEqual([true, true, true, true]);
+    for (let i = 0; i < STEPS.length; i++) expect(canOpenStep(i, valid)).toBe(true);
+  });
+  it('stops at the first step that needs something', () => {
+    const noFw = stepsValid(defaultForm(undefined), undefined, null);
+    expect(noFw[0]).toBe(false);
+    expect([0, 1, 2, 3].map((i) => canOpenStep(i, noFw))).toEqual([true, false, false, false]);
+    const badWaves = stepsValid({ ...defaultForm(f2), waves: '1,0%' }, f2, null);
+    expect([0, 1, 2, 3].map((i) => canOpenStep(i, badWaves))).toEqual([true, true, true, false]);
+    const refused = stepsValid(defaultForm(f2), f2, 'The engine refused this target: unknown word');
+    expect([0, 1, 2, 3].map((i) => canOpenStep(i, refused))).toEqual([true, true, false, false]);
+    expect(stepsValid({ ...defaultForm(f2), scope: 'label', label: ' ' }, f2, null)[1]).toBe(false);
+    expect(stepsValid({ ...defaultForm(f2), concurrency: 0 }, f2, null)[2]).toBe(false);
+    expect(stepsValid({ ...defaultForm(f2), maxFailures: 'lots' }, f2, null)[2]).toBe(false);
   });
 });

@@ -217,3 +217,30 @@ export function outdatedCount(fw: Firmware, devices: readonly Device[]): number 
 export function groupSkipped(skipped: readonly { mac: string; reason: string }[]): ReasonGroup[] {
   return groupByReason(skipped.map((s) => ({ mac: s.mac, reason: s.reason })));
 }
+
+/** The wizard's steps, in order; the last one (Review) needs every other one valid. */
+export const STEPS = ['Firmware', 'Target', 'Waves', 'Review'] as const;
+
+/**
+ * Whether each step holds what it needs: a firmware; a target the engine accepted (`targetError`:
+ * the preview's refusal, if any); wave and threshold text that parse, at least one device at
+ * once, a step timeout of 10 s or more; the review, all of these.
+ */
+export function stepsValid(f: WizardForm, fw: Pick<Firmware, 'model' | 'chip'> | undefined, targetError: string | null): boolean[] {
+  const firmware = !!fw;
+  const target = !!targetExpression(f, fw) && !targetError && (f.scope !== 'label' || !!f.label.trim());
+  let waves = f.concurrency >= 1 && f.stepTimeout >= 10 && f.retries >= 0 && f.successGate >= 0 && f.successGate <= 100;
+  try {
+    parseWaves(f.waves);
+    parseThreshold(f.maxFailures);
+  } catch {
+    waves = false;
+  }
+  return [firmware, target, waves, firmware && target && waves];
+}
+
+/** Whether step `i` may be opened: every step before it is valid (any step, once they all are). */
+export function canOpenStep(i: number, valid: readonly boolean[]): boolean {
+  for (let k = 0; k < i; k++) if (!valid[k]) return false;
+  return true;
+}

@@ -7,6 +7,7 @@
 import { api } from '../api/client';
 import type { Device, Event } from '../api/types';
 import { buildRows, labelCounts, patchDevice, sortRows, updateSorted, type NewestIndex, type Row, type Sort } from '../logic/devices';
+import { versionSort } from '../logic/semver';
 
 interface TableCache {
   list: Device[];
@@ -54,7 +55,7 @@ class DevicesStore {
   filterChoices(): { labels: [string, number][]; versions: string[] } {
     const list = this.list;
     if (this.facets?.list === list) return this.facets;
-    const versions = [...new Set(list.map((d) => d.version).filter((v): v is string => !!v))].sort().slice(0, 200);
+    const versions = [...new Set(list.map((d) => d.version).filter((v): v is string => !!v))].sort(versionSort).slice(0, 200);
     this.facets = { list, labels: labelCounts(list), versions };
     return this.facets;
   }

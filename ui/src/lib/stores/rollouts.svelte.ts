@@ -318,6 +318,10 @@ class RolloutsStore {
     for (const l of this.live.values()) if (l.watched) void l.load();
   }
 
+  byId(id: number): Rollout | undefined {
+    return this.list.find((r) => r.id === id);
+  }
+
   put(r: Rollout): void {
     const i = this.list.findIndex((x) => x.id === r.id);
     this.list = i < 0 ? [r, ...this.list] : this.list.map((x) => (x.id === r.id ? r : x));

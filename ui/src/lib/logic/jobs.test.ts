@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { jobMatches, jobProgress, jobSearchKey, jobVersions } from './jobs';
+import type { LiveJob } from './progress';
+import { dev } from './fixtures';
+
+const job = (p: Partial<LiveJob> & { mac: string }): LiveJob => ({
+  id: 1, wave: 0, state: 'queued', progress: null, error: null, doneAt: null, updatedAt: 0, fromVersion: '1.0.0', currentVersion: null, attempts: 1, ...p,
+});
+
+describe('the live rollout’s device search', () => {
+  // What the rows show: name ?? device id ?? MAC, the MAC, the state, from → to, the error.
+  const named = dev({ mac: '02:dd:60:00:00:0f', name: null, device_id: 'demo-native-pull-15', ip: '127.20.0.16' });
+  const j = job({ mac: named.mac, state: 'failed', error: 'came back on 1.0.0, not 2.0.0', currentVersion: '1.0.0' });
+
+  it('finds a device by the name shown, not only by `name` (the device id of unnamed devices)', () => {
+    for (const q of ['pull-15', 'demo', 'DEMO-native', 'demo-native-pull-15']) expect(jobMatches(j, named, '2.0.0', q), q).toBe(true);
+  });
+  it('finds it by MAC, IP, state, version and error; every word must match', () => {
+    for (const q of ['02:dd:60:00:00:0f', '00:0f', '127.20.0.16', 'failed', '1.0.0 → 1.0.0', 'came back', 'pull-15 came', '  pull-15   failed ']) {
+      expect(jobMatches(j, named, '2.0.0', q), q).toBe(true);
+    }
+    for (const q of ['pull-16', 'succeeded', 'pull-15 timeout']) expect(jobMatches(j, named, '2.0.0', q), q).toBe(false);
+    expect(jobMatches(j, named, '2.0.0', '')).toBe(true);
+  });
+  it('still finds a device the inventory does not know, by MAC', () => {
+    expect(jobMatches(job({ mac: 'aa:bb:cc:dd:ee:ff' }), undefined, '2.0.0', 'ee:ff')).toBe(true);
+  });
+  it('follows a rename (the key is per job and device object)', () => {
+    const before = jobSearchKey(j, named, '2.0.0');
+    const renamed = { ...named, name: 'boiler room' };
+    expect(jobSearchKey(j, renamed, '2.0.0')).not.toBe(before);
+    expect(jobMatches(j, renamed, '2.0.0', 'boiler')).toBe(true);
+  });
+});
+
+describe('what a job row shows', () => {
+  it('versions: from → target while in flight, from → where it ended once done', () => {
+    expect(jobVersions(job({ mac: 'a', state: 'downloading' }), '2.0.0')).toBe('1.0.0 → 2.0.0');
+    expect(jobVersions(job({ mac: 'a', state: 'failed', currentVersion: '1.0.0' }), '2.0.0')).toBe('1.0.0 → 1.0.0');
+    expect(jobVersions(job({ mac: 'a', state: 'succeeded', currentVersion: '2.0.0', fromVersion: null }), '2.0.0')).toBe('? → 2.0.0');
+  });
+  it('progress: the download’s share (never a time of day), 100 % once succeeded, nothing before it starts', () => {
+    expect(jobProgress(job({ mac: 'a', state: 'queued', progress: null }))).toBeNull();
+    expect(jobProgress(job({ mac: 'a', state: 'downloading', progress: 42 }))).toBe(42);
+    expect(jobProgress(job({ mac: 'a', state: 'failed', progress: 63 }))).toBe(63);
+    expect(jobProgress(job({ mac: 'a', state: 'succeeded', progress: null, doneAt: 1_700_000_000_000 }))).toBe(100);
+    expect(jobProgress(job({ mac: 'a', state: 'cancelled', progress: 10 }))).toBeNull();
+  });
+});
