@@ -159,7 +159,14 @@ pub(crate) fn device_events(change: &Change, d: &Device, actor: impl FnOnce() ->
     }
     let kind = if change.created { "device.discovered" } else { "device.changed" };
     let subject = Some(format!("device:{}", d.mac));
-    let data = json!({ "mac": d.mac, "device_id": d.device_id, "ip": d.ip, "version": d.version, "online": d.online });
+    // What changed, so the log reads "came back online" or "now runs 2.0.0", not only the result.
+    let changed: Vec<&str> =
+        [(change.version_changed, "version"), (change.ip_changed, "ip"), (change.came_online, "online")]
+            .into_iter()
+            .filter_map(|(yes, what)| yes.then_some(what))
+            .collect();
+    let data = json!({ "mac": d.mac, "device_id": d.device_id, "name": d.name, "ip": d.ip, "version": d.version,
+                       "online": d.online, "changed": changed });
     ops.push(Op::Event(NewEvent::new(kind, &actor(), subject, data)));
 }
 

@@ -507,9 +507,11 @@ pub struct SkippedDevice {
 /// What creating a rollout would do, computed without storing anything. The wave of each device
 /// comes from a seed drawn for this preview; the rollout created later draws its own, so the
 /// sizes of the waves are the same but which device lands in which wave may differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RolloutPreview {
+    /// The spec as the rollout would run it, every default filled in.
+    pub spec: RolloutSpec,
     pub firmware_id: i64,
     pub firmware_version: String,
     /// Devices the target expression matches (updated + skipped).

@@ -285,7 +285,7 @@ impl EngineHandle {
         let fw = self
             .change(move |tx| {
                 let fw = fw_table::delete_unused(tx, id)?;
-                let data = json!({ "id": id, "sha256": fw.sha256, "version": fw.version });
+                let data = json!({ "id": id, "sha256": fw.sha256, "version": fw.version, "model": fw.model });
                 Ok((fw, NewEvent::new("firmware.deleted", &actor, Some(format!("firmware:{id}")), data)))
             })
             .await?;

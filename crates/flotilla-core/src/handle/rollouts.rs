@@ -227,6 +227,7 @@ impl EngineHandle {
         };
         let skipped = listed(&plan.skipped);
         Ok(RolloutPreview {
+            spec: plan.spec.clone(),
             firmware_id: plan.fw.id,
             firmware_version: plan.fw.version,
             targeted: u32::try_from(devices.len() + skipped.len()).unwrap_or(u32::MAX),
@@ -289,6 +290,7 @@ impl EngineHandle {
         }
         let actor_s = actor.to_owned();
         let fw_id = fw.id;
+        let fw_version = fw.version.clone();
         // Jobs reference devices: every device row queued so far must be committed first.
         self.shared.writer.flush().await?;
         let (row, jobs) = self
@@ -319,7 +321,8 @@ impl EngineHandle {
                             "rollout.created",
                             &actor_s,
                             Some(format!("rollout:{id}")),
-                            json!({ "id": id, "firmware": fw_id, "devices": queued, "skipped": jobs.len() - queued }),
+                            json!({ "id": id, "name": row.name, "firmware": fw_id, "firmware_version": fw_version,
+                                    "devices": queued, "skipped": jobs.len() - queued }),
                         ),
                     )?;
                     Ok((row, jobs))

@@ -378,6 +378,17 @@ impl Run {
         now: i64,
         ops: &mut Vec<Op>,
     ) {
+        // What happened, for people reading the log: a start and a resume both end `running`.
+        let action = match (self.state, state) {
+            (RolloutState::Paused, RolloutState::Running | RolloutState::Scheduled) => "resumed",
+            (RolloutState::Completed, RolloutState::Running) => "retried",
+            (RolloutState::Draft, RolloutState::Scheduled) => "scheduled",
+            (RolloutState::Draft | RolloutState::Scheduled, RolloutState::Running) => "started",
+            (_, RolloutState::Paused) => "paused",
+            (_, RolloutState::Completed) => "completed",
+            (_, RolloutState::Cancelled) => "cancelled",
+            _ => "changed",
+        };
         self.state = state;
         self.reason = pause.map(|(_, r)| r.to_owned());
         self.pause_kind = pause.map(|(k, _)| k);
@@ -388,6 +399,7 @@ impl Run {
         let data = json!({
             "id": self.id,
             "state": state,
+            "action": action,
             "wave": self.wave_number(),
             "reason": self.reason,
             "pause_kind": self.pause_kind.map(PauseKind::as_str),
