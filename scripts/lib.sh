@@ -66,15 +66,6 @@ ensure_ui() {
   fi
 }
 
-# ensure_ui_locale: WebKitGTK turns LANG=C / C.UTF-8 / POSIX (usual on servers and fresh installs)
-# into navigator.language "c", which the browser's Intl API rejects; give the window a real one.
-ensure_ui_locale() {
-  local lang="${LC_ALL:-${LC_MESSAGES:-${LANG:-}}}"
-  case "$lang" in
-    "" | C | C.* | POSIX) export LANG=en_US.UTF-8 LANGUAGE="${LANGUAGE:-en_US}"; unset LC_ALL ;;
-  esac
-}
-
 # ensure_open_files N: raises this shell's open-files limit to N (as far as the hard limit allows);
 # fails with what to do when the hard limit is lower. Large simulated fleets need a socket (and a
 # listener) per device.

@@ -36,7 +36,6 @@ case "$target" in /*) ;; *) target="$ROOT/$target" ;; esac
 
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
   ensure_desktop_deps
-  ensure_ui_locale
   say "building flotilla-desktop (release)"
   cargo build --release --locked -p flotilla-desktop --bin flotilla-desktop
   exec "$target/release/flotilla-desktop" "${args[@]}"

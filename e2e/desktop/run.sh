@@ -16,7 +16,10 @@ ensure_rust
 ensure_desktop_deps
 ensure_tauri_driver
 ensure_ui
-ensure_ui_locale
+# The app must render under the locale of a fresh Debian install or a container, where WebKitGTK
+# reports the language "c" (an Intl call rejecting it once left the window blank): run it so.
+export LANG=C.UTF-8 LC_ALL=C.UTF-8
+unset LANGUAGE
 cd "$ROOT"
 
 target="${CARGO_TARGET_DIR:-$ROOT/target}"
