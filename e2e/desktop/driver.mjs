@@ -191,7 +191,11 @@ await essential('window opens', async () => {
   await until('the UI navigation', () => visible('nav-devices'), 30_000, 20);
   coldStartMs = Math.round(performance.now() - t0);
   const title = await wd('GET', s('/title'));
-  return `cold start ${coldStartMs} ms (spawn → navigation visible), title “${title}”`;
+  // run.sh starts the app under C.UTF-8, where WebKitGTK reports the language "C": the window
+  // must render all the same (an Intl call rejecting "C" once left it blank).
+  const lang = await js(() => navigator.language);
+  if (process.env.LANG === 'C.UTF-8' && !/^c$/i.test(lang)) throw new Error(`expected the C locale, the page says ${lang}`);
+  return `cold start ${coldStartMs} ms (spawn → navigation visible), title “${title}”, language “${lang}”`;
 });
 
 await essential('demo fleet devices appear', async () => {
