@@ -115,15 +115,7 @@ async fn the_desktop_path_preview_gives_the_same_verdicts() {
         let path = write(server.data_dir(), name, &bytes);
         let mut body = json!({ "path": path });
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let by_path: Value = server
-            .api(Method::POST, "/api/v1/firmware/inspect")
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let by_path: Value = server.post_json("/api/v1/firmware/inspect", &body).await;
         let options: Vec<(&str, &str)> =
             extra.as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
         let by_bytes = preview(&server, &bytes, &options).await;

@@ -105,14 +105,11 @@ async fn mqtt_devices_are_online_while_their_session_lives_and_the_preview_says_
     check_in(&server, pull("02:00:00:00:0b:01", "1.0.0")).await;
     check_in(&server, pull("02:00:00:00:0b:02", "2.0.0")).await;
     let preview: Value = server
-        .api(Method::POST, "/api/v1/rollouts/preview")
-        .json(&json!({ "firmware": "2.0.0", "target": "model:demo and outdated and online" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/rollouts/preview",
+            &json!({ "firmware": "2.0.0", "target": "model:demo and outdated and online" }),
+        )
+        .await;
     assert_eq!(preview["devices"].as_array().unwrap().len(), 1, "{preview:#}");
     let left_out: Vec<(&str, &str)> = preview["left_out"]
         .as_array()
@@ -174,15 +171,8 @@ async fn channels_suggestions_anti_rollback_and_archived_firmware() {
         ]
     );
     // Beta firmware is refused for stable devices, with the reason.
-    let preview: Value = server
-        .api(Method::POST, "/api/v1/rollouts/preview")
-        .json(&json!({ "firmware": "2.1.0", "target": "all" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview: Value =
+        server.post_json("/api/v1/rollouts/preview", &json!({ "firmware": "2.1.0", "target": "all" })).await;
     let skipped: Vec<&str> =
         preview["skipped"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(skipped, vec!["follows the stable channel; firmware 2.1.0 is on beta"; 2]);
@@ -192,15 +182,8 @@ async fn channels_suggestions_anti_rollback_and_archived_firmware() {
     body["secure_version"] = json!(3);
     check_in(&server, body).await;
     assert_eq!(device(&server, s2).await["secure_version"], 3);
-    let preview: Value = server
-        .api(Method::POST, "/api/v1/rollouts/preview")
-        .json(&json!({ "firmware": "2.0.0", "target": "channel:stable" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview: Value =
+        server.post_json("/api/v1/rollouts/preview", &json!({ "firmware": "2.0.0", "target": "channel:stable" })).await;
     let reason = preview["skipped"][0]["reason"].as_str().unwrap();
     assert_eq!(preview["skipped"][0]["mac"], s2);
     assert!(reason.contains("secure_version 0 is below the device's 3"), "{reason}");

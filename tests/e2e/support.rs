@@ -104,6 +104,11 @@ impl Server {
         self.api(reqwest::Method::GET, path).send().await.unwrap().json().await.unwrap()
     }
 
+    /// An authorised `POST` of `body` to `path`, answered as JSON (whatever the status).
+    pub async fn post_json<T: serde::de::DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> T {
+        self.api(reqwest::Method::POST, path).json(body).send().await.unwrap().json().await.unwrap()
+    }
+
     /// Runs a CLI client command against this server (via its data dir).
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(flotilla_bin())
