@@ -883,12 +883,11 @@ impl Run {
                 recent.len() as f64 * 60_000.0 / span as f64
             })
         };
-        let basis = |s: &str| s.to_owned();
         let (remaining_secs, basis) = match self.state {
-            RolloutState::Completed | RolloutState::Cancelled => (Some(0), basis("finished")),
-            RolloutState::Draft => (None, basis("not started")),
-            RolloutState::Paused => (None, basis("paused: nothing moves until it is resumed")),
-            RolloutState::Scheduled => (None, basis("scheduled: the pace is known once it runs")),
+            RolloutState::Completed | RolloutState::Cancelled => (Some(0), "finished".into()),
+            RolloutState::Draft => (None, "not started".into()),
+            RolloutState::Paused => (None, "paused: nothing moves until it is resumed".into()),
+            RolloutState::Scheduled => (None, "scheduled: the pace is known once it runs".into()),
             RolloutState::Running => self.running_estimate(now, at, per_minute),
         };
         RolloutEstimate { per_minute, remaining_secs, basis }
@@ -1015,7 +1014,6 @@ impl Run {
                     let until = open.and_then(|o| i64::try_from(o.unix_timestamp_nanos() / 1_000_000).ok());
                     return wait(WaitReason::Window, summary, until, devices, device_count);
                 }
-                let t = self.tally(self.wave.min(waves.saturating_sub(1)));
                 let queued_open = self
                     .jobs
                     .iter()
@@ -1064,7 +1062,6 @@ impl Run {
                     if in_flight.len() == 1 { "" } else { "s" },
                     names.join(", ")
                 );
-                let _ = t;
                 wait(WaitReason::Devices, summary, latest, devices, device_count)
             }
         }
