@@ -207,3 +207,95 @@ async fn kill_9_mid_rollout_then_restart_completes_and_nobody_is_commanded_twice
     }
     fleet.stop().await;
 }
+
+/// The site of the finding: 30 devices (half pull, half MQTT), 20 % fail to boot the new
+/// firmware, 5 % vanish after the reboot. The technician resumes every self-pause and skips the
+/// devices the rollout says it waits on once they are known gone; the rollout ends, every device
+/// it calls updated really runs 2.0.0, none it calls failed does, and nothing stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_with_boot_failures_and_vanishing_devices_is_steered_to_the_end() {
+    let server = Server::start().await;
+    server.upload(image(NEW, 80_000), &[]).await;
+    let mut config = sim_config(&server, 15, 15, 33);
+    config.failure_rates = FailureRates::parse("boot=20%,vanish=5%").unwrap();
+    let fleet = Fleet::start(config).await.unwrap();
+    wait_devices(&server, 30).await;
+    // The engine spells MACs in lower case.
+    let macs_with = |f: fn(&flotilla_sim::Failures) -> bool| -> Vec<String> {
+        fleet.devices().iter().filter(|d| f(&d.failures)).map(|d| d.mac.to_ascii_lowercase()).collect()
+    };
+    let (vanishing, failing) = (macs_with(|f| f.vanish), macs_with(|f| f.boot));
+    assert!(!vanishing.is_empty() && failing.len() >= 4, "the seed gives both kinds: {vanishing:?} {failing:?}");
+
+    // Long steps: a vanished device holds its wave until someone skips it.
+    let id = create(
+        &server,
+        json!({ "firmware": NEW, "target": "outdated and online", "start": true, "step_timeout_secs": 600 }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut resumes = 0;
+    let mut skipped: Vec<String> = Vec::new();
+    let r = loop {
+        let r = status(&server, id).await;
+        let rollout = &r["rollout"];
+        if rollout["state"] == "completed" && rollout["counts"]["in_flight"] == 0 {
+            break r;
+        }
+        if Instant::now() >= deadline {
+            let waited: Vec<String> = rollout["waiting"]["devices"]
+                .as_array()
+                .map(|a| a.iter().map(|d| format!("{:?}", fleet.device(d["mac"].as_str().unwrap()))).collect())
+                .unwrap_or_default();
+            panic!(
+                "the rollout never ended: {rollout:#}\nwaited on (the sim's view): {waited:#?}\nvanishing: {vanishing:?}"
+            );
+        }
+        if rollout["state"] == "paused" {
+            let said = rollout["on_resume"].as_str().unwrap();
+            assert!(said.starts_with("Resume acknowledges"), "{said}");
+            let resp = server.api(Method::POST, &format!("/api/v1/rollouts/{id}/resume")).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resumes += 1;
+        } else if rollout["waiting"]["reason"] == "devices" {
+            // Devices the technician knows are gone (their sim says so) and the rollout waits on.
+            for d in rollout["waiting"]["devices"].as_array().unwrap() {
+                let mac = d["mac"].as_str().unwrap();
+                if vanishing.iter().any(|v| v == mac)
+                    && fleet.device(mac).is_some_and(|s| s.state == flotilla_sim::DeviceState::Vanished)
+                    && !skipped.iter().any(|s| s == mac)
+                {
+                    let job = d["job"].as_i64().unwrap();
+                    let path = format!("/api/v1/rollouts/{id}/jobs/{job}/skip");
+                    let resp = server.api(Method::POST, &path).send().await.unwrap();
+                    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+                    skipped.push(mac.to_owned());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(resumes >= 1, "20 % boot failures pause a wave at least once");
+    let rollout = &r["rollout"];
+    assert_eq!(rollout["outcome"], "some_failed");
+    assert_eq!(rollout["counts"]["queued"], 0, "nothing stays queued: {rollout:#}");
+    let mut vanished_seen = 0;
+    for j in r["jobs"].as_array().unwrap() {
+        let mac = j["mac"].as_str().unwrap();
+        let truth = fleet.device(mac).unwrap();
+        match j["state"].as_str().unwrap() {
+            "succeeded" => assert_eq!(truth.version, NEW, "{mac} is called updated but runs {}", truth.version),
+            "failed" | "timed_out" => {
+                assert_ne!(truth.version, NEW, "{mac} is called failed but runs the new version");
+                assert!(failing.iter().any(|f| f == mac), "{mac} failed without a reason to: {j}");
+            }
+            "skipped" => {
+                vanished_seen += 1;
+                assert!(skipped.iter().any(|s| s == mac) || j["wave"].is_null(), "{j}");
+            }
+            other => panic!("{mac} ended {other}"),
+        }
+    }
+    assert_eq!(vanished_seen, skipped.len(), "every device skipped by hand is reported skipped");
+    fleet.stop().await;
+}
