@@ -19,6 +19,7 @@ use crate::{ApiArgs, CliError, CliResult};
 pub enum DevicesCmd {
     /// List the inventory.
     List {
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -28,6 +29,7 @@ pub enum DevicesCmd {
     Show {
         /// MAC (any spelling), device id or name.
         device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -37,6 +39,7 @@ pub enum DevicesCmd {
     History {
         /// MAC (any spelling), device id or name.
         device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -52,6 +55,7 @@ pub enum DevicesCmd {
         /// Label to remove (repeatable).
         #[arg(long = "remove")]
         remove: Vec<String>,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -63,6 +67,7 @@ pub enum DevicesCmd {
         /// MAC (any spelling), device id or name.
         device: String,
         channel: ChannelChoice,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -73,6 +78,7 @@ pub enum DevicesCmd {
     Forget {
         /// MAC (any spelling), device id or name.
         device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -84,6 +90,7 @@ pub enum DevicesCmd {
 pub enum ChannelsCmd {
     /// The labels that carry a firmware channel.
     List {
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -93,6 +100,7 @@ pub enum ChannelsCmd {
     Set {
         label: String,
         channel: ChannelChoice,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]

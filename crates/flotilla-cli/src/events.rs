@@ -32,6 +32,7 @@ pub enum EventsCmd {
         /// At most this many events.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]

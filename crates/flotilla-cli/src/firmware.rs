@@ -18,7 +18,7 @@ pub enum FirmwareCmd {
     /// Parse a firmware file and print what it is, or why it cannot work (offline; exit 2 if refused).
     Inspect {
         file: PathBuf,
-        /// Print JSON (stable; see docs/cli.md).
+        /// Print what the parser read as JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -43,6 +43,7 @@ pub enum FirmwareCmd {
         /// Serve without per-job download tokens.
         #[arg(long)]
         public: bool,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -50,6 +51,7 @@ pub enum FirmwareCmd {
     },
     /// List imported firmware, newest first.
     List {
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -57,7 +59,9 @@ pub enum FirmwareCmd {
     },
     /// Show one firmware (by id, sha256 prefix or version).
     Show {
+        /// Firmware: id, sha256 prefix (6+ hex digits) or version.
         reference: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -66,6 +70,7 @@ pub enum FirmwareCmd {
     /// Change what was said about a firmware: channel, notes, public, stepping stone, archived,
     /// blocked.
     Edit {
+        /// Firmware: id, sha256 prefix (6+ hex digits) or version.
         reference: String,
         /// Release channel.
         #[arg(long, value_enum)]
@@ -88,13 +93,16 @@ pub enum FirmwareCmd {
         /// Hide it from the library and from new rollouts (kept for the reports that use it).
         #[arg(long, conflicts_with = "unarchive")]
         archive: bool,
+        /// Show it in the library and offer it to new rollouts again.
         #[arg(long)]
         unarchive: bool,
         /// Never offer or serve it again until unblocked.
         #[arg(long, conflicts_with = "unblock")]
         block: bool,
+        /// Offer and serve it again.
         #[arg(long)]
         unblock: bool,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -102,7 +110,9 @@ pub enum FirmwareCmd {
     },
     /// Block a firmware: it is never offered or served again until unblocked.
     Block {
+        /// Firmware: id, sha256 prefix (6+ hex digits) or version.
         reference: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -110,7 +120,9 @@ pub enum FirmwareCmd {
     },
     /// Unblock a firmware.
     Unblock {
+        /// Firmware: id, sha256 prefix (6+ hex digits) or version.
         reference: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -118,7 +130,9 @@ pub enum FirmwareCmd {
     },
     /// Delete a firmware no rollout uses (and its file).
     Delete {
+        /// Firmware: id, sha256 prefix (6+ hex digits) or version.
         reference: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -130,6 +144,7 @@ pub enum FirmwareCmd {
         /// Only these devices (a target expression, e.g. `label:line-3`); default all.
         #[arg(long)]
         target: Option<String>,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -92,6 +92,7 @@ pub enum RolloutCmd {
         /// Start at once (or, with --start-at, be scheduled).
         #[arg(long)]
         start: bool,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -102,6 +103,7 @@ pub enum RolloutCmd {
     Preview {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -110,6 +112,7 @@ pub enum RolloutCmd {
     /// Start a planned rollout (or a scheduled one, now).
     Start {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -118,6 +121,7 @@ pub enum RolloutCmd {
     /// Stop commanding new devices (in-flight ones finish).
     Pause {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -128,6 +132,7 @@ pub enum RolloutCmd {
     /// Resume will do).
     Resume {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -136,6 +141,7 @@ pub enum RolloutCmd {
     /// Cancel: no new devices; in-flight ones finish or time out.
     Cancel {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -145,6 +151,7 @@ pub enum RolloutCmd {
     /// resumes.
     RetryFailed {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -155,6 +162,7 @@ pub enum RolloutCmd {
         id: i64,
         /// The device: MAC, device id, name, or the job id.
         device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -163,6 +171,7 @@ pub enum RolloutCmd {
     /// Show a rollout; --watch follows it live until it ends.
     Status {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -172,6 +181,7 @@ pub enum RolloutCmd {
     },
     /// List rollouts.
     List {
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]

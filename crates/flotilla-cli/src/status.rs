@@ -9,6 +9,7 @@ use crate::{ApiArgs, CliResult};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Print the admin API's JSON (stable; see docs/cli.md).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
