@@ -220,7 +220,8 @@ async fn export(pager: &mut Pager<'_>, format: ExportFormat, out: &mut impl Writ
             match format {
                 ExportFormat::Json => {
                     out.write_all(if n == 0 { b"\n" } else { b",\n" }).map_err(io)?;
-                    serde_json::to_writer(&mut *out, e).map_err(|e| CliError::failure(e.to_string()))?;
+                    let line = serde_json::to_string(e).map_err(|e| CliError::failure(e.to_string()))?;
+                    out.write_all(line.as_bytes()).map_err(io)?;
                 }
                 ExportFormat::Csv => out.write_all(csv_row(e).as_bytes()).map_err(io)?,
             }
