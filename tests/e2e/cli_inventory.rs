@@ -107,18 +107,21 @@ async fn history_lists_the_rollouts_and_forgetting_waits_for_them() {
     assert!(err.contains(&format!("is in unfinished rollout {id}")), "the engine's own words: {err}");
     assert_eq!(json(&server, &["devices", "list", "--json"]).as_array().unwrap().len(), 3, "nothing forgotten");
 
+    // "pump" names two devices, but only one of them is in the rollout.
+    let text = ok(&server, &["rollout", "skip", &id.to_string(), "pump"]);
+    assert!(text.starts_with("Skipped pump (job "), "{text}");
     ok(&server, &["rollout", "cancel", &id.to_string()]);
     let h = json(&server, &["devices", "history", PUMP_A, "--json"]);
     assert_eq!(h["mac"], PUMP_A);
     let jobs = h["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{h}");
     assert_eq!((&jobs[0]["rollout_id"], &jobs[0]["firmware_version"]), (&json!(id), &json!("2.0.0")));
-    assert_eq!(jobs[0]["state"], "cancelled");
+    assert_eq!(jobs[0]["state"], "skipped");
     assert!(h["events"].as_array().unwrap().iter().any(|e| e["kind"] == "device.discovered"), "{h}");
     let text = ok(&server, &["devices", "history", PUMP_A]);
     assert!(text.contains(&format!("{PUMP_A}: in 1 rollout")), "{text}");
     let row = text.lines().find(|l| l.starts_with(&id.to_string())).unwrap_or_else(|| panic!("no job row:\n{text}"));
-    assert!(row.contains("1.0.0 → 2.0.0") && row.contains("cancelled"), "{row}");
+    assert!(row.contains("1.0.0 → 2.0.0") && row.contains("skipped"), "{row}");
     assert!(text.contains("Events (newest first):") && text.contains("device.discovered"), "{text}");
     let text = ok(&server, &["devices", "history", "valve-7"]);
     assert!(text.contains("in no rollout yet"), "{text}");

@@ -256,7 +256,7 @@ pub async fn resolve(api: &Api, wanted: &str) -> CliResult<String> {
 }
 
 /// The one device of `devices` whose device id or name is `wanted`.
-fn pick<'d>(devices: &'d [Device], wanted: &str) -> CliResult<&'d Device> {
+pub(crate) fn pick<'d>(devices: &'d [Device], wanted: &str) -> CliResult<&'d Device> {
     let wanted = wanted.trim();
     let named = |same: &dyn Fn(&str) -> bool| -> Vec<&'d Device> {
         devices

@@ -418,7 +418,8 @@ fn state_text(r: &Rollout) -> String {
     }
 }
 
-/// The job of `device` (MAC, device id, name or job id) in a rollout.
+/// The job of `device` in a rollout: a job id of the rollout, else a device named as everywhere
+/// else (MAC, device id or name; see [`crate::devices::pick`]) among the rollout's devices.
 fn find_job(d: &RolloutDetail, devices: &[flotilla_proto::Device], device: &str) -> Result<i64, CliError> {
     let wanted = device.trim();
     if let Ok(id) = wanted.parse::<i64>()
@@ -426,27 +427,22 @@ fn find_job(d: &RolloutDetail, devices: &[flotilla_proto::Device], device: &str)
     {
         return Ok(id);
     }
-    let mac = flotilla_proto::device::normalize_mac(wanted);
-    let named: Vec<&str> = devices
-        .iter()
-        .filter(|x| x.name.as_deref() == Some(wanted) || x.device_id.as_deref() == Some(wanted))
-        .map(|x| x.mac.as_str())
-        .collect();
-    let found: Vec<i64> = d
-        .jobs
-        .iter()
-        .filter(|j| {
-            Some(&j.mac) == mac.as_ref() || j.device_id.as_deref() == Some(wanted) || named.contains(&j.mac.as_str())
-        })
-        .map(|j| j.id)
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(CliError::refused(format!("no device {wanted:?} in rollout {}", d.rollout.id))),
-        _ => {
-            Err(CliError::refused(format!("{wanted:?} names several devices of rollout {}: use the MAC", d.rollout.id)))
+    let mac = match flotilla_proto::device::normalize_mac(wanted) {
+        Some(mac) => mac,
+        None => {
+            let in_rollout: Vec<flotilla_proto::Device> =
+                devices.iter().filter(|x| d.jobs.iter().any(|j| j.mac == x.mac)).cloned().collect();
+            crate::devices::pick(&in_rollout, wanted)
+                .map_err(|e| CliError::refused(format!("in rollout {}: {}", d.rollout.id, e.message)))?
+                .mac
+                .clone()
         }
-    }
+    };
+    d.jobs
+        .iter()
+        .find(|j| j.mac == mac)
+        .map(|j| j.id)
+        .ok_or_else(|| CliError::refused(format!("no device {wanted:?} in rollout {}", d.rollout.id)))
 }
 
 fn print_preview(p: &RolloutPreview) {
