@@ -4,11 +4,31 @@ use serde_json::Value;
 
 use crate::support::{Server, flotilla_bin, image, write};
 
-fn stdout(o: &std::process::Output) -> String {
+pub fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
-fn stderr(o: &std::process::Output) -> String {
+pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `flotilla ARGS` against `server`; it must succeed. Its standard output.
+pub fn ok(server: &Server, args: &[&str]) -> String {
+    let out = server.cli(args);
+    assert!(out.status.success(), "flotilla {args:?} failed ({}): {}", out.status, stderr(&out));
+    stdout(&out)
+}
+
+/// Runs `flotilla ARGS` (with `--json` among them); it must succeed and print JSON.
+pub fn json(server: &Server, args: &[&str]) -> Value {
+    let text = ok(server, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("flotilla {args:?} printed no JSON ({e}): {text}"))
+}
+
+/// Runs `flotilla ARGS`; it must exit with `code`. Its standard error.
+pub fn fails(server: &Server, args: &[&str], code: i32) -> String {
+    let out = server.cli(args);
+    assert_eq!(out.status.code(), Some(code), "flotilla {args:?}: {}{}", stdout(&out), stderr(&out));
+    stderr(&out)
 }
 
 #[test]

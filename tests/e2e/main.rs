@@ -5,6 +5,9 @@
 
 mod admin_api;
 mod cli;
+mod cli_engine;
+mod cli_firmware;
+mod cli_inventory;
 mod device_profiles;
 mod device_server;
 mod firmware_forms;

@@ -1,7 +1,9 @@
-//! What `flotilla serve` and the desktop app share: the engine's command-line settings.
+//! What `flotilla serve` and the desktop app share: the engine's command-line settings and the
+//! demo fleet's.
 //!
 //! Both binaries flatten [`EngineArgs`] into their own arguments and turn it into an
-//! [`EngineConfig`] the same way, so a flag means the same thing in either.
+//! [`EngineConfig`] the same way, so a flag means the same thing in either; [`DemoArgs`] is the
+//! simulated fleet's `--demo` and `--demo-failures`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +13,8 @@ use flotilla_core::EngineConfig;
 use flotilla_core::config::default_data_dir;
 use flotilla_core::mqtt_link::MqttMode;
 use flotilla_core::settings;
+use flotilla_sim::FailureRates;
+use flotilla_sim::demo::DemoOptions;
 
 /// The engine's settings, as flags (each also from a `FLOTILLA_*` environment variable).
 #[derive(Debug, Clone, Args)]
@@ -111,5 +115,64 @@ impl EngineArgs {
         };
         config.settings = saved;
         Ok(config)
+    }
+}
+
+/// The simulated demo fleet: whether to start it, and how many of its devices fail.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Also start a simulated demo fleet on loopback (48 devices on 1.0.0, a demo firmware 2.0.0
+    /// imported), as the UI's first-run button does.
+    #[arg(long)]
+    pub demo: bool,
+    /// Share of demo devices that fail to boot the new firmware, in percent (0-100): above a
+    /// rollout's failure threshold, the rollout pauses itself. Applies to the fleet the UI's
+    /// first-run button starts too.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_percent)]
+    pub demo_failures: f64,
+}
+
+impl DemoArgs {
+    /// The demo fleet these flags ask for.
+    pub fn options(&self) -> DemoOptions {
+        DemoOptions {
+            failure_rates: FailureRates { boot: self.demo_failures / 100.0, ..FailureRates::default() },
+            ..DemoOptions::default()
+        }
+    }
+}
+
+/// A percentage, 0-100, with or without `%`.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a percentage"))?;
+    if (0.0..=100.0).contains(&n) { Ok(n) } else { Err(format!("{n} is not within 0-100 %")) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Demo {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    #[test]
+    fn demo_failures_are_a_percentage_of_boot_failures() {
+        let parse = |args: &[&str]| Demo::try_parse_from(std::iter::once("x").chain(args.iter().copied()));
+        let d = parse(&["--demo", "--demo-failures", "100"]).unwrap().demo;
+        assert!(d.demo);
+        assert_eq!(d.options().failure_rates.boot, 1.0);
+        assert_eq!(parse(&["--demo-failures", "0%"]).unwrap().demo.options().failure_rates.boot, 0.0);
+        let default = parse(&[]).unwrap().demo;
+        assert!(!default.demo);
+        assert!((default.options().failure_rates.boot - 0.05).abs() < 1e-9, "the same default as the desktop app");
+        for bad in ["120", "-1", "many", "NaN"] {
+            assert!(parse(&["--demo-failures", bad]).is_err(), "{bad}");
+        }
     }
 }

@@ -3,11 +3,25 @@
 //! Exit codes: 0 success; 1 failure (I/O, server error); 2 refused input (an image that cannot
 //! work or that an import would refuse, bad arguments, a request the server refused); 3 the
 //! server could not be reached.
+//!
+//! # Layout
+//! - [`serve`]: `flotilla serve`, the engine headless.
+//! - [`client`]: the connection to a running engine's admin API, shared by every client command.
+//! - [`firmware`], [`devices`], [`rollout`], [`events`], [`status`], [`keys`]: one module per
+//!   command group; each command is one or a few admin API calls, printed for people or as the
+//!   API's own JSON (`--json`). They never read the engine's files but `runtime.json` and
+//!   `admin-token` (to find it), so they work against a remote engine the same way.
+//! - [`output`]: tables and key/value blocks for people.
 
 mod client;
+mod devices;
+mod events;
+mod firmware;
+mod keys;
 mod output;
 mod rollout;
 mod serve;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,144 +55,28 @@ pub struct ApiArgs {
 enum Command {
     /// Run the engine headless: device server, admin API, mDNS.
     Serve(serve::ServeArgs),
-    /// Inspect, import and manage firmware.
+    /// Inspect, import and manage firmware; suggest what to roll out.
     #[command(subcommand)]
-    Firmware(FirmwareCmd),
-    /// The device inventory.
+    Firmware(firmware::FirmwareCmd),
+    /// The device inventory: list, show, history, labels, channel, forget.
     #[command(subcommand)]
-    Devices(DevicesCmd),
+    Devices(devices::DevicesCmd),
+    /// The firmware channels labels carry.
+    #[command(subcommand)]
+    Channels(devices::ChannelsCmd),
     /// Staged rollouts: plan, start, pause, resume, cancel, watch, report.
     #[command(subcommand)]
     Rollout(rollout::RolloutCmd),
+    /// The audit log: list or export what happened.
+    #[command(subcommand)]
+    Events(events::EventsCmd),
+    /// What the engine runs: version, uptime, addresses, broker, mDNS, TLS, demo.
+    Status(status::StatusArgs),
+    /// The engine's Prometheus metrics (or, with --fleet, the dashboard's numbers).
+    Metrics(status::MetricsArgs),
     /// The site signing key.
     #[command(subcommand)]
-    Keys(KeysCmd),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum FirmwareCmd {
-    /// Parse a firmware file and say whether an import would take it: what it is, and the
-    /// verdict of the import rules (exit 2 when it would be refused). Offline unless --check.
-    Inspect {
-        file: PathBuf,
-        /// Version the import would record (SemVer), as for `import`.
-        #[arg(long)]
-        version: Option<String>,
-        /// Model the import would record, as for `import`.
-        #[arg(long)]
-        model: Option<String>,
-        /// Stepping stone the import would record, as for `import`.
-        #[arg(long)]
-        min_version: Option<String>,
-        /// Ask the running engine instead: its library too (already imported, same version with
-        /// other bytes) and its OTA slot limits.
-        #[arg(long)]
-        check: bool,
-        /// OTA slot limit in bytes when checking offline (the engine's own with --check).
-        #[arg(long, default_value_t = flotilla_core::config::DEFAULT_MAX_IMAGE_SIZE, conflicts_with = "check")]
-        max_image_size: u64,
-        /// Print JSON (stable; see docs/cli.md).
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Import a firmware file into the engine's library (uploaded to the admin API).
-    Import {
-        file: PathBuf,
-        /// Version to record (SemVer); required when the image has none or a non-SemVer one.
-        #[arg(long)]
-        version: Option<String>,
-        /// Device model the firmware is for (default: the image's project name).
-        #[arg(long)]
-        model: Option<String>,
-        /// Release channel: stable or beta.
-        #[arg(long)]
-        channel: Option<String>,
-        /// Free-text notes.
-        #[arg(long)]
-        notes: Option<String>,
-        /// Devices must run at least this version first (stepping stone).
-        #[arg(long)]
-        min_version: Option<String>,
-        /// Serve without per-job download tokens.
-        #[arg(long)]
-        public: bool,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// List imported firmware, newest first.
-    List {
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Show one firmware (by id, sha256 prefix or version).
-    Show {
-        reference: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Block a firmware: it is never offered or served again until unblocked.
-    Block {
-        reference: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Unblock a firmware.
-    Unblock {
-        reference: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Delete a firmware no rollout uses.
-    Delete {
-        reference: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DevicesCmd {
-    /// List the inventory.
-    List {
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Add or remove labels of a device.
-    Label {
-        mac: String,
-        /// Label to add (repeatable).
-        #[arg(long = "add")]
-        add: Vec<String>,
-        /// Label to remove (repeatable).
-        #[arg(long = "remove")]
-        remove: Vec<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCmd {
-    /// Print the site's public signing key, to bake into device firmware.
-    Export {
-        /// pem (default), hex or json.
-        #[arg(long, default_value = "pem")]
-        format: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
+    Keys(keys::KeysCmd),
 }
 
 fn main() -> ExitCode {
@@ -193,10 +91,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Firmware(cmd) => client::firmware(cmd).await,
-            Command::Devices(cmd) => client::devices(cmd).await,
-            Command::Keys(cmd) => client::keys(cmd).await,
+            Command::Firmware(cmd) => firmware::run(cmd).await,
+            Command::Devices(cmd) => devices::run(cmd).await,
+            Command::Channels(cmd) => devices::channels(cmd).await,
             Command::Rollout(cmd) => rollout::run(cmd).await,
+            Command::Events(cmd) => events::run(cmd).await,
+            Command::Status(args) => status::status(args).await,
+            Command::Metrics(args) => status::metrics(args).await,
+            Command::Keys(cmd) => keys::run(cmd).await,
         }
     });
     match result {

@@ -13,7 +13,7 @@ use flotilla_proto::rollout::{
 use reqwest::Method;
 
 use crate::client::{Api, print_json};
-use crate::output::table;
+use crate::output::{out, outln, table};
 use crate::{ApiArgs, CliError, CliResult};
 
 /// What a rollout is to do: the options `rollout create` and `rollout preview` share.
@@ -92,6 +92,7 @@ pub enum RolloutCmd {
         /// Start at once (or, with --start-at, be scheduled).
         #[arg(long)]
         start: bool,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -102,6 +103,7 @@ pub enum RolloutCmd {
     Preview {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -110,6 +112,7 @@ pub enum RolloutCmd {
     /// Start a planned rollout (or a scheduled one, now).
     Start {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -118,6 +121,7 @@ pub enum RolloutCmd {
     /// Stop commanding new devices (in-flight ones finish).
     Pause {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -128,6 +132,7 @@ pub enum RolloutCmd {
     /// Resume will do).
     Resume {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -136,6 +141,7 @@ pub enum RolloutCmd {
     /// Cancel: no new devices; in-flight ones finish or time out.
     Cancel {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -145,6 +151,7 @@ pub enum RolloutCmd {
     /// resumes.
     RetryFailed {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -155,6 +162,7 @@ pub enum RolloutCmd {
         id: i64,
         /// The device: MAC, device id, name, or the job id.
         device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -163,6 +171,7 @@ pub enum RolloutCmd {
     /// Show a rollout; --watch follows it live until it ends.
     Status {
         id: i64,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -172,6 +181,7 @@ pub enum RolloutCmd {
     },
     /// List rollouts.
     List {
+        /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -264,7 +274,7 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
                 }
                 _ => "started".to_owned(),
             };
-            println!(
+            outln!(
                 "Rollout {} {what} ({} devices in {} waves, {} skipped).",
                 r.id,
                 r.counts.planned(),
@@ -301,7 +311,7 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
             if json {
                 return print_json(&r);
             }
-            println!("Skipped {device} (job {job}) in rollout {id}; the rollout is {}.", r.state.as_str());
+            outln!("Skipped {device} (job {job}) in rollout {id}; the rollout is {}.", r.state.as_str());
             Ok(())
         }
         RolloutCmd::Status { id, json, watch, api } => {
@@ -314,10 +324,10 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
             loop {
                 let d: RolloutDetail = api.get(&format!("/api/v1/rollouts/{id}")).await?;
                 if json {
-                    println!("{}", serde_json::to_string(&d.rollout).map_err(|e| CliError::failure(e.to_string()))?);
+                    outln!("{}", serde_json::to_string(&d.rollout).map_err(|e| CliError::failure(e.to_string()))?);
                 } else {
                     if watch && tty {
-                        print!("\x1b[2J\x1b[H");
+                        out!("\x1b[2J\x1b[H");
                     }
                     print_status(&d);
                 }
@@ -336,7 +346,7 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
                 return print_json(&list);
             }
             if list.is_empty() {
-                println!("No rollouts yet. Plan one with `flotilla rollout create --firmware REF --target all`.");
+                outln!("No rollouts yet. Plan one with `flotilla rollout create --firmware REF --target all`.");
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = list
@@ -371,9 +381,9 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
                 Some(path) => {
                     std::fs::write(&path, text)
                         .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
-                    println!("Report written to {}.", path.display());
+                    outln!("Report written to {}.", path.display());
                 }
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
             Ok(())
         }
@@ -386,14 +396,14 @@ async fn action(api: &ApiArgs, id: i64, what: &str, json: bool) -> CliResult {
     if json {
         return print_json(&r);
     }
-    println!(
+    outln!(
         "Rollout {} is {}{}.",
         r.id,
         state_text(&r),
         r.pause_reason.as_deref().map(|p| format!(": {p}")).unwrap_or_default()
     );
     if let Some(w) = &r.waiting {
-        println!("  {}", w.summary);
+        outln!("  {}", w.summary);
     }
     Ok(())
 }
@@ -408,7 +418,8 @@ fn state_text(r: &Rollout) -> String {
     }
 }
 
-/// The job of `device` (MAC, device id, name or job id) in a rollout.
+/// The job of `device` in a rollout: a job id of the rollout, else a device named as everywhere
+/// else (MAC, device id or name; see [`crate::devices::pick`]) among the rollout's devices.
 fn find_job(d: &RolloutDetail, devices: &[flotilla_proto::Device], device: &str) -> Result<i64, CliError> {
     let wanted = device.trim();
     if let Ok(id) = wanted.parse::<i64>()
@@ -416,31 +427,26 @@ fn find_job(d: &RolloutDetail, devices: &[flotilla_proto::Device], device: &str)
     {
         return Ok(id);
     }
-    let mac = flotilla_proto::device::normalize_mac(wanted);
-    let named: Vec<&str> = devices
-        .iter()
-        .filter(|x| x.name.as_deref() == Some(wanted) || x.device_id.as_deref() == Some(wanted))
-        .map(|x| x.mac.as_str())
-        .collect();
-    let found: Vec<i64> = d
-        .jobs
-        .iter()
-        .filter(|j| {
-            Some(&j.mac) == mac.as_ref() || j.device_id.as_deref() == Some(wanted) || named.contains(&j.mac.as_str())
-        })
-        .map(|j| j.id)
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(CliError::refused(format!("no device {wanted:?} in rollout {}", d.rollout.id))),
-        _ => {
-            Err(CliError::refused(format!("{wanted:?} names several devices of rollout {}: use the MAC", d.rollout.id)))
+    let mac = match flotilla_proto::device::normalize_mac(wanted) {
+        Some(mac) => mac,
+        None => {
+            let in_rollout: Vec<flotilla_proto::Device> =
+                devices.iter().filter(|x| d.jobs.iter().any(|j| j.mac == x.mac)).cloned().collect();
+            crate::devices::pick(&in_rollout, wanted)
+                .map_err(|e| CliError::refused(format!("in rollout {}: {}", d.rollout.id, e.message)))?
+                .mac
+                .clone()
         }
-    }
+    };
+    d.jobs
+        .iter()
+        .find(|j| j.mac == mac)
+        .map(|j| j.id)
+        .ok_or_else(|| CliError::refused(format!("no device {wanted:?} in rollout {}", d.rollout.id)))
 }
 
 fn print_preview(p: &RolloutPreview) {
-    println!(
+    outln!(
         "Firmware {} · {} devices to update in {} waves ({}) · {} skipped · {} left out",
         p.firmware_version,
         p.devices.len(),
@@ -468,9 +474,9 @@ fn print_preview(p: &RolloutPreview) {
         if list.is_empty() {
             continue;
         }
-        println!("{title}:");
+        outln!("{title}:");
         for d in list {
-            println!("  {} ({}): {}", d.name.as_deref().unwrap_or(&d.mac), d.mac, d.reason);
+            outln!("  {} ({}): {}", d.name.as_deref().unwrap_or(&d.mac), d.mac, d.reason);
         }
     }
 }
@@ -486,7 +492,7 @@ fn print_skipped(d: &RolloutDetail) {
         *reasons.entry(j.error.clone().unwrap_or_default()).or_default() += 1;
     }
     for (why, n) in reasons {
-        println!("  skipped {n}: {why}");
+        outln!("  skipped {n}: {why}");
     }
 }
 
@@ -496,23 +502,25 @@ fn print_status(d: &RolloutDetail) {
         Threshold::Count(n) => format!("{n}"),
         Threshold::Percent(p) => format!("{p}%"),
     };
-    println!("Rollout {} · {} · firmware {} · {}", r.id, r.name, r.firmware_version, state_text(r).to_uppercase());
+    outln!("Rollout {} · {} · firmware {} · {}", r.id, r.name, r.firmware_version, state_text(r).to_uppercase());
     if let Some(reason) = &r.pause_reason {
-        println!("  paused{}: {reason}", r.paused_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default());
+        outln!("  paused{}: {reason}", r.paused_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default());
     }
     if let Some(next) = &r.on_resume {
-        println!("  {next}");
+        outln!("  {next}");
     }
     if let Some(w) = &r.waiting {
-        println!("  waiting: {}", w.summary);
+        outln!("  waiting: {}", w.summary);
     }
     let rate = r.spec.command_rate.map(|c| format!(" · at most {c} commands/s")).unwrap_or_default();
-    println!(
+    outln!(
         "  gate: pause above {th} failures per wave, {}% success to advance · concurrency {}{rate} · step timeout {} s",
-        r.spec.success_gate, r.spec.concurrency, r.spec.step_timeout_secs
+        r.spec.success_gate,
+        r.spec.concurrency,
+        r.spec.step_timeout_secs
     );
     let c = &r.counts;
-    println!("  {} {}", bar(c.succeeded, c.planned(), 30), c.summary());
+    outln!("  {} {}", bar(c.succeeded, c.planned(), 30), c.summary());
     let pace = r.estimate.per_minute.map(|p| format!("{p:.1} devices/min")).unwrap_or_else(|| "pace unknown".into());
     let left = match r.estimate.remaining_secs {
         Some(0) => "done".to_owned(),
@@ -521,11 +529,11 @@ fn print_status(d: &RolloutDetail) {
         }
         None => "no estimate".to_owned(),
     };
-    println!("  {pace} · {left} ({})", r.estimate.basis);
+    outln!("  {pace} · {left} ({})", r.estimate.basis);
     for w in &r.waves {
         let current = w.number == r.current_wave && matches!(r.state, RolloutState::Running | RolloutState::Paused);
         let marker = if current { ">" } else { " " };
-        println!(
+        outln!(
             "  {marker} wave {:>2} of {}: {} {}",
             w.number,
             r.wave_count,
@@ -538,9 +546,9 @@ fn print_status(d: &RolloutDetail) {
         *errors.entry(j.error.clone().unwrap_or_default()).or_default() += 1;
     }
     if !errors.is_empty() {
-        println!("  errors:");
+        outln!("  errors:");
         for (why, n) in errors {
-            println!("    {n:>4} × {why}");
+            outln!("    {n:>4} × {why}");
         }
     }
 }

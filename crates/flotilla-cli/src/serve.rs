@@ -1,22 +1,29 @@
 //! `flotilla serve`: the engine, headless, until SIGINT or SIGTERM.
 
+use std::io::Write;
 use std::time::Instant;
 
 use clap::Args;
-use flotilla_cli::EngineArgs;
+use flotilla_cli::{DemoArgs, EngineArgs};
 use flotilla_core::mqtt_link::MqttMode;
 use flotilla_core::{DataDir, Engine};
 
 use crate::{CliError, CliResult};
 
+/// `println!` that never panics: an engine whose standard output was closed keeps running (and
+/// stops cleanly on a signal), it just has no one to tell where it listens.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     engine: EngineArgs,
-    /// Also start a simulated demo fleet on loopback (48 devices on 1.0.0, a demo firmware 2.0.0
-    /// imported), as the UI's first-run button does.
-    #[arg(long)]
-    demo: bool,
+    #[command(flatten)]
+    demo: DemoArgs,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flotilla_core=debug`.
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log: String,
@@ -33,7 +40,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if !config.admin_listen.ip().is_loopback() {
         tracing::warn!(admin = %config.admin_listen, "the admin API listens beyond loopback; anyone on that network who has the token can manage this site");
     }
-    config.demo = Some(flotilla_sim::demo::launcher(flotilla_sim::demo::DemoOptions::default()));
+    config.demo = Some(flotilla_sim::demo::launcher(args.demo.options()));
 
     let config_mqtt_embedded = matches!(config.mqtt, MqttMode::Embedded { .. });
     // Listen for signals before anything else exists: a SIGTERM that arrives while the engine
@@ -41,40 +48,37 @@ pub async fn run(args: ServeArgs) -> CliResult {
     let signals = Signals::install()?;
     let engine = Engine::start(config).await.map_err(|e| CliError::failure(e.to_string()))?;
     let dir = DataDir::new(&data_dir);
-    println!("Flotilla {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
-    println!("  admin API:     {} (token in {})", engine.admin_url(), dir.admin_token().display());
+    say!("Flotilla {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
+    say!("  admin API:     {} (token in {})", engine.admin_url(), dir.admin_token().display());
     if flotilla_webui::is_built() {
-        println!("  web UI:        {}/#token={}", engine.admin_url(), engine.admin_token());
+        say!("  web UI:        {}/#token={}", engine.admin_url(), engine.admin_token());
     } else {
-        println!("  web UI:        not built into this binary (npm ci && npm run build in ui/, then rebuild)");
+        say!("  web UI:        not built into this binary (npm ci && npm run build in ui/, then rebuild)");
     }
-    println!("  device server: {} (bound to {})", engine.device_url(), engine.device_addr());
+    say!("  device server: {} (bound to {})", engine.device_url(), engine.device_addr());
     match engine.mqtt_url() {
         Some(url) if config_mqtt_embedded => {
-            println!(
-                "  MQTT broker:   {url} (embedded; credentials in {})",
-                data_dir.join("mqtt-credentials").display()
-            );
+            say!("  MQTT broker:   {url} (embedded; credentials in {})", data_dir.join("mqtt-credentials").display());
         }
-        Some(url) => println!("  MQTT broker:   {url}"),
-        None => println!("  MQTT:          off"),
+        Some(url) => say!("  MQTT broker:   {url}"),
+        None => say!("  MQTT:          off"),
     }
-    println!("  data dir:      {}", data_dir.display());
-    if args.demo {
+    say!("  data dir:      {}", data_dir.display());
+    if args.demo.demo {
         match engine.start_demo("cli").await {
-            Ok(info) => println!("  demo fleet:    {}", info.summary),
+            Ok(info) => say!("  demo fleet:    {}", info.summary),
             Err(e) => {
                 engine.shutdown().await;
                 return Err(CliError::failure(format!("cannot start the demo fleet: {e}")));
             }
         }
     }
-    println!("Press Ctrl-C to stop.");
+    say!("Press Ctrl-C to stop.");
 
     signals.wait().await;
     tracing::info!("stopping");
     engine.shutdown().await;
-    println!("Flotilla stopped.");
+    say!("Flotilla stopped.");
     Ok(())
 }
 
