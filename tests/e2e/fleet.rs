@@ -188,6 +188,26 @@ async fn channels_suggestions_anti_rollback_and_archived_firmware() {
     assert_eq!(preview["skipped"][0]["mac"], s2);
     assert!(reason.contains("secure_version 0 is below the device's 3"), "{reason}");
 
+    // A stepping stone is checked like an import's and signed into the manifest devices get.
+    let sid = stable["firmware"]["id"].as_i64().unwrap();
+    let patch =
+        |v: &str| server.api(Method::PATCH, &format!("/api/v1/firmware/{sid}")).json(&json!({ "min_version": v }));
+    let bad = patch("banana").send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text().await.unwrap());
+    let above = patch("3.0.0").send().await.unwrap();
+    assert_eq!(above.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let fw: Value = patch("v1.5.0").send().await.unwrap().json().await.unwrap();
+    assert_eq!(fw["min_version"], "1.5.0");
+    assert_eq!(fw["manifest"]["manifest"]["min_version"], "1.5.0", "devices are told the new stepping stone");
+    let key: Value = server.get_json("/api/v1/keys/public").await;
+    assert_eq!(fw["manifest"]["key_id"], key["key_id"]);
+    assert_ne!(fw["manifest"]["signature"], stable["firmware"]["manifest"]["signature"], "signed again");
+    let fw: Value = patch("").send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (fw["min_version"].clone(), fw["manifest"]["manifest"]["min_version"].clone()),
+        (Value::Null, Value::Null)
+    );
+
     // Archived firmware stays in the library for reports but cannot start a rollout.
     let id = beta["firmware"]["id"].as_i64().unwrap();
     let resp = server

@@ -152,6 +152,16 @@ pub fn set_image(conn: &Connection, id: i64, image: &ImageInfo) -> Result<Firmwa
     get(conn, id)?.ok_or_else(|| StoreError::NotFound { what: format!("firmware {id}") })
 }
 
+/// Replaces the signed manifest of a firmware (its stepping stone changed).
+pub fn set_manifest(conn: &Connection, id: i64, manifest: &SignedManifest) -> Result<()> {
+    let json = serde_json::to_string(manifest).map_err(|e| corrupt(id, &e))?;
+    let n = conn.execute("UPDATE firmware SET manifest_json = ?2 WHERE id = ?1", params![id, json])?;
+    if n == 0 {
+        return Err(StoreError::NotFound { what: format!("firmware {id}") });
+    }
+    Ok(())
+}
+
 /// Gives a firmware a new identity: its image's SHA-256, format and size, its image facts and
 /// the manifest signed for them (a firmware an older version imported as gzip, addressed by its
 /// gzip file until then).

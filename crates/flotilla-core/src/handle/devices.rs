@@ -40,6 +40,8 @@ impl EngineHandle {
         };
         self.queue(ops);
         self.kick();
+        // Answered once recorded: a script reading the audit log next finds the sighting there.
+        self.shared.writer.flush().await?;
         Ok(device)
     }
 

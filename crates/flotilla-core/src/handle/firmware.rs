@@ -261,14 +261,40 @@ impl EngineHandle {
 
     /// Blocks/unblocks, makes public/private, changes channel or notes.
     pub async fn patch_firmware(&self, id: i64, patch: FirmwarePatch, actor: &str) -> Result<Firmware> {
+        let mut patch = patch;
         if let Some(n) = &patch.notes
             && n.len() > 4096
         {
             return Err(CoreError::BadRequest("notes are limited to 4096 bytes".into()));
         }
+        // A new stepping stone is part of what devices are told: checked like an import's, and
+        // the manifest signed again with it.
+        let _library = self.shared.library.lock().await;
+        let mut resigned = None;
+        if let Some(raw) = patch.min_version.clone() {
+            let fw = self.get_firmware(id).await?;
+            let min = match raw.trim() {
+                "" => None,
+                v => Some(import::semver(v, "min_version")?),
+            };
+            if let Some(m) = &min
+                && crate::rollout::plan::compare_versions(m, &fw.version) == Some(std::cmp::Ordering::Greater)
+            {
+                return Err(CoreError::Refused(format!(
+                    "min_version {m} is above the firmware's own version {}",
+                    fw.version
+                )));
+            }
+            let manifest = flotilla_proto::Manifest { min_version: min.clone(), ..fw.manifest.manifest.clone() };
+            resigned = Some(self.shared.key.sign(manifest)?);
+            patch.min_version = Some(min.unwrap_or_default());
+        }
         let actor = actor.to_owned();
         let fw = self
             .change(move |tx| {
+                if let Some(signed) = &resigned {
+                    fw_table::set_manifest(tx, id, signed)?;
+                }
                 let fw = fw_table::patch(tx, id, &patch)?;
                 let data = json!({ "id": id, "change": patch });
                 Ok((fw, NewEvent::new("firmware.changed", &actor, Some(format!("firmware:{id}")), data)))

@@ -16,7 +16,14 @@ impl EngineHandle {
             MqttMode::Embedded { listen } => MqttStatus {
                 mode: "embedded".into(),
                 url: self.mqtt_url().map(str::to_owned),
-                listen: Some(listen.to_string()),
+                // Where it really listens (the port the system chose for `:0`).
+                listen: Some(
+                    self.broker
+                        .lock()
+                        .await
+                        .as_ref()
+                        .map_or_else(|| listen.to_string(), |b| b.local_addr().to_string()),
+                ),
                 connected: self.mqtt_connected(),
                 username: s.mqtt_devices.get().and_then(|d| d.username.clone()),
             },
