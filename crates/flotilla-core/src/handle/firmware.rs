@@ -285,7 +285,7 @@ impl EngineHandle {
                     fw.version
                 )));
             }
-            let manifest = flotilla_proto::Manifest { min_version: min.clone(), ..fw.manifest.manifest.clone() };
+            let manifest = flotilla_proto::Manifest { min_version: min.clone(), ..fw.manifest.manifest };
             resigned = Some(self.shared.key.sign(manifest)?);
             patch.min_version = Some(min.unwrap_or_default());
         }
