@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use flotilla_cli::EngineArgs;
-use flotilla_sim::FailureRates;
+use flotilla_cli::{DemoArgs, EngineArgs};
 use flotilla_sim::demo::DemoOptions;
 
 /// Flotilla: over-the-air firmware updates for ESP32/ESP8266 fleets, as a desktop app.
@@ -14,12 +13,9 @@ use flotilla_sim::demo::DemoOptions;
 pub struct Cli {
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// Start a simulated fleet of 48 devices on loopback, with a demo firmware 2.0.0 to roll out.
-    #[arg(long)]
-    pub demo: bool,
-    /// Share of demo devices that fail to boot the new firmware, in percent (shows the gates).
-    #[arg(long, default_value_t = 5.0, value_parser = percent)]
-    pub demo_failures: f64,
+    /// `--demo`, `--demo-failures`: as `flotilla serve`'s.
+    #[command(flatten)]
+    pub demo: DemoArgs,
     /// What to log on stderr, as a tracing filter (e.g. `debug`, `flotilla_core=trace`).
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     pub log: String,
@@ -27,19 +23,14 @@ pub struct Cli {
 
 impl Cli {
     /// The demo fleet this command line asks for (the UI's first-run button starts the same one).
+    /// A window shows the demo live: its devices poll and reboot faster than `flotilla serve`'s.
     pub fn demo_options(&self) -> DemoOptions {
         DemoOptions {
-            failure_rates: FailureRates { boot: self.demo_failures / 100.0, ..FailureRates::default() },
             poll_interval: Duration::from_secs(2),
             reboot_delay: Duration::from_secs(1),
-            ..DemoOptions::default()
+            ..self.demo.options()
         }
     }
-}
-
-fn percent(s: &str) -> Result<f64, String> {
-    let n: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a percentage"))?;
-    if (0.0..=100.0).contains(&n) { Ok(n) } else { Err(format!("{n} is not within 0–100 %")) }
 }
 
 #[cfg(test)]
@@ -61,7 +52,7 @@ mod tests {
             "--no-mdns",
         ])
         .unwrap();
-        assert!(cli.demo);
+        assert!(cli.demo.demo);
         assert_eq!(cli.demo_options().failure_rates.boot, 0.0);
         let config = cli.engine.to_config().unwrap();
         assert_eq!(config.admin_listen.port(), 0);

@@ -99,7 +99,7 @@ pub fn run() -> ExitCode {
         asking: AtomicBool::new(false),
         restart: AtomicBool::new(false),
     });
-    let demo = cli.demo;
+    let demo = cli.demo.demo;
     let setup_shell = Arc::clone(&shell);
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_dialog::init())
