@@ -12,6 +12,8 @@ export type {
   JobState, JobTransition, ListenerStatus, Manifest, MdnsStatus, MqttStatus, PreviewDevice, PublicKey, Rollout,
   RolloutDetail, RolloutPreview, RolloutProgress, RolloutSpec, RolloutState, RuntimeInfo, SegmentInfo, SettingsView,
   SignedManifest, SiteSettings, SkippedDevice, Threshold, TlsStatus, Verdict, WaveSize, WaveStatus, JsonValue,
+  RolloutWait, WaitingDevice, WaitReason, RolloutEstimate, RolloutOutcome, FirmwareSuggestion, LabelChannel, ChannelRequest,
+  FleetMetrics, VersionSample, RolloutResult, ReasonCount,
 } from './generated';
 
 export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly-gen1', 'shelly-gen2', 'arduino-ota', 'esphome', 'unknown'];

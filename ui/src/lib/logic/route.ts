@@ -26,7 +26,7 @@ export type Route =
   | { view: 'events' }
   | { view: 'settings' };
 
-export const ROLLOUT_STATES: readonly RolloutState[] = ['draft', 'running', 'paused', 'completed', 'cancelled'];
+export const ROLLOUT_STATES: readonly RolloutState[] = ['draft', 'scheduled', 'running', 'paused', 'completed', 'cancelled'];
 /** Rollouts that are not over: what the overview's "in progress" tile counts. */
 export const IN_PROGRESS: readonly RolloutState[] = ['running', 'paused'];
 

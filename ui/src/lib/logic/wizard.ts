@@ -244,3 +244,14 @@ export function canOpenStep(i: number, valid: readonly boolean[]): boolean {
   for (let k = 0; k < i; k++) if (!valid[k]) return false;
   return true;
 }
+
+/**
+ * A command rate (commands per second, the engine's `command_rate`) as people say it: `2
+ * commands/s`, or per minute below one a second (`30 commands/min`).
+ */
+export function commandRateText(perSecond: number): string {
+  const fmt = (n: number) => String(Math.round(n * 100) / 100);
+  if (perSecond >= 1) return `${fmt(perSecond)} ${perSecond === 1 ? 'command' : 'commands'}/s`;
+  const perMinute = perSecond * 60;
+  return `${fmt(perMinute)} ${perMinute === 1 ? 'command' : 'commands'}/min`;
+}
