@@ -3,9 +3,9 @@
 
 import { getToken } from './auth';
 import type {
-  Channel, CreateRollout, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch, FirmwareSuggestion,
+  Channel, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch, FirmwareSuggestion,
   FleetMetrics, ImportOptions, ImportResponse, InspectReport, LabelChannel, PublicKey, Rollout, RolloutDetail, RolloutPreview,
-  RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
+  RolloutRequest, RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
 } from './types';
 
 export class ApiError extends Error {
@@ -124,8 +124,8 @@ export const api = {
 
   rollouts: () => request<Rollout[]>('GET', 'rollouts'),
   rollout: (id: number) => request<RolloutDetail>('GET', `rollouts/${id}`),
-  createRollout: (body: CreateRollout) => request<RolloutDetail>('POST', 'rollouts', body),
-  previewRollout: (body: CreateRollout) => request<RolloutPreview>('POST', 'rollouts/preview', body),
+  createRollout: (body: RolloutRequest) => request<RolloutDetail>('POST', 'rollouts', body),
+  previewRollout: (body: RolloutRequest) => request<RolloutPreview>('POST', 'rollouts/preview', body),
   rolloutAction: (id: number, action: 'start' | 'pause' | 'resume' | 'cancel' | 'retry-failed') =>
     request<Rollout>('POST', `rollouts/${id}/${action}`),
   /** Stops commanding and waiting for one device of a rollout. */

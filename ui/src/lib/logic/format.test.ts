@@ -127,6 +127,8 @@ describe('times and rates as the engine says them', () => {
     expect(fromNow(now - 120_000, now)).toBe('2 min ago');
     expect(fromNow(now + 1000, now)).toBe('now');
     expect(fromNow(null, now)).toBe('—');
+    expect(fromNow(now + 47 * 3600_000, now)).toBe('in 47 h 0 min');
+    expect(fromNow(now + 10 * 86400_000, now)).toBe('in 10 days');
   });
   it('gives a clock time today, and the day too on another day', async () => {
     const { clock } = await import('./format');

@@ -165,7 +165,9 @@ export function fromNow(at: string | number | null | undefined, now = Date.now()
   if (!Number.isFinite(t)) return '—';
   const d = t - now;
   if (Math.abs(d) < 5000) return 'now';
-  return d > 0 ? `in ${duration(d)}` : `${duration(-d)} ago`;
+  // Past two days, hours stop being what people count.
+  const span = Math.abs(d) >= 48 * 3600_000 ? `${Math.round(Math.abs(d) / 86400_000)} days` : duration(Math.abs(d));
+  return d > 0 ? `in ${span}` : `${span} ago`;
 }
 
 /** A rate as the engine writes it (`fmt_rate`): one decimal below 10 (`3.2`), none above (`42`). */
