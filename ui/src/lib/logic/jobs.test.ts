@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { jobMatches, jobProgress, jobSearchKey, jobVersions } from './jobs';
+import { jobMatches, jobProgress, jobSearchKey, jobVersions, versionSinceReboot } from './jobs';
 import type { LiveJob } from './progress';
 import { dev } from './fixtures';
 
@@ -47,6 +47,24 @@ describe('what a job row shows', () => {
     expect(jobVersions(job({ mac: 'a', state: 'queued', attempts: 0 }))).toBe('1.0.0');
     expect(jobVersions(job({ mac: 'a', state: 'skipped', attempts: 0 }))).toBe('1.0.0');
     expect(jobVersions(job({ mac: 'a', state: 'cancelled', attempts: 0 }))).toBe('1.0.0');
+  });
+  it('a version reported before the reboot is not what the device runs after it', () => {
+    const h = (...states: string[]) => states.map((state) => ({ state: state as LiveJob['state'] }));
+    // rebooted and never heard from again (timed out, or a person skipped it)
+    expect(versionSinceReboot('1.0.0', h('queued', 'commanded', 'downloading', 'installing', 'rebooting'))).toBeNull();
+    expect(versionSinceReboot('1.0.0', h('queued', 'commanded', 'downloading', 'rebooting', 'timed_out'))).toBeNull();
+    expect(versionSinceReboot('1.0.0', h('commanded', 'downloading', 'rebooting', 'skipped'))).toBeNull();
+    // came back: on the old version (a rollback) or the new one
+    expect(versionSinceReboot('1.0.0', h('commanded', 'downloading', 'rebooting', 'verifying', 'failed'))).toBe('1.0.0');
+    expect(versionSinceReboot('2.0.0', h('commanded', 'rebooting', 'verifying', 'succeeded'))).toBe('2.0.0');
+    // heard from again on a retry after the reboot timed out
+    expect(versionSinceReboot('1.0.0', h('rebooting', 'timed_out', 'queued', 'commanded', 'downloading'))).toBe('1.0.0');
+    // never rebooted: what it reported stands
+    expect(versionSinceReboot('1.0.0', h('commanded', 'downloading', 'timed_out'))).toBe('1.0.0');
+    expect(versionSinceReboot(null, h('commanded'))).toBeNull();
+    expect(jobVersions(job({ mac: 'a', state: 'timed_out', attempts: 1, currentVersion: versionSinceReboot('1.0.0', h('commanded', 'downloading', 'rebooting', 'timed_out')) }))).toBe(
+      '1.0.0 → not heard from since',
+    );
   });
   it('progress: the download’s share (never a time of day), 100 % once succeeded, nothing before it starts', () => {
     expect(jobProgress(job({ mac: 'a', state: 'queued', progress: null }))).toBeNull();

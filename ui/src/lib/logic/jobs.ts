@@ -2,7 +2,7 @@
 // progress) and the search over exactly what is shown. Rows and search keys are computed per job
 // object (a job that changes is a new object), so typing in the search stays cheap at 2,000 jobs.
 
-import type { Device } from '../api/types';
+import type { Device, JobState, JobTransition } from '../api/types';
 import { deviceName } from './devices';
 import { STATE_LABEL } from './format';
 import { TERMINAL, type LiveJob } from './progress';
@@ -19,6 +19,27 @@ export function jobVersions(j: Pick<LiveJob, 'state' | 'fromVersion' | 'currentV
   if (j.currentVersion !== null) return `${from} → ${j.currentVersion}`;
   if (j.attempts === 0 || j.state === 'queued') return from;
   return `${from} → ${TERMINAL.has(j.state) ? 'not heard from since' : 'not reported yet'}`;
+}
+
+/**
+ * The engine's `current_version` unless the device has not been heard from since it rebooted: a
+ * version reported before the reboot (at a check-in while it downloaded) says nothing about what
+ * it runs after, so a device that rebooted and never came back reads "not heard from since",
+ * never "1.0.0 → 1.0.0". Heard from again means: the engine saw it running a version
+ * (`verifying`, `succeeded`) or it reported progress again (`downloading`, on a retry).
+ */
+export function versionSinceReboot(current: string | null, history: readonly Pick<JobTransition, 'state'>[]): string | null {
+  if (current === null) return null;
+  let last = -1;
+  for (let i = history.length - 1; i >= 0; i--) {
+    if (history[i].state === 'rebooting') {
+      last = i;
+      break;
+    }
+  }
+  if (last < 0) return current;
+  const heard: ReadonlySet<JobState> = new Set(['verifying', 'succeeded', 'downloading', 'installing']);
+  return history.slice(last + 1).some((t) => heard.has(t.state)) ? current : null;
 }
 
 /**

@@ -12,6 +12,7 @@
 import { api } from '../api/client';
 import type { Event, Job, JobCounts, JobState, Rollout, RolloutDetail, RolloutProgress, RolloutState, WaveStatus } from '../api/types';
 import { FAILURE, TERMINAL, emptyCounts, groupByReason, type LiveJob, type ReasonGroup } from '../logic/progress';
+import { versionSinceReboot } from '../logic/jobs';
 
 const ms = (iso: string | null | undefined) => (iso ? Date.parse(iso) || 0 : 0);
 const FINISHED: ReadonlySet<RolloutState> = new Set(['completed', 'cancelled']);
@@ -32,7 +33,7 @@ function liveJobOf(j: Job): LiveJob {
     doneAt,
     updatedAt: ms(j.updated_at),
     fromVersion: j.from_version ?? null,
-    currentVersion: j.current_version ?? null,
+    currentVersion: versionSinceReboot(j.current_version ?? null, j.history),
     attempts: j.attempts,
   };
 }
@@ -155,6 +156,8 @@ export class LiveRollout {
       if (state === 'failed' || state === 'timed_out' || state === 'skipped') j.error = d.detail ?? j.error;
       if (state === 'queued' || state === 'succeeded') j.error = null;
       if (state === 'succeeded') this.succeeded(j);
+      // What it reported before the reboot is not what it runs after.
+      if (state === 'rebooting') j.currentVersion = null;
       j.doneAt = TERMINAL.has(state) ? at : null;
       this.jobs.set(d.job, j);
       changed = true;
@@ -186,6 +189,7 @@ export class LiveRollout {
         doneAt: TERMINAL.has(u.state) ? (becameDone ? now : cur.doneAt) : null,
       };
       if (u.state === 'succeeded') this.succeeded(j);
+      if (u.state === 'rebooting') j.currentVersion = null;
       this.jobs.set(u.job, j);
     }
     this.counts = p.counts;
@@ -205,6 +209,9 @@ export class LiveRollout {
     else if (d.state) {
       next.state = d.state;
       next.pause_reason = d.reason ?? null;
+      // The event is the pause: its time is when it paused (the read that follows says the rest).
+      if (d.state !== 'paused') next.paused_at = null;
+      else if (e.at && d.state !== this.rollout.state) next.paused_at = e.at;
       if (typeof d.wave === 'number') next.current_wave = d.wave;
     }
     this.rollout = next;
