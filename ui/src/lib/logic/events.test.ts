@@ -45,6 +45,8 @@ describe('events in words', () => {
     expect(say(ev('device.channel', { mac: MAC, set: 'beta', channel: 'beta', from: 'device' }))).toBe('demo-native-pull-15 follows the beta channel (set on the device)');
     expect(say(ev('device.channel', { mac: MAC, set: null, channel: 'beta', from: 'label:lab' }))).toBe('demo-native-pull-15 follows the beta channel (from label lab)');
     expect(say(ev('device.channel', { mac: MAC, set: null, channel: 'stable', from: null }))).toBe('demo-native-pull-15 follows the stable channel (the default)');
+    expect(say(ev('label.channel', { label: 'lab', channel: 'beta' }, 'label:lab'))).toBe('Label lab: its devices follow the beta channel');
+    expect(say(ev('label.channel', { label: 'lab', channel: null }, 'label:lab'))).toBe('Label lab: no channel any more (its devices follow stable, unless set otherwise)');
     expect(say(ev('device.forgotten', { mac: MAC, name: 'pump-7', device_id: null }))).toBe('pump-7 forgotten: it leaves the inventory until it shows up again');
   });
 

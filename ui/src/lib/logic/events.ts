@@ -253,6 +253,14 @@ export function describeEvent(e: Event, look: Lookup): Described {
       }
       break;
     }
+    case 'label': {
+      const label = str(d.label);
+      if (what === 'channel' && label) {
+        const ch = str(d.channel);
+        parts = [`Label ${label}: `, ch ? `its devices follow the ${ch} channel` : 'no channel any more (its devices follow stable, unless set otherwise)'];
+      }
+      break;
+    }
     case 'settings':
       if (what === 'saved') parts = ['Settings saved; the engine uses them from its next start'];
       break;
