@@ -19,6 +19,16 @@
 #                      failures and events by name; the live search by the name shown; tiles and
 #                      back button; header texts, unique row button names, skip link, focus after
 #                      `g d`, cell borders in line with their row.
+#   6-pause-resume     8 devices, a quarter fail to boot: the rollout pauses itself; the banner
+#                      says why (as recorded), the numbers of now and what Resume does; Resume
+#                      continues it; amber "completed · N not updated", the engine's summary per
+#                      wave, "1.0.0 → 1.0.0" for rolled-back devices, devices/min after a reload.
+#   7-vanish-skip      4 devices, one never comes back after its reboot: the waiting panel names it
+#                      (state, deadline, retries, last heard from), Skip (with a confirm that says
+#                      what it does) lets the rollout complete; "1.0.0 → not heard from since".
+#   8-left-out-review  6 outdated devices, 2 of them offline: the outdated tile's review updates the
+#                      4 online ones and lists the 2 others as left out, by name, with the reason;
+#                      the wizard's preview too.
 # Screenshots: $CARGO_TARGET_DIR/e2e-screenshots/browser-*.png (default target/).
 # Environment: CARGO_TARGET_DIR, UI_BENCH=1, FLOTILLA_E2E_PROFILE=debug|release (default: debug,
 # release with UI_BENCH=1), E2E_NO_BUILD=1 (use the binaries and ui/dist as they are),

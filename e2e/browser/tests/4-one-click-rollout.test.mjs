@@ -1,6 +1,7 @@
 // Test 4 (functional): the one-click staged rollout the product promises. On a small simulated
 // fleet (3 HTTP pull + 3 MQTT devices on 1.0.0) with firmware 2.0.0 in the library:
-// - the overview's "outdated" tile opens the ready-to-start review of that firmware (one model);
+// - the overview's "outdated" tile opens the ready-to-start review of the firmware the engine
+//   suggests (one model, one channel);
 // - "Update selected…" in the devices view reviews exactly the selected devices;
 // - the review's "Change settings…" opens the wizard pre-filled, every step tab open;
 // - from the firmware view, "Roll it out…" then Start — exactly two clicks — starts the staged
@@ -39,7 +40,8 @@ test('firmware → "Roll it out…" → Start: two clicks to a staged rollout th
     assert.match(page.url(), /#\/rollouts\/review$/);
     assert.equal((await page.getByTestId('review-count').textContent()).trim(), `${N} devices`);
     assert.match(await page.getByTestId('review-target').textContent(), /Online devices of model demo that run a version older than 2\.0\.0/);
-    assert.match(await page.getByTestId('review-target').textContent(), /model:demo and outdated and online/);
+    // The engine's suggestion (channel-aware): the model's outdated devices on the channel they follow, online now.
+    assert.match(await page.getByTestId('review-target').textContent(), /model:demo and channel:stable and outdated and online/);
     await screenshot(page, 'review-outdated');
 
     // --- A selection: exactly those devices.

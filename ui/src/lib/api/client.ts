@@ -3,9 +3,9 @@
 
 import { getToken } from './auth';
 import type {
-  CreateRollout, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch,
-  ImportOptions, ImportResponse, InspectReport, PublicKey, Rollout, RolloutDetail, RolloutPreview,
-  RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
+  Channel, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch, FirmwareSuggestion,
+  FleetMetrics, ImportOptions, ImportResponse, InspectReport, LabelChannel, PublicKey, Rollout, RolloutDetail, RolloutPreview,
+  RolloutRequest, RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
 } from './types';
 
 export class ApiError extends Error {
@@ -94,8 +94,16 @@ export const api = {
   deviceHistory: (mac: string) => request<DeviceHistory>('GET', `devices/${enc(mac)}/history`),
   labels: (mac: string, add: string[], remove: string[]) =>
     request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),
+  /** The channel a device follows itself; `null`: its labels' channel, else stable. */
+  setDeviceChannel: (mac: string, channel: Channel | null) => request<Device>('PUT', `devices/${enc(mac)}/channel`, { channel }),
+  /** Forgets a device (409 while a rollout works on it); it is found anew if it shows up again. */
+  forgetDevice: (mac: string) => request<Device>('DELETE', `devices/${enc(mac)}`),
+  labelChannels: () => request<LabelChannel[]>('GET', 'channels'),
+  setLabelChannel: (label: string, channel: Channel | null) => request<LabelChannel[]>('PUT', `channels/${enc(label)}`, { channel }),
 
   firmware: () => request<Firmware[]>('GET', 'firmware'),
+  /** Per model among the devices `target` selects: the newest firmware on their channel, and a target for exactly the outdated ones. */
+  suggestions: (target = 'all') => request<FirmwareSuggestion[]>('GET', `firmware/suggestions?target=${enc(target)}`),
   patchFirmware: (ref: string | number, patch: Partial<FirmwarePatch>) => request<Firmware>('PATCH', `firmware/${enc(String(ref))}`, patch),
   deleteFirmware: (ref: string | number) => request<Firmware>('DELETE', `firmware/${enc(String(ref))}`),
   /** What importing these bytes with `opts` would do (the import's own verdict), importing nothing. */
@@ -116,14 +124,18 @@ export const api = {
 
   rollouts: () => request<Rollout[]>('GET', 'rollouts'),
   rollout: (id: number) => request<RolloutDetail>('GET', `rollouts/${id}`),
-  createRollout: (body: CreateRollout) => request<RolloutDetail>('POST', 'rollouts', body),
-  previewRollout: (body: CreateRollout) => request<RolloutPreview>('POST', 'rollouts/preview', body),
+  createRollout: (body: RolloutRequest) => request<RolloutDetail>('POST', 'rollouts', body),
+  previewRollout: (body: RolloutRequest) => request<RolloutPreview>('POST', 'rollouts/preview', body),
   rolloutAction: (id: number, action: 'start' | 'pause' | 'resume' | 'cancel' | 'retry-failed') =>
     request<Rollout>('POST', `rollouts/${id}/${action}`),
+  /** Stops commanding and waiting for one device of a rollout. */
+  skipJob: (id: number, job: number) => request<Rollout>('POST', `rollouts/${id}/jobs/${job}/skip`),
   report: (id: number, format: 'csv' | 'json') =>
     request<string | RolloutDetail>('GET', `rollouts/${id}/report?format=${format}`).then((r) =>
       typeof r === 'string' ? r : JSON.stringify(r, null, 2),
     ),
+
+  fleetMetrics: () => request<FleetMetrics>('GET', 'metrics/fleet'),
 
   events: (q: { before?: number; kind?: string; limit?: number } = {}) => {
     const p = new URLSearchParams();

@@ -23,6 +23,17 @@ describe('outdated marking', () => {
   it('falls back to the chip when the device has no model', () => {
     expect(outdatedTarget(dev({ mac: 'a', model: null, chip: 'esp8266', version: '1.0.0' }), idx)).toBe('1.5.0');
   });
+  it('offers a device only firmware of its channel (beta takes both), never archived firmware', () => {
+    const lib = newestIndex([
+      fw({ id: 1, version: '2.0.0' }),
+      fw({ id: 2, version: '2.5.0', channel: 'beta' }),
+      fw({ id: 3, version: '3.0.0', archived: true }),
+    ]);
+    expect(outdatedTarget(dev({ mac: 'a', version: '1.0.0' }), lib)).toBe('2.0.0');
+    expect(outdatedTarget(dev({ mac: 'a', version: '2.0.0' }), lib)).toBeNull();
+    expect(outdatedTarget(dev({ mac: 'a', version: '1.0.0', channel: 'beta' }), lib)).toBe('2.5.0');
+    expect(outdatedTarget(dev({ mac: 'a', version: '2.0.0', channel: 'beta', model: null }), lib)).toBe('2.5.0');
+  });
   it('never marks unknown or non-SemVer versions', () => {
     expect(outdatedTarget(dev({ mac: 'a', version: null }), idx)).toBeNull();
     expect(outdatedTarget(dev({ mac: 'a', version: 'v1-custom' }), idx)).toBeNull();

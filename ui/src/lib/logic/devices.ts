@@ -3,7 +3,7 @@
 // stay cheap: everything per-device is computed once per data change, not per keystroke.
 
 import { compareText } from './format';
-import type { Device, Firmware } from '../api/types';
+import type { Channel, Device, Firmware } from '../api/types';
 import { compareVersions, versionSort } from './semver';
 
 /** What people call a device: its name, else its own id, else its MAC. */
@@ -17,41 +17,51 @@ export function normChip(s: string | null | undefined): string {
 }
 
 /**
- * The newest non-blocked firmware per compatibility key. A device with a model is compatible with
- * firmware for that model (and its chip, when known); a device without a model with firmware for its chip.
+ * The newest usable (not blocked, not archived) firmware per compatibility key and channel, as
+ * the engine offers it: a device on the stable channel takes stable firmware, one on beta takes
+ * both. A device with a model is compatible with firmware for that model (and its chip, when
+ * known); a device without a model with firmware for its chip.
  */
 export interface NewestIndex {
   byModel: Map<string, Firmware>;
   byChip: Map<string, Firmware>;
 }
 
+const CHANNELS: readonly Channel[] = ['stable', 'beta'];
+/** Channels whose firmware a device on `c` takes. */
+const takes = (device: Channel, fw: Channel) => device === 'beta' || fw === 'stable';
+
 export function newestIndex(firmware: readonly Firmware[]): NewestIndex {
   const byModel = new Map<string, Firmware>();
   const byChip = new Map<string, Firmware>();
   const better = (cur: Firmware | undefined, fw: Firmware) => !cur || (compareVersions(fw.version, cur.version) ?? 0) > 0;
   for (const fw of firmware) {
-    if (fw.blocked) continue;
-    const mk = `${fw.model}\u0000${normChip(fw.chip)}`;
-    if (better(byModel.get(mk), fw)) byModel.set(mk, fw);
-    const ck = normChip(fw.chip);
-    if (better(byChip.get(ck), fw)) byChip.set(ck, fw);
+    if (fw.blocked || fw.archived) continue;
+    for (const ch of CHANNELS) {
+      if (!takes(ch, fw.channel)) continue;
+      const mk = `${fw.model}\u0000${normChip(fw.chip)}\u0000${ch}`;
+      if (better(byModel.get(mk), fw)) byModel.set(mk, fw);
+      const ck = `${normChip(fw.chip)}\u0000${ch}`;
+      if (better(byChip.get(ck), fw)) byChip.set(ck, fw);
+    }
   }
   return { byModel, byChip };
 }
 
-/** The newest firmware this device could take, if any. */
-export function newestFor(d: Pick<Device, 'model' | 'chip'>, idx: NewestIndex): Firmware | undefined {
+/** The newest firmware this device could take on the channel it follows, if any. */
+export function newestFor(d: Pick<Device, 'model' | 'chip'> & Partial<Pick<Device, 'channel'>>, idx: NewestIndex): Firmware | undefined {
+  const ch = d.channel ?? 'stable';
   if (d.model) {
-    if (d.chip) return idx.byModel.get(`${d.model}\u0000${normChip(d.chip)}`);
-    for (const [k, fw] of idx.byModel) if (k.startsWith(d.model + '\u0000')) return fw;
+    if (d.chip) return idx.byModel.get(`${d.model}\u0000${normChip(d.chip)}\u0000${ch}`);
+    for (const [k, fw] of idx.byModel) if (k.startsWith(d.model + '\u0000') && k.endsWith(`\u0000${ch}`)) return fw;
     return undefined;
   }
-  if (d.chip) return idx.byChip.get(normChip(d.chip));
+  if (d.chip) return idx.byChip.get(`${normChip(d.chip)}\u0000${ch}`);
   return undefined;
 }
 
 /** The version a device should be on when it is outdated, else null. Unknown / non-SemVer → null. */
-export function outdatedTarget(d: Pick<Device, 'model' | 'chip' | 'version'>, idx: NewestIndex): string | null {
+export function outdatedTarget(d: Pick<Device, 'model' | 'chip' | 'version'> & Partial<Pick<Device, 'channel'>>, idx: NewestIndex): string | null {
   const fw = newestFor(d, idx);
   if (!fw || !d.version) return null;
   const c = compareVersions(d.version, fw.version);

@@ -15,7 +15,7 @@ function ev(kind: string, data: Record<string, unknown>, subject: string | null 
 }
 const say = (e: Event) => sentenceText(describeEvent(e, look).parts);
 const job = (state: string, extra: Record<string, unknown> = {}) =>
-  ev(`job.${state}`, { rollout: 3, job: 7, mac: MAC, wave: 2, attempt: 1, detail: null, ...extra }, `device:${MAC}`);
+  ev(`job.${state}`, { rollout: 3, job: 7, mac: MAC, wave: 3, attempt: 1, detail: null, ...extra }, `device:${MAC}`);
 
 describe('events in words', () => {
   it('names devices, rollouts and firmware instead of MACs and ids', () => {
@@ -42,6 +42,12 @@ describe('events in words', () => {
     expect(say(ev('device.labelled', { mac: MAC, added: ['line-3', 'pumps'], removed: ['old'], labels: [] }))).toBe(
       'Labels of demo-native-pull-15: added line-3, pumps; removed old',
     );
+    expect(say(ev('device.channel', { mac: MAC, set: 'beta', channel: 'beta', from: 'device' }))).toBe('demo-native-pull-15 follows the beta channel (set on the device)');
+    expect(say(ev('device.channel', { mac: MAC, set: null, channel: 'beta', from: 'label:lab' }))).toBe('demo-native-pull-15 follows the beta channel (from label lab)');
+    expect(say(ev('device.channel', { mac: MAC, set: null, channel: 'stable', from: null }))).toBe('demo-native-pull-15 follows the stable channel (the default)');
+    expect(say(ev('label.channel', { label: 'lab', channel: 'beta' }, 'label:lab'))).toBe('Label lab: its devices follow the beta channel');
+    expect(say(ev('label.channel', { label: 'lab', channel: null }, 'label:lab'))).toBe('Label lab: no channel any more (its devices follow stable, unless set otherwise)');
+    expect(say(ev('device.forgotten', { mac: MAC, name: 'pump-7', device_id: null }))).toBe('pump-7 forgotten: it leaves the inventory until it shows up again');
   });
 
   it('says each step of a device’s update, with the rollout, wave and reason', () => {
@@ -61,14 +67,23 @@ describe('events in words', () => {
     const r = (kind: string, data: Record<string, unknown> = {}) => say(ev(`rollout.${kind}`, { id: 3, ...data }, 'rollout:3', 'admin-api'));
     expect(r('created', { firmware: 1, devices: 46, skipped: 2 })).toBe('Rollout 3 “line 3 to 2.0.0” created: firmware demo 2.0.0, 46 devices to update, 2 skipped');
     expect(r('started')).toBe('Rollout 3 “line 3 to 2.0.0” started');
-    expect(r('running', { state: 'running', wave: 0, reason: null })).toBe('Rollout 3 “line 3 to 2.0.0” running (wave 1)');
+    // waves are numbered from 1 in events, as everywhere
+    expect(r('running', { state: 'running', wave: 1, reason: null })).toBe('Rollout 3 “line 3 to 2.0.0” running (wave 1)');
+    expect(r('running', { state: 'running', action: 'started', wave: 1 })).toBe('Rollout 3 “line 3 to 2.0.0” started (wave 1)');
+    expect(r('running', { state: 'running', action: 'resumed', wave: 3 })).toBe('Rollout 3 “line 3 to 2.0.0” resumed at wave 3');
+    expect(r('running', { state: 'running', action: 'retried', wave: 2 })).toBe('Rollout 3 “line 3 to 2.0.0” running again: failed devices retried (wave 2)');
+    expect(r('paused', { state: 'paused', wave: 3, pause_kind: 'approval', reason: 'wave 2 of 4 done; waiting for approval (resume) to start wave 3' })).toBe(
+      'Rollout 3 “line 3 to 2.0.0” waits for approval: wave 2 of 4 done; waiting for approval (resume) to start wave 3',
+    );
+    expect(r('acknowledged', { failures: 2 })).toBe('Rollout 3 “line 3 to 2.0.0”: 2 failed devices acknowledged on resume (no longer counted against the failure threshold and the success gate)');
+    expect(r('scheduled', { state: 'scheduled' })).toBe('Rollout 3 “line 3 to 2.0.0” scheduled: it starts at its start time');
     expect(r('paused', { state: 'paused', wave: 2, reason: 'wave 3 of 4: 2 of 19 devices failed (threshold 10%)' })).toBe(
       'Rollout 3 “line 3 to 2.0.0” paused: wave 3 of 4: 2 of 19 devices failed (threshold 10%)',
     );
-    expect(r('resumed', { wave: 2 })).toBe('Rollout 3 “line 3 to 2.0.0” resumed at wave 3');
+    expect(r('resumed', { wave: 3 })).toBe('Rollout 3 “line 3 to 2.0.0” resumed at wave 3');
     expect(r('completed', { state: 'completed' })).toBe('Rollout 3 “line 3 to 2.0.0” completed');
     expect(r('cancelled', { state: 'cancelled' })).toBe('Rollout 3 “line 3 to 2.0.0” cancelled');
-    expect(r('wave_started', { wave: 1 })).toBe('Rollout 3 “line 3 to 2.0.0”: wave 2 started');
+    expect(r('wave_started', { wave: 2 })).toBe('Rollout 3 “line 3 to 2.0.0”: wave 2 started');
     expect(say(ev('rollout.completed', { id: 8 }, 'rollout:8'))).toBe('Rollout 8 completed');
   });
 
@@ -76,8 +91,14 @@ describe('events in words', () => {
     expect(say(ev('firmware.imported', { id: 1, sha256: 'ab', version: '2.0.0', model: 'demo', chip: 'esp32', size: 600_000 }, 'firmware:1'))).toBe(
       'Firmware demo 2.0.0 imported (esp32, 585.9 KiB)',
     );
-    expect(say(ev('firmware.changed', { id: 1, change: { blocked: true, public: null, channel: null, notes: null } }))).toBe('Firmware demo 2.0.0 blocked, notes removed');
+    // null in a patch is "unchanged" (the engine logs the whole patch): only what was set is said
+    expect(say(ev('firmware.changed', { id: 1, change: { blocked: true, public: null, channel: null, notes: null, archived: null, min_version: null } }))).toBe('Firmware demo 2.0.0 blocked');
+    expect(say(ev('firmware.changed', { id: 1, change: { notes: '' } }))).toBe('Firmware demo 2.0.0 notes removed');
+    expect(say(ev('firmware.changed', { id: 1, change: { notes: 'new' } }))).toBe('Firmware demo 2.0.0 notes changed');
     expect(say(ev('firmware.changed', { id: 1, change: { blocked: false, channel: 'beta' } }))).toBe('Firmware demo 2.0.0 unblocked, moved to the beta channel');
+    expect(say(ev('firmware.changed', { id: 1, change: { archived: true } }))).toBe('Firmware demo 2.0.0 archived');
+    expect(say(ev('firmware.changed', { id: 1, change: { archived: false, min_version: '1.2.0' } }))).toBe('Firmware demo 2.0.0 unarchived, needs 1.2.0 first');
+    expect(say(ev('firmware.changed', { id: 1, change: { min_version: '' } }))).toBe('Firmware demo 2.0.0 stepping stone removed');
     expect(say(ev('firmware.deleted', { id: 5, sha256: 'cd', version: '1.9.0' }, 'firmware:5'))).toBe('Firmware 1.9.0 deleted');
     expect(say(ev('settings.saved', { mqtt: 'embedded' }))).toBe('Settings saved; the engine uses them from its next start');
     expect(say(ev('engine.started', { admin_url: 'http://127.0.0.1:8071', device_url: 'http://10.0.0.2:8070' }))).toBe(

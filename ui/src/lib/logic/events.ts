@@ -118,21 +118,33 @@ function jobSentence(state: string, d: Data, look: Lookup): Part[] {
   }
   if (rid !== null) parts.push(' in ', rolloutLink(rid, look));
   const extra: string[] = [];
-  if (wave !== null) extra.push(`wave ${wave + 1}`);
+  if (wave !== null) extra.push(`wave ${wave}`);
   if (attempt !== null && attempt > 1) extra.push(`attempt ${attempt}`);
   if (extra.length) parts.push(` (${extra.join(', ')})`);
   if (detail && state !== 'succeeded') parts.push(`: ${detail}`);
   return parts;
 }
 
+/** Where a device's channel comes from, in words (`Device.channel_from`). */
+export function channelSource(from: string | null | undefined): string {
+  if (from === 'device') return 'set on the device';
+  if (from?.startsWith('label:')) return `from label ${from.slice(6)}`;
+  return 'the default';
+}
+
 function firmwareChange(c: Data): string {
   const what: string[] = [];
+  if (c.archived === true) what.push('archived');
+  if (c.archived === false) what.push('unarchived');
+  if (c.min_version === '') what.push('stepping stone removed');
+  else if (str(c.min_version)) what.push(`needs ${c.min_version} first`);
   if (c.blocked === true) what.push('blocked');
   if (c.blocked === false) what.push('unblocked');
   if (str(c.channel)) what.push(`moved to the ${c.channel} channel`);
   if (c.public === true) what.push('served without download tokens');
   if (c.public === false) what.push('served with download tokens only');
-  if (typeof c.notes === 'string' || c.notes === null) what.push(c.notes ? 'notes changed' : 'notes removed');
+  // `null` is "unchanged" in a patch (the engine's `Option`); `""` clears the notes.
+  if (typeof c.notes === 'string') what.push(c.notes ? 'notes changed' : 'notes removed');
   return what.length ? what.join(', ') : 'changed';
 }
 
@@ -166,6 +178,11 @@ export function describeEvent(e: Event, look: Lookup): Described {
         const removed = list(d.removed);
         const change = [added.length ? `added ${added.join(', ')}` : '', removed.length ? `removed ${removed.join(', ')}` : ''].filter(Boolean);
         parts = ['Labels of ', deviceLink(mac, look), `: ${change.join('; ') || 'unchanged'}`];
+      } else if (what === 'channel') {
+        const ch = str(d.channel) ?? 'stable';
+        parts = [deviceLink(mac, look), ` follows the ${ch} channel`, ` (${channelSource(str(d.from))})`];
+      } else if (what === 'forgotten') {
+        parts = [str(d.name) ?? str(d.device_id) ?? mac, ' forgotten: it leaves the inventory until it shows up again'];
       }
       break;
     case 'rollout': {
@@ -186,16 +203,30 @@ export function describeEvent(e: Event, look: Lookup): Described {
           parts = [r, ' started'];
           break;
         case 'resumed':
-          parts = [r, ' resumed', wave !== null ? ` at wave ${wave + 1}` : ''];
+          parts = [r, ' resumed', wave !== null ? ` at wave ${wave}` : ''];
           break;
-        case 'running':
-          // The engine says `running` both when a rollout starts and when it resumes.
-          parts = [r, ' running', wave !== null ? ` (wave ${wave + 1})` : ''];
+        case 'scheduled':
+          parts = [r, ' scheduled: it starts at its start time'];
           break;
+        case 'running': {
+          // The engine's kind is the new state; `action` says how it got there.
+          const action = str(d.action);
+          const at = wave !== null ? ` (wave ${wave})` : '';
+          if (action === 'resumed') parts = [r, ' resumed', wave !== null ? ` at wave ${wave}` : ''];
+          else if (action === 'started') parts = [r, ' started', at];
+          else if (action === 'retried') parts = [r, ' running again: failed devices retried', at];
+          else parts = [r, ' running', at];
+          break;
+        }
         case 'paused':
-          parts = [r, ' paused', str(d.reason) ? `: ${d.reason}` : ''];
-          bad = true;
+          parts = [r, str(d.pause_kind) === 'approval' ? ' waits for approval' : ' paused', str(d.reason) ? `: ${d.reason}` : ''];
+          bad = str(d.pause_kind) !== 'approval';
           break;
+        case 'acknowledged': {
+          const n = int(d.failures);
+          parts = [r, `: ${n === null ? 'failures' : plural(n, 'failed device')} acknowledged on resume (no longer counted against the failure threshold and the success gate)`];
+          break;
+        }
         case 'completed':
           parts = [r, ' completed'];
           break;
@@ -203,7 +234,7 @@ export function describeEvent(e: Event, look: Lookup): Described {
           parts = [r, ' cancelled'];
           break;
         case 'wave_started':
-          parts = [r, wave !== null ? `: wave ${wave + 1} started` : ': next wave started'];
+          parts = [r, wave !== null ? `: wave ${wave} started` : ': next wave started'];
           break;
       }
       break;
@@ -219,6 +250,14 @@ export function describeEvent(e: Event, look: Lookup): Described {
         parts = [{ text: Name, href: '#/firmware' }, ` ${firmwareChange((d.change ?? {}) as Data)}`];
       } else if (what === 'deleted') {
         parts = [`${Name} deleted`];
+      }
+      break;
+    }
+    case 'label': {
+      const label = str(d.label);
+      if (what === 'channel' && label) {
+        const ch = str(d.channel);
+        parts = [`Label ${label}: `, ch ? `its devices follow the ${ch} channel` : 'no channel any more (its devices follow stable, unless set otherwise)'];
       }
       break;
     }

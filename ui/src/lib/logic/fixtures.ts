@@ -1,6 +1,6 @@
 // Test fixtures: a device and a firmware with every required field, overridable.
 
-import type { Device, Firmware } from '../api/types';
+import type { Device, Firmware, RolloutSpec } from '../api/types';
 
 export function dev(p: Partial<Device> & { mac: string }): Device {
   return {
@@ -15,3 +15,9 @@ export function fw(p: Partial<Firmware> & { version: string }): Firmware {
     image: { image_size: 1000 } as Firmware['image'], manifest: {} as Firmware['manifest'], ...p,
   };
 }
+
+/** The spec an engine's preview answers, every default filled in (flotilla-proto's defaults). */
+export const ENGINE_SPEC: RolloutSpec = {
+  firmware: '9', target: 'model:demo and outdated and online', name: null, waves: [{ count: 1 }, { percent: 10 }, { percent: 50 }, { percent: 100 }], max_failures: { percent: 10 },
+  success_gate: 90, manual_approval: false, step_timeout_secs: 300, concurrency: 20, window: null, allow_downgrade: false, retries: 1, start_at: null, command_rate: null,
+};

@@ -107,3 +107,42 @@ describe('LOCALE on a platform that says its language is "c"', () => {
     }
   });
 });
+
+describe('times and rates as the engine says them', () => {
+  it('says a length of time like the engine’s human_span', async () => {
+    const { duration } = await import('./format');
+    expect(duration(45_000)).toBe('45 s');
+    expect(duration(3 * 60_000)).toBe('3 min');
+    expect(duration(89_000)).toBe('1 min');
+    expect(duration(90_000)).toBe('2 min');
+    expect(duration(90 * 60_000)).toBe('1 h 30 min');
+    expect(duration(2 * 3600_000)).toBe('2 h 0 min');
+    expect(duration(-5000)).toBe('0 s');
+    expect(duration(null)).toBe('—');
+  });
+  it('says how far a moment is, before or after now', async () => {
+    const { fromNow } = await import('./format');
+    const now = Date.parse('2026-03-03T10:00:00Z');
+    expect(fromNow('2026-03-03T10:04:00Z', now)).toBe('in 4 min');
+    expect(fromNow(now - 120_000, now)).toBe('2 min ago');
+    expect(fromNow(now + 1000, now)).toBe('now');
+    expect(fromNow(null, now)).toBe('—');
+    expect(fromNow(now + 47 * 3600_000, now)).toBe('in 47 h 0 min');
+    expect(fromNow(now + 10 * 86400_000, now)).toBe('in 10 days');
+  });
+  it('gives a clock time today, and the day too on another day', async () => {
+    const { clock } = await import('./format');
+    const now = Date.parse('2026-03-03T12:00:00');
+    const today = clock(new Date('2026-03-03T10:42:00').toISOString(), now);
+    expect(today).toMatch(/10.42/);
+    expect(today.length).toBeLessThan(9);
+    expect(clock(new Date('2026-03-05T10:42:00').toISOString(), now)).toMatch(/5.*10.42|10.42.*5/);
+    expect(clock(null, now)).toBe('—');
+  });
+  it('writes a pace with one decimal below 10, none above (fmt_rate)', async () => {
+    const { rate } = await import('./format');
+    expect(rate(3.25)).toBe('3.3');
+    expect(rate(3)).toBe('3.0');
+    expect(rate(42.4)).toBe('42');
+  });
+});

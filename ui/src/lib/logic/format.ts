@@ -130,3 +130,48 @@ export const STATE_LABEL: Record<string, string> = {
 export function timeOfDay(t: number): string {
   return new Date(t).toLocaleTimeString(LOCALE);
 }
+
+const clockFmt = new Intl.DateTimeFormat(LOCALE, { hour: '2-digit', minute: '2-digit' });
+const dayClockFmt = new Intl.DateTimeFormat(LOCALE, { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+
+/**
+ * A moment as a local clock time people read off a wall clock: `10:42` today, `Tue 3 Mar, 10:42`
+ * on another day. `—` when there is none.
+ */
+export function clock(at: string | number | null | undefined, now = Date.now()): string {
+  if (at === null || at === undefined) return '—';
+  const t = typeof at === 'number' ? at : Date.parse(at);
+  if (!Number.isFinite(t)) return '—';
+  return new Date(t).toDateString() === new Date(now).toDateString() ? clockFmt.format(t) : dayClockFmt.format(t);
+}
+
+/**
+ * A length of time as the engine says it (`human_span`): `45 s`, `4 min`, `2 h 10 min`; `—` when
+ * unknown.
+ */
+export function duration(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return '—';
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor((s + 30) / 60);
+  if (m < 60) return `${m} min`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** How far away a moment is: `in 4 min`, `now`, or `4 min ago` once past. */
+export function fromNow(at: string | number | null | undefined, now = Date.now()): string {
+  if (at === null || at === undefined) return '—';
+  const t = typeof at === 'number' ? at : Date.parse(at);
+  if (!Number.isFinite(t)) return '—';
+  const d = t - now;
+  if (Math.abs(d) < 5000) return 'now';
+  // Past two days, hours stop being what people count.
+  const span = Math.abs(d) >= 48 * 3600_000 ? `${Math.round(Math.abs(d) / 86400_000)} days` : duration(Math.abs(d));
+  return d > 0 ? `in ${span}` : `${span} ago`;
+}
+
+/** A rate as the engine writes it (`fmt_rate`): one decimal below 10 (`3.2`), none above (`42`). */
+export function rate(n: number): string {
+  const d = n < 10 ? 1 : 0;
+  return n.toLocaleString(LOCALE, { minimumFractionDigits: d, maximumFractionDigits: d });
+}

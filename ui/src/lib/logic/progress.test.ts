@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { barShares, countJobs, eta, formatDuration, groupByReason, percentDone, throughput } from './progress';
+import { barShares, countJobs, groupByReason, percentDone } from './progress';
 import type { JobState } from '../api/types';
 
 const j = (state: JobState, wave: number | null = 1) => ({ state, wave });
@@ -20,26 +20,6 @@ describe('counts and progress', () => {
   it('splits a bar into shares that add up', () => {
     const s = barShares(countJobs([j('succeeded'), j('failed'), j('timed_out'), j('installing')]).total);
     expect(s).toEqual({ ok: 0.25, bad: 0.5, other: 0, active: 0.25 });
-  });
-});
-
-describe('throughput and ETA', () => {
-  const now = 1_000_000;
-  it('measures devices per minute over the recent window', () => {
-    // 10 completions in the last 60 s
-    const t = Array.from({ length: 10 }, (_, i) => now - 60_000 + i * 6000 + 6000);
-    expect(throughput(t, now)).toBeCloseTo(10 / (54_000 / 60_000), 5);
-    // completions older than the window are ignored
-    expect(throughput([now - 10 * 60_000, now - 9 * 60_000], now)).toBeNull();
-    expect(throughput([now], now)).toBeNull();
-  });
-  it('estimates the remaining time', () => {
-    expect(eta(30, 10)).toBe(3 * 60_000);
-    expect(eta(0, null)).toBe(0);
-    expect(eta(5, null)).toBeNull();
-    expect(formatDuration(3 * 60_000)).toBe('3 min');
-    expect(formatDuration(90 * 60_000)).toBe('1 h 30 min');
-    expect(formatDuration(null)).toBe('—');
   });
 });
 

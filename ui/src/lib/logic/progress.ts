@@ -1,5 +1,6 @@
-// Live rollout math: job counts per state and per wave, progress fractions, throughput and ETA
-// from completion timestamps, and errors grouped by reason.
+// Live rollout math: job counts per state and per wave, progress fractions, and errors grouped by
+// reason. The pace and the time left are the engine's (`Rollout.estimate`), never worked out here:
+// the same number live and after a reload.
 
 import type { JobCounts, JobState } from '../api/types';
 import { compareText } from './format';
@@ -73,25 +74,6 @@ export function percentDone(c: JobCounts): number {
   return d < c.total ? Math.min(p, 99) : 100;
 }
 
-/**
- * Devices finished per minute, over the last `windowMs` (or since the first completion when the
- * rollout is younger). Null when fewer than 2 completions are known.
- */
-export function throughput(doneTimes: readonly number[], now: number, windowMs = 5 * 60_000): number | null {
-  const recent = doneTimes.filter((t) => t > now - windowMs && t <= now);
-  if (recent.length < 2) return null;
-  const first = Math.min(...recent);
-  const span = Math.max(now - first, 1000);
-  return (recent.length / span) * 60_000;
-}
-
-/** Milliseconds until every remaining job is done at `perMinute`, or null when unknown. */
-export function eta(remaining: number, perMinute: number | null): number | null {
-  if (remaining <= 0) return 0;
-  if (!perMinute || perMinute <= 0) return null;
-  return (remaining / perMinute) * 60_000;
-}
-
 export interface ReasonGroup {
   /** The reason; numbers/addresses shown as … when the group's members differ in them. */
   reason: string;
@@ -121,15 +103,4 @@ export function groupByReason(items: readonly { mac: string; reason: string | nu
   return [...groups]
     .map(([k, g]) => ({ reason: g.same ? g.first : k, macs: g.macs }))
     .sort((a, b) => b.macs.length - a.macs.length || compareText(a.reason, b.reason));
-}
-
-/** Human duration: 45 s, 3 min, 1 h 20 min. */
-export function formatDuration(ms: number | null): string {
-  if (ms === null || !Number.isFinite(ms)) return '—';
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s} s`;
-  const m = Math.round(s / 60);
-  if (m < 60) return `${m} min`;
-  const h = Math.floor(m / 60);
-  return `${h} h ${m % 60} min`;
 }

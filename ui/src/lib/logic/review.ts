@@ -1,96 +1,58 @@
 // The ready-to-start review: one click from a firmware, a selection of devices or the overview's
-// "outdated" tile opens a plan with safe defaults; Start is the second click. This module decides
-// which firmware and which target each of those means, and says the plan in words. Who is
-// updated, in which wave and who is skipped is the engine's preview (`POST /rollouts/preview`).
+// "outdated" tile opens a plan; Start is the second click. Which firmware a selection or the
+// outdated devices should get is the engine's (`GET /firmware/suggestions`: the newest firmware
+// on the channel the devices follow, with a target for exactly the outdated ones); the settings
+// are the engine's defaults (the preview's `spec`); who is updated, in which wave, who is skipped
+// and who the target leaves out is the engine's preview. This module picks among suggestions,
+// builds the targets and says the plan in words.
 
-import type { Device, Firmware, Threshold } from '../api/types';
-import { compareText, num, plural } from './format';
-import { buildRows, newestFor, newestIndex } from './devices';
-import { defaultForm, formatThreshold, parseThreshold, parseWaves, pickDefaultFirmware, type WizardForm } from './wizard';
+import type { Firmware, FirmwareSuggestion, RolloutSpec, Threshold } from '../api/types';
+import { clock, compareText, dateTime, fromNow, num, plural } from './format';
+import { commandRateText, defaultForm, formatThreshold, type WizardForm } from './wizard';
 
-/** The newest usable firmware for a device model (stable before beta at the same version). */
-export function newestForModel(firmware: readonly Firmware[], model: string): Firmware | undefined {
-  return pickDefaultFirmware(firmware.filter((f) => f.model === model && !f.blocked));
+/**
+ * The form of a review from a firmware: its model's online devices that run an older version
+ * (the engine's defaults for everything else).
+ */
+export function reviewForm(fw: { id: number; model: string; version: string }): WizardForm {
+  return defaultForm(fw);
+}
+
+/** The suggestions worth a review, most outdated devices first. */
+export function rankSuggestions(s: readonly FirmwareSuggestion[]): FirmwareSuggestion[] {
+  return s.filter((x) => x.outdated > 0).sort((a, b) => b.outdated - a.outdated || compareText(a.model, b.model) || a.firmware_id - b.firmware_id);
+}
+
+/** Devices of a selection no suggestion covers: up to date on their channel, of unknown model, or without firmware. */
+export function uncovered(selected: number, s: readonly FirmwareSuggestion[]): number {
+  return Math.max(0, selected - s.reduce((n, x) => n + x.outdated, 0));
 }
 
 /**
- * The review's spec: the wizard's defaults (waves 1,10%,50%,100%, pause above 10 % failures, the
- * engine's defaults for the rest) for `fw`. From a firmware: its model's online devices that run
- * an older version. From a selection: exactly those devices (`device:<mac>,…`); the preview says
- * which of them cannot take it and why.
+ * The target of a suggestion's review: the engine's ready target, and only the devices online now
+ * for the outdated devices of the whole fleet (a selection is taken as it is: the preview says
+ * which of its devices are offline).
  */
-export function reviewForm(fw: Firmware, selection: readonly string[] = []): WizardForm {
-  const f = defaultForm(fw, [...selection]);
-  if (selection.length) {
-    f.onlyOutdated = false;
-    f.onlyOnline = false;
-  }
-  return f;
+export function suggestionTarget(s: Pick<FirmwareSuggestion, 'target'>, onlyOnline: boolean): string {
+  return onlyOnline ? `${s.target} and online` : s.target;
 }
 
-/** The wizard's route parameters that rebuild `form` (what "Change settings…" opens). */
-export function wizardParams(form: WizardForm): { firmware: string; devices?: string[]; onlyOutdated: boolean; onlyOnline: boolean } {
-  return {
-    firmware: form.firmware,
-    devices: form.scope === 'selection' && form.selection.length ? form.selection : undefined,
-    onlyOutdated: form.onlyOutdated,
-    onlyOnline: form.onlyOnline,
-  };
-}
-
-/** One review a selection or the outdated devices lead to: a model, its newest firmware, the devices. */
-export interface ReviewChoice {
-  model: string | null;
-  /** Undefined: no usable firmware for this model (nothing to review). */
-  firmware: Firmware | undefined;
-  macs: string[];
-}
-
-const byCount = (a: ReviewChoice, b: ReviewChoice) =>
-  Number(!a.firmware) - Number(!b.firmware) ||
-  Number(a.model === null) - Number(b.model === null) ||
-  b.macs.length - a.macs.length ||
-  compareText(a.model ?? '', b.model ?? '');
-
-/**
- * A selection of devices by model, each model with the newest firmware for it: one review per
- * model (a rollout installs one firmware). Devices of unknown model form their own group, without
- * firmware. Largest group first; groups without firmware last.
- */
-export function selectionByModel(selected: readonly Device[], firmware: readonly Firmware[]): ReviewChoice[] {
-  const groups = new Map<string | null, ReviewChoice>();
-  for (const d of selected) {
-    const model = d.model ?? null;
-    let g = groups.get(model);
-    if (!g) {
-      g = { model, firmware: model === null ? undefined : newestForModel(firmware, model), macs: [] };
-      groups.set(model, g);
-    }
-    g.macs.push(d.mac);
-  }
-  return [...groups.values()].sort(byCount);
+/** The channel condition of an engine target, if it has one (`channel:beta`). */
+function channelOf(target: string): string | null {
+  return /(?:^|\s)channel:(\w+)/.exec(target)?.[1] ?? null;
 }
 
 /**
- * What the overview's "outdated" tile stands for, as reviews: for each firmware some device is
- * outdated against (the same rule as the tile's count: the newest compatible firmware is newer
- * than what the device runs), that firmware and those devices. Most devices first.
+ * A suggestion's devices in words, e.g. "online devices of model demo that run a version older
+ * than 2.0.0, following the beta channel" or "the 3 selected devices of model demo that…".
  */
-export function outdatedByFirmware(devices: readonly Device[], firmware: readonly Firmware[]): ReviewChoice[] {
-  const idx = newestIndex(firmware);
-  const groups = new Map<number, ReviewChoice>();
-  for (const r of buildRows(devices, idx)) {
-    if (!r.newer) continue;
-    const fw = newestFor(r.d, idx);
-    if (!fw) continue;
-    let g = groups.get(fw.id);
-    if (!g) {
-      g = { model: fw.model, firmware: fw, macs: [] };
-      groups.set(fw.id, g);
-    }
-    g.macs.push(r.d.mac);
-  }
-  return [...groups.values()].sort(byCount);
+export function describeSuggestion(s: Pick<FirmwareSuggestion, 'model' | 'firmware_version' | 'target'>, how: { onlyOnline: boolean; selected?: number }): string {
+  const who =
+    how.selected !== undefined
+      ? `${how.selected === 1 ? 'the selected device' : `the ${num(how.selected)} selected devices`} of model ${s.model}`
+      : `${how.onlyOnline ? 'online ' : ''}devices of model ${s.model}`;
+  const ch = channelOf(s.target);
+  return `${who} that run a version older than ${s.firmware_version}${ch ? `, following the ${ch} channel` : ''}`;
 }
 
 /** The target in words, e.g. "online devices of model demo that run a version older than 2.0.0". */
@@ -136,15 +98,21 @@ function threshold(t: Threshold): string {
   return 'count' in t ? plural(t.count, 'device') : `${formatThreshold(t).replace('%', ' %')} of a wave`;
 }
 
-/** The safety settings of a spec, one short sentence each. Throws on bad wave/threshold text. */
-export function describeSafety(form: WizardForm): string[] {
-  parseWaves(form.waves);
-  const t = parseThreshold(form.maxFailures);
-  return [
-    `Pauses by itself when more than ${threshold(t)} fail.`,
-    `The next wave starts once ${num(form.successGate)} % of a wave succeeded${form.manualApproval ? ' and you approve it' : ''}.`,
-    `At most ${plural(form.concurrency, 'device')} update at once.`,
-    `A device that does not finish a step within ${num(form.stepTimeout)} s times out${form.retries ? `; ${plural(form.retries, 'retry', 'retries')} after a transient failure` : ''}.`,
-    form.window.trim() ? `New devices are commanded only within ${form.window.trim()}.` : 'Runs at any time of day.',
+/**
+ * The settings of a rollout, one short sentence each, from the spec as the engine would run it
+ * (the preview's `spec`, every default filled in).
+ */
+export function describeSafety(spec: RolloutSpec, now = Date.now()): string[] {
+  const lines = [
+    `Pauses by itself when more than ${threshold(spec.max_failures)} fail.`,
+    `The next wave starts once ${num(spec.success_gate)} % of a wave succeeded${spec.manual_approval ? ' and you approve it' : ''}.`,
+    `At most ${plural(spec.concurrency, 'device')} update at once${spec.command_rate ? `, and at most ${commandRateText(spec.command_rate)} are sent` : ''}.`,
+    `A device that does not finish a step within ${num(spec.step_timeout_secs)} s times out${spec.retries ? `; ${plural(spec.retries, 'retry', 'retries')} after a transient failure` : ''}.`,
+    spec.window?.trim() ? `New devices are commanded only within ${spec.window.trim()}.` : 'Runs at any time of day.',
   ];
+  if (spec.start_at) {
+    const t = Date.parse(spec.start_at);
+    lines.push(t > now ? `Starts at ${dateTime(spec.start_at)} (${fromNow(t, now)}); until then it waits, scheduled.` : `Its start time (${clock(t, now)}) has passed: it starts at once.`);
+  }
+  return lines;
 }

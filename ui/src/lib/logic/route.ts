@@ -5,8 +5,8 @@
 //   #/devices/<mac>                      one device
 //   #/firmware
 //   #/rollouts?state=running,paused      rollouts, by state (no query: all)
-//   #/rollouts/review?firmware=<id>&devices=<mac>,…   ready-to-start review (see logic/review)
-//   #/rollouts/new?firmware=<id>&devices=<mac>,…&outdated=0&online=0   the wizard, pre-filled
+//   #/rollouts/review?firmware=<id>&devices=<mac>,…&target=<expr>   ready-to-start review (see logic/review)
+//   #/rollouts/new?firmware=<id>&devices=<mac>,…&target=<expr>&outdated=0&online=0   the wizard, pre-filled
 //   #/rollouts/<id>                      one rollout, live
 //   #/events
 //   #/settings
@@ -20,13 +20,13 @@ export type Route =
   | { view: 'device'; mac: string }
   | { view: 'firmware' }
   | { view: 'rollouts'; states: RolloutState[] }
-  | { view: 'review'; firmware?: string; devices?: string[] }
-  | { view: 'wizard'; firmware?: string; devices?: string[]; onlyOutdated?: boolean; onlyOnline?: boolean }
+  | { view: 'review'; firmware?: string; devices?: string[]; target?: string }
+  | { view: 'wizard'; firmware?: string; devices?: string[]; target?: string; onlyOutdated?: boolean; onlyOnline?: boolean }
   | { view: 'rollout'; id: number }
   | { view: 'events' }
   | { view: 'settings' };
 
-export const ROLLOUT_STATES: readonly RolloutState[] = ['draft', 'running', 'paused', 'completed', 'cancelled'];
+export const ROLLOUT_STATES: readonly RolloutState[] = ['draft', 'scheduled', 'running', 'paused', 'completed', 'cancelled'];
 /** Rollouts that are not over: what the overview's "in progress" tile counts. */
 export const IN_PROGRESS: readonly RolloutState[] = ['running', 'paused'];
 
@@ -85,14 +85,14 @@ export function parseRoute(hash: string): Route {
       return { view: 'firmware' };
     case 'rollouts':
       if (parts[1] === 'new') {
-        const r: Route = { view: 'wizard', firmware: q.get('firmware') ?? undefined, devices: list(q, 'devices') };
+        const r: Route = { view: 'wizard', firmware: q.get('firmware') ?? undefined, devices: list(q, 'devices'), target: q.get('target') ?? undefined };
         const o = flag(q, 'outdated');
         const n = flag(q, 'online');
         if (o !== undefined) r.onlyOutdated = o;
         if (n !== undefined) r.onlyOnline = n;
         return r;
       }
-      if (parts[1] === 'review') return { view: 'review', firmware: q.get('firmware') ?? undefined, devices: list(q, 'devices') };
+      if (parts[1] === 'review') return { view: 'review', firmware: q.get('firmware') ?? undefined, devices: list(q, 'devices'), target: q.get('target') ?? undefined };
       if (parts[1] && /^\d+$/.test(parts[1])) return { view: 'rollout', id: Number(parts[1]) };
       return { view: 'rollouts', states: (list(q, 'state') ?? []).filter((s): s is RolloutState => (ROLLOUT_STATES as string[]).includes(s)) };
     case 'events':
@@ -130,6 +130,7 @@ export function href(r: Route): string {
       const q = new URLSearchParams();
       if (r.firmware) q.set('firmware', r.firmware);
       if (r.devices?.length) q.set('devices', r.devices.join(','));
+      if (r.target) q.set('target', r.target);
       if (r.view === 'wizard') {
         if (r.onlyOutdated !== undefined) q.set('outdated', r.onlyOutdated ? '1' : '0');
         if (r.onlyOnline !== undefined) q.set('online', r.onlyOnline ? '1' : '0');

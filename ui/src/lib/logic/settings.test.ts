@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { brokerUrlError, fieldOfError, formFromSaved, isSocketAddr, settingsPayload, validateSettings, type SettingsForm } from './settings';
+import { brokerUrlError, fieldOfError, formFromSaved, isSocketAddr, runningNotes, settingsPayload, validateSettings, type SettingsForm } from './settings';
 import type { SettingsView, SiteSettings } from '../api/types';
 
 const NONE: SiteSettings = { device_listen: null, public_url: null, admin_listen: null, mqtt: null, mqtt_listen: null, mqtt_user: null, mqtt_password: null, mdns: null, event_retention_days: null, event_retention_max: null };
@@ -67,5 +67,36 @@ describe('settings form', () => {
     expect(fieldOfError('mqtt: unsupported scheme "tcp"')).toBe('mqtt');
     expect(fieldOfError('mqtt_listen "x" is not an address')).toBe('mqtt_listen');
     expect(fieldOfError('disk full')).toBeNull();
+  });
+});
+
+describe('what the running engine uses', () => {
+  const running = (saved: Partial<SiteSettings>, effective: Partial<SiteSettings>, restart_required = false): SettingsView => ({
+    saved: { ...NONE, ...saved }, effective: { ...NONE, mdns: true, event_retention_days: 90, event_retention_max: 1_000_000, ...effective }, mqtt_password_set: false, restart_required, path: '/d/settings.json',
+  });
+  it('says mDNS is off now when the engine was started with --no-mdns, whatever is saved', () => {
+    expect(runningNotes(running({}, { mdns: false })).mdns).toBe('Off now (started with --no-mdns); saved: on');
+    expect(runningNotes(running({ mdns: true }, { mdns: false })).mdns).toBe('Off now (started with --no-mdns); saved: on');
+    expect(runningNotes(running({ mdns: false }, { mdns: true }, true)).mdns).toBe('On now; saved: off, from the next start');
+    expect(runningNotes(running({}, { mdns: true })).mdns).toBeUndefined();
+  });
+  it('says the running address where it is not what is saved (or the default)', () => {
+    const n = runningNotes(running({ device_listen: '0.0.0.0:8070' }, { device_listen: '127.0.0.1:41187', admin_listen: '127.0.0.1:8071', mqtt: 'embedded', mqtt_listen: '0.0.0.0:1883' }));
+    expect(n.device_listen).toBe('Now: 127.0.0.1:41187 (a start option or FLOTILLA_* variable wins over what is saved)');
+    expect(n.admin_listen).toBeUndefined();
+    expect(n.mqtt).toBeUndefined();
+    expect(n.mqtt_listen).toBeUndefined();
+    expect(runningNotes(running({}, { public_url: 'http://127.0.0.1:41187' })).public_url).toBe('Now: http://127.0.0.1:41187 (from a start option or the default)');
+    expect(runningNotes(running({ event_retention_days: 30 }, { event_retention_days: 30 })).event_retention_days).toBeUndefined();
+  });
+  it('edits the audit log’s retention, which applies without a restart', () => {
+    const f = formFromSaved(view({ event_retention_days: 30 }));
+    expect([f.retentionDays, f.retentionMax]).toEqual(['30', '']);
+    const body = settingsPayload({ ...f, retentionMax: '500,000' }, view({}).saved);
+    expect([body.event_retention_days, body.event_retention_max]).toEqual([30, 500000]);
+    expect(settingsPayload({ ...f, retentionDays: '' }, view({}).saved).event_retention_days).toBeNull();
+    expect(Object.keys(validateSettings({ ...f, retentionDays: '0', retentionMax: '10' })).sort()).toEqual(['event_retention_days', 'event_retention_max']);
+    expect(validateSettings({ ...f, retentionDays: '36500', retentionMax: '100' })).toEqual({});
+    expect(fieldOfError('event_retention_max 10: between 100 and 100000000 events')).toBe('event_retention_max');
   });
 });

@@ -1,6 +1,7 @@
 // The settings form: the saved site settings (`GET /api/v1/settings`) as editable fields, checks
-// that mirror the engine's (so most mistakes show before saving), and the `PUT` body. The engine
-// checks again and names the field it refuses.
+// that mirror the engine's (so most mistakes show before saving), the `PUT` body, and what the
+// running engine uses where that differs from what is saved (`effective`: a start option such as
+// `--no-mdns` wins over the file). The engine checks again and names the field it refuses.
 
 import type { SettingsView, SiteSettings } from '../api/types';
 
@@ -19,13 +20,21 @@ export interface SettingsForm {
   passwordAction: PasswordAction;
   password: string;
   mdns: boolean;
+  /** Days the audit log keeps events; empty: the default. Applies without a restart. */
+  retentionDays: string;
+  /** Most events the audit log keeps; empty: the default. Applies without a restart. */
+  retentionMax: string;
 }
 
-export type SettingsField = 'device_listen' | 'public_url' | 'admin_listen' | 'mqtt' | 'mqtt_listen' | 'mqtt_user' | 'mqtt_password' | 'mdns';
+export type SettingsField =
+  | 'device_listen' | 'public_url' | 'admin_listen' | 'mqtt' | 'mqtt_listen' | 'mqtt_user' | 'mqtt_password' | 'mdns' | 'event_retention_days' | 'event_retention_max';
 export type SettingsErrors = Partial<Record<SettingsField, string>>;
 
 /** Built-in defaults (shown as placeholders; an empty field saves `null`, i.e. the default). */
 export const DEFAULTS = { device_listen: '0.0.0.0:8070', admin_listen: '127.0.0.1:8071', mqtt_listen: '0.0.0.0:1883' } as const;
+
+/** The audit log's limits the engine accepts (`settings.rs`). */
+export const RETENTION = { days: { min: 1, max: 36500 }, events: { min: 100, max: 100_000_000 } } as const;
 
 export function formFromSaved(v: SettingsView): SettingsForm {
   const s = v.saved;
@@ -42,6 +51,8 @@ export function formFromSaved(v: SettingsView): SettingsForm {
     passwordAction: 'keep',
     password: '',
     mdns: s.mdns ?? true,
+    retentionDays: s.event_retention_days === null || s.event_retention_days === undefined ? '' : String(s.event_retention_days),
+    retentionMax: s.event_retention_max === null || s.event_retention_max === undefined ? '' : String(s.event_retention_max),
   };
 }
 
@@ -117,8 +128,20 @@ export function validateSettings(f: SettingsForm): SettingsErrors {
     if (err) e.mqtt = err;
     if (f.passwordAction === 'replace' && !f.password) e.mqtt_password = 'type the new password, or keep the saved one';
   }
+  const whole = (field: 'event_retention_days' | 'event_retention_max', v: string, min: number, max: number, unit: string) => {
+    const t = v.trim().replace(/[ ,_]/g, '');
+    if (!t) return;
+    if (!/^\d+$/.test(t) || Number(t) < min || Number(t) > max) e[field] = `"${v.trim()}": a whole number of ${unit} from ${min.toLocaleString('en-US')} to ${max.toLocaleString('en-US')}`;
+  };
+  whole('event_retention_days', f.retentionDays, RETENTION.days.min, RETENTION.days.max, 'days');
+  whole('event_retention_max', f.retentionMax, RETENTION.events.min, RETENTION.events.max, 'events');
   return e;
 }
+
+const count = (v: string): number | null => {
+  const t = v.trim().replace(/[ ,_]/g, '');
+  return t ? Number(t) : null;
+};
 
 const opt = (v: string): string | null => (v.trim() ? v.trim() : null);
 
@@ -141,8 +164,8 @@ export function settingsPayload(f: SettingsForm, saved: SiteSettings): SiteSetti
     mqtt_password: null,
     // null is the default (on): keep it null unless the choice differs from the default or was saved.
     mdns: saved.mdns === null && f.mdns ? null : f.mdns,
-    event_retention_days: saved.event_retention_days ?? null,
-    event_retention_max: saved.event_retention_max ?? null,
+    event_retention_days: count(f.retentionDays),
+    event_retention_max: count(f.retentionMax),
   };
   // The password is edited only with an external broker; otherwise the saved one is kept.
   if (f.mqttMode === 'external' && f.passwordAction === 'replace') body.mqtt_password = f.password;
@@ -153,6 +176,44 @@ export function settingsPayload(f: SettingsForm, saved: SiteSettings): SiteSetti
 
 /** The field a server error names (`device_listen "8070" is not…`, `mqtt: …`), if any. */
 export function fieldOfError(message: string): SettingsField | null {
-  const m = /^(device_listen|public_url|admin_listen|mqtt_listen|mqtt_user|mqtt_password|mqtt|mdns)\b/.exec(message.trim());
+  const m = /^(device_listen|public_url|admin_listen|mqtt_listen|mqtt_user|mqtt_password|mqtt|mdns|event_retention_days|event_retention_max)\b/.exec(message.trim());
   return m ? (m[1] as SettingsField) : null;
+}
+
+/** Fields whose running value can differ from the saved one. */
+type Running = 'device_listen' | 'public_url' | 'admin_listen' | 'mqtt' | 'mqtt_listen' | 'mqtt_user' | 'mdns' | 'event_retention_days' | 'event_retention_max';
+
+/**
+ * Where the running engine differs from what is saved, per field, in words: `Off now (started with
+ * --no-mdns); saved: on`, `Now: 127.0.0.1:41187 (…)`. Nothing for a field the engine runs as saved
+ * (an empty field runs the built-in default: only a different value is said).
+ */
+export function runningNotes(v: SettingsView): Partial<Record<Running, string>> {
+  const out: Partial<Record<Running, string>> = {};
+  const why = v.restart_required ? 'what is saved applies at the next start' : 'a start option or FLOTILLA_* variable wins over what is saved';
+  const text = (field: Exclude<Running, 'mdns'>, fallback: string | number | null) => {
+    const saved = v.saved[field] ?? fallback;
+    const now = v.effective[field];
+    if (now === null || now === undefined || String(now) === String(saved)) return;
+    out[field] = `Now: ${typeof now === 'number' ? now.toLocaleString('en-US') : now} (${saved === null ? 'from a start option or the default' : why})`;
+  };
+  text('device_listen', DEFAULTS.device_listen);
+  text('public_url', null);
+  text('admin_listen', DEFAULTS.admin_listen);
+  text('mqtt', 'embedded');
+  text('mqtt_listen', DEFAULTS.mqtt_listen);
+  text('mqtt_user', null);
+  text('event_retention_days', 90);
+  text('event_retention_max', 1_000_000);
+  const savedMdns = v.saved.mdns ?? true;
+  const nowMdns = v.effective.mdns;
+  if (nowMdns !== null && nowMdns !== savedMdns) {
+    const onOff = (b: boolean) => (b ? 'on' : 'off');
+    out.mdns = v.restart_required
+      ? `${nowMdns ? 'On' : 'Off'} now; saved: ${onOff(savedMdns)}, from the next start`
+      : nowMdns
+        ? `On now (a start option turned it on); saved: off`
+        : `Off now (started with --no-mdns); saved: on`;
+  }
+  return out;
 }

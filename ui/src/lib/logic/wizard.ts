@@ -1,16 +1,14 @@
-// The rollout wizard's logic: sensible defaults from a firmware pick, the target expression the
-// engine understands, wave/threshold text ⇄ JSON, wave sizes, and the skip reasons behind the
-// outdated counts on the firmware cards (who is updated is the engine's preview).
+// The rollout wizard's logic: the form, the target expression the engine understands, wave and
+// threshold text ⇄ JSON, start time and command rate ⇄ the spec, the request body, and which steps
+// are valid. The settings' defaults are the engine's: the first preview's `spec` (every default
+// filled in) fills them, and until then the request leaves them out so the engine fills them.
+// Who is updated, who is skipped and who the target leaves out, and why, is the engine's preview.
 
-import type { CreateRollout, Device, Firmware, Threshold, WaveSize } from '../api/types';
-import { compareVersions } from './semver';
-import { normChip } from './devices';
+import type { Firmware, RolloutRequest, RolloutSpec, Threshold, WaveSize } from '../api/types';
 import { groupByReason, type ReasonGroup } from './progress';
 
-export const DEFAULT_WAVES = '1,10%,50%,100%';
-export const DEFAULT_MAX_FAILURES = '10%';
-
 export type Scope = 'model' | 'chip' | 'label' | 'selection' | 'all' | 'custom';
+export type RateUnit = 'second' | 'minute';
 
 export interface WizardForm {
   firmware: string; // firmware id, as text
@@ -20,6 +18,10 @@ export interface WizardForm {
   custom: string;
   onlyOutdated: boolean;
   onlyOnline: boolean;
+  allowDowngrade: boolean;
+  name: string;
+  /** Whether the settings below hold the engine's defaults (from a preview's spec) or what the technician set. */
+  settings: boolean;
   waves: string;
   maxFailures: string;
   successGate: number;
@@ -28,36 +30,18 @@ export interface WizardForm {
   retries: number;
   manualApproval: boolean;
   window: string;
-  allowDowngrade: boolean;
-  name: string;
+  /** When to start, as a `datetime-local` value (local time); empty: at once. */
+  startAt: string;
+  /** Most update commands per `rateUnit`; empty: no limit (a number input binds a number, or `''`/null when empty). */
+  rate: string | number | null;
+  rateUnit: RateUnit;
 }
 
 /**
- * The firmware preselected by the wizard: the newest non-blocked one (stable before beta at equal
- * version) among those some device is outdated against (`outdated(fw) > 0`), else among all.
+ * A new form: the firmware's model, only outdated and online devices (a selection: those devices),
+ * the settings still to come from the engine.
  */
-export function pickDefaultFirmware(firmware: readonly Firmware[], outdated?: (fw: Firmware) => number): Firmware | undefined {
-  if (outdated) {
-    const wanted = firmware.filter((f) => !f.blocked && outdated(f) > 0);
-    if (wanted.length) return pickDefaultFirmware(wanted);
-  }
-  let best: Firmware | undefined;
-  for (const fw of firmware) {
-    if (fw.blocked) continue;
-    if (!best) {
-      best = fw;
-      continue;
-    }
-    const c = compareVersions(fw.version, best.version);
-    if (c !== null && c > 0) best = fw;
-    else if (c === 0 && fw.channel === 'stable' && best.channel !== 'stable') best = fw;
-    else if (c === null && fw.created_at > best.created_at) best = fw;
-  }
-  return best;
-}
-
-/** Defaults for a firmware: its model, only outdated and online devices, 1,10%,50%,100%, gate 10 %. */
-export function defaultForm(fw: Firmware | undefined, selection: string[] = []): WizardForm {
+export function defaultForm(fw: Pick<Firmware, 'id' | 'model' | 'version'> | undefined, selection: string[] = []): WizardForm {
   return {
     firmware: fw ? String(fw.id) : '',
     scope: selection.length ? 'selection' : 'model',
@@ -66,16 +50,37 @@ export function defaultForm(fw: Firmware | undefined, selection: string[] = []):
     custom: '',
     onlyOutdated: true,
     onlyOnline: true,
-    waves: DEFAULT_WAVES,
-    maxFailures: DEFAULT_MAX_FAILURES,
-    successGate: 90,
-    concurrency: 20,
-    stepTimeout: 300,
-    retries: 1,
-    manualApproval: false,
-    window: '',
     allowDowngrade: false,
     name: fw ? `${fw.model} ${fw.version}` : '',
+    settings: false,
+    waves: '',
+    maxFailures: '',
+    successGate: 0,
+    concurrency: 0,
+    stepTimeout: 0,
+    retries: 0,
+    manualApproval: false,
+    window: '',
+    startAt: '',
+    rate: '',
+    rateUnit: 'second',
+  };
+}
+
+/** Fills the settings with the engine's (a preview's spec, every default filled in), once. */
+export function withEngineDefaults(f: WizardForm, spec: RolloutSpec): WizardForm {
+  if (f.settings) return f;
+  return {
+    ...f,
+    settings: true,
+    waves: formatWaves(spec.waves),
+    maxFailures: formatThreshold(spec.max_failures),
+    successGate: spec.success_gate,
+    concurrency: spec.concurrency,
+    stepTimeout: spec.step_timeout_secs,
+    retries: spec.retries,
+    manualApproval: spec.manual_approval,
+    window: spec.window ?? '',
   };
 }
 
@@ -119,8 +124,7 @@ export function parseWaves(s: string): WaveSize[] {
   });
 }
 
-export function formatWaves(w: readonly WaveSize[] | undefined): string {
-  if (!w?.length) return DEFAULT_WAVES;
+export function formatWaves(w: readonly WaveSize[]): string {
   return w.map((x) => ('count' in x ? String(x.count) : `${x.percent}%`)).join(',');
 }
 
@@ -135,8 +139,7 @@ export function parseThreshold(s: string): Threshold {
   return { count: Number(t) };
 }
 
-export function formatThreshold(t: Threshold | undefined): string {
-  if (!t) return DEFAULT_MAX_FAILURES;
+export function formatThreshold(t: Threshold): string {
   return 'count' in t ? String(t.count) : `${t.percent}%`;
 }
 
@@ -160,12 +163,50 @@ export function waveSizes(waves: readonly WaveSize[], n: number): number[] {
   return ends.map((e, i) => e - (i ? ends[i - 1] : 0));
 }
 
-/** The request body for `POST /rollouts` (and `/rollouts/preview`). Throws on bad wave/threshold text. */
-export function buildRequest(f: WizardForm, fw: Firmware | undefined, start: boolean): CreateRollout {
-  return {
+/** `start_at` (RFC 3339) from a `datetime-local` value, or null for "at once"; throws when unreadable. */
+export function parseStartAt(v: string): string | null {
+  const t = v.trim();
+  if (!t) return null;
+  const ms = Date.parse(t);
+  if (!Number.isFinite(ms)) throw new Error(`start time "${t}" is not a date and time`);
+  return new Date(ms).toISOString();
+}
+
+/** A `datetime-local` value (local time, to the minute) for an RFC 3339 time. */
+export function startAtInput(iso: string | null): string {
+  if (!iso) return '';
+  const d = new Date(iso);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+/** `command_rate` (commands per second) from the form's number and unit, or null for no limit; throws when not a positive number. */
+export function parseRate(v: string | number | null, unit: RateUnit): number | null {
+  const t = v === null ? '' : String(v).trim();
+  if (!t) return null;
+  const n = Number(t);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`command rate "${t}": a number above 0 (empty: no limit)`);
+  return unit === 'minute' ? n / 60 : n;
+}
+
+/**
+ * The request body for `POST /rollouts` (and `/rollouts/preview`). The settings are left out
+ * until the form holds the engine's defaults (the engine fills them). Throws on bad wave,
+ * threshold, start time or rate text.
+ */
+export function buildRequest(f: WizardForm, fw: Pick<Firmware, 'model' | 'chip'> | undefined, start: boolean): RolloutRequest {
+  const body: RolloutRequest = {
     firmware: f.firmware,
     target: targetExpression(f, fw),
     name: f.name.trim() || null,
+    allow_downgrade: f.allowDowngrade,
+    start_at: parseStartAt(f.startAt),
+    command_rate: parseRate(f.rate, f.rateUnit),
+    start,
+  };
+  if (!f.settings) return body;
+  return {
+    ...body,
     waves: parseWaves(f.waves),
     max_failures: parseThreshold(f.maxFailures),
     success_gate: f.successGate,
@@ -174,43 +215,7 @@ export function buildRequest(f: WizardForm, fw: Firmware | undefined, start: boo
     retries: f.retries,
     manual_approval: f.manualApproval,
     window: f.window.trim() || null,
-    allow_downgrade: f.allowDowngrade,
-    start_at: null,
-    command_rate: null,
-    start,
   };
-}
-
-/** Why a device cannot take `fw` (mirrors the engine's planner), or null when it can. */
-export function skipReason(fw: Firmware, d: Device, allowDowngrade: boolean): string | null {
-  if (d.family !== 'native') return `no update adapter for family ${d.family} yet`;
-  if (d.chip && normChip(d.chip) !== normChip(fw.chip)) return `chip ${d.chip} does not match the firmware's ${fw.chip}`;
-  if (!d.chip && !d.model) return 'chip and model unknown: cannot prove the firmware fits';
-  if (d.model && d.model !== fw.model) return `model ${d.model} does not match the firmware's ${fw.model}`;
-  if (!d.version) return 'running version unknown';
-  const c = compareVersions(d.version, fw.version);
-  if (c === 0) return `already on ${fw.version}`;
-  if (c !== null && c > 0 && !allowDowngrade) return `would downgrade ${d.version} → ${fw.version} (allow it explicitly)`;
-  if (c === null && !allowDowngrade) return `running version "${d.version}" is not SemVer; cannot rule out a downgrade`;
-  if (fw.min_version) {
-    const m = compareVersions(d.version, fw.min_version);
-    if (m !== null && m < 0) return `runs ${d.version}, needs at least ${fw.min_version} first (stepping stone)`;
-  }
-  return null;
-}
-
-/**
- * How many devices of the firmware's model run an older version and could take it (the count on
- * the wizard's firmware cards and what picks the default firmware; the preview is the engine's).
- */
-export function outdatedCount(fw: Firmware, devices: readonly Device[]): number {
-  let n = 0;
-  for (const d of devices) {
-    if (d.model !== fw.model) continue;
-    const c = compareVersions(d.version, fw.version);
-    if (c !== null && c < 0 && skipReason(fw, d, false) === null) n++;
-  }
-  return n;
 }
 
 /** Skip reasons grouped for display: reason → MACs, largest group first. */
@@ -223,16 +228,19 @@ export const STEPS = ['Firmware', 'Target', 'Waves', 'Review'] as const;
 
 /**
  * Whether each step holds what it needs: a firmware; a target the engine accepted (`targetError`:
- * the preview's refusal, if any); wave and threshold text that parse, at least one device at
- * once, a step timeout of 10 s or more; the review, all of these.
+ * the preview's refusal, if any); the engine's defaults read, wave and threshold text that parse,
+ * at least one device at once, a step timeout of 10 s or more, a start time and a rate that read;
+ * the review, all of these.
  */
 export function stepsValid(f: WizardForm, fw: Pick<Firmware, 'model' | 'chip'> | undefined, targetError: string | null): boolean[] {
   const firmware = !!fw;
   const target = !!targetExpression(f, fw) && !targetError && (f.scope !== 'label' || !!f.label.trim());
-  let waves = f.concurrency >= 1 && f.stepTimeout >= 10 && f.retries >= 0 && f.successGate >= 0 && f.successGate <= 100;
+  let waves = f.settings && f.concurrency >= 1 && f.stepTimeout >= 10 && f.retries >= 0 && f.successGate >= 0 && f.successGate <= 100;
   try {
     parseWaves(f.waves);
     parseThreshold(f.maxFailures);
+    parseStartAt(f.startAt);
+    parseRate(f.rate, f.rateUnit);
   } catch {
     waves = false;
   }
@@ -243,4 +251,15 @@ export function stepsValid(f: WizardForm, fw: Pick<Firmware, 'model' | 'chip'> |
 export function canOpenStep(i: number, valid: readonly boolean[]): boolean {
   for (let k = 0; k < i; k++) if (!valid[k]) return false;
   return true;
+}
+
+/**
+ * A command rate (commands per second, the engine's `command_rate`) as people say it: `2
+ * commands/s`, or per minute below one a second (`30 commands/min`).
+ */
+export function commandRateText(perSecond: number): string {
+  const fmt = (n: number) => String(Math.round(n * 100) / 100);
+  if (perSecond >= 1) return `${fmt(perSecond)} ${perSecond === 1 ? 'command' : 'commands'}/s`;
+  const perMinute = perSecond * 60;
+  return `${fmt(perMinute)} ${perMinute === 1 ? 'command' : 'commands'}/min`;
 }

@@ -93,6 +93,14 @@ class DevicesStore {
     this.list = next;
   }
 
+  /** Takes a forgotten device out (one array replacement). */
+  remove(macs: readonly string[]): void {
+    const gone = new Set(macs.filter((m) => this.index.has(m)));
+    if (!gone.size) return;
+    this.list = this.list.filter((d) => !gone.has(d.mac));
+    this.reindex();
+  }
+
   private held: Event[] = [];
   private holdTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -115,10 +123,16 @@ class DevicesStore {
   private applyNow(events: Event[]): void {
     let next: Device[] | null = null;
     const unknown = new Set<string>();
+    const forgotten: string[] = [];
     for (const e of events) {
       const data = e.data as Record<string, unknown>;
       const mac = (data.mac as string) ?? e.subject?.replace(/^device:/, '');
       if (!mac) continue;
+      if (e.kind === 'device.forgotten') {
+        forgotten.push(mac);
+        unknown.delete(mac);
+        continue;
+      }
       const i = this.index.get(mac);
       if (i === undefined) {
         unknown.add(mac);
@@ -137,6 +151,10 @@ class DevicesStore {
         case 'device.labelled':
           if (Array.isArray(data.labels)) p.labels = data.labels as string[];
           break;
+        case 'device.channel':
+          if (data.channel === 'stable' || data.channel === 'beta') p.channel = data.channel;
+          p.channel_from = typeof data.from === 'string' ? data.from : null;
+          break;
         default:
           continue;
       }
@@ -148,6 +166,7 @@ class DevicesStore {
       }
     }
     if (next) this.list = next;
+    if (forgotten.length) this.remove(forgotten);
     if (unknown.size > 100) void this.load();
     else if (unknown.size) {
       void Promise.allSettled([...unknown].map((m) => api.device(m))).then((rs) =>

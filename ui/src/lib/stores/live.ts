@@ -21,6 +21,8 @@ export function dispatch(batch: Event[]): void {
   const ro: Event[] = [];
   let fw = false;
   let st = false;
+  // A label's channel changes the channel of its devices: no event per device says so.
+  let labels = false;
   for (const e of batch) {
     if (e.kind === 'lagged') {
       void reloadAll();
@@ -29,11 +31,13 @@ export function dispatch(batch: Event[]): void {
     if (e.kind.startsWith('device.')) dev.push(e);
     else if (e.kind.startsWith('job.') || e.kind.startsWith('rollout.')) ro.push(e);
     else if (e.kind.startsWith('firmware.')) fw = true;
+    else if (e.kind === 'label.channel') labels = true;
     else if (e.kind.startsWith('demo.') || e.kind.startsWith('engine.') || e.kind.startsWith('settings.')) st = true;
   }
   if (dev.length) devices.applyEvents(dev);
   if (ro.length) rollouts.applyEvents(ro);
   if (fw) firmware.reloadSoon();
+  if (labels) void devices.load();
   if (st) void status.load();
   recent.add(batch.filter((e) => e.kind !== 'rollout.progress'));
 }

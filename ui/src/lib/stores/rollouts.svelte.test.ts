@@ -39,7 +39,6 @@ describe('LiveRollout', () => {
     const view = l.view();
     expect(view.sorted.map((j) => j.id)).toEqual([1, 2, 3]);
     expect(view.groups).toEqual([{ reason: 'flash write failed', macs: ['m2'] }]);
-    expect(view.doneTimes).toHaveLength(2);
     expect(l.view()).toBe(view); // cached until the next change
   });
   it('does not let an older poll answer undo a newer live event', () => {
@@ -92,6 +91,32 @@ describe('LiveRollout', () => {
     done.merge(final);
     done.applyRolloutEvent(ev('rollout.completed', { id: 1, state: 'completed' }));
     expect(rolloutMock).toHaveBeenCalledTimes(1);
+  });
+  it('reads the rollout again after a state change on the stream: why it paused and what Resume does come only with a read', async () => {
+    vi.useFakeTimers();
+    try {
+      const l = new LiveRollout(1);
+      l.merge({ rollout: rollout(), jobs: [job(1, 'downloading', 1)] });
+      const paused = rollout({ state: 'paused', pause_reason: 'wave 1 of 2: 1 of 1 devices failed (threshold 10%)', on_resume: 'Resume acknowledges 1 failed device (wave 1): …' });
+      rolloutMock.mockResolvedValue({ rollout: paused, jobs: [job(1, 'failed', 1, '2026-01-01T00:00:30Z')] });
+      l.applyRolloutEvent(ev('rollout.paused', { id: 1, state: 'paused', wave: 1, reason: paused.pause_reason }));
+      l.applyRolloutEvent(ev('rollout.acknowledged', { id: 1, failures: 1 }));
+      expect(rolloutMock).not.toHaveBeenCalled();
+      await vi.advanceTimersByTimeAsync(400);
+      expect(rolloutMock).toHaveBeenCalledTimes(1); // coalesced
+      expect(l.rollout?.on_resume).toMatch(/^Resume acknowledges/);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('takes an action’s answer whole (what it waits on, its estimate)', () => {
+    const l = new LiveRollout(1);
+    l.merge({ rollout: rollout(), jobs: [] });
+    const before = l.readAt;
+    l.take(rollout({ state: 'paused', on_resume: 'Resume continues wave 1 of 2.', counts: counts({ total: 3, failed: 1, queued: 2 }) }));
+    expect(l.rollout?.on_resume).toBe('Resume continues wave 1 of 2.');
+    expect(l.counts.failed).toBe(1);
+    expect(l.readAt).toBeGreaterThanOrEqual(before);
   });
   it('indexes wave counts by wave', () => {
     expect(waveCounts([{ number: 2, counts: counts({ total: 5 }) }]).map((c) => c.total)).toEqual([0, 5]);

@@ -4,11 +4,15 @@
 // engine's (from `GET /rollouts/{id}` and the live `rollout.progress` events), never recounted
 // here; the sorted job list, completion times and failures by reason are computed once per
 // `version` and cached, so opening the view again costs nothing. A rollout stays cached (and
-// keeps following the stream) for a while after its view closes.
+// keeps following the stream) for a while after its view closes. What a rollout says about
+// itself beyond its counts (why it paused, what Resume will do, what it waits on, its estimate,
+// its outcome) comes only with `GET /rollouts/{id}` and the action answers: a state change on the
+// stream reads the rollout again.
 
 import { api } from '../api/client';
 import type { Event, Job, JobCounts, JobState, Rollout, RolloutDetail, RolloutProgress, RolloutState, WaveStatus } from '../api/types';
 import { FAILURE, TERMINAL, emptyCounts, groupByReason, type LiveJob, type ReasonGroup } from '../logic/progress';
+import { versionSinceReboot } from '../logic/jobs';
 
 const ms = (iso: string | null | undefined) => (iso ? Date.parse(iso) || 0 : 0);
 const FINISHED: ReadonlySet<RolloutState> = new Set(['completed', 'cancelled']);
@@ -29,7 +33,7 @@ function liveJobOf(j: Job): LiveJob {
     doneAt,
     updatedAt: ms(j.updated_at),
     fromVersion: j.from_version ?? null,
-    currentVersion: j.current_version ?? null,
+    currentVersion: versionSinceReboot(j.current_version ?? null, j.history),
     attempts: j.attempts,
   };
 }
@@ -51,13 +55,13 @@ const byWaveStateMac = (a: LiveJob, b: LiveJob) => waveKey(a) - waveKey(b) || OR
 export interface LiveView {
   /** Every job, by wave, state (in flight, failed, queued, done), MAC. */
   sorted: LiveJob[];
-  /** When each finished job finished (succeeded or failed), for throughput. */
-  doneTimes: number[];
   groups: ReasonGroup[];
 }
 
 export class LiveRollout {
   rollout = $state.raw<Rollout | null>(null);
+  /** When `rollout` was read from the engine (ms): its estimate and waiting are as of then. */
+  readAt = $state(0);
   /** The whole rollout's job counts, as the engine last reported them. */
   counts = $state.raw<JobCounts>(emptyCounts());
   /** Counts per wave (index = wave), as the engine last reported them. */
@@ -86,6 +90,7 @@ export class LiveRollout {
 
   private setRollout(r: Rollout, withCounts: boolean): void {
     this.rollout = r;
+    this.readAt = Date.now();
     if (withCounts && r.counts) {
       this.counts = r.counts;
       this.waves = waveCounts(r.waves ?? []);
@@ -102,6 +107,22 @@ export class LiveRollout {
     } catch (e) {
       this.error = (e as Error).message;
     }
+  }
+
+  /** The engine's answer to an action (start, pause, resume, skip…): the rollout as it is now. */
+  take(r: Rollout): void {
+    this.setRollout(r, true);
+    this.noteState(r.state, true);
+  }
+
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Reads the rollout again soon (coalesced): after a state change, its words changed too. */
+  refreshSoon(ms = 300): void {
+    if (this.refreshTimer) return;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = null;
+      void this.load();
+    }, ms);
   }
 
   /** Merges a full answer: the server wins unless our copy of a job is newer (from live events). */
@@ -135,6 +156,8 @@ export class LiveRollout {
       if (state === 'failed' || state === 'timed_out' || state === 'skipped') j.error = d.detail ?? j.error;
       if (state === 'queued' || state === 'succeeded') j.error = null;
       if (state === 'succeeded') this.succeeded(j);
+      // What it reported before the reboot is not what it runs after.
+      if (state === 'rebooting') j.currentVersion = null;
       j.doneAt = TERMINAL.has(state) ? at : null;
       this.jobs.set(d.job, j);
       changed = true;
@@ -166,6 +189,7 @@ export class LiveRollout {
         doneAt: TERMINAL.has(u.state) ? (becameDone ? now : cur.doneAt) : null,
       };
       if (u.state === 'succeeded') this.succeeded(j);
+      if (u.state === 'rebooting') j.currentVersion = null;
       this.jobs.set(u.job, j);
     }
     this.counts = p.counts;
@@ -185,10 +209,15 @@ export class LiveRollout {
     else if (d.state) {
       next.state = d.state;
       next.pause_reason = d.reason ?? null;
+      // The event is the pause: its time is when it paused (the read that follows says the rest).
+      if (d.state !== 'paused') next.paused_at = null;
+      else if (e.at && d.state !== this.rollout.state) next.paused_at = e.at;
       if (typeof d.wave === 'number') next.current_wave = d.wave;
     }
     this.rollout = next;
     if (d.state) this.noteState(d.state, true);
+    // Why it paused, what Resume will do, what it waits on: only a read says them.
+    if (e.kind !== 'rollout.progress' && (d.state || e.kind === 'rollout.acknowledged') && !FINISHED.has(next.state)) this.refreshSoon();
   }
 
   /**
@@ -243,13 +272,9 @@ export class LiveRollout {
       }
     } else sorted = [...this.jobs.values()];
     sorted.sort(byWaveStateMac);
-    const doneTimes: number[] = [];
     const failures: { mac: string; reason: string | null }[] = [];
-    for (const j of sorted) {
-      if (j.doneAt && j.state !== 'skipped' && j.state !== 'cancelled') doneTimes.push(j.doneAt);
-      if (FAILURE.has(j.state)) failures.push({ mac: j.mac, reason: j.error });
-    }
-    const view = { sorted, doneTimes, groups: groupByReason(failures) };
+    for (const j of sorted) if (FAILURE.has(j.state)) failures.push({ mac: j.mac, reason: j.error });
+    const view = { sorted, groups: groupByReason(failures) };
     this.cache = { version: v, view };
     return view;
   }
@@ -322,10 +347,17 @@ class RolloutsStore {
     return this.list.find((r) => r.id === id);
   }
 
+  /** A rollout as the engine answered it (created, or after an action): list and live view. */
   put(r: Rollout): void {
     const i = this.list.findIndex((x) => x.id === r.id);
     this.list = i < 0 ? [r, ...this.list] : this.list.map((x) => (x.id === r.id ? r : x));
-    this.live.get(r.id)?.applyRolloutEvent({ id: 0, at: '', kind: `rollout.${r.state}`, actor: '', subject: null, data: { state: r.state, reason: r.pause_reason, wave: r.current_wave } });
+    this.live.get(r.id)?.take(r);
+  }
+
+  /** Stops commanding and waiting for one device of a rollout. */
+  async skip(id: number, job: number): Promise<void> {
+    this.put(await api.skipJob(id, job));
+    await this.live.get(id)?.load();
   }
 
   applyEvents(events: Event[]): void {
@@ -359,6 +391,8 @@ class RolloutsStore {
           if (next === this.list) next = next.slice();
           next[i] = { ...next[i], state: d.state, pause_reason: d.reason ?? null, current_wave: d.wave ?? next[i].current_wave };
           listChanged = true;
+          // Its outcome, what it waits on, its counts: the list is read again.
+          this.reloadSoon(1000);
         }
       }
     }
