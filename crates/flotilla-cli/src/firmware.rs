@@ -566,6 +566,7 @@ mod tests {
         let s = FirmwareSuggestion {
             model: "pump".into(),
             channel: Channel::Beta,
+            device_channel: Some(Channel::Beta),
             firmware_id: 7,
             firmware_version: "2.1.0".into(),
             outdated: 3,

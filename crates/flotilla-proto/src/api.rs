@@ -85,6 +85,8 @@ pub struct EngineStatus {
     pub demo: DemoStatus,
     /// The site signing key's id (first 16 hex digits of SHA-256 of the public key).
     pub signing_key_id: String,
+    /// The device families this engine can update (others are found but not updated yet).
+    pub updatable_families: Vec<crate::device::Family>,
 }
 
 /// A server the engine runs.

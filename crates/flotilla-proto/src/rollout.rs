@@ -235,6 +235,9 @@ pub struct JobCounts {
     pub timed_out: u32,
     pub skipped: u32,
     pub cancelled: u32,
+    /// Of `skipped`, the devices the plan left out (in no wave); the rest were skipped by a
+    /// person during the rollout.
+    pub excluded: u32,
 }
 
 impl JobCounts {
@@ -243,13 +246,14 @@ impl JobCounts {
         self.failed + self.timed_out
     }
 
-    /// Jobs meant to be updated: all but the skipped ones.
+    /// Jobs the plan meant to update: all but the devices it left out. A device a person
+    /// skipped later still counts (it was meant to be updated and was not).
     pub fn planned(&self) -> u32 {
-        self.total - self.skipped
+        self.total - self.excluded
     }
 
     /// The one way counts are read: `12 of 40 succeeded · 2 failed · 3 updating · 20 queued ·
-    /// 1 skipped` (parts that are zero are left out, except the first).
+    /// 1 skipped` (of the planned devices; parts that are zero are left out, except the first).
     pub fn summary(&self) -> String {
         let mut out = format!("{} of {} succeeded", self.succeeded, self.planned());
         for (n, what) in [
@@ -257,7 +261,7 @@ impl JobCounts {
             (self.in_flight, "updating"),
             (self.queued, "queued"),
             (self.cancelled, "cancelled"),
-            (self.skipped, "skipped"),
+            (self.skipped - self.excluded, "skipped"),
         ] {
             if n > 0 {
                 out.push_str(&format!(" · {n} {what}"));
@@ -419,8 +423,8 @@ pub struct Job {
     pub attempts: u32,
     /// Version before the update.
     pub from_version: Option<String>,
-    /// Version the device reported after it was commanded; `None` when it was not heard from
-    /// since (a device that timed out without coming back).
+    /// Version the device reported when it came back from its reboot (or was found already on
+    /// the target); `None` when it was not heard from since.
     pub current_version: Option<String>,
     /// Why it failed or was skipped.
     pub error: Option<String>,
@@ -535,7 +539,10 @@ pub struct RolloutPreview {
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct FirmwareSuggestion {
     pub model: String,
+    /// The firmware's channel.
     pub channel: crate::firmware::Channel,
+    /// The channel the devices follow, when they all follow one (`None`: both channels take it).
+    pub device_channel: Option<crate::firmware::Channel>,
     pub firmware_id: i64,
     pub firmware_version: String,
     /// Devices of the model (within the asked target) that run an older version.
@@ -560,6 +567,8 @@ pub struct DeviceJob {
     pub error: Option<String>,
     pub attempts: u32,
     pub from_version: Option<String>,
+    /// The version the device reported when it came back (`None`: not heard from since).
+    pub current_version: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
     /// RFC 3339 UTC.
@@ -574,4 +583,33 @@ pub struct DeviceHistory {
     pub mac: String,
     pub jobs: Vec<DeviceJob>,
     pub events: Vec<crate::event::Event>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same cases as the UI's `counts.test.ts`: both say the same sentence.
+    #[test]
+    fn counts_read_as_one_sentence() {
+        let c = |total, succeeded, failed, timed_out, in_flight, queued, skipped, excluded| JobCounts {
+            total,
+            queued,
+            in_flight,
+            succeeded,
+            failed,
+            timed_out,
+            skipped,
+            cancelled: 0,
+            excluded,
+        };
+        assert_eq!(
+            c(42, 12, 1, 1, 3, 23, 2, 1).summary(),
+            "12 of 41 succeeded · 2 failed · 3 updating · 23 queued · 1 skipped"
+        );
+        assert_eq!(c(19, 18, 1, 0, 0, 0, 0, 0).summary(), "18 of 19 succeeded · 1 failed");
+        assert_eq!(JobCounts::default().summary(), "0 of 0 succeeded");
+        assert_eq!(c(10, 7, 0, 0, 0, 0, 3, 3).summary(), "7 of 7 succeeded", "the plan's skips are not planned");
+        assert_eq!(c(4, 3, 0, 0, 0, 0, 1, 0).summary(), "3 of 4 succeeded · 1 skipped", "a person's skip is");
+    }
 }

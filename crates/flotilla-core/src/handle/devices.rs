@@ -444,6 +444,7 @@ impl EngineHandle {
                         error: j.error.clone(),
                         attempts: j.attempts,
                         from_version: j.from_version.clone(),
+                        current_version: j.current_version.clone(),
                         created_at: clock::rfc3339(j.created_at),
                         updated_at: clock::rfc3339(j.updated_at),
                     })

@@ -296,7 +296,12 @@ impl EngineHandle {
                     fw_table::set_manifest(tx, id, signed)?;
                 }
                 let fw = fw_table::patch(tx, id, &patch)?;
-                let data = json!({ "id": id, "change": patch });
+                // Only what was set: a field left out of the patch did not change.
+                let mut change = serde_json::to_value(&patch).unwrap_or_default();
+                if let Some(fields) = change.as_object_mut() {
+                    fields.retain(|_, v| !v.is_null());
+                }
+                let data = json!({ "id": id, "version": fw.version, "model": fw.model, "change": change });
                 Ok((fw, NewEvent::new("firmware.changed", &actor, Some(format!("firmware:{id}")), data)))
             })
             .await?;

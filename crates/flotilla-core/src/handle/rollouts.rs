@@ -513,15 +513,17 @@ impl EngineHandle {
             .into_iter()
             .map(|((model, _), (fw, channels, outdated, online))| {
                 // Devices of both channels take it: no channel condition is needed.
-                let channel = match channels {
-                    [true, false] => " and channel:stable",
-                    [false, true] => " and channel:beta",
-                    _ => "",
+                let device_channel = match channels {
+                    [true, false] => Some(Channel::Stable),
+                    [false, true] => Some(Channel::Beta),
+                    _ => None,
                 };
+                let condition = device_channel.map(|c| format!(" and channel:{}", c.as_str())).unwrap_or_default();
                 FirmwareSuggestion {
-                    target: format!("{scope}model:{model}{channel} and outdated"),
+                    target: format!("{scope}model:{model}{condition} and outdated"),
                     model,
                     channel: fw.channel,
+                    device_channel,
                     firmware_id: fw.id,
                     firmware_version: fw.version.clone(),
                     outdated,

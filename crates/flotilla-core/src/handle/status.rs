@@ -49,6 +49,7 @@ impl EngineHandle {
             tls: TlsStatus { enabled: false, fingerprint: None },
             demo: DemoStatus { available: self.demo_available(), running: self.demo_running().await },
             signing_key_id: s.key.key_id().to_owned(),
+            updatable_families: crate::protocols::UPDATABLE.to_vec(),
         }
     }
 }

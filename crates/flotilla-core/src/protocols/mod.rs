@@ -20,6 +20,15 @@ use crate::inventory::Transport;
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The families this engine can update today (the others are found, not yet updated). The
+/// planner skips devices of any other family, and `GET /api/v1/status` says so.
+pub const UPDATABLE: [Family; 1] = [Family::Native];
+
+/// Can this engine update devices of `family`?
+pub fn can_update(family: Family) -> bool {
+    UPDATABLE.contains(&family)
+}
+
 /// Who starts an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {

@@ -41,7 +41,7 @@ pub fn check_device(fw: &Firmware, d: &DeviceFacts<'_>, allow_downgrade: bool, s
     if let Some(other) = d.busy_in {
         return Err(format!("already in unfinished rollout {other}"));
     }
-    if d.family != Family::Native {
+    if !crate::protocols::can_update(d.family) {
         return Err(format!("no update adapter for family {} yet", d.family.as_str()));
     }
     match (d.chip, d.model) {

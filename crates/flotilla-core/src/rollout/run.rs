@@ -311,7 +311,7 @@ impl Run {
             while waves.len() <= w {
                 waves.push(WaveStatus { number: waves.len() as u32 + 1, counts: JobCounts::default() });
             }
-            Run::count(&mut waves[w].counts, j.state);
+            Run::count(&mut waves[w].counts, j);
         }
         waves
     }
@@ -403,6 +403,8 @@ impl Run {
             "wave": self.wave_number(),
             "reason": self.reason,
             "pause_kind": self.pause_kind.map(PauseKind::as_str),
+            "paused_at": self.paused_at.map(clock::rfc3339),
+            "start_at": (state == RolloutState::Scheduled).then(|| self.spec.start_at.clone()).flatten(),
         });
         self.event(&kind, actor, data, ops);
     }
@@ -730,12 +732,13 @@ impl Run {
         if !job.state.is_in_flight() {
             return;
         }
-        if job.current_version.as_deref() != Some(version) {
-            job.current_version = Some(version.to_owned());
-        }
         let actor = format!("device:{}", job.mac);
         let on_target = same_version(version, &self.firmware.version);
         let came_back = matches!(job.state, JobState::Rebooting | JobState::Verifying);
+        // What it runs after the update: a version heard before its reboot says nothing of that.
+        if (came_back || on_target) && job.current_version.as_deref() != Some(version) {
+            job.current_version = Some(version.to_owned());
+        }
         if on_target {
             if job.state != JobState::Verifying {
                 self.transition(i, JobState::Verifying, Some(format!("seen running {version}")), &actor, now, ops);
@@ -757,14 +760,15 @@ impl Run {
     pub fn counts<'a>(jobs: impl Iterator<Item = &'a JobRec>) -> JobCounts {
         let mut c = JobCounts::default();
         for j in jobs {
-            Run::count(&mut c, j.state);
+            Run::count(&mut c, j);
         }
         c
     }
 
-    fn count(c: &mut JobCounts, state: JobState) {
+    fn count(c: &mut JobCounts, j: &JobRec) {
         c.total += 1;
-        match state {
+        c.excluded += u32::from(j.excluded);
+        match j.state {
             JobState::Queued => c.queued += 1,
             JobState::Succeeded => c.succeeded += 1,
             JobState::Failed => c.failed += 1,
@@ -779,11 +783,11 @@ impl Run {
     fn outcome(&self, counts: &JobCounts) -> Option<RolloutOutcome> {
         match self.state {
             RolloutState::Cancelled => Some(RolloutOutcome::Cancelled),
-            RolloutState::Completed => {
-                let planned_skips = self.jobs.iter().filter(|j| j.excluded).count() as u32;
-                let all = counts.succeeded == counts.total - planned_skips;
-                Some(if all { RolloutOutcome::AllSucceeded } else { RolloutOutcome::SomeFailed })
-            }
+            RolloutState::Completed => Some(if counts.succeeded == counts.planned() {
+                RolloutOutcome::AllSucceeded
+            } else {
+                RolloutOutcome::SomeFailed
+            }),
             _ => None,
         }
     }

@@ -9,15 +9,19 @@ export function failures(c: JobCounts): number {
   return c.failed + c.timed_out;
 }
 
-/** Jobs meant to be updated: all but the skipped ones. */
+/**
+ * Jobs the plan meant to update: all but the devices it left out (`excluded`). A device a person
+ * skipped during the rollout still counts: it was meant to be updated and was not.
+ */
 export function planned(c: JobCounts): number {
-  return c.total - c.skipped;
+  return c.total - c.excluded;
 }
 
 /**
  * `12 of 40 succeeded · 2 failed · 3 updating · 20 queued · 1 skipped`: succeeded of planned,
- * then failed (failed + timed out), updating (in flight), queued, cancelled, skipped, each left
- * out when zero. Mirrors `JobCounts::summary` exactly (plain numbers, as the engine writes them).
+ * then failed (failed + timed out), updating (in flight), queued, cancelled, skipped (by a person),
+ * each left out when zero. Mirrors `JobCounts::summary` exactly (plain numbers, as the engine
+ * writes them).
  */
 export function summary(c: JobCounts): string {
   let out = `${c.succeeded} of ${planned(c)} succeeded`;
@@ -26,7 +30,7 @@ export function summary(c: JobCounts): string {
     [c.in_flight, 'updating'],
     [c.queued, 'queued'],
     [c.cancelled, 'cancelled'],
-    [c.skipped, 'skipped'],
+    [c.skipped - c.excluded, 'skipped'],
   ];
   for (const [n, what] of parts) if (n > 0) out += ` · ${n} ${what}`;
   return out;

@@ -1,16 +1,21 @@
-// Which device families the engine can update today and which it only finds. The engine has an
-// update adapter for Flotilla's own client (`native`) only; the others are discovered (mDNS,
-// MQTT, HTTP probes) and listed, but a rollout skips them ("no update adapter for family … yet",
-// the engine's planner). Keep this list in step with the engine's adapters.
+// Which device families the engine can update today and which it only finds: the engine says so
+// (`updatable_families` in `GET /api/v1/status`, read by the status store); until it has answered,
+// Flotilla's own client (`native`), the one family every engine updates. The others are listed,
+// and a rollout skips them ("no update adapter for family … yet", the engine's planner).
 
 import type { Family } from '../api/types';
 import { FAMILY_LABEL } from './format';
 
-/** Families a rollout can update. */
-export const UPDATABLE: ReadonlySet<Family> = new Set<Family>(['native']);
+/** Families a rollout can update, as the engine last said. */
+let updatable: ReadonlySet<Family> = new Set<Family>(['native']);
+
+/** The engine's answer (`EngineStatus.updatable_families`). */
+export function setUpdatable(families: readonly Family[]): void {
+  updatable = new Set(families);
+}
 
 export function canUpdate(f: Family | string): boolean {
-  return UPDATABLE.has(f as Family);
+  return updatable.has(f as Family);
 }
 
 /** A family's name, with what Flotilla can do for it when it cannot update it: "Tasmota — updates not supported yet". */

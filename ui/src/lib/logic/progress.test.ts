@@ -7,7 +7,7 @@ const j = (state: JobState, wave: number | null = 1) => ({ state, wave });
 describe('counts and progress', () => {
   it('counts per state and per wave, in-flight states together', () => {
     const { total, waves } = countJobs([j('succeeded'), j('downloading', 2), j('verifying', 2), j('failed', 2), j('timed_out', 3), j('queued', 3), j('skipped', null)], 4);
-    expect(total).toEqual({ total: 7, queued: 1, in_flight: 2, succeeded: 1, failed: 1, timed_out: 1, skipped: 1, cancelled: 0 });
+    expect(total).toEqual({ total: 7, queued: 1, in_flight: 2, succeeded: 1, failed: 1, timed_out: 1, skipped: 1, cancelled: 0, excluded: 1 });
     expect(waves.map((w) => w.total)).toEqual([1, 3, 2, 0]);
     expect(waves[1].in_flight).toBe(2);
   });

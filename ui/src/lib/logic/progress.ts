@@ -27,7 +27,7 @@ export interface LiveJob {
 }
 
 export function emptyCounts(): JobCounts {
-  return { total: 0, queued: 0, in_flight: 0, succeeded: 0, failed: 0, timed_out: 0, skipped: 0, cancelled: 0 };
+  return { total: 0, queued: 0, in_flight: 0, succeeded: 0, failed: 0, timed_out: 0, skipped: 0, cancelled: 0, excluded: 0 };
 }
 
 export function addToCounts(c: JobCounts, s: JobState): void {
@@ -43,7 +43,11 @@ export function countJobs(jobs: Iterable<Pick<LiveJob, 'state' | 'wave'>>, waveC
   const waves: JobCounts[] = Array.from({ length: waveCount }, emptyCounts);
   for (const j of jobs) {
     addToCounts(total, j.state);
-    if (j.wave === null) continue;
+    // The plan's skips are in no wave.
+    if (j.wave === null) {
+      total.excluded++;
+      continue;
+    }
     while (waves.length < j.wave) waves.push(emptyCounts());
     addToCounts(waves[j.wave - 1], j.state);
   }

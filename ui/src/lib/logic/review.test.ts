@@ -6,7 +6,7 @@ import type { FirmwareSuggestion } from '../api/types';
 
 const f2 = fw({ id: 2, version: '2.0.0', model: 'demo' });
 const sug = (p: Partial<FirmwareSuggestion>): FirmwareSuggestion => ({
-  model: 'demo', channel: 'stable', firmware_id: 2, firmware_version: '2.0.0', outdated: 1, online: 1, target: 'model:demo and channel:stable and outdated', ...p,
+  model: 'demo', channel: 'stable', device_channel: 'stable', firmware_id: 2, firmware_version: '2.0.0', outdated: 1, online: 1, target: 'model:demo and channel:stable and outdated', ...p,
 });
 
 describe('the review from a firmware', () => {
@@ -41,12 +41,12 @@ describe('the engine’s suggestions: which firmware the outdated devices need',
     expect(uncovered(1, [sug({ outdated: 1 })])).toBe(0);
   });
   it('says whom a suggestion updates, with the channel they follow when the engine named it', () => {
-    expect(describeSuggestion(sug({ target: 'model:demo and outdated' }), { onlyOnline: true })).toBe('online devices of model demo that run a version older than 2.0.0');
+    expect(describeSuggestion(sug({ device_channel: null, target: 'model:demo and outdated' }), { onlyOnline: true })).toBe('online devices of model demo that run a version older than 2.0.0');
     expect(describeSuggestion(sug({}), { onlyOnline: true })).toBe('online devices of model demo that run a version older than 2.0.0, following the stable channel');
-    expect(describeSuggestion(sug({ target: 'device:a,b and model:demo and channel:beta and outdated' }), { onlyOnline: false, selected: 2 })).toBe(
+    expect(describeSuggestion(sug({ device_channel: 'beta', target: 'device:a,b and model:demo and channel:beta and outdated' }), { onlyOnline: false, selected: 2 })).toBe(
       'the 2 selected devices of model demo that run a version older than 2.0.0, following the beta channel',
     );
-    expect(describeSuggestion(sug({ target: 'device:a and model:demo and outdated' }), { onlyOnline: false, selected: 1 })).toBe('the selected device of model demo that run a version older than 2.0.0');
+    expect(describeSuggestion(sug({ device_channel: null, target: 'device:a and model:demo and outdated' }), { onlyOnline: false, selected: 1 })).toBe('the selected device of model demo that run a version older than 2.0.0');
   });
 });
 

@@ -37,21 +37,16 @@ export function suggestionTarget(s: Pick<FirmwareSuggestion, 'target'>, onlyOnli
   return onlyOnline ? `${s.target} and online` : s.target;
 }
 
-/** The channel condition of an engine target, if it has one (`channel:beta`). */
-function channelOf(target: string): string | null {
-  return /(?:^|\s)channel:(\w+)/.exec(target)?.[1] ?? null;
-}
-
 /**
  * A suggestion's devices in words, e.g. "online devices of model demo that run a version older
  * than 2.0.0, following the beta channel" or "the 3 selected devices of model demo that…".
  */
-export function describeSuggestion(s: Pick<FirmwareSuggestion, 'model' | 'firmware_version' | 'target'>, how: { onlyOnline: boolean; selected?: number }): string {
+export function describeSuggestion(s: Pick<FirmwareSuggestion, 'model' | 'firmware_version' | 'device_channel'>, how: { onlyOnline: boolean; selected?: number }): string {
   const who =
     how.selected !== undefined
       ? `${how.selected === 1 ? 'the selected device' : `the ${num(how.selected)} selected devices`} of model ${s.model}`
       : `${how.onlyOnline ? 'online ' : ''}devices of model ${s.model}`;
-  const ch = channelOf(s.target);
+  const ch = s.device_channel;
   return `${who} that run a version older than ${s.firmware_version}${ch ? `, following the ${ch} channel` : ''}`;
 }
 

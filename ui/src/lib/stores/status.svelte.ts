@@ -3,6 +3,7 @@
 import { api } from '../api/client';
 import type { EngineStatus } from '../api/types';
 import type { StreamState } from '../api/sse';
+import { setUpdatable } from '../logic/families';
 
 class StatusStore {
   status = $state.raw<EngineStatus | null>(null);
@@ -13,6 +14,7 @@ class StatusStore {
   async load(): Promise<void> {
     try {
       this.status = await api.status();
+      setUpdatable(this.status.updatable_families);
       this.error = null;
     } catch (e) {
       this.error = (e as Error).message;

@@ -10,6 +10,10 @@ export type DeviceJob = { rollout_id: number, rollout_name: string,
  */
 firmware_version: string, job: number, state: JobState, error: string | null, attempts: number, from_version: string | null, 
 /**
+ * The version the device reported when it came back (`None`: not heard from since).
+ */
+current_version: string | null, 
+/**
  * RFC 3339 UTC.
  */
 created_at: string, 

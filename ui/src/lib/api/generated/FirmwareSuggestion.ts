@@ -5,7 +5,15 @@ import type { Channel } from "./Channel";
  * The firmware a rollout of some devices should install: the newest firmware of their model on
  * the channel they follow, and how many of them run an older version.
  */
-export type FirmwareSuggestion = { model: string, channel: Channel, firmware_id: number, firmware_version: string, 
+export type FirmwareSuggestion = { model: string, 
+/**
+ * The firmware's channel.
+ */
+channel: Channel, 
+/**
+ * The channel the devices follow, when they all follow one (`None`: both channels take it).
+ */
+device_channel: Channel | null, firmware_id: number, firmware_version: string, 
 /**
  * Devices of the model (within the asked target) that run an older version.
  */

@@ -19,8 +19,8 @@ attempts: number,
  */
 from_version: string | null, 
 /**
- * Version the device reported after it was commanded; `None` when it was not heard from
- * since (a device that timed out without coming back).
+ * Version the device reported when it came back from its reboot (or was found already on
+ * the target); `None` when it was not heard from since.
  */
 current_version: string | null, 
 /**

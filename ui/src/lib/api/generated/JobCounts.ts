@@ -6,4 +6,9 @@
  * of failure, `skipped` jobs left out (by the plan, or by a person), `cancelled` those a cancel
  * stopped before they began. [`JobCounts::summary`] is how people read them.
  */
-export type JobCounts = { total: number, queued: number, in_flight: number, succeeded: number, failed: number, timed_out: number, skipped: number, cancelled: number, };
+export type JobCounts = { total: number, queued: number, in_flight: number, succeeded: number, failed: number, timed_out: number, skipped: number, cancelled: number, 
+/**
+ * Of `skipped`, the devices the plan left out (in no wave); the rest were skipped by a
+ * person during the rollout.
+ */
+excluded: number, };
