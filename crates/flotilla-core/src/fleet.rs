@@ -82,6 +82,9 @@ impl Fleet {
                 jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
             for t in transitions {
                 if let (Some(&i), Some(state)) = (index.get(&t.job_id), JobState::parse(&t.state)) {
+                    if state == JobState::Commanded {
+                        jobs[i].commanded_at = Some(t.at);
+                    }
                     jobs[i].history.push(flotilla_proto::rollout::JobTransition {
                         state,
                         at: clock::rfc3339(t.at),
@@ -113,6 +116,7 @@ fn job_from_row(r: JobRow) -> JobRec {
         commands: r.commands,
         retry_base: r.retry_base,
         excluded: r.excluded,
+        commanded_at: None,
         created_at: r.created_at,
         updated_at: r.updated_at,
         history: Vec::new(),

@@ -274,6 +274,7 @@ impl EngineHandle {
             commands: 0,
             retry_base: 0,
             excluded: state == JobState::Skipped,
+            commanded_at: None,
             created_at: now,
             updated_at: now,
             history: vec![flotilla_proto::rollout::JobTransition { state, at: clock::rfc3339(now), detail: None }],

@@ -64,6 +64,8 @@ pub(crate) struct JobRec {
     pub retry_base: u32,
     /// Skipped by the plan: in no wave.
     pub excluded: bool,
+    /// When the current attempt was commanded (Unix ms; in memory, from the history on load).
+    pub commanded_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub history: Vec<JobTransition>,
@@ -665,6 +667,7 @@ impl Run {
         for i in queued.into_iter().take(room) {
             self.jobs[i].attempts += 1;
             self.jobs[i].commands += 1;
+            self.jobs[i].commanded_at = Some(now);
             self.jobs[i].durable = false;
             self.jobs[i].delivered = false;
             self.jobs[i].progress = None;
@@ -905,27 +908,49 @@ impl Run {
         }
         let pace_secs = per_minute.map(|r| (remaining as f64 / r * 60.0).ceil() as i64);
         let step = i64::try_from(self.spec.step_timeout_secs).unwrap_or(i64::MAX / 4);
+        // How long an update takes here, command to success (the median of those done): a device
+        // under way is expected that long after its command; one with no news for much longer
+        // counts as stalled.
+        let typical = self.typical_update_ms();
+        let stalled_after = typical.map_or(STALLED_AFTER_MS, |t| (3 * t).clamp(10_000, STALLED_AFTER_MS));
+        let open = |j: &&JobRec| j.state.is_in_flight() && j.wave <= self.wave;
         // Stalled devices of the open waves hold the wave until they time out (retries included).
         let stalled_until = self
             .jobs
             .iter()
-            .filter(|j| j.state.is_in_flight() && j.wave <= self.wave && now - j.updated_at >= STALLED_AFTER_MS)
+            .filter(open)
+            .filter(|j| now - j.updated_at >= stalled_after)
             .filter_map(|j| {
                 let deadline = j.deadline?;
                 Some(deadline / 1000 + i64::from(j.retries_left(self.spec.retries)) * step)
             })
             .max();
+        // The others are expected once a typical update after their command.
+        let under_way_secs = typical.and_then(|t| {
+            self.jobs
+                .iter()
+                .filter(open)
+                .filter(|j| now - j.updated_at < stalled_after)
+                .filter_map(|j| j.commanded_at.map(|c| ((c + t - now) / 1000).max(1)))
+                .max()
+        });
         let later =
             self.jobs.iter().filter(|j| !j.excluded && j.wave > self.wave && j.state == JobState::Queued).count();
         let window_wait = match &self.window {
             Some(w) if !w.is_open(at) => w.next_open(at).map(|o| (o - at).whole_seconds().max(0)),
             _ => None,
         };
-        let mut secs = pace_secs;
+        let mut secs = match (pace_secs, under_way_secs) {
+            (Some(p), Some(u)) => Some(p.max(u)),
+            (p, u) => p.or(u),
+        };
         let mut basis = match per_minute {
             Some(r) => format!("{} devices/min over the last 5 min", fmt_rate(r)),
             None => "waiting for the first devices to finish to know the pace".into(),
         };
+        if let Some(t) = typical {
+            let _ = write!(basis, "; an update takes about {} here", human_span((t + 500) / 1000));
+        }
         if let Some(until) = stalled_until {
             let hold = (until - now / 1000).max(0);
             let after = per_minute.map_or(0, |r| (later as f64 / r * 60.0).ceil() as i64);
@@ -945,6 +970,22 @@ impl Run {
             let _ = write!(basis, "; outside the maintenance window, which opens in {}", human_span(wait));
         }
         (secs.map(|s| u64::try_from(s).unwrap_or(0)), basis)
+    }
+
+    /// The median time from command to success of the devices updated so far (ms).
+    fn typical_update_ms(&self) -> Option<i64> {
+        let mut d: Vec<i64> = self
+            .jobs
+            .iter()
+            .filter(|j| j.state == JobState::Succeeded)
+            .filter_map(|j| j.commanded_at.map(|c| j.updated_at - c))
+            .filter(|d| *d >= 0)
+            .collect();
+        if d.is_empty() {
+            return None;
+        }
+        d.sort_unstable();
+        Some(d[d.len() / 2])
     }
 
     /// What the rollout waits on now (`None` when it is finished or nothing holds it).
@@ -1204,6 +1245,7 @@ mod tests {
                     commands: 0,
                     retry_base: 0,
                     excluded: false,
+                    commanded_at: None,
                     created_at: 0,
                     updated_at: 0,
                     history: vec![],
@@ -1510,5 +1552,30 @@ mod tests {
         assert_eq!(a.per_minute, Some(2.0), "3 finished over one minute: 2 intervals a minute");
         assert_eq!(a, b);
         assert_eq!(r.to_proto(0, at(), &nobody).outcome, Some(RolloutOutcome::AllSucceeded));
+    }
+
+    #[test]
+    fn a_device_under_way_is_expected_a_typical_update_after_its_command() {
+        // Three devices updated in 5 s each; the fourth was commanded at 20 s and reboots.
+        let mut r = run(&[4], 4);
+        r.spec.step_timeout_secs = 300;
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        for i in 0..3 {
+            let token = r.jobs[i].token();
+            r.report(i, &token, DeviceOtaState::Rebooting, None, None, 4_000, &mut ops);
+            r.seen(i, "2.0.0", true, 5_000, &mut ops);
+        }
+        r.jobs[3].commanded_at = Some(20_000);
+        let token = r.jobs[3].token();
+        r.report(3, &token, DeviceOtaState::Rebooting, None, None, 21_000, &mut ops);
+        // At 21 s: at least the 4 s a typical update still needs, whatever the pace says.
+        let e = r.estimate(21_000, at());
+        assert!(e.remaining_secs.is_some_and(|s| s >= 4), "{e:?}");
+        assert!(e.basis.contains("an update takes about 5 s here"), "{}", e.basis);
+        // No news for three typical updates: stalled, so the step's deadline (and a retry) bound it.
+        let e = r.estimate(40_000, at());
+        assert_eq!(e.remaining_secs, Some(321 + 300 - 40), "{e:?}");
+        assert!(e.basis.contains("cannot finish for up to"), "{}", e.basis);
     }
 }
