@@ -419,9 +419,10 @@ async fn admission_stops_outside_the_maintenance_window_and_resumes_inside_it() 
     for i in 1..=3 {
         check_in(&server, &mac(i), "1.0.0").await;
     }
-    // A window that opens two hours from now (UTC, whole minutes) and lasts one hour.
+    // A window that opens two hours from now (UTC, whole minutes: 120 to 121 min away) and lasts
+    // one hour.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let open = (now / 60 + 120) * 60;
+    let open = (now / 60 + 121) * 60;
     let hhmm = |t: i64| format!("{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60);
     let window = format!("daily {}-{}", hhmm(open), hhmm(open + 3600));
     let created = create(
