@@ -116,9 +116,12 @@ pub fn of_subject(conn: &Connection, subject: &str, limit: u32) -> Result<Vec<Ev
 /// ids finds the bound in a few point reads (were the clock set back, the bound is approximate
 /// around that moment, never wrong by more than the jump).
 pub fn first_id_at_or_after(conn: &Connection, ms: i64) -> Result<i64> {
-    let bounds: (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT min(id), max(id) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let (Some(mut lo), Some(max)) = bounds else { return Ok(0) };
+    // One aggregate a query: SQLite answers a lone min() or max() of the rowid from the b-tree's
+    // edge, but both in one query scan the table.
+    let Some(mut lo) = conn.query_row("SELECT min(id) FROM events", [], |r| r.get::<_, Option<i64>>(0))? else {
+        return Ok(0);
+    };
+    let max: i64 = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
     let mut hi = max + 1;
     let mut first_from = conn.prepare_cached("SELECT id, at FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
     // Lower bound: the smallest x whose first event at or after it is not older than `ms`.
@@ -134,18 +137,17 @@ pub fn first_id_at_or_after(conn: &Connection, ms: i64) -> Result<i64> {
 
 /// Deletes at most `batch` events older than `older_than_ms` or beyond the newest `keep`, oldest
 /// first; returns how many. The caller loops, one transaction per batch, so the log is pruned
-/// without holding the store for long.
+/// without holding the store for long. Ids are contiguous (AUTOINCREMENT, and the log is only
+/// ever pruned from its oldest end), so the newest `keep` are the ids above `max - keep`.
 pub fn prune_batch(conn: &Connection, older_than_ms: i64, keep: u64, batch: u32) -> Result<usize> {
+    let Some(min) = conn.query_row("SELECT min(id) FROM events", [], |r| r.get::<_, Option<i64>>(0))? else {
+        return Ok(0);
+    };
+    let max: i64 = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
     let by_age = first_id_at_or_after(conn, older_than_ms)?;
-    let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
-    let by_count: i64 = conn
-        .query_row("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1", [keep - 1], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
-    let below = by_age.max(by_count);
-    Ok(conn
-        .prepare_cached("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ?1 ORDER BY id LIMIT ?2)")?
-        .execute(params![below, i64::from(batch)])?)
+    let by_count = max.saturating_sub(i64::try_from(keep.max(1)).unwrap_or(i64::MAX)) + 1;
+    let below = by_age.max(by_count).min(min.saturating_add(i64::from(batch)));
+    Ok(conn.prepare_cached("DELETE FROM events WHERE id < ?1")?.execute([below])?)
 }
 
 /// How many events the log holds.
