@@ -107,8 +107,8 @@ test('a device that never comes back: the waiting panel names it, Skip lets the 
     await until(async () => (await jobRow.getAttribute('data-state')) === 'skipped', { what: 'the device’s row skipped' });
     assert.equal((await jobRow.locator('[role="cell"]').nth(4).textContent()).trim(), '1.0.0 → not heard from since', 'never "1.0.0 → 1.0.0" for a device not seen again');
     assert.equal(await jobRow.getByTestId('job-skip').count(), 0);
-    // The engine's summary: a skipped device is not planned any more.
-    assert.equal(await text('rollout-summary'), `${N - 1} of ${N - 1} succeeded · 1 skipped`);
+    // The engine's summary: a device a person skipped was meant to be updated and was not.
+    assert.equal(await text('rollout-summary'), `${N - 1} of ${N} succeeded · 1 skipped`);
     await screenshot(page, 'skipped-completed');
     assert.deepEqual(problems.filter((p) => p.startsWith('pageerror')), [], 'no uncaught error in the page');
   } catch (e) {
