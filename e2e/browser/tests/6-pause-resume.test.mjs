@@ -94,7 +94,7 @@ test('a rollout that pauses itself: the banner says why and what Resume does; Re
       what: 'the numbers of now beside the reason',
     });
     // What Resume will do, before it is pressed: the engine's words.
-    assert.match(r.on_resume, /^Resume acknowledges \d+ failed devices? \(wave \d\): they stop counting against the failure threshold \(10%\) and the 90% success gate, and /);
+    assert.match(r.on_resume, /^Resume acknowledges \d+ failed devices? \(wave \d\): (it stops|they stop) counting against the failure threshold \(10%\) and the 90% success gate, and /);
     await until(async () => (await text('on-resume'))?.endsWith(r.on_resume), { timeout: 15_000, what: 'on_resume in the banner' });
     assert.equal(await text('rollout-resume'), 'Resume');
     assert.equal(await text('rollout-retry-failed'), 'Retry failed and resume');

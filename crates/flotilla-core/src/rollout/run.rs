@@ -808,12 +808,12 @@ impl Run {
             by_wave.sort_unstable();
             by_wave.dedup();
             let waves_text = by_wave.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let (plural, they) = if failures.len() == 1 { ("", "it stops") } else { ("s", "they stop") };
             let _ = write!(
                 out,
-                "acknowledges {} failed device{} (wave {waves_text}): they stop counting against the failure \
+                "acknowledges {} failed device{plural} (wave {waves_text}): {they} counting against the failure \
                  threshold ({}) and the {}% success gate, and ",
                 failures.len(),
-                if failures.len() == 1 { "" } else { "s" },
                 match self.spec.max_failures {
                     Threshold::Count(n) => format!("{n} devices"),
                     Threshold::Percent(p) => format!("{p}%"),
@@ -1407,7 +1407,7 @@ mod tests {
         assert_eq!(r.paused_at, Some(5));
         roll_back(&mut r, 2, 6, &mut ops);
         let said = r.on_resume(7, at()).unwrap();
-        assert!(said.contains("acknowledges 2 failed devices (wave 2)"), "{said}");
+        assert!(said.contains("acknowledges 2 failed devices (wave 2): they stop counting"), "{said}");
         assert!(said.contains("90% success gate"), "{said}");
         assert!(said.contains("continues wave 2 of 3 (2 updating, 10 in later waves)"), "{said}");
         r.resume("t", 7, &mut ops).unwrap();
