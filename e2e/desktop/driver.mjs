@@ -248,7 +248,7 @@ await essential('a rollout started from the UI completes', async () => {
           await shot('rollout-live');
         }
       }
-      if (st.includes('paused') && resumed < 3) {
+      if (st.includes('paused') && resumed < 10) {
         // A gate tripped (failing demo devices): acknowledge and go on, as a technician would.
         if (resumed === 0) await shot('rollout-paused');
         await click('rollout-resume');
