@@ -108,6 +108,29 @@ pub fn print_json<T: Serialize>(v: &T) -> CliResult {
     Ok(())
 }
 
+/// A list command: `GET path`, printed as the API's JSON with `--json`, else as a table with one
+/// row per item (`empty` when there is none).
+pub async fn print_list<T: DeserializeOwned + Serialize>(
+    api: &crate::ApiArgs,
+    path: &str,
+    json: bool,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> CliResult {
+    let list: Vec<T> = Api::resolve(api)?.get(path).await?;
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        outln!("{empty}");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list.iter().map(row).collect();
+    crate::output::table(headers, &rows);
+    Ok(())
+}
+
 /// `path?k=v&…` with every key and value percent-encoded; pairs whose value is `None` are left out.
 pub fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
     let query: Vec<String> =

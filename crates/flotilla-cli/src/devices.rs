@@ -10,7 +10,7 @@ use flotilla_proto::rollout::DeviceHistory;
 use flotilla_proto::{Channel, Device, Event};
 use reqwest::Method;
 
-use crate::client::{Api, encode, print_json};
+use crate::client::{Api, encode, print_json, print_list};
 use crate::events::summary;
 use crate::output::{clip, fields, opt, outln, table, when};
 use crate::{ApiArgs, CliError, CliResult};
@@ -129,32 +129,21 @@ impl ChannelChoice {
 pub async fn run(cmd: DevicesCmd) -> CliResult {
     match cmd {
         DevicesCmd::List { json, api } => {
-            let list: Vec<Device> = Api::resolve(&api)?.get("/api/v1/devices").await?;
-            if json {
-                return print_json(&list);
-            }
-            if list.is_empty() {
-                outln!("No devices yet.");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.mac.clone(),
-                        opt(d.name.as_deref().or(d.device_id.as_deref())),
-                        d.family.as_str().into(),
-                        opt(d.model.as_deref()),
-                        opt(d.version.as_deref()),
-                        opt(d.ip.as_deref()),
-                        if d.online { "online".into() } else { "offline".into() },
-                        d.labels.join(","),
-                        d.last_seen.clone(),
-                    ]
-                })
-                .collect();
-            table(&["MAC", "NAME", "FAMILY", "MODEL", "VERSION", "IP", "STATE", "LABELS", "LAST SEEN"], &rows);
-            Ok(())
+            let headers = ["MAC", "NAME", "FAMILY", "MODEL", "VERSION", "IP", "STATE", "LABELS", "LAST SEEN"];
+            print_list(&api, "/api/v1/devices", json, "No devices yet.", &headers, |d: &Device| {
+                vec![
+                    d.mac.clone(),
+                    opt(d.name.as_deref().or(d.device_id.as_deref())),
+                    d.family.as_str().into(),
+                    opt(d.model.as_deref()),
+                    opt(d.version.as_deref()),
+                    opt(d.ip.as_deref()),
+                    if d.online { "online".into() } else { "offline".into() },
+                    d.labels.join(","),
+                    d.last_seen.clone(),
+                ]
+            })
+            .await
         }
         DevicesCmd::Show { device, json, api } => {
             let api = Api::resolve(&api)?;

@@ -12,8 +12,8 @@ use flotilla_proto::{
 use reqwest::Method;
 use serde::Serialize;
 
-use crate::client::{Api, encode, print_json, with_query};
-use crate::output::{fields, opt, outln, size, table};
+use crate::client::{Api, encode, print_json, print_list, with_query};
+use crate::output::{fields, opt, outln, size};
 use crate::{ApiArgs, CliError, CliResult};
 
 #[derive(Debug, Subcommand)]
@@ -250,32 +250,22 @@ pub async fn run(cmd: FirmwareCmd) -> CliResult {
             Ok(())
         }
         FirmwareCmd::List { json, api } => {
-            let list: Vec<Firmware> = Api::resolve(&api)?.get("/api/v1/firmware").await?;
-            if json {
-                return print_json(&list);
-            }
-            if list.is_empty() {
-                outln!("No firmware imported yet. Import one with `flotilla firmware import FILE`.");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|f| {
-                    vec![
-                        f.id.to_string(),
-                        f.model.clone(),
-                        f.version.clone(),
-                        f.chip.to_string(),
-                        f.channel.as_str().into(),
-                        size(f.size),
-                        f.sha256.chars().take(12).collect(),
-                        f.created_at.clone(),
-                        flags(f),
-                    ]
-                })
-                .collect();
-            table(&["ID", "MODEL", "VERSION", "CHIP", "CHANNEL", "SIZE", "SHA256", "IMPORTED", "FLAGS"], &rows);
-            Ok(())
+            let headers = ["ID", "MODEL", "VERSION", "CHIP", "CHANNEL", "SIZE", "SHA256", "IMPORTED", "FLAGS"];
+            let empty = "No firmware imported yet. Import one with `flotilla firmware import FILE`.";
+            print_list(&api, "/api/v1/firmware", json, empty, &headers, |f: &Firmware| {
+                vec![
+                    f.id.to_string(),
+                    f.model.clone(),
+                    f.version.clone(),
+                    f.chip.to_string(),
+                    f.channel.as_str().into(),
+                    size(f.size),
+                    f.sha256.chars().take(12).collect(),
+                    f.created_at.clone(),
+                    flags(f),
+                ]
+            })
+            .await
         }
         FirmwareCmd::Show { reference, json, api } => {
             let f: Firmware = Api::resolve(&api)?.get(&format!("/api/v1/firmware/{}", encode(&reference))).await?;

@@ -12,7 +12,7 @@ use flotilla_proto::rollout::{
 };
 use reqwest::Method;
 
-use crate::client::{Api, print_json};
+use crate::client::{Api, print_json, print_list};
 use crate::output::{out, outln, table};
 use crate::{ApiArgs, CliError, CliResult};
 
@@ -341,31 +341,21 @@ pub async fn run(cmd: RolloutCmd) -> CliResult {
             }
         }
         RolloutCmd::List { json, api } => {
-            let list: Vec<Rollout> = Api::resolve(&api)?.get("/api/v1/rollouts").await?;
-            if json {
-                return print_json(&list);
-            }
-            if list.is_empty() {
-                outln!("No rollouts yet. Plan one with `flotilla rollout create --firmware REF --target all`.");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.name.clone(),
-                        r.firmware_version.clone(),
-                        state_text(r),
-                        format!("{} of {}", r.current_wave, r.wave_count),
-                        format!("{} of {}", r.counts.succeeded, r.counts.planned()),
-                        r.counts.failures().to_string(),
-                        r.updated_at.clone(),
-                    ]
-                })
-                .collect();
-            table(&["ID", "NAME", "VERSION", "STATE", "WAVE", "SUCCEEDED", "FAILED", "CHANGED"], &rows);
-            Ok(())
+            let headers = ["ID", "NAME", "VERSION", "STATE", "WAVE", "SUCCEEDED", "FAILED", "CHANGED"];
+            let empty = "No rollouts yet. Plan one with `flotilla rollout create --firmware REF --target all`.";
+            print_list(&api, "/api/v1/rollouts", json, empty, &headers, |r: &Rollout| {
+                vec![
+                    r.id.to_string(),
+                    r.name.clone(),
+                    r.firmware_version.clone(),
+                    state_text(r),
+                    format!("{} of {}", r.current_wave, r.wave_count),
+                    format!("{} of {}", r.counts.succeeded, r.counts.planned()),
+                    r.counts.failures().to_string(),
+                    r.updated_at.clone(),
+                ]
+            })
+            .await
         }
         RolloutCmd::Report { id, format, output, api } => {
             let api = Api::resolve(&api)?;
