@@ -211,3 +211,40 @@ async fn a_demo_fleet_that_fails_to_boot_makes_a_rollout_pause_itself() {
     let text = ok(&server, &["rollout", "status", &id]);
     assert!(text.contains("PAUSED") && text.contains("did not boot"), "{text}");
 }
+
+#[tokio::test]
+async fn settings_are_shown_and_changed_and_the_demo_starts_from_the_cli() {
+    let server = Server::start().await;
+    // What the UI's Settings view shows: saved and running values, mDNS off as started.
+    let view = json(&server, &["settings", "show", "--json"]);
+    assert_eq!(view["effective"]["mdns"], false, "started with --no-mdns: {view}");
+    assert_eq!(view["saved"]["mdns"], Value::Null);
+    let text = ok(&server, &["settings", "show"]);
+    assert!(text.contains("mdns") && text.contains("false now (saved: default)"), "{text}");
+    // Changed and kept: the retention applies without a restart, an address asks for one.
+    let view = json(&server, &["settings", "set", "event_retention_days=30", "--json"]);
+    assert_eq!(view["saved"]["event_retention_days"], 30);
+    assert_eq!(view["restart_required"], false);
+    let text = ok(&server, &["settings", "set", "device_listen=0.0.0.0:9000"]);
+    assert!(text.contains("Restart the engine"), "{text}");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(server.data_dir().join("settings.json")).unwrap()).unwrap();
+    assert_eq!(
+        (saved["event_retention_days"].clone(), saved["device_listen"].clone()),
+        (json!(30), json!("0.0.0.0:9000"))
+    );
+    // A wrong value is refused by name and nothing is saved.
+    let err = fails(&server, &["settings", "set", "admin_listen=localhost"], 2);
+    assert!(err.contains("admin_listen"), "{err}");
+    let err = fails(&server, &["settings", "set", "colour=red"], 2);
+    assert!(err.contains("no setting \"colour\""), "{err}");
+    let after: Value =
+        serde_json::from_str(&std::fs::read_to_string(server.data_dir().join("settings.json")).unwrap()).unwrap();
+    assert_eq!(after, saved);
+
+    // The UI's first-run button, from the CLI: once, then refused while it runs.
+    let started = json(&server, &["demo", "start", "--json"]);
+    assert!(started["summary"].as_str().unwrap().contains("48 devices"), "{started}");
+    let err = fails(&server, &["demo", "start"], 2);
+    assert!(err.contains("already runs"), "{err}");
+}

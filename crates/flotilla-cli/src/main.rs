@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`serve`]: `flotilla serve`, the engine headless.
 //! - [`client`]: the connection to a running engine's admin API, shared by every client command.
-//! - [`firmware`], [`devices`], [`rollout`], [`events`], [`status`], [`keys`]: one module per
+//! - [`firmware`], [`devices`], [`rollout`], [`events`], [`status`], [`settings`], [`keys`]: one module per
 //!   command group; each command is one or a few admin API calls, printed for people or as the
 //!   API's own JSON (`--json`). They never read the engine's files but `runtime.json` and
 //!   `admin-token` (to find it), so they work against a remote engine the same way.
@@ -21,6 +21,7 @@ mod keys;
 mod output;
 mod rollout;
 mod serve;
+mod settings;
 mod status;
 
 use std::path::PathBuf;
@@ -74,6 +75,12 @@ enum Command {
     Status(status::StatusArgs),
     /// The engine's Prometheus metrics (or, with --fleet, the dashboard's numbers).
     Metrics(status::MetricsArgs),
+    /// The site's saved settings: show, or change some (as the UI's Settings view).
+    #[command(subcommand)]
+    Settings(settings::SettingsCmd),
+    /// The simulated demo fleet (as the UI's first-run button).
+    #[command(subcommand)]
+    Demo(settings::DemoCmd),
     /// The site signing key.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
@@ -98,6 +105,8 @@ fn main() -> ExitCode {
             Command::Events(cmd) => events::run(cmd).await,
             Command::Status(args) => status::status(args).await,
             Command::Metrics(args) => status::metrics(args).await,
+            Command::Settings(cmd) => settings::settings(cmd).await,
+            Command::Demo(cmd) => settings::demo(cmd).await,
             Command::Keys(cmd) => keys::run(cmd).await,
         }
     });
