@@ -186,7 +186,7 @@ export const CHROMIUM_ARGS = [
  * `language`: what the page's navigator.language / navigator.languages say (as a platform under
  * that LANG would report it, e.g. WebKitGTK's `c` under LANG=C.UTF-8), also passed as --lang.
  */
-export async function launchBrowser(t, { viewport = { width: 1440, height: 900 }, language } = {}) {
+export async function launchBrowser(t, { viewport = { width: 1440, height: 900 }, language, acceptDialogs = false } = {}) {
   const args = language ? [...CHROMIUM_ARGS, `--lang=${language}`] : CHROMIUM_ARGS;
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
   t.after(() => browser.close().catch(() => {}));
@@ -211,7 +211,30 @@ export async function launchBrowser(t, { viewport = { width: 1440, height: 900 }
     // Closing the event stream on navigation is expected.
     if (!r.url().includes('/events/stream')) problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText ?? ''}`);
   });
-  return { browser, context, page, problems };
+  t.after(() => {
+    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  });
+  // Every confirm()/alert() the page shows, in order; accepted when `acceptDialogs`, else dismissed.
+  const dialogs = [];
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void (acceptDialogs ? d.accept() : d.dismiss());
+  });
+  return { browser, context, page, problems, dialogs };
+}
+
+/** The text of the first element with `data-testid=id` under `scope`, whitespace collapsed. */
+export async function textOf(scope, id) {
+  return (await scope.getByTestId(id).first().textContent())?.replace(/\s+/g, ' ').trim();
+}
+
+/** Waits until `n` devices are online (the simulator's log named when they are not). */
+export async function untilOnline(engine, n, sim) {
+  await until(async () => (await engine.api('GET', 'devices')).filter((d) => d.online).length === n, {
+    timeout: 30_000,
+    interval: 250,
+    what: `${n} simulated devices online (sim: ${sim.log})`,
+  });
 }
 
 export async function screenshot(page, name) {

@@ -18,9 +18,6 @@ test('import by upload, default staged rollout, every device on 2.0.0, CSV repor
   const sim = startSim(engine, { pull: PULL, mqtt: MQTT, poll: '1s', reboot: '500ms' });
   const fwFile = await makeFirmware(engine.dir, { version: '2.0.0', project: 'demo', size: 300_000 });
   const { page, problems } = await launchBrowser(t);
-  t.after(() => {
-    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  });
 
   try {
     // --- Devices appear.

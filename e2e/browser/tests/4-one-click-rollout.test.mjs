@@ -10,7 +10,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEngine, startSim, makeFirmware, uploadFirmware, launchBrowser, screenshot, until } from '../lib/harness.mjs';
+import { startEngine, startSim, makeFirmware, uploadFirmware, untilOnline, launchBrowser, screenshot, until } from '../lib/harness.mjs';
 
 const PULL = 3;
 const MQTT = 3;
@@ -19,16 +19,9 @@ const N = PULL + MQTT;
 test('firmware → "Roll it out…" → Start: two clicks to a staged rollout that completes', { timeout: 150_000 }, async (t) => {
   const engine = await startEngine(t);
   const sim = startSim(engine, { pull: PULL, mqtt: MQTT, poll: '1s', reboot: '500ms' });
-  await until(async () => (await engine.api('GET', 'devices')).filter((d) => d.online).length === N, {
-    timeout: 30_000,
-    interval: 250,
-    what: `${N} simulated devices online (sim: ${sim.log})`,
-  });
+  await untilOnline(engine, N, sim);
   const fw = await uploadFirmware(engine, await makeFirmware(engine.dir, { version: '2.0.0', project: 'demo', size: 200_000 }));
   const { page, problems } = await launchBrowser(t);
-  t.after(() => {
-    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  });
   const reviewReady = () => page.locator('[data-testid="review-start"]:enabled').waitFor({ timeout: 15_000 });
 
   try {

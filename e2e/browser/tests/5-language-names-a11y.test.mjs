@@ -9,7 +9,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEngine, startSim, makeFirmware, uploadFirmware, launchBrowser, screenshot, until } from '../lib/harness.mjs';
+import { startEngine, startSim, makeFirmware, uploadFirmware, untilOnline, launchBrowser, screenshot, until } from '../lib/harness.mjs';
 
 const PULL = 4;
 const MQTT = 4;
@@ -32,11 +32,7 @@ function auditScript() {
 test('language "c": every view renders, names not MACs, URL filters, accessibility checks', { timeout: 180_000 }, async (t) => {
   const engine = await startEngine(t);
   const sim = startSim(engine, { pull: PULL, mqtt: MQTT, poll: '1s', reboot: '500ms', extra: ['--fail', 'boot=25%'] });
-  await until(async () => (await engine.api('GET', 'devices')).filter((d) => d.online).length === N, {
-    timeout: 30_000,
-    interval: 250,
-    what: `${N} simulated devices online (sim: ${sim.log})`,
-  });
+  await untilOnline(engine, N, sim);
   const fw = await uploadFirmware(engine, await makeFirmware(engine.dir, { version: '2.0.0', project: 'demo', size: 200_000 }));
   await engine.api('PATCH', `firmware/${fw.id}`, {
     notes: 'Fixes the watchdog reset on boot and adds the new sensor calibration; a note long enough to wrap onto several lines of the table',
@@ -74,9 +70,6 @@ test('language "c": every view renders, names not MACs, URL filters, accessibili
   };
 
   const { browser, page, problems } = await launchBrowser(t, { language: 'c' });
-  t.after(() => {
-    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  });
 
   try {
     await page.goto(engine.uiUrl());

@@ -11,7 +11,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEngine, startSim, makeFirmware, uploadFirmware, launchBrowser, screenshot, until } from '../lib/harness.mjs';
+import { startEngine, startSim, makeFirmware, uploadFirmware, untilOnline, launchBrowser, textOf, screenshot, until } from '../lib/harness.mjs';
 
 const PULL = 4;
 const MQTT = 4;
@@ -30,11 +30,7 @@ const rate = (r) => (r < 10 ? r.toFixed(1) : r.toFixed(0));
 test('a rollout that pauses itself: the banner says why and what Resume does; Resume continues it', { timeout: 240_000 }, async (t) => {
   const engine = await startEngine(t);
   const sim = startSim(engine, { pull: PULL, mqtt: MQTT, poll: '1s', reboot: '500ms', extra: ['--fail', 'boot=25%'] });
-  await until(async () => (await engine.api('GET', 'devices')).filter((d) => d.online).length === N, {
-    timeout: 30_000,
-    interval: 250,
-    what: `${N} simulated devices online (sim: ${sim.log})`,
-  });
+  await untilOnline(engine, N, sim);
   await uploadFirmware(engine, await makeFirmware(engine.dir, { version: '2.0.0', project: 'demo', size: 200_000 }));
   const created = await engine.api('POST', 'rollouts', {
     firmware: '2.0.0',
@@ -51,16 +47,8 @@ test('a rollout that pauses itself: the banner says why and what Resume does; Re
     start: true,
   });
   const id = created.rollout.id;
-  const { page, problems } = await launchBrowser(t);
-  t.after(() => {
-    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  });
-  const dialogs = [];
-  page.on('dialog', (d) => {
-    dialogs.push(d.message());
-    void d.accept();
-  });
-  const text = async (id) => (await page.getByTestId(id).textContent())?.replace(/\s+/g, ' ').trim();
+  const { page, problems, dialogs } = await launchBrowser(t, { acceptDialogs: true });
+  const text = (id) => textOf(page, id);
 
   try {
     await page.goto(engine.uiUrl(`/rollouts/${id}`));

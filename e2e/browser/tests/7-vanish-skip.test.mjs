@@ -8,18 +8,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEngine, startSim, makeFirmware, uploadFirmware, launchBrowser, screenshot, until } from '../lib/harness.mjs';
+import { startEngine, startSim, makeFirmware, uploadFirmware, untilOnline, launchBrowser, textOf, screenshot, until } from '../lib/harness.mjs';
 
 const N = 4;
 
 test('a device that never comes back: the waiting panel names it, Skip lets the rollout finish', { timeout: 180_000 }, async (t) => {
   const engine = await startEngine(t);
   const sim = startSim(engine, { pull: N, poll: '1s', reboot: '500ms', extra: ['--fail', 'vanish=25%'] });
-  await until(async () => (await engine.api('GET', 'devices')).filter((d) => d.online).length === N, {
-    timeout: 30_000,
-    interval: 250,
-    what: `${N} simulated devices online (sim: ${sim.log})`,
-  });
+  await untilOnline(engine, N, sim);
   await uploadFirmware(engine, await makeFirmware(engine.dir, { version: '2.0.0', project: 'demo', size: 200_000 }));
   const created = await engine.api('POST', 'rollouts', {
     firmware: '2.0.0',
@@ -34,16 +30,8 @@ test('a device that never comes back: the waiting panel names it, Skip lets the 
     start: true,
   });
   const id = created.rollout.id;
-  const { page, problems } = await launchBrowser(t);
-  t.after(() => {
-    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  });
-  const dialogs = [];
-  page.on('dialog', (d) => {
-    dialogs.push(d.message());
-    void d.accept();
-  });
-  const text = async (id, scope = page) => (await scope.getByTestId(id).first().textContent())?.replace(/\s+/g, ' ').trim();
+  const { page, problems, dialogs } = await launchBrowser(t, { acceptDialogs: true });
+  const text = (id, scope = page) => textOf(scope, id);
 
   try {
     // --- Every device but one is done; the rollout waits for the one that vanished.

@@ -39,9 +39,6 @@ test('the outdated tile’s review lists the devices its target leaves out, and 
   };
 
   const { page, problems } = await launchBrowser(t);
-  t.after(() => {
-    if (problems.length) console.log(`browser problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-  });
 
   try {
     await page.goto(engine.uiUrl());
