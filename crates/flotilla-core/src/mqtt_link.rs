@@ -125,6 +125,7 @@ pub(crate) async fn start(
                 listen: *listen,
                 username: creds.username.clone(),
                 password: creds.password.clone(),
+                devices: None,
             })
             .await
             .map_err(|e| {

@@ -112,6 +112,9 @@ pub struct Incoming {
     /// Who published it, when the broker can tell (the embedded broker: the client id of the
     /// publishing session; a site's broker does not say).
     pub client_id: Option<String>,
+    /// The device the publisher proved to be with its own login (the embedded broker with
+    /// per-device logins); `None` for the site's login and for a site's broker.
+    pub device: Option<String>,
 }
 
 /// A handle to the connection; cheap to clone.
@@ -326,6 +329,7 @@ impl Link {
                         payload: publish.payload,
                         retained: publish.retain,
                         client_id: None,
+                        device: None,
                     };
                     let delivered = tokio::select! {
                         biased;

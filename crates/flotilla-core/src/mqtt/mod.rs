@@ -25,7 +25,7 @@ pub mod url;
 #[cfg(test)]
 mod tests;
 
-pub use broker::{BrokerConfig, Delivery, EmbeddedBroker, LocalClient, LocalInbox};
+pub use broker::{BrokerConfig, Delivery, DeviceAccess, DeviceLogins, EmbeddedBroker, LocalClient, LocalInbox};
 pub use client::{Incoming, MqttClient, MqttConfig};
 pub use url::{BrokerUrl, parse_url};
 

@@ -28,7 +28,9 @@ fn loopback0() -> SocketAddr {
 }
 
 async fn embedded(listen: SocketAddr) -> EmbeddedBroker {
-    EmbeddedBroker::start(BrokerConfig { listen, username: USER.into(), password: PASS.into() }).await.unwrap()
+    EmbeddedBroker::start(BrokerConfig { listen, username: USER.into(), password: PASS.into(), devices: None })
+        .await
+        .unwrap()
 }
 
 fn url_of(addr: SocketAddr) -> String {
@@ -190,13 +192,19 @@ async fn embedded_broker_refuses_wrong_or_missing_credentials() {
 async fn embedded_broker_bind_error_names_the_address() {
     let taken = TcpListener::bind(loopback0()).unwrap();
     let addr = taken.local_addr().unwrap();
-    let err = EmbeddedBroker::start(BrokerConfig { listen: addr, username: USER.into(), password: PASS.into() })
-        .await
-        .unwrap_err();
+    let err = EmbeddedBroker::start(BrokerConfig {
+        listen: addr,
+        username: USER.into(),
+        password: PASS.into(),
+        devices: None,
+    })
+    .await
+    .unwrap_err();
     assert!(matches!(&err, MqttError::Bind { addr: a, .. } if *a == addr), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 
-    let no_password = BrokerConfig { listen: loopback0(), username: USER.into(), password: String::new() };
+    let no_password =
+        BrokerConfig { listen: loopback0(), username: USER.into(), password: String::new(), devices: None };
     assert!(matches!(EmbeddedBroker::start(no_password).await, Err(MqttError::InvalidConfig(_))));
 }
 

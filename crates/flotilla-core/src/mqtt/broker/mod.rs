@@ -1,7 +1,8 @@
 //! The embedded MQTT 3.1.1 broker, run when the site has no broker of its own.
 //!
-//! It serves what ESP firmware and the engine need and nothing more: login with the one
-//! configured user name and password (compared in constant time), keep-alive (a client silent
+//! It serves what ESP firmware and the engine need and nothing more: login with the site's user
+//! name and password (compared in constant time) or with a device's own login ([`DeviceAccess`]:
+//! such a client may publish and subscribe only under its own topics), keep-alive (a client silent
 //! for 1.5 × its keep-alive is closed), Last Will, SUBSCRIBE/UNSUBSCRIBE with `+` and `#`,
 //! QoS 0 and 1 (QoS 2 is granted as 1; a QoS 2 publish is answered PUBREC/PUBCOMP and delivered
 //! once on receipt), retained messages, clean sessions only (a client asking for a persistent
@@ -76,10 +77,84 @@ const KEEP_BUFFER: usize = 16 * 1024;
 pub struct BrokerConfig {
     /// Where to listen; port 0 picks a free port (see [`EmbeddedBroker::local_addr`]).
     pub listen: SocketAddr,
-    /// The one user name every client must log in with.
+    /// The site's user name: a client logged in with it may use every topic (the engine's tools,
+    /// the technician's, vendor devices).
     pub username: String,
     /// Its password.
     pub password: String,
+    /// Per-device logins and the topics such a login may use; `None`: the site login only.
+    pub devices: Option<DeviceAccess>,
+}
+
+/// Checks a login that is not the site's.
+pub trait DeviceLogins: Send + Sync + 'static {
+    /// The id of the device `username`/`password` proves to be, or `None` (unknown, wrong
+    /// password, revoked). Must compare in constant time.
+    fn device(&self, username: &str, password: &[u8]) -> Option<String>;
+}
+
+/// Per-device logins and what they may do (like mosquitto's `pattern` ACLs, with `{id}` for the
+/// device's id and `{owner}` for any one level).
+#[derive(Clone)]
+pub struct DeviceAccess {
+    pub logins: Arc<dyn DeviceLogins>,
+    /// Topic templates a device may publish to (its status, results, presence and Last Will).
+    pub publish: Vec<String>,
+    /// Topic templates a device may subscribe to (its commands). No wildcard but `+` for
+    /// `{owner}`; `#` is never granted.
+    pub subscribe: Vec<String>,
+}
+
+impl fmt::Debug for DeviceAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceAccess").field("publish", &self.publish).field("subscribe", &self.subscribe).finish()
+    }
+}
+
+impl DeviceAccess {
+    /// May device `id` publish to `topic`?
+    fn may_publish(&self, id: &str, topic: &str) -> bool {
+        self.publish.iter().any(|t| template_matches(t, id, topic, false))
+    }
+
+    /// May device `id` subscribe to `filter`?
+    fn may_subscribe(&self, id: &str, filter: &str) -> bool {
+        self.subscribe.iter().any(|t| template_matches(t, id, filter, true))
+    }
+}
+
+/// Whether `topic` (a filter when `filter`) is `template` with `{id}` = `id` and `{owner}` any one
+/// level (`+` too, in a filter). Any other wildcard does not match.
+fn template_matches(template: &str, id: &str, topic: &str, filter: bool) -> bool {
+    let mut t = template.split('/');
+    let mut c = topic.split('/');
+    loop {
+        match (t.next(), c.next()) {
+            (None, None) => return true,
+            (Some(tp), Some(seg)) => {
+                let ok = match tp {
+                    "{id}" => seg == id,
+                    "{owner}" => {
+                        !seg.is_empty() && !seg.contains('#') && (!seg.contains('+') || (filter && seg == "+"))
+                    }
+                    lit => seg == lit,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Who a connection logged in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    /// The site's login (or the engine itself): every topic.
+    Site,
+    /// A device's own login: its own topics only.
+    Device(Arc<str>),
 }
 
 impl fmt::Debug for BrokerConfig {
@@ -88,6 +163,7 @@ impl fmt::Debug for BrokerConfig {
             .field("listen", &self.listen)
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("devices", &self.devices)
             .finish()
     }
 }
@@ -115,6 +191,7 @@ impl EmbeddedBroker {
         let state = Arc::new(State {
             username: config.username,
             password: config.password,
+            devices: config.devices,
             router: Mutex::new(Router::default()),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -207,7 +284,8 @@ impl LocalClient {
         if self.stop.is_cancelled() {
             return Err(MqttError::Stopped);
         }
-        self.state.publish(&Arc::new(Message { topic: topic.to_owned(), payload, qos: 1, from: None }), 1, retain);
+        let message = Message { topic: topic.to_owned(), payload, qos: 1, from: None, device: None };
+        self.state.publish(&Arc::new(message), 1, retain);
         Ok(())
     }
 }
@@ -259,6 +337,7 @@ impl LocalInbox {
                         payload: message.payload.clone(),
                         retained: retain,
                         client_id: message.from.as_deref().map(str::to_owned),
+                        device: message.device.as_deref().map(str::to_owned),
                     }));
                 }
                 Some(Out::Ended(client)) => {
@@ -300,8 +379,12 @@ fn local_session(state: &State, filters: &[String], close: CancellationToken) ->
         r.subscriptions.add(filter, id, 1);
         r.retained.matching(filter, &mut retained);
     }
-    let session =
-        Session { client_id: String::new(), outbox: outbox.clone(), filters: filters.iter().cloned().collect() };
+    let session = Session {
+        client_id: String::new(),
+        principal: Principal::Site,
+        outbox: outbox.clone(),
+        filters: filters.iter().cloned().collect(),
+    };
     r.sessions.insert(id, session);
     drop(r);
     for message in retained {
@@ -328,6 +411,7 @@ fn drop_session(state: &State, id: ConnId) {
 struct State {
     username: String,
     password: String,
+    devices: Option<DeviceAccess>,
     router: Mutex<Router>,
     next_id: AtomicU64,
     connections: AtomicUsize,
@@ -351,6 +435,7 @@ struct Router {
 
 struct Session {
     client_id: String,
+    principal: Principal,
     outbox: Outbox,
     filters: HashSet<String>,
 }
@@ -505,29 +590,48 @@ async fn connection(
             return;
         }
     };
-    let Some(client_id) = admit(&state, &connect, peer, &mut wr).await else { return };
+    let Some((client_id, principal)) = admit(&state, &connect, peer, &mut wr).await else { return };
 
     let (tx, rx) = mpsc::channel(QUEUE_PACKETS);
     let outbox = Outbox { tx, close: close.clone(), queued: Arc::new(AtomicUsize::new(0)) };
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    {
+    let admitted = {
         let mut r = state.router();
-        if let Some(old) = r.by_client.insert(client_id.clone(), id)
-            && let Some(s) = r.sessions.get(&old)
-        {
-            tracing::debug!(client = %client_id, "MQTT client id taken over by a new connection");
-            s.outbox.close.cancel();
+        // A device's session can be taken over only by the same device.
+        let taken_by_other = r.by_client.get(&client_id).and_then(|old| r.sessions.get(old)).is_some_and(
+            |s| matches!(&s.principal, Principal::Device(d) if principal != Principal::Device(Arc::clone(d))),
+        );
+        if !taken_by_other {
+            if let Some(old) = r.by_client.insert(client_id.clone(), id)
+                && let Some(s) = r.sessions.get(&old)
+            {
+                tracing::debug!(client = %client_id, "MQTT client id taken over by a new connection");
+                s.outbox.close.cancel();
+            }
+            let session = Session {
+                client_id: client_id.clone(),
+                principal: principal.clone(),
+                outbox: outbox.clone(),
+                filters: HashSet::new(),
+            };
+            r.sessions.insert(id, session);
+            outbox.push(Out::Packet(packet::connack(connack::ACCEPTED)));
         }
-        let session = Session { client_id: client_id.clone(), outbox: outbox.clone(), filters: HashSet::new() };
-        r.sessions.insert(id, session);
-        outbox.push(Out::Packet(packet::connack(connack::ACCEPTED)));
+        !taken_by_other
+    };
+    if !admitted {
+        tracing::warn!(%peer, client = %client_id, "MQTT client refused: the client id is a device's, connected with its own login");
+        let _ = wr.write_all(&packet::connack(connack::BAD_CLIENT_ID)).await;
+        let _ = wr.shutdown().await;
+        return;
     }
     tracker.spawn(writer(wr, rx, close.clone(), Arc::clone(&outbox.queued)));
 
     // 1.5 × keep-alive without a packet closes the connection (MQTT 3.1.1, 3.1.2.10).
     let silence = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let from: Arc<str> = Arc::from(client_id.as_str());
-    let end = serve(&state, id, &outbox, &mut rd, &mut buf, silence, peer, &from).await;
+    let client = Client { id, from: Arc::clone(&from), principal, peer };
+    let end = serve(&state, &client, &outbox, &mut rd, &mut buf, silence).await;
 
     drop_session(&state, id);
     let will = connect.will;
@@ -536,8 +640,13 @@ async fn connection(
         && !stop.is_cancelled()
         && let Some(w) = will
     {
-        let message =
-            Arc::new(Message { topic: w.topic, payload: w.payload, qos: w.qos.min(1), from: Some(Arc::clone(&from)) });
+        let message = Arc::new(Message {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos.min(1),
+            from: Some(Arc::clone(&from)),
+            device: client.device(),
+        });
         state.publish(&message, w.qos.min(1), w.retain);
     }
     // The session is over unless a newer connection took the client id over: the local
@@ -552,8 +661,9 @@ async fn connection(
     }
 }
 
-/// Checks a CONNECT and answers a refusal; returns the client id to use when accepted.
-async fn admit(state: &State, c: &Connect, peer: SocketAddr, wr: &mut OwnedWriteHalf) -> Option<String> {
+/// Checks a CONNECT and answers a refusal; returns the client id to use and who logged in when
+/// accepted.
+async fn admit(state: &State, c: &Connect, peer: SocketAddr, wr: &mut OwnedWriteHalf) -> Option<(String, Principal)> {
     let refuse = |code: u8| async move {
         let _ = wr.write_all(&packet::connack(code)).await;
         let _ = wr.shutdown().await;
@@ -563,27 +673,72 @@ async fn admit(state: &State, c: &Connect, peer: SocketAddr, wr: &mut OwnedWrite
         refuse(connack::BAD_PROTOCOL).await;
         return None;
     }
-    let user_ok = c.username.as_deref().unwrap_or("").as_bytes().ct_eq(state.username.as_bytes());
-    let pass_ok = c.password.as_deref().unwrap_or(&[]).ct_eq(state.password.as_bytes());
-    if !bool::from(user_ok & pass_ok) || c.username.is_none() || c.password.is_none() {
+    let principal = match (c.username.as_deref(), c.password.as_deref()) {
+        (Some(user), Some(pass)) => {
+            let site = user.as_bytes().ct_eq(state.username.as_bytes()) & pass.ct_eq(state.password.as_bytes());
+            if bool::from(site) {
+                Some(Principal::Site)
+            } else {
+                state.devices.as_ref().and_then(|d| d.logins.device(user, pass)).map(|id| Principal::Device(id.into()))
+            }
+        }
+        _ => None,
+    };
+    let Some(principal) = principal else {
         tracing::warn!(%peer, client = %c.client_id, "MQTT client refused: wrong user name or password");
         refuse(connack::BAD_LOGIN).await;
         return None;
-    }
+    };
     if let Some(w) = &c.will
         && !valid_topic(&w.topic)
     {
         tracing::warn!(%peer, "MQTT connection closed: the will's topic is not valid");
         return None;
     }
+    if let (Principal::Device(device), Some(access)) = (&principal, &state.devices) {
+        if let Some(w) = &c.will
+            && !access.may_publish(device, &w.topic)
+        {
+            tracing::warn!(%peer, device = %device, topic = %w.topic, "MQTT client refused: its Last Will is not on one of its own topics");
+            refuse(connack::NOT_AUTHORIZED).await;
+            return None;
+        }
+        // A device connects under its own id (or none, and is given it): it cannot take another
+        // client's session over.
+        if !c.client_id.is_empty() && c.client_id != **device {
+            tracing::warn!(%peer, device = %device, client = %c.client_id, "MQTT client refused: a device must use its own id as client id");
+            refuse(connack::BAD_CLIENT_ID).await;
+            return None;
+        }
+        return Some((device.to_string(), principal));
+    }
     if c.client_id.is_empty() {
         if !c.clean_session {
             refuse(connack::BAD_CLIENT_ID).await;
             return None;
         }
-        return Some(format!("auto-{}", state.next_id.fetch_add(1, Ordering::Relaxed)));
+        return Some((format!("auto-{}", state.next_id.fetch_add(1, Ordering::Relaxed)), principal));
     }
-    Some(c.client_id.clone())
+    Some((c.client_id.clone(), principal))
+}
+
+/// One accepted network connection, as its read loop knows it.
+struct Client {
+    id: ConnId,
+    /// Its client id.
+    from: Arc<str>,
+    principal: Principal,
+    peer: SocketAddr,
+}
+
+impl Client {
+    /// The device id it proved with its login.
+    fn device(&self) -> Option<Arc<str>> {
+        match &self.principal {
+            Principal::Site => None,
+            Principal::Device(d) => Some(Arc::clone(d)),
+        }
+    }
 }
 
 /// Reads until one whole packet is buffered: `Ok(None)` when the peer closed the connection.
@@ -609,18 +764,21 @@ async fn read_packet(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Optio
 }
 
 /// The read loop of an accepted connection.
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     state: &State,
-    id: ConnId,
+    me: &Client,
     outbox: &Outbox,
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     silence: Option<Duration>,
-    peer: SocketAddr,
-    from: &Arc<str>,
 ) -> End {
-    let client: &str = from;
+    let (id, peer, client): (ConnId, SocketAddr, &str) = (me.id, me.peer, &me.from);
+    // What a device login may do; `None` for the site's login.
+    let acl = match (&me.principal, &state.devices) {
+        (Principal::Device(d), Some(access)) => Some((d.as_ref(), access)),
+        _ => None,
+    };
+    let mut denied: u64 = 0;
     loop {
         let read = async {
             match silence {
@@ -651,8 +809,25 @@ async fn serve(
                     return End::Lost;
                 }
                 let qos = p.qos.min(1);
-                let message = Message { topic: p.topic, payload: p.payload, qos, from: Some(Arc::clone(from)) };
-                state.publish(&Arc::new(message), qos, p.retain);
+                if let Some((device, access)) = acl
+                    && !access.may_publish(device, &p.topic)
+                {
+                    // As mosquitto does: acknowledged (MQTT 3.1.1 cannot refuse a publish), not
+                    // delivered, and logged (the first, then every 100th).
+                    denied += 1;
+                    if denied == 1 || denied.is_multiple_of(100) {
+                        tracing::warn!(%peer, device, topic = %p.topic, denied, "MQTT publish dropped: not one of the device's own topics");
+                    }
+                } else {
+                    let message = Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                        qos,
+                        from: Some(Arc::clone(&me.from)),
+                        device: me.device(),
+                    };
+                    state.publish(&Arc::new(message), qos, p.retain);
+                }
                 match p.qos {
                     1 => outbox.push(Out::Packet(packet::ack(4, p.packet_id))),
                     2 => outbox.push(Out::Packet(packet::ack(5, p.packet_id))),
@@ -667,6 +842,13 @@ async fn serve(
                 let mut retained = Vec::new();
                 for (filter, qos) in filters {
                     if !valid_filter(&filter) {
+                        granted.push(0x80);
+                        continue;
+                    }
+                    if let Some((device, access)) = acl
+                        && !access.may_subscribe(device, &filter)
+                    {
+                        tracing::warn!(%peer, device, %filter, "MQTT subscription refused: not one of the device's own topics");
                         granted.push(0x80);
                         continue;
                     }

@@ -228,6 +228,7 @@ pub(crate) mod connack {
     pub const BAD_PROTOCOL: u8 = 1;
     pub const BAD_CLIENT_ID: u8 = 2;
     pub const BAD_LOGIN: u8 = 4;
+    pub const NOT_AUTHORIZED: u8 = 5;
 }
 
 fn put_len(out: &mut BytesMut, mut len: usize) {

@@ -29,6 +29,9 @@ pub(crate) struct Message {
     /// Client id of the network client that published it (or whose will it is); `None` for the
     /// engine's own publishes.
     pub from: Option<Arc<str>>,
+    /// The device the publisher proved to be with its own login (or whose will it is); `None`
+    /// for the site's login and the engine.
+    pub device: Option<Arc<str>>,
 }
 
 /// A valid topic to publish to: not empty, no wildcard, at most 65,535 bytes.
@@ -301,7 +304,13 @@ mod tests {
     }
 
     fn msg(topic: &str, payload: &'static str) -> Arc<Message> {
-        Arc::new(Message { topic: topic.into(), payload: Bytes::from_static(payload.as_bytes()), qos: 1, from: None })
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(payload.as_bytes()),
+            qos: 1,
+            from: None,
+            device: None,
+        })
     }
 
     fn retained(r: &Retained, filter: &str) -> Vec<String> {

@@ -20,7 +20,9 @@ const WAIT: Duration = Duration::from_secs(15);
 
 async fn broker() -> EmbeddedBroker {
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    EmbeddedBroker::start(BrokerConfig { listen, username: USER.into(), password: PASS.into() }).await.unwrap()
+    EmbeddedBroker::start(BrokerConfig { listen, username: USER.into(), password: PASS.into(), devices: None })
+        .await
+        .unwrap()
 }
 
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
@@ -475,4 +477,160 @@ async fn a_local_client_too_slow_for_its_queue_is_subscribed_again_and_keeps_rec
     drop(inbox);
     let r = broker.state.router();
     assert!(r.sessions.is_empty(), "a dropped inbox leaves no session behind");
+}
+
+// ---- per-device logins and topic ACLs ---------------------------------------------------------
+
+/// Two devices, `dev-1` (password `pw-1`) and `dev-2` (`pw-2`); `dev-3` is known but revoked.
+struct TwoDevices;
+
+impl DeviceLogins for TwoDevices {
+    fn device(&self, username: &str, password: &[u8]) -> Option<String> {
+        let want: &[u8] = match username {
+            "dev-1" => b"pw-1",
+            "dev-2" => b"pw-2",
+            _ => return None,
+        };
+        bool::from(password.ct_eq(want)).then(|| username.to_owned())
+    }
+}
+
+/// A broker with per-device logins and the native topic profile's ACL (commands to subscribe to,
+/// status and presence to publish), plus a `{owner}` profile.
+async fn broker_with_devices() -> EmbeddedBroker {
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let devices = DeviceAccess {
+        logins: Arc::new(TwoDevices),
+        publish: vec![
+            "flotilla/{id}/status/ota".into(),
+            "flotilla/{id}/status".into(),
+            "fleet/{owner}/{id}/status".into(),
+        ],
+        subscribe: vec!["flotilla/{id}/cmd/ota".into(), "fleet/{owner}/{id}/cmd".into()],
+    };
+    EmbeddedBroker::start(BrokerConfig { listen, username: USER.into(), password: PASS.into(), devices: Some(devices) })
+        .await
+        .unwrap()
+}
+
+/// Sends CONNECT (`will`: topic and payload) and returns the CONNACK return code.
+async fn connect_as(addr: SocketAddr, id: &str, login: (&str, &str), will: Option<(&str, &[u8])>) -> (TcpStream, u8) {
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(4);
+    body.push(0x02 | 0xc0 | if will.is_some() { 0x04 } else { 0 });
+    body.extend_from_slice(&0u16.to_be_bytes());
+    string(&mut body, id.as_bytes());
+    if let Some((topic, payload)) = will {
+        string(&mut body, topic.as_bytes());
+        string(&mut body, payload);
+    }
+    string(&mut body, login.0.as_bytes());
+    string(&mut body, login.1.as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&frame(0x10, &body)).await.unwrap();
+    let ack = read_n(&mut s, 4).await;
+    assert_eq!(ack[..3], [0x20, 2, 0]);
+    (s, ack[3])
+}
+
+#[test]
+fn device_topic_templates_match_only_the_devices_own_topics() {
+    let t = "fleet/{owner}/{id}/cmd";
+    assert!(template_matches(t, "dev-1", "fleet/acme/dev-1/cmd", false));
+    assert!(template_matches(t, "dev-1", "fleet/+/dev-1/cmd", true));
+    assert!(!template_matches(t, "dev-1", "fleet/+/dev-1/cmd", false), "no wildcard in a topic");
+    assert!(!template_matches(t, "dev-1", "fleet/acme/dev-2/cmd", true));
+    assert!(!template_matches(t, "dev-1", "fleet/acme/+/cmd", true), "{{id}} is never a wildcard");
+    assert!(!template_matches(t, "dev-1", "fleet/#", true));
+    assert!(!template_matches(t, "dev-1", "fleet/a+/dev-1/cmd", true));
+    assert!(!template_matches(t, "dev-1", "fleet/acme/dev-1/cmd/x", true));
+    assert!(!template_matches(t, "dev-1", "fleet/acme/dev-1", true));
+    assert!(!template_matches(t, "dev-1", "fleet//dev-1/cmd", true));
+}
+
+#[tokio::test]
+async fn a_device_login_uses_only_its_own_topics_and_its_messages_say_who_sent_them() {
+    let broker = broker_with_devices().await;
+    let addr = broker.local_addr();
+    let (_engine, mut inbox) = broker.connect_local(&["flotilla/#".into(), "other/#".into()]).unwrap();
+
+    // Wrong password, a revoked/unknown device: refused as a bad login.
+    assert_eq!(connect_as(addr, "dev-1", ("dev-1", "pw-2"), None).await.1, 4);
+    assert_eq!(connect_as(addr, "dev-3", ("dev-3", "pw-3"), None).await.1, 4);
+    // Another device's client id, or a Last Will on another device's topic: refused.
+    assert_eq!(connect_as(addr, "dev-2", ("dev-1", "pw-1"), None).await.1, 2);
+    let (_s, code) = connect_as(addr, "dev-1", ("dev-1", "pw-1"), Some(("flotilla/dev-2/status", b"offline"))).await;
+    assert_eq!(code, 5);
+
+    let (mut dev1, code) =
+        connect_as(addr, "dev-1", ("dev-1", "pw-1"), Some(("flotilla/dev-1/status", b"offline"))).await;
+    assert_eq!(code, 0);
+    // Its own command topic is granted; `#`, another device's commands and a wildcard id are not.
+    for (pid, filter, granted) in [
+        (1u16, "flotilla/dev-1/cmd/ota", 1u8),
+        (2, "#", 0x80),
+        (3, "flotilla/dev-2/cmd/ota", 0x80),
+        (4, "flotilla/+/cmd/ota", 0x80),
+        (5, "fleet/+/dev-1/cmd", 1),
+    ] {
+        dev1.write_all(&subscribe_packet(pid, filter, 1)).await.unwrap();
+        let [hi, lo] = pid.to_be_bytes();
+        assert_eq!(read_n(&mut dev1, 5).await, [0x90, 3, hi, lo, granted], "{filter}");
+    }
+    // Publishing as another device is acknowledged but goes nowhere; its own status arrives,
+    // marked as coming from device dev-1.
+    for topic in ["flotilla/dev-2/status", "other/x", "flotilla/dev-1/status"] {
+        let mut body = Vec::new();
+        string(&mut body, topic.as_bytes());
+        body.extend_from_slice(&7u16.to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        dev1.write_all(&frame(0x32, &body)).await.unwrap();
+        assert_eq!(read_n(&mut dev1, 4).await, [0x40, 2, 0, 7], "PUBACK for {topic}");
+    }
+    let got = next(&mut inbox).await;
+    assert_eq!((got.topic.as_str(), got.device.as_deref()), ("flotilla/dev-1/status", Some("dev-1")));
+
+    // The site's login may not take a device's client id over while the device is connected.
+    let (_site, code) = connect_as(addr, "dev-1", (USER, PASS), None).await;
+    assert_eq!(code, 2);
+    // The site's login publishes anywhere, and its messages carry no device.
+    let mut site = logged_in(addr, "tool", 0).await;
+    site.write_all(&publish_packet("flotilla/dev-2/status", b"x", false)).await.unwrap();
+    let got = next(&mut inbox).await;
+    assert_eq!((got.topic.as_str(), got.device.as_deref()), ("flotilla/dev-2/status", None));
+    // The device's will, on its own topic, is published as the device's when it drops.
+    drop(dev1);
+    let got = next(&mut inbox).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..], got.device.as_deref()),
+        ("flotilla/dev-1/status", &b"offline"[..], Some("dev-1"))
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn mosquitto_clients_with_a_device_login_are_confined_to_the_devices_topics() {
+    let broker = broker_with_devices().await;
+    let addr = broker.local_addr();
+    let as_device = |name: &str, args: &[&str]| {
+        let mut c = std::process::Command::new(tool(name));
+        c.args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-u", "dev-1", "-P", "pw-1", "-i", "dev-1"]);
+        c.args(["-V", "mqttv311"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    };
+    // Subscribing to everything is denied: mosquitto_sub says so and gives up at once.
+    let out = output(as_device("mosquitto_sub", &["-t", "#", "-W", "5"])).await;
+    assert!(out.stdout.is_empty(), "nothing delivered");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("denied"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Its own command topic works, end to end, with a command the site's login publishes.
+    let sub = as_device("mosquitto_sub", &["-t", "flotilla/dev-1/cmd/ota", "-C", "1", "-W", "15"]).spawn().unwrap();
+    let sub = tokio::task::spawn_blocking(move || sub.wait_with_output());
+    wait_for("mosquitto_sub connected", || broker.connections() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // its SUBSCRIBE follows the CONNACK
+    let out = output(mosquitto("mosquitto_pub", addr, &["-t", "flotilla/dev-1/cmd/ota", "-m", "go", "-q", "1"])).await;
+    assert!(out.status.success());
+    let got = tokio::time::timeout(WAIT, sub).await.unwrap().unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "go");
+    broker.stop().await;
 }
