@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up what the tests need and runs all of them, in this order (each stops the run on failure):
 #   1. the UI: npm ci, svelte-check, vitest, the production build (which the engine embeds);
-#   2. cargo fmt --check, and clippy with warnings as errors on the whole workspace (engine, CLI,
-#      simulator, desktop app);
+#   2. the test lint (scripts/lint-tests.mjs: no test file without an assertion, no assertion on
+#      a constant), cargo fmt --check, and clippy with warnings as errors on the whole workspace
+#      (engine, CLI, simulator, desktop app);
 #   3. cargo test on the whole workspace: unit, integration and end-to-end tests (real SQLite
 #      files, real sockets on loopback, the embedded broker and Debian's mosquitto, mDNS in
 #      network namespaces); benchmarks run once as tests;
@@ -22,6 +23,9 @@ cd "$ROOT"
 say "UI: npm ci, svelte-check, vitest, build"
 ensure_ui
 (cd ui && npm run --silent check && npm test --silent)
+
+say "test lint: every test can fail"
+node scripts/lint-tests.mjs
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

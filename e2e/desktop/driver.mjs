@@ -296,15 +296,41 @@ await step('events view', async () => {
   await shot('events');
 });
 
+/** The text of the first element with this test id, whitespace collapsed. */
+const text = (id) => js((sel) => (document.querySelector(sel)?.textContent ?? '').replace(/\s+/g, ' ').trim(), tid(id));
+
 await step('settings view', async () => {
   await view('settings', 'settings-engine');
+  // What a technician checks there: where the data lives, and the key devices must trust.
+  const dir = await until('the data directory', async () => (await text('settings-data-dir')) || null);
+  if (dir !== DATA) throw new Error(`the settings view says the data directory is ${dir}, not ${DATA}`);
+  const key = await api('/api/v1/keys/public');
+  const shown = await until('the site signing key', async () => ((await text('settings-signing-key')).includes(key.public_key_hex) ? true : null));
   await shot('settings');
+  return `data dir ${dir}; key ${key.key_id} shown (${shown})`;
 });
 
 await step('overview after the rollout', async () => {
   await view('overview', 'tile-devices');
-  await sleep(500);
+  // The tiles agree with the engine: every device counted; outdated = the devices of the
+  // rollout's model not on its version (the demo has one firmware), at most those it did not update.
+  const devices = await api('/api/v1/devices').then((l) => (Array.isArray(l) ? l : l.devices || []));
+  const rs = await api('/api/v1/rollouts').then((l) => (Array.isArray(l) ? l : l.rollouts || []));
+  const r = rs.find((x) => x.id === rolloutId) ?? rs[0];
+  const fws = await api('/api/v1/firmware').then((l) => (Array.isArray(l) ? l : l.firmware || []));
+  const fw = fws.find((f) => f.version === r.firmware_version);
+  if (!fw) throw new Error(`firmware ${r.firmware_version} is not listed`);
+  const outdated = devices.filter((d) => d.model === fw.model && d.version !== fw.version).length;
+  if (outdated > r.counts.total - r.counts.succeeded) {
+    throw new Error(`${outdated} devices outdated after a rollout that updated ${r.counts.succeeded} of ${r.counts.total}`);
+  }
+  await until(`${devices.length} devices on the devices tile`, async () => (await text('tile-devices')).startsWith(`${devices.length} devices`));
+  const tile = await until(`${outdated} outdated on the outdated tile`, async () => {
+    const t = await text('tile-outdated');
+    return t.startsWith(`${outdated} outdated`) ? t : null;
+  });
   await shot('overview-after');
+  return `${devices.length} devices; “${tile}”`;
 });
 
 if (session) await wd('DELETE', s('')).catch(() => {});

@@ -8,7 +8,7 @@
 //! server's mount view.
 //!
 //! Needs root (and `unshare` and `mount`, from util-linux and mount); CI runs as root. Without
-//! root the test fails, unless `FLOTILLA_SKIP_NETNS=1`, which skips it loudly
+//! root the test fails; built with `FLOTILLA_SKIP_NETNS=1` it is reported as ignored
 //! ([`crate::support::namespaces_permitted`]).
 
 use std::collections::BTreeSet;
@@ -28,6 +28,7 @@ const TMPFS_SIZE: &str = "24m";
 const BIG: usize = 3_000_000;
 
 #[tokio::test]
+#[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn a_full_disk_refuses_the_import_and_loses_nothing() {
     if !namespaces_permitted("full_disk::a_full_disk_refuses_the_import_and_loses_nothing") {
         return;
@@ -100,7 +101,7 @@ async fn serve_on_tmpfs() -> (Server, PathBuf) {
     assert!(
         probe.status.success(),
         "`unshare --mount` failed: {}this test needs root (CAP_SYS_ADMIN) for a private mount namespace; \
-         set FLOTILLA_SKIP_NETNS=1 to skip it",
+         build and run the tests with FLOTILLA_SKIP_NETNS=1 to have it ignored",
         String::from_utf8_lossy(&probe.stderr)
     );
 

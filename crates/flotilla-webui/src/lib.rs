@@ -44,15 +44,51 @@ pub const NOT_BUILT_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Flot
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::expect_used)]
-    #[test]
-    fn lookups_agree_with_the_table() {
-        assert!(super::ASSETS.windows(2).all(|w| w[0].0 < w[1].0), "the table is sorted");
-        for (path, _, bytes) in super::ASSETS {
-            let a = super::get(path).expect("every embedded file is found");
-            assert_eq!(a.bytes.len(), bytes.len());
+    #![allow(clippy::expect_used, clippy::panic)]
+    use std::path::{Path, PathBuf};
+
+    /// The `ui/dist` this crate embedded (as `build.rs` chose it).
+    fn dist() -> PathBuf {
+        option_env!("FLOTILLA_UI_DIST")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/dist"))
+    }
+
+    fn files(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).expect("read ui/dist") {
+            let path = entry.expect("read ui/dist").path();
+            if path.is_dir() {
+                files(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under ui/dist").to_string_lossy().replace('\\', "/");
+                out.push((format!("/{rel}"), std::fs::read(&path).expect("read a built file")));
+            }
         }
+    }
+
+    /// Every file Vite built is found by its URL path with the same bytes, and nothing else is.
+    /// Fails when the UI is not built: there would be nothing to compare (the README's test
+    /// command builds it first; by hand: `npm ci && npm run build` in `ui/`).
+    #[test]
+    fn every_built_file_is_served_with_its_bytes() {
+        let dist = dist();
+        assert!(
+            dist.join("index.html").is_file(),
+            "{} holds no built UI: run `npm ci && npm run build` in ui/ (scripts/test.sh does) and test again",
+            dist.display()
+        );
+        let mut built = Vec::new();
+        files(&dist, &dist, &mut built);
+        built.sort();
+        assert!(built.len() >= 2, "index.html and its assets");
+        assert_eq!(super::len(), built.len(), "as many files embedded as built (rebuild after `npm run build`)");
+        for (path, bytes) in &built {
+            let a = super::get(path).unwrap_or_else(|| panic!("{path} is built but not served"));
+            assert!(a.bytes == bytes.as_slice(), "{path}: the embedded bytes differ from the built file");
+            assert_eq!(a.immutable, path.starts_with("/assets/"), "{path}");
+        }
+        assert_eq!(super::get("/").map(|a| a.path), Some("/index.html"));
         assert!(super::get("/no/such/file.js").is_none());
-        assert_eq!(super::is_built(), super::get("/").is_some());
+        assert!(super::is_built());
     }
 }

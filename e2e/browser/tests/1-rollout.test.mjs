@@ -123,13 +123,29 @@ test('import by upload, default staged rollout, every device on 2.0.0, CSV repor
     assert.equal(devices.length, N);
     assert.ok(devices.every((d) => d.version === '2.0.0'), `the API agrees: ${devices.filter((d) => d.version !== '2.0.0').map((d) => d.mac)}`);
 
-    // --- The other main views render.
-    for (const v of ['overview', 'rollouts', 'events', 'settings']) {
+    // --- The other main views show what a technician checks after a rollout.
+    const open = async (v) => {
       await page.getByTestId(`nav-${v}`).click();
       await page.locator(`[data-testid="nav-${v}"][aria-current="page"]`).waitFor();
-      await screenshot(page, v);
-    }
-    assert.ok((await page.getByTestId('event-row').count()) >= 0);
+    };
+    const text = async (id) => (await page.getByTestId(id).first().textContent())?.replace(/\s+/g, ' ').trim();
+    await open('overview');
+    await until(async () => (await text('tile-devices')) === `${N} devices`, { what: `the overview counts ${N} devices` });
+    assert.match(await text('tile-outdated'), /^0 outdated/);
+    await screenshot(page, 'overview');
+    await open('rollouts');
+    await page.getByTestId('rollout-row').first().waitFor();
+    assert.equal(await page.getByTestId('rollout-row').count(), 1, 'one rollout listed');
+    assert.match(await text('rollout-row'), /completed/);
+    await screenshot(page, 'rollouts');
+    await open('events');
+    await until(async () => (await page.getByTestId('event-row').allTextContents()).some((t) => /rollout\.completed/.test(t)), {
+      what: 'the events view lists the rollout\'s completion',
+    });
+    await screenshot(page, 'events');
+    await open('settings');
+    await until(async () => (await text('settings-data-dir')) === engine.dir, { what: 'the settings view shows the data dir' });
+    await screenshot(page, 'settings');
     assert.equal(sim.exitCode, null, 'the simulated fleet still runs');
     assert.deepEqual(problems.filter((p) => p.startsWith('pageerror')), [], 'no uncaught error in the page');
   } catch (e) {
