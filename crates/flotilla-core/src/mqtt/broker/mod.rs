@@ -4,10 +4,19 @@
 //! name and password (compared in constant time) or with a device's own login ([`DeviceAccess`]:
 //! such a client may publish and subscribe only under its own topics), keep-alive (a client silent
 //! for 1.5 × its keep-alive is closed), Last Will, SUBSCRIBE/UNSUBSCRIBE with `+` and `#`,
-//! QoS 0 and 1 (QoS 2 is granted as 1; a QoS 2 publish is answered PUBREC/PUBCOMP and delivered
-//! once on receipt), retained messages, clean sessions only (a client asking for a persistent
-//! session gets a clean one, `session present` 0), and a client id taken over by a newer
-//! connection closes the older one.
+//! QoS 0 and 1 out, with at most [`MAX_INFLIGHT`] unacknowledged QoS 1 messages per client (the
+//! rest wait in its bounded queue; a packet id is never reused while unacknowledged); QoS 0, 1
+//! and 2 in (a QoS 2 publish is delivered on receipt and answered PUBREC; a resend of the same
+//! packet id before its PUBREL is acknowledged again, not delivered again: exactly once; a QoS 2
+//! subscription is granted QoS 1), retained messages, clean sessions only (a client asking for a
+//! persistent session gets a clean one, `session present` 0), and a client id taken over by a
+//! newer connection closes the older one.
+//!
+//! A connection that breaks the protocol is closed at once with a reason in the log (rate-limited,
+//! [`WARNINGS_PER_WINDOW`] per [`WARNING_WINDOW`]): bytes that do not start a CONNECT, a CONNECT
+//! larger than [`MAX_CONNECT`], a payload above [`MAX_PAYLOAD`], an invalid topic filter (MQTT
+//! 3.1.1 §4.7). At most [`MAX_UNAUTHENTICATED`] connections may wait for their CONNACK at once,
+//! so strangers cost bounded memory.
 //!
 //! # Shape
 //! - one tokio task per connection reads and routes; a second one writes what is queued for it;
@@ -54,6 +63,21 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// Time a client has between opening the TCP connection and sending CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest CONNECT accepted (remaining length): a client id, a login and a small Last Will.
+pub const MAX_CONNECT: usize = 16 * 1024;
+
+/// Connections that have not been answered a CONNACK yet, at most (each holds at most
+/// [`MAX_CONNECT`] bytes of buffer): 16 MiB in all.
+pub const MAX_UNAUTHENTICATED: usize = 1024;
+
+/// Unacknowledged QoS 1 messages per client, at most (mosquitto's `max_inflight_messages`).
+pub const MAX_INFLIGHT: usize = 20;
+
+/// Warnings about misbehaving connections logged per [`WARNING_WINDOW`], at most; the rest are
+/// counted and the count is logged with the next one.
+pub const WARNINGS_PER_WINDOW: u32 = 20;
+pub const WARNING_WINDOW: Duration = Duration::from_secs(10);
 
 /// Largest packet accepted (remaining length): the largest payload plus its topic and header.
 const MAX_PACKET: usize = MAX_PAYLOAD + PACKET_OVERHEAD;
@@ -195,6 +219,8 @@ impl EmbeddedBroker {
             router: Mutex::new(Router::default()),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            unauthenticated: AtomicUsize::new(0),
+            warnings: WarnLimit::new(),
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -415,6 +441,44 @@ struct State {
     router: Mutex<Router>,
     next_id: AtomicU64,
     connections: AtomicUsize,
+    /// Connections not answered a CONNACK yet.
+    unauthenticated: AtomicUsize,
+    warnings: WarnLimit,
+}
+
+/// Rate limit of the warnings misbehaving clients cause (a flood of garbage must not flood the
+/// log): [`WARNINGS_PER_WINDOW`] per [`WARNING_WINDOW`].
+struct WarnLimit(Mutex<(std::time::Instant, u32, u64)>);
+
+impl WarnLimit {
+    fn new() -> WarnLimit {
+        WarnLimit(Mutex::new((std::time::Instant::now(), 0, 0)))
+    }
+
+    /// `Some(suppressed since the last one logged)` when a warning may be logged now.
+    fn allow(&self) -> Option<u64> {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (start, logged, suppressed) = &mut *g;
+        if start.elapsed() >= WARNING_WINDOW {
+            (*start, *logged) = (std::time::Instant::now(), 0);
+        }
+        if *logged < WARNINGS_PER_WINDOW {
+            *logged += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
+}
+
+/// `tracing::warn!` through the broker's [`WarnLimit`].
+macro_rules! warn_limited {
+    ($state:expr, $($arg:tt)+) => {
+        if let Some(suppressed) = $state.warnings.allow() {
+            tracing::warn!(suppressed, $($arg)+);
+        }
+    };
 }
 
 impl fmt::Debug for State {
@@ -522,7 +586,11 @@ async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToke
         match accepted {
             Ok((stream, peer)) => {
                 if state.connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    tracing::warn!(%peer, max = MAX_CONNECTIONS, "MQTT connection refused: too many clients");
+                    warn_limited!(state, %peer, max = MAX_CONNECTIONS, "MQTT connection refused: too many clients");
+                    continue;
+                }
+                if state.unauthenticated.load(Ordering::Relaxed) >= MAX_UNAUTHENTICATED {
+                    warn_limited!(state, %peer, max = MAX_UNAUTHENTICATED, "MQTT connection refused: too many connections waiting to log in");
                     continue;
                 }
                 tracker.spawn(connection(Arc::clone(&state), stream, peer, stop.clone(), tracker.clone()));
@@ -570,19 +638,17 @@ async fn connection(
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::new();
 
+    state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    let unauthenticated = Counted(&state.unauthenticated);
     let first = tokio::select! {
         () = close.cancelled() => return,
-        r = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut buf)) => r,
+        r = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut rd, &mut buf)) => r,
     };
     let connect = match first {
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
-        Ok(Ok(Some(_))) => {
-            tracing::warn!(%peer, "MQTT connection closed: the first packet is not CONNECT");
-            return;
-        }
+        Ok(Ok(Some(c))) => c,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "MQTT connection closed before CONNECT");
+            warn_limited!(state, %peer, error = %e, "MQTT connection closed before CONNECT");
             return;
         }
         Err(_) => {
@@ -590,7 +656,9 @@ async fn connection(
             return;
         }
     };
-    let Some((client_id, principal)) = admit(&state, &connect, peer, &mut wr).await else { return };
+    let admitted = admit(&state, &connect, peer, &mut wr).await;
+    drop(unauthenticated);
+    let Some((client_id, principal)) = admitted else { return };
 
     let (tx, rx) = mpsc::channel(QUEUE_PACKETS);
     let outbox = Outbox { tx, close: close.clone(), queued: Arc::new(AtomicUsize::new(0)) };
@@ -620,17 +688,18 @@ async fn connection(
         !taken_by_other
     };
     if !admitted {
-        tracing::warn!(%peer, client = %client_id, "MQTT client refused: the client id is a device's, connected with its own login");
+        warn_limited!(state, %peer, client = %client_id, "MQTT client refused: the client id is a device's, connected with its own login");
         let _ = wr.write_all(&packet::connack(connack::BAD_CLIENT_ID)).await;
         let _ = wr.shutdown().await;
         return;
     }
-    tracker.spawn(writer(wr, rx, close.clone(), Arc::clone(&outbox.queued)));
+    let inflight = Arc::new(Inflight::default());
+    tracker.spawn(writer(wr, rx, close.clone(), Arc::clone(&outbox.queued), Arc::clone(&inflight)));
 
     // 1.5 × keep-alive without a packet closes the connection (MQTT 3.1.1, 3.1.2.10).
     let silence = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let from: Arc<str> = Arc::from(client_id.as_str());
-    let client = Client { id, from: Arc::clone(&from), principal, peer };
+    let client = Client { id, from: Arc::clone(&from), principal, peer, inflight };
     let end = serve(&state, &client, &outbox, &mut rd, &mut buf, silence).await;
 
     drop_session(&state, id);
@@ -668,8 +737,8 @@ async fn admit(state: &State, c: &Connect, peer: SocketAddr, wr: &mut OwnedWrite
         let _ = wr.write_all(&packet::connack(code)).await;
         let _ = wr.shutdown().await;
     };
-    if c.level != 4 && c.level != 3 {
-        tracing::debug!(%peer, level = c.level, "MQTT client refused: protocol level is not 3.1.1");
+    if !c.supported {
+        warn_limited!(state, %peer, level = c.level, "MQTT client refused: protocol level not supported (MQTT 3.1.1, or 3.1 as MQIsdp)");
         refuse(connack::BAD_PROTOCOL).await;
         return None;
     }
@@ -685,28 +754,28 @@ async fn admit(state: &State, c: &Connect, peer: SocketAddr, wr: &mut OwnedWrite
         _ => None,
     };
     let Some(principal) = principal else {
-        tracing::warn!(%peer, client = %c.client_id, "MQTT client refused: wrong user name or password");
+        warn_limited!(state, %peer, client = %c.client_id, "MQTT client refused: wrong user name or password");
         refuse(connack::BAD_LOGIN).await;
         return None;
     };
     if let Some(w) = &c.will
         && !valid_topic(&w.topic)
     {
-        tracing::warn!(%peer, "MQTT connection closed: the will's topic is not valid");
+        warn_limited!(state, %peer, "MQTT connection closed: the will's topic is not valid");
         return None;
     }
     if let (Principal::Device(device), Some(access)) = (&principal, &state.devices) {
         if let Some(w) = &c.will
             && !access.may_publish(device, &w.topic)
         {
-            tracing::warn!(%peer, device = %device, topic = %w.topic, "MQTT client refused: its Last Will is not on one of its own topics");
+            warn_limited!(state, %peer, device = %device, topic = %w.topic, "MQTT client refused: its Last Will is not on one of its own topics");
             refuse(connack::NOT_AUTHORIZED).await;
             return None;
         }
         // A device connects under its own id (or none, and is given it): it cannot take another
         // client's session over.
         if !c.client_id.is_empty() && c.client_id != **device {
-            tracing::warn!(%peer, device = %device, client = %c.client_id, "MQTT client refused: a device must use its own id as client id");
+            warn_limited!(state, %peer, device = %device, client = %c.client_id, "MQTT client refused: a device must use its own id as client id");
             refuse(connack::BAD_CLIENT_ID).await;
             return None;
         }
@@ -729,6 +798,22 @@ struct Client {
     from: Arc<str>,
     principal: Principal,
     peer: SocketAddr,
+    /// Its unacknowledged QoS 1 messages (shared with its writer).
+    inflight: Arc<Inflight>,
+}
+
+/// The packet ids of a connection's unacknowledged QoS 1 messages: the writer adds, PUBACKs
+/// remove and wake the writer.
+#[derive(Default)]
+struct Inflight {
+    ids: Mutex<HashSet<u16>>,
+    acked: tokio::sync::Notify,
+}
+
+impl Inflight {
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
+        self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Client {
@@ -737,6 +822,30 @@ impl Client {
         match &self.principal {
             Principal::Site => None,
             Principal::Device(d) => Some(Arc::clone(d)),
+        }
+    }
+}
+
+/// Reads the first packet, which must be a CONNECT of at most [`MAX_CONNECT`] bytes: anything
+/// else is refused as soon as its first byte (or its length) shows it, not after a timeout.
+async fn read_connect(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Option<Box<Connect>>, String> {
+    loop {
+        if let Some(&first) = buf.first()
+            && first != 0x10
+        {
+            return Err(format!("the first bytes are not an MQTT CONNECT (first byte {first:#04x})"));
+        }
+        match packet::decode(buf, MAX_CONNECT) {
+            Ok(Some(Packet::Connect(c))) => return Ok(Some(c)),
+            Ok(Some(_)) => return Err("the first packet is not CONNECT".into()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("malformed CONNECT: {e}")),
+        }
+        buf.reserve(1024);
+        match rd.read_buf(buf).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -773,6 +882,8 @@ async fn serve(
     silence: Option<Duration>,
 ) -> End {
     let (id, peer, client): (ConnId, SocketAddr, &str) = (me.id, me.peer, &me.from);
+    // QoS 2 packet ids received and not yet released (PUBREL): a resend is not delivered again.
+    let mut qos2: HashSet<u16> = HashSet::new();
     // What a device login may do; `None` for the site's login.
     let acl = match (&me.principal, &state.devices) {
         (Principal::Device(d), Some(access)) => Some((d.as_ref(), access)),
@@ -798,15 +909,24 @@ async fn serve(
             Some(Ok(Some(p))) => p,
             Some(Ok(None)) => return End::Lost,
             Some(Err(e)) => {
-                tracing::warn!(%peer, client, error = %e, "MQTT connection closed");
+                warn_limited!(state, %peer, client, error = %e, "MQTT connection closed");
                 return End::Lost;
             }
         };
         match packet {
             Packet::Publish(p) => {
                 if !valid_topic(&p.topic) {
-                    tracing::warn!(%peer, client, topic = %p.topic, "MQTT connection closed: publish to an invalid topic");
+                    warn_limited!(state, %peer, client, topic = %p.topic, "MQTT connection closed: publish to an invalid topic");
                     return End::Lost;
+                }
+                if p.payload.len() > MAX_PAYLOAD {
+                    warn_limited!(state, %peer, client, topic = %p.topic, size = p.payload.len(), limit = MAX_PAYLOAD, "MQTT connection closed: publish payload larger than the limit");
+                    return End::Lost;
+                }
+                if p.qos == 2 && !qos2.insert(p.packet_id) {
+                    // A resend before PUBREL: already delivered once.
+                    outbox.push(Out::Packet(packet::ack(5, p.packet_id)));
+                    continue;
                 }
                 let qos = p.qos.min(1);
                 if let Some((device, access)) = acl
@@ -834,17 +954,27 @@ async fn serve(
                     _ => {}
                 }
             }
-            Packet::PubRel(pid) => outbox.push(Out::Packet(packet::ack(7, pid))),
-            Packet::PubAck | Packet::PubRec(_) | Packet::PubComp => {}
+            Packet::PubRel(pid) => {
+                qos2.remove(&pid);
+                outbox.push(Out::Packet(packet::ack(7, pid)));
+            }
+            Packet::PubAck(pid) => {
+                if me.inflight.ids().remove(&pid) {
+                    me.inflight.acked.notify_one();
+                }
+            }
+            // The broker sends no QoS 2 message (QoS 2 subscriptions are granted QoS 1).
+            Packet::PubRec(_) | Packet::PubComp(_) => {}
             Packet::Subscribe { packet_id, filters } => {
                 let mut r = state.router();
                 let mut granted = Vec::with_capacity(filters.len());
                 let mut retained = Vec::new();
+                if let Some((bad, _)) = filters.iter().find(|(f, _)| !valid_filter(f)) {
+                    drop(r);
+                    warn_limited!(state, %peer, client, filter = %bad, "MQTT connection closed: SUBSCRIBE with an invalid topic filter");
+                    return End::Lost;
+                }
                 for (filter, qos) in filters {
-                    if !valid_filter(&filter) {
-                        granted.push(0x80);
-                        continue;
-                    }
                     if let Some((device, access)) = acl
                         && !access.may_subscribe(device, &filter)
                     {
@@ -869,6 +999,10 @@ async fn serve(
                 }
             }
             Packet::Unsubscribe { packet_id, filters } => {
+                if let Some(bad) = filters.iter().find(|f| !valid_filter(f)) {
+                    warn_limited!(state, %peer, client, filter = %bad, "MQTT connection closed: UNSUBSCRIBE with an invalid topic filter");
+                    return End::Lost;
+                }
                 let mut r = state.router();
                 for f in &filters {
                     r.subscriptions.remove(f, id);
@@ -881,7 +1015,7 @@ async fn serve(
             Packet::PingReq => outbox.push(Out::Packet(packet::pingresp())),
             Packet::Disconnect => return End::Graceful,
             Packet::Connect(_) => {
-                tracing::warn!(%peer, client, "MQTT connection closed: a second CONNECT");
+                warn_limited!(state, %peer, client, "MQTT connection closed: a second CONNECT");
                 return End::Lost;
             }
         }
@@ -889,24 +1023,43 @@ async fn serve(
 }
 
 /// The write side of a connection: encodes what is queued and writes it, several packets per
-/// write when they are ready together.
+/// write when they are ready together. QoS 1 messages beyond [`MAX_INFLIGHT`] unacknowledged
+/// ones wait (with every message behind them, to keep the order) until PUBACKs make room; more
+/// than [`QUEUE_PACKETS`] waiting closes the connection as a slow consumer.
 async fn writer(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Out>,
     close: CancellationToken,
     queued: Arc<AtomicUsize>,
+    inflight: Arc<Inflight>,
 ) {
     let mut out = BytesMut::new();
-    let mut next_id: u16 = 0;
-    let mut encode = |item: Out, out: &mut BytesMut| match item {
+    let mut last_id: u16 = 0;
+    let mut held: std::collections::VecDeque<Out> = std::collections::VecDeque::new();
+    // Encodes `item`, or holds it while the window is full (or others wait before it).
+    let mut take = |item: Out, out: &mut BytesMut, held: &mut std::collections::VecDeque<Out>| match item {
         Out::Packet(p) => {
             queued.fetch_sub(p.len(), Ordering::Relaxed);
             out.extend_from_slice(&p);
         }
         Out::Publish { message, qos, retain } => {
             let packet_id = if qos > 0 {
-                next_id = next_id.checked_add(1).unwrap_or(1);
-                next_id
+                let mut ids = inflight.ids();
+                if !held.is_empty() || ids.len() >= MAX_INFLIGHT {
+                    drop(ids);
+                    held.push_back(Out::Publish { message, qos, retain });
+                    return;
+                }
+                // The next id not in flight (at most MAX_INFLIGHT are).
+                loop {
+                    last_id = last_id.checked_add(1).unwrap_or(1);
+                    if ids.insert(last_id) {
+                        break last_id;
+                    }
+                }
+            } else if !held.is_empty() {
+                held.push_back(Out::Publish { message, qos, retain });
+                return;
             } else {
                 0
             };
@@ -920,20 +1073,36 @@ async fn writer(
         }
     };
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             () = close.cancelled() => break,
+            // PUBACKs made room: send what waited, in order, as far as the window allows.
+            () = inflight.acked.notified(), if !held.is_empty() => {
+                for item in std::mem::take(&mut held) {
+                    take(item, &mut out, &mut held);
+                }
+            }
             item = rx.recv() => match item {
-                Some(item) => item,
+                Some(item) => take(item, &mut out, &mut held),
                 None => break,
             },
-        };
-        encode(first, &mut out);
+        }
         while out.len() < WRITE_CHUNK {
             match rx.try_recv() {
-                Ok(item) => encode(item, &mut out),
+                Ok(item) => take(item, &mut out, &mut held),
                 Err(_) => break,
             }
+        }
+        if held.len() > QUEUE_PACKETS {
+            tracing::warn!(
+                held = held.len(),
+                "closing an MQTT connection that does not acknowledge what it is sent (slow consumer)"
+            );
+            close.cancel();
+            break;
+        }
+        if out.is_empty() {
+            continue;
         }
         let written = tokio::select! {
             () = close.cancelled() => break,

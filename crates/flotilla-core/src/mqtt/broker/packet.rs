@@ -23,8 +23,11 @@ pub(crate) struct Will {
 /// CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Connect {
-    /// 4 for MQTT 3.1.1 ("MQTT"), 3 for MQTT 3.1 ("MQIsdp"); anything else is refused.
+    /// The protocol level: 4 for MQTT 3.1.1 (protocol name "MQTT"), 3 for MQTT 3.1 ("MQIsdp").
     pub level: u8,
+    /// Whether the protocol name and level go together (`MQTT` 4 or `MQIsdp` 3); a CONNECT with a
+    /// known name and another level is answered CONNACK 1 (MQTT 3.1.1, 3.1.2.2).
+    pub supported: bool,
     pub client_id: String,
     pub clean_session: bool,
     /// Seconds; 0 turns the keep-alive check off.
@@ -49,10 +52,10 @@ pub(crate) struct Publish {
 pub(crate) enum Packet {
     Connect(Box<Connect>),
     Publish(Publish),
-    PubAck,
+    PubAck(u16),
     PubRec(u16),
     PubRel(u16),
-    PubComp,
+    PubComp(u16),
     Subscribe { packet_id: u16, filters: Vec<(String, u8)> },
     Unsubscribe { packet_id: u16, filters: Vec<String> },
     PingReq,
@@ -94,16 +97,10 @@ fn parse(first: u8, mut body: Bytes) -> Result<Packet, Malformed> {
     let packet = match first >> 4 {
         1 if flags == 0 => Packet::Connect(Box::new(connect(&mut body)?)),
         3 => Packet::Publish(publish(flags, &mut body)?),
-        4 if flags == 0 => {
-            u16_of(&mut body)?;
-            Packet::PubAck
-        }
+        4 if flags == 0 => Packet::PubAck(u16_of(&mut body)?),
         5 if flags == 0 => Packet::PubRec(u16_of(&mut body)?),
         6 if flags == 2 => Packet::PubRel(u16_of(&mut body)?),
-        7 if flags == 0 => {
-            u16_of(&mut body)?;
-            Packet::PubComp
-        }
+        7 if flags == 0 => Packet::PubComp(u16_of(&mut body)?),
         8 if flags == 2 => {
             let packet_id = u16_of(&mut body)?;
             let mut filters = Vec::new();
@@ -146,10 +143,11 @@ fn parse(first: u8, mut body: Bytes) -> Result<Packet, Malformed> {
 fn connect(body: &mut Bytes) -> Result<Connect, Malformed> {
     let protocol = string(body)?;
     let level = u8_of(body)?;
-    match (protocol.as_str(), level) {
-        ("MQTT", _) | ("MQIsdp", 3) => {}
+    let supported = match protocol.as_str() {
+        "MQTT" => level == 4,
+        "MQIsdp" => level == 3,
         _ => return Err(Malformed("not an MQTT CONNECT (protocol name)")),
-    }
+    };
     let flags = u8_of(body)?;
     if flags & 0x01 != 0 {
         return Err(Malformed("CONNECT reserved flag set"));
@@ -172,7 +170,7 @@ fn connect(body: &mut Bytes) -> Result<Connect, Malformed> {
     };
     let username = if flags & 0x80 != 0 { Some(string(body)?) } else { None };
     let password = if flags & 0x40 != 0 { Some(binary(body)?) } else { None };
-    Ok(Connect { level, client_id, clean_session: flags & 0x02 != 0, keep_alive, username, password, will })
+    Ok(Connect { level, supported, client_id, clean_session: flags & 0x02 != 0, keep_alive, username, password, will })
 }
 
 fn publish(flags: u8, body: &mut Bytes) -> Result<Publish, Malformed> {

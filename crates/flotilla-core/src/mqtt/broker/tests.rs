@@ -634,3 +634,203 @@ async fn mosquitto_clients_with_a_device_login_are_confined_to_the_devices_topic
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "go");
     broker.stop().await;
 }
+
+// ---- the deviations from MQTT 3.1.1 found against the Paho tests and mosquitto ------------------
+
+/// Reads one PUBLISH from a raw connection: `(qos, packet id, topic, payload)`.
+async fn read_publish(s: &mut TcpStream) -> (u8, u16, String, Vec<u8>) {
+    let first = read_n(s, 1).await[0];
+    assert_eq!(first >> 4, 3, "a PUBLISH, got {first:#04x}");
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let b = read_n(s, 1).await[0];
+        len |= usize::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let body = read_n(s, len).await;
+    let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let topic = String::from_utf8(body[2..2 + tlen].to_vec()).unwrap();
+    let qos = (first >> 1) & 3;
+    let (id, rest) = if qos > 0 {
+        (u16::from_be_bytes([body[2 + tlen], body[3 + tlen]]), &body[4 + tlen..])
+    } else {
+        (0, &body[2 + tlen..])
+    };
+    (qos, id, topic, rest.to_vec())
+}
+
+fn publish_qos(topic: &str, payload: &[u8], qos: u8, id: u16, dup: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, topic.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload);
+    frame(0x30 | (qos << 1) | if dup { 0x08 } else { 0 }, &body)
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_window_and_no_id_is_reused() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let mut sub = logged_in(addr, "slow-acker", 0).await;
+    sub.write_all(&subscribe_packet(1, "w/#", 1)).await.unwrap();
+    assert_eq!(read_n(&mut sub, 5).await, [0x90, 3, 0, 1, 1]);
+    let (local, _inbox) = broker.connect_local(&[]).unwrap();
+    const N: usize = 100;
+    for i in 0..N {
+        local.publish(&format!("w/{i}"), format!("{i}"), false).unwrap();
+    }
+    // The window: MAX_INFLIGHT messages, then nothing until a PUBACK (the ping's answer, queued
+    // after all N publishes, overtakes the ones held back).
+    let mut outstanding = std::collections::BTreeMap::new();
+    for i in 0..MAX_INFLIGHT {
+        let (qos, id, topic, _) = read_publish(&mut sub).await;
+        assert_eq!((qos, topic), (1, format!("w/{i}")));
+        assert!(outstanding.insert(id, i).is_none(), "packet id {id} reused while unacknowledged");
+    }
+    sub.write_all(&[0xc0, 0]).await.unwrap();
+    assert_eq!(read_n(&mut sub, 2).await, [0xd0, 0], "no publish beyond the window of {MAX_INFLIGHT}");
+    // Each PUBACK lets one more through, in order, with an id not in flight.
+    let mut next = MAX_INFLIGHT;
+    while next < N {
+        let (&oldest, _) = outstanding.iter().next().unwrap();
+        outstanding.remove(&oldest);
+        sub.write_all(&[0x40, 2, (oldest >> 8) as u8, oldest as u8]).await.unwrap();
+        let (_, id, topic, _) = read_publish(&mut sub).await;
+        assert_eq!(topic, format!("w/{next}"), "in order");
+        assert!(outstanding.insert(id, next).is_none(), "packet id {id} reused while unacknowledged");
+        assert!(outstanding.len() <= MAX_INFLIGHT);
+        next += 1;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_payload_limit_is_the_payload_exactly_and_a_larger_one_closes_the_connection() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let (_local, mut inbox) = broker.connect_local(&["big/#".into()]).unwrap();
+    let mut s = logged_in(addr, "big", 0).await;
+    s.write_all(&publish_packet("big/ok", &vec![7; MAX_PAYLOAD], false)).await.unwrap();
+    let got = next(&mut inbox).await;
+    assert_eq!((got.topic.as_str(), got.payload.len()), ("big/ok", MAX_PAYLOAD));
+    s.write_all(&publish_packet("big/no", &vec![7; MAX_PAYLOAD + 1], false)).await.unwrap();
+    closed(&mut s).await;
+    // Nothing of it was delivered: after the session's end, the next message is the one sent after.
+    assert!(matches!(next_delivery(&mut inbox).await, Delivery::SessionEnded(c) if c == "big"));
+    let mut t = logged_in(addr, "after", 0).await;
+    t.write_all(&publish_packet("big/after", b"x", false)).await.unwrap();
+    assert_eq!(next(&mut inbox).await.topic, "big/after");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_filter_in_subscribe_or_unsubscribe_closes_the_connection() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    for filter in ["a/#/b", "a+/b", "", "#/"] {
+        let mut s = logged_in(addr, "sub", 0).await;
+        // A valid filter first: the whole packet is refused all the same.
+        let mut body = 1u16.to_be_bytes().to_vec();
+        string(&mut body, b"ok/+");
+        body.push(1);
+        string(&mut body, filter.as_bytes());
+        body.push(1);
+        s.write_all(&frame(0x82, &body)).await.unwrap();
+        closed(&mut s).await;
+        let mut s = logged_in(addr, "unsub", 0).await;
+        let mut body = 2u16.to_be_bytes().to_vec();
+        string(&mut body, filter.as_bytes());
+        s.write_all(&frame(0xa2, &body)).await.unwrap();
+        closed(&mut s).await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_name_and_level_must_go_together() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let connect = |name: &[u8], level: u8| {
+        let mut body = Vec::new();
+        string(&mut body, name);
+        body.push(level);
+        body.push(0xc2);
+        body.extend_from_slice(&0u16.to_be_bytes());
+        string(&mut body, b"lvl");
+        string(&mut body, USER.as_bytes());
+        string(&mut body, PASS.as_bytes());
+        frame(0x10, &body)
+    };
+    for (name, level, code) in
+        [(&b"MQTT"[..], 4, 0), (b"MQIsdp", 3, 0), (b"MQTT", 3, 1), (b"MQTT", 5, 1), (b"MQIsdp", 4, 1)]
+    {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&connect(name, level)).await.unwrap();
+        assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, code], "{} level {level}", String::from_utf8_lossy(name));
+        if code != 0 {
+            closed(&mut s).await;
+        }
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_a_connect_are_dropped_at_once_not_after_the_connect_timeout() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    // Closed well before CONNECT_TIMEOUT: had the broker waited for more bytes, the timeout would
+    // have closed it after 10 s.
+    let at_once = CONNECT_TIMEOUT / 2;
+    let mut big_connect = vec![0x10];
+    big_connect.extend_from_slice(&[0xe0, 0xa7, 0x12]); // announces 300,000 bytes
+    big_connect.extend_from_slice(&[0; 1000]);
+    for bytes in [b"GET / HTTP/1.1\r\n".to_vec(), b"\x16\x03\x01\x02\x00\x01".to_vec(), vec![0x30], big_connect] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let started = tokio::time::Instant::now();
+        closed(&mut s).await;
+        assert!(
+            started.elapsed() < at_once,
+            "{:?}: closed after {:?}",
+            &bytes[..4.min(bytes.len())],
+            started.elapsed()
+        );
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos_2_publish_resent_before_its_pubrel_is_delivered_once() {
+    let broker = broker().await;
+    let addr = broker.local_addr();
+    let (_local, mut inbox) = broker.connect_local(&["q2/#".into()]).unwrap();
+    let mut s = logged_in(addr, "q2", 0).await;
+    s.write_all(&publish_qos("q2/a", b"first", 2, 9, false)).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x50, 2, 0, 9], "PUBREC");
+    s.write_all(&publish_qos("q2/a", b"first", 2, 9, true)).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x50, 2, 0, 9], "PUBREC again for the resend");
+    s.write_all(&[0x62, 2, 0, 9]).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x70, 2, 0, 9], "PUBCOMP");
+    // After the PUBREL the id is free: the same id is a new message.
+    s.write_all(&publish_qos("q2/b", b"second", 2, 9, false)).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x50, 2, 0, 9]);
+    let (a, b) = (next(&mut inbox).await, next(&mut inbox).await);
+    assert_eq!((a.topic.as_str(), &a.payload[..]), ("q2/a", &b"first"[..]));
+    assert_eq!((b.topic.as_str(), &b.payload[..]), ("q2/b", &b"second"[..]), "the resend was not delivered");
+    broker.stop().await;
+}
+
+#[test]
+fn warnings_about_misbehaving_clients_are_rate_limited() {
+    let limit = WarnLimit::new();
+    let allowed: Vec<Option<u64>> = (0..WARNINGS_PER_WINDOW + 5).map(|_| limit.allow()).collect();
+    assert!(allowed[..WARNINGS_PER_WINDOW as usize].iter().all(|a| *a == Some(0)));
+    assert!(allowed[WARNINGS_PER_WINDOW as usize..].iter().all(Option::is_none));
+    // The next window reports how many were suppressed.
+    limit.0.lock().unwrap().0 -= WARNING_WINDOW;
+    assert_eq!(limit.allow(), Some(5));
+    assert_eq!(limit.allow(), Some(0));
+}
