@@ -89,3 +89,20 @@ wait_for_runtime() {
   cat "$log" >&2
   return 1
 }
+
+# ensure_py_venv: a Python virtual environment with the test tools of tests/requirements.txt
+# (from PyPI), in $CARGO_TARGET_DIR/py-venv; prints its python. Reinstalled when the list changes.
+ensure_py_venv() {
+  ensure_packages python3 python3-venv
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+  case "$target" in /*) ;; *) target="$ROOT/$target" ;; esac
+  local venv="$target/py-venv" req="$ROOT/tests/requirements.txt"
+  if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
+    say "setting up the Python test tools ($req)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+    cp "$req" "$venv/requirements.txt"
+  fi
+  echo "$venv/bin/python"
+}

@@ -7,9 +7,11 @@
 #   3. cargo test on the whole workspace: unit, integration and end-to-end tests (real SQLite
 #      files, real sockets on loopback, the embedded broker and Debian's mosquitto, mDNS in
 #      network namespaces); benchmarks run once as tests;
-#   4. the browser end-to-end test (playwright-core driving Debian's Chromium against a real
+#   4. the MQTT conformance suite (tests/mqtt-conformance: paho-mqtt from PyPI against the embedded
+#      broker and Debian's mosquitto, the same answers asserted from both);
+#   5. the browser end-to-end test (playwright-core driving Debian's Chromium against a real
 #      `flotilla serve` and a simulated fleet) with its light performance checks;
-#   5. the desktop end-to-end test (the real app under Xvfb through tauri-driver + WebKitWebDriver).
+#   6. the desktop end-to-end test (the real app under Xvfb through tauri-driver + WebKitWebDriver).
 # Exit code 0 only if everything passed. Screenshots of both end-to-end tests are left in
 # target/e2e-screenshots/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,6 +37,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 say "cargo test (unit, integration, end-to-end; benchmarks run once as tests)"
 cargo test --locked --workspace --all-targets
+
+say "MQTT conformance: the embedded broker beside mosquitto (paho-mqtt)"
+tests/mqtt-conformance/run.sh
 
 say "browser end-to-end (Chromium)"
 e2e/browser/run.sh
