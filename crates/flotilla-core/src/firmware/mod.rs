@@ -3,7 +3,7 @@
 //! library written by an older version is brought up to today's rules ([`upgrade`]).
 
 pub mod blobs;
-pub mod image;
+pub use flotilla_parse::image;
 pub mod import;
 pub mod signing;
 pub mod token;

@@ -20,7 +20,8 @@
 //!
 //! # Shape
 //! - one tokio task per connection reads and routes; a second one writes what is queued for it;
-//! - the [`router`] (subscriptions and retained messages, each a topic tree) sits behind one
+//! - the router (subscriptions and retained messages, each a topic tree of
+//!   `flotilla_parse::mqtt::topics`) sits behind one
 //!   `std::sync::Mutex`, held only to match and queue, never across an `.await`;
 //! - each connection's outbound queue is bounded ([`QUEUE_PACKETS`], [`QUEUE_BYTES`]): a client
 //!   that does not read fast enough is disconnected, so a slow consumer never costs unbounded
@@ -33,8 +34,6 @@
 //! - [`EmbeddedBroker::stop`] cancels every task and waits for them: when it returns the port is
 //!   free and every connection is closed. Everything runs on the caller's runtime.
 
-mod packet;
-mod router;
 #[cfg(test)]
 mod tests;
 
@@ -54,9 +53,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::packet::{Connect, Packet, connack};
-use self::router::{ConnId, Message, Retained, Subscriptions, valid_filter, valid_topic};
 use super::{MAX_PAYLOAD, MqttError, PACKET_OVERHEAD};
+use flotilla_parse::mqtt::packet::{self, Connect, Packet, connack};
+use flotilla_parse::mqtt::topics::{ConnId, Message, Retained, Subscriptions, valid_filter, valid_topic};
 
 /// Most clients connected at once (each costs a file descriptor: raise `ulimit -n` above it).
 pub const MAX_CONNECTIONS: usize = 10_000;

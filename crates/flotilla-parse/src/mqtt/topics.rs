@@ -17,11 +17,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 /// A connection, numbered in the order of acceptance.
-pub(crate) type ConnId = u64;
+pub type ConnId = u64;
 
 /// A message to deliver (shared by every subscriber it goes to).
 #[derive(Debug)]
-pub(crate) struct Message {
+pub struct Message {
     pub topic: String,
     pub payload: Bytes,
     /// QoS it was published with (at most 1); a subscriber gets the lower of this and its own.
@@ -35,12 +35,12 @@ pub(crate) struct Message {
 }
 
 /// A valid topic to publish to: not empty, no wildcard, at most 65,535 bytes.
-pub(crate) fn valid_topic(topic: &str) -> bool {
+pub fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= usize::from(u16::MAX) && !topic.contains(['+', '#'])
 }
 
 /// A valid filter: `+` a whole level, `#` a whole level and the last one.
-pub(crate) fn valid_filter(filter: &str) -> bool {
+pub fn valid_filter(filter: &str) -> bool {
     if filter.is_empty() || filter.len() > usize::from(u16::MAX) {
         return false;
     }
@@ -68,7 +68,7 @@ impl SubNode {
 
 /// Subscriptions by filter.
 #[derive(Debug, Default)]
-pub(crate) struct Subscriptions {
+pub struct Subscriptions {
     root: SubNode,
 }
 
@@ -146,7 +146,7 @@ struct RetainedNode {
 
 /// Retained messages by topic.
 #[derive(Debug, Default)]
-pub(crate) struct Retained {
+pub struct Retained {
     root: RetainedNode,
     count: usize,
 }
@@ -185,6 +185,11 @@ impl Retained {
     /// Retained messages held.
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    /// Whether no retained message is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     /// The retained messages `filter` matches.

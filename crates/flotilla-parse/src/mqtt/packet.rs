@@ -9,11 +9,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Why a packet could not be read. The connection that sent it is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct Malformed(pub &'static str);
+pub struct Malformed(pub &'static str);
 
 /// A client's Last Will.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Will {
+pub struct Will {
     pub topic: String,
     pub payload: Bytes,
     pub qos: u8,
@@ -22,7 +22,7 @@ pub(crate) struct Will {
 
 /// CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Connect {
+pub struct Connect {
     /// The protocol level: 4 for MQTT 3.1.1 (protocol name "MQTT"), 3 for MQTT 3.1 ("MQIsdp").
     pub level: u8,
     /// Whether the protocol name and level go together (`MQTT` 4 or `MQIsdp` 3); a CONNECT with a
@@ -39,7 +39,7 @@ pub(crate) struct Connect {
 
 /// PUBLISH, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Publish {
+pub struct Publish {
     pub topic: String,
     pub qos: u8,
     pub retain: bool,
@@ -49,7 +49,7 @@ pub(crate) struct Publish {
 
 /// A packet a client may send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Packet {
+pub enum Packet {
     Connect(Box<Connect>),
     Publish(Publish),
     PubAck(u16),
@@ -64,7 +64,7 @@ pub(crate) enum Packet {
 
 /// Takes one whole packet off the front of `buf`: `Ok(None)` when more bytes are needed.
 /// A packet whose remaining length exceeds `max` is refused before it is buffered.
-pub(crate) fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, Malformed> {
+pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, Malformed> {
     let Some(&first) = buf.first() else { return Ok(None) };
     let mut len: usize = 0;
     let mut shift = 0;
@@ -221,7 +221,7 @@ fn string(body: &mut Bytes) -> Result<String, Malformed> {
 // ---- what the broker writes -------------------------------------------------------------------
 
 /// CONNACK return codes.
-pub(crate) mod connack {
+pub mod connack {
     pub const ACCEPTED: u8 = 0;
     pub const BAD_PROTOCOL: u8 = 1;
     pub const BAD_CLIENT_ID: u8 = 2;
@@ -243,18 +243,18 @@ fn put_len(out: &mut BytesMut, mut len: usize) {
     }
 }
 
-pub(crate) fn connack(code: u8) -> Bytes {
+pub fn connack(code: u8) -> Bytes {
     Bytes::copy_from_slice(&[0x20, 2, 0, code])
 }
 
 /// PUBACK (4), PUBREC (5), PUBREL (6, flags 2), PUBCOMP (7) or UNSUBACK (11).
-pub(crate) fn ack(kind: u8, packet_id: u16) -> Bytes {
+pub fn ack(kind: u8, packet_id: u16) -> Bytes {
     let first = (kind << 4) | if kind == 6 { 2 } else { 0 };
     let id = packet_id.to_be_bytes();
     Bytes::copy_from_slice(&[first, 2, id[0], id[1]])
 }
 
-pub(crate) fn suback(packet_id: u16, granted: &[u8]) -> Bytes {
+pub fn suback(packet_id: u16, granted: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(4 + granted.len() + 2);
     out.put_u8(0x90);
     put_len(&mut out, 2 + granted.len());
@@ -263,19 +263,12 @@ pub(crate) fn suback(packet_id: u16, granted: &[u8]) -> Bytes {
     out.freeze()
 }
 
-pub(crate) fn pingresp() -> Bytes {
+pub fn pingresp() -> Bytes {
     Bytes::from_static(&[0xd0, 0])
 }
 
 /// The header of a PUBLISH (everything before its payload) into `out`.
-pub(crate) fn publish_header(
-    out: &mut BytesMut,
-    topic: &str,
-    qos: u8,
-    retain: bool,
-    packet_id: u16,
-    payload_len: usize,
-) {
+pub fn publish_header(out: &mut BytesMut, topic: &str, qos: u8, retain: bool, packet_id: u16, payload_len: usize) {
     out.put_u8(0x30 | (qos << 1) | u8::from(retain));
     let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload_len;
     put_len(out, len);
