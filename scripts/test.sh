@@ -9,9 +9,10 @@
 #      network namespaces); benchmarks run once as tests;
 #   4. the MQTT conformance suite (tests/mqtt-conformance: paho-mqtt from PyPI against the embedded
 #      broker and Debian's mosquitto, the same answers asserted from both);
-#   5. the browser end-to-end test (playwright-core driving Debian's Chromium against a real
+#   5. the fuzz targets of fuzz/ (cargo fuzz on the nightly toolchain, when present), 20 s each;
+#   6. the browser end-to-end test (playwright-core driving Debian's Chromium against a real
 #      `flotilla serve` and a simulated fleet) with its light performance checks;
-#   6. the desktop end-to-end test (the real app under Xvfb through tauri-driver + WebKitWebDriver).
+#   7. the desktop end-to-end test (the real app under Xvfb through tauri-driver + WebKitWebDriver).
 # Exit code 0 only if everything passed. Screenshots of both end-to-end tests are left in
 # target/e2e-screenshots/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,6 +41,9 @@ cargo test --locked --workspace --all-targets
 
 say "MQTT conformance: the embedded broker beside mosquitto (paho-mqtt)"
 tests/mqtt-conformance/run.sh
+
+say "fuzzing: every parser target for 20 s (nightly)"
+scripts/fuzz.sh 20
 
 say "browser end-to-end (Chromium)"
 e2e/browser/run.sh

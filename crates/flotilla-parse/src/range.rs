@@ -32,7 +32,10 @@ pub fn parse_range(header: &str, len: u64) -> RangeDecision {
         // Suffix range: the last n bytes.
         (true, false) => match parse(b) {
             None => RangeDecision::Full,
+            // Nothing to take the last bytes of (RFC 9110 §14.1.3: unsatisfiable on an empty
+            // representation); found by the `range` fuzz target.
             Some(0) => RangeDecision::Unsatisfiable,
+            Some(_) if len == 0 => RangeDecision::Unsatisfiable,
             Some(n) => RangeDecision::Partial { start: len.saturating_sub(n), end_inclusive: len - 1 },
         },
         (false, _) => {
@@ -71,6 +74,10 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        // An empty file: nothing is satisfiable, and nothing underflows.
+        for header in ["bytes=-500", "bytes=0-", "bytes=0-0", "bytes=-1"] {
+            assert_eq!(parse_range(header, 0), Unsatisfiable, "{header}");
+        }
         for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=x-1", "bytes=5-1", "bytes=-", "bytes=+1-2", "bytes"] {
             assert_eq!(parse_range(ignored, 100), Full, "{ignored}");
         }
