@@ -9,6 +9,7 @@
 #      network namespaces); benchmarks run once as tests;
 #   4. the MQTT conformance suite (tests/mqtt-conformance: paho-mqtt from PyPI against the embedded
 #      broker and Debian's mosquitto, the same answers asserted from both);
+#      and schemathesis (PyPI) against the admin API's OpenAPI description on a real engine;
 #   5. the fuzz targets of fuzz/ (cargo fuzz on the nightly toolchain, when present), 20 s each;
 #   6. the browser end-to-end test (playwright-core driving Debian's Chromium against a real
 #      `flotilla serve` and a simulated fleet) with its light performance checks;
@@ -41,6 +42,9 @@ cargo test --locked --workspace --all-targets
 
 say "MQTT conformance: the embedded broker beside mosquitto (paho-mqtt)"
 tests/mqtt-conformance/run.sh
+
+say "schemathesis: the admin API against its OpenAPI description"
+tests/api-schema/run.sh 60
 
 say "fuzzing: every parser target for 20 s (nightly)"
 scripts/fuzz.sh 20

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The admin API against its own OpenAPI description, with schemathesis (PyPI): a real
+# `flotilla serve` on a fresh data dir holding one imported firmware, the admin token, every
+# operation but the endless event stream, for a bounded time. Fails on any 5xx, any response that
+# does not match its schema, and any operation that answers without the token.
+#   tests/api-schema/run.sh [SECONDS]      # default 90
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+cd "$ROOT"
+MAX_TIME="${1:-90}"
+PY="$(ensure_py_venv)"
+VENV="$(dirname "$PY")"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$ROOT/$CARGO_TARGET_DIR" ;; esac
+if [ -z "${E2E_NO_BUILD:-}" ]; then
+  ensure_rust
+  cargo build -q -p flotilla-cli -p flotilla-imagegen --bins
+fi
+BIN="$CARGO_TARGET_DIR/debug"
+
+work="$(mktemp -d)"
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
+  --mqtt-listen 127.0.0.1:0 --no-mdns --log warn >"$work/engine.log" 2>&1 &
+pid=$!
+wait_for_runtime "$work/data" "$work/engine.log"
+admin="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_url"])' "$work/data/runtime.json")"
+token="$(cat "$work/data/admin-token")"
+
+# Something to find: one firmware (so /firmware/{ref} is reached with a real id).
+"$BIN/flotilla-imagegen" --out "$work/fw.bin" --version 2.0.0 --project demo >/dev/null
+FLOTILLA_DATA_DIR="$work/data" "$BIN/flotilla" firmware import "$work/fw.bin" >/dev/null
+
+say "schemathesis: the admin API against its OpenAPI description (${MAX_TIME} s)"
+status=0
+"$VENV/schemathesis" run "$admin/api/v1/openapi.json" \
+  -H "Authorization: Bearer $token" \
+  --checks not_a_server_error,response_schema_conformance,ignored_auth \
+  --exclude-path /api/v1/events/stream \
+  --max-time "$MAX_TIME" --workers 1 --no-color || status=$?
+if grep -E "panicked|ERROR" "$work/engine.log" >/dev/null; then
+  echo "the engine logged errors during the run:" >&2
+  grep -E "panicked|ERROR" "$work/engine.log" | head -20 >&2
+  status=1
+fi
+exit "$status"
