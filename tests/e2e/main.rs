@@ -10,6 +10,7 @@ mod cli_firmware;
 mod cli_inventory;
 mod device_profiles;
 mod device_server;
+mod discovery;
 mod firmware_forms;
 mod firmware_verdicts;
 mod fleet;

@@ -390,3 +390,127 @@ fn has_udp_socket_on(pid: u32, port: u16) -> bool {
             .any(|local| local.ends_with(&suffix))
     })
 }
+
+// ---- discovery: Flotilla browsing what devices advertise ---------------------------------------
+
+/// Set (to a JSON list of services) only for the re-executed advertiser.
+const ADVERTISE_ENV: &str = "FLOTILLA_E2E_MDNS_ADVERTISE";
+
+/// What real firmware of each family advertises (`shared/reference/protocols.md` §1.8, §2.5, §6,
+/// §7.6), from B's address.
+fn device_records() -> Value {
+    json!([
+        { "type": "_esphomelib._tcp.local.", "name": "living-room", "host": "living-room", "port": 6053,
+          "txt": { "friendly_name": "Living room", "version": "2025.10.0", "mac": "a8032ab10001",
+                   "platform": "ESP32", "board": "esp32dev", "network": "wifi" } },
+        { "type": "_shelly._tcp.local.", "name": "ShellyPlus1PM-A8032AB10002", "host": "shellyplus1pm-a8032ab10002",
+          "port": 80, "txt": { "gen": "2", "app": "Plus1PM", "ver": "1.1.0", "id": "shellyplus1pm-a8032ab10002" } },
+        { "type": "_http._tcp.local.", "name": "shellyswitch25-A8032AB10003", "host": "shellyswitch25-A8032AB10003",
+          "port": 80, "txt": { "fw_id": "20230913-112234/v1.14.0-gcb84623", "fw_version": "1.0", "app": "switch25",
+                               "arch": "esp8266", "id": "shellyswitch25-A8032AB10003" } },
+        { "type": "_flotilla._tcp.local.", "name": "pump-4", "host": "pump-4", "port": 80,
+          "txt": { "id": "pump-4", "mac": "a8:03:2a:b1:00:04", "model": "pump", "version": "2.0.0" } },
+        { "type": "_arduino._tcp.local.", "name": "esp-sketch", "host": "esp-sketch", "port": 3232,
+          "txt": { "board": "esp32", "tcp_check": "no", "ssh_upload": "no", "auth_upload": "no" } },
+        { "type": "_http._tcp.local.", "name": "Office printer", "host": "printer", "port": 80, "txt": { "note": "x" } }
+    ])
+}
+
+#[tokio::test]
+#[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
+async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye() {
+    if !namespaces_permitted("mdns::devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye") {
+        return;
+    }
+    let link = Link::create("disc", 3);
+    let data = tempfile::tempdir().unwrap();
+    let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
+    let b_addr = Ipv4Addr::new(10, 213, 3, 2).to_string();
+
+    let mut cmd = link.b.exec(&std::env::current_exe().unwrap());
+    cmd.args(["mdns::advertise_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.env(ADVERTISE_ENV, json!({ "address": b_addr, "services": device_records() }).to_string());
+    let mut advertiser =
+        Running(cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap());
+
+    let list = || {
+        let mut cmd = link.a.exec(&flotilla_bin());
+        cmd.args(["devices", "list", "--json", "--data-dir"]).arg(data.path());
+        cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+        let out = run_bounded(cmd, Duration::from_secs(20));
+        assert!(out.status.success(), "devices list: {}", String::from_utf8_lossy(&out.stderr));
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        list.into_iter().map(|d| (d["mac"].as_str().unwrap_or_default().to_owned(), d)).collect::<BTreeMap<_, _>>()
+    };
+    let until = |what: &str, ok: &dyn Fn(&BTreeMap<String, Value>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let devices = list();
+            if ok(&devices) {
+                return devices;
+            }
+            assert!(Instant::now() < deadline, "{what} within 20 s: {devices:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let macs = ["a8:03:2a:b1:00:01", "a8:03:2a:b1:00:02", "a8:03:2a:b1:00:03", "a8:03:2a:b1:00:04"];
+    let devices = until("every advertised device listed", &|d| macs.iter().all(|m| d.contains_key(*m)));
+    let want = [
+        ("a8:03:2a:b1:00:01", "esphome", Some("2025.10.0"), "esp32dev"),
+        ("a8:03:2a:b1:00:02", "shelly-gen2", Some("1.1.0"), "Plus1PM"),
+        ("a8:03:2a:b1:00:03", "shelly-gen1", Some("1.14.0"), "switch25"),
+        // A native device's version counts only from its own authenticated reports.
+        ("a8:03:2a:b1:00:04", "native", None, "pump"),
+    ];
+    for (mac, family, version, model) in want {
+        let d = &devices[mac];
+        assert_eq!(d["family"], family, "{d}");
+        assert_eq!(d["version"].as_str(), version, "{d}");
+        assert_eq!(d["model"], model, "{d}");
+        assert_eq!(d["ip"], b_addr.as_str(), "{d}");
+        assert_eq!(d["online"], true, "{d}");
+        assert_eq!(d["sources"], json!(["mdns"]), "{d}");
+    }
+    assert_eq!(devices.len(), 4, "the printer is not a device, the sketch has no MAC yet: {devices:#?}");
+
+    // Goodbye packets take them offline.
+    let stdin = advertiser.0.stdin.as_mut().unwrap();
+    writeln!(stdin, "bye").unwrap();
+    stdin.flush().unwrap();
+    until("every device offline after the goodbye", &|d| macs.iter().all(|m| d[*m]["online"] == false));
+    let _ = advertiser.0.wait();
+}
+
+#[test]
+#[ignore = "a helper: the discovery test runs it inside a network namespace"]
+fn advertise_helper() {
+    let Ok(request) = std::env::var(ADVERTISE_ENV) else { return };
+    let request: Value = serde_json::from_str(&request).expect("the advertise request is JSON");
+    let address = request["address"].as_str().expect("address");
+    let daemon = ServiceDaemon::new().expect("the mDNS daemon starts");
+    let mut names = Vec::new();
+    for s in request["services"].as_array().expect("services") {
+        let txt: Vec<(String, String)> =
+            s["txt"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
+        let info = mdns_sd::ServiceInfo::new(
+            s["type"].as_str().unwrap(),
+            s["name"].as_str().unwrap(),
+            &format!("{}.local.", s["host"].as_str().unwrap()),
+            address,
+            u16::try_from(s["port"].as_u64().unwrap()).unwrap(),
+            &txt[..],
+        )
+        .expect("a valid service");
+        names.push(info.get_fullname().to_owned());
+        daemon.register(info).expect("registered");
+    }
+    // Until the test says goodbye (or goes away).
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    for name in names {
+        if let Ok(done) = daemon.unregister(&name) {
+            let _ = done.recv_timeout(Duration::from_secs(5));
+        }
+    }
+    let _ = daemon.shutdown();
+}

@@ -171,6 +171,15 @@ impl Engine {
         handle.tracker.spawn(server::serve("device", device, router, handle.stop.clone()));
         let router = server::admin::router(handle.clone());
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
+        if handle.shared.config.mdns {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            match crate::discovery::browse::Browser::start(&tx) {
+                Ok(browser) => {
+                    handle.tracker.spawn(crate::discovery::browse::run(handle.clone(), browser, rx));
+                }
+                Err(e) => tracing::warn!(error = %e, "mDNS browsing is off: devices are found by check-ins and MQTT"),
+            }
+        }
         handle.tracker.spawn(scheduler(handle.clone()));
         handle.tracker.spawn(progress(handle.clone()));
         handle.tracker.spawn(housekeeping(handle.clone()));

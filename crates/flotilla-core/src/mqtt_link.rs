@@ -148,6 +148,7 @@ pub(crate) async fn start(
             }
         }
     }
+    subscriptions.extend(crate::discovery::vendor_mqtt::SUBSCRIPTIONS.iter().map(|s| (*s).to_owned()));
     let devices = DeviceBroker { url: url.clone(), username: username.clone(), password: password.clone() };
     let mut inbox = match &broker {
         Some(broker) => {
@@ -240,4 +241,5 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
             return;
         }
     }
+    crate::discovery::vendor_mqtt::dispatch(engine, &msg).await;
 }

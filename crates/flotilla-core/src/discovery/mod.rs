@@ -1,4 +1,9 @@
-//! Discovery: how devices find Flotilla and Flotilla finds devices. So far: advertising the
-//! device server over mDNS ([`mdns`]).
+//! Discovery: how devices find Flotilla and Flotilla finds devices. Flotilla advertises its
+//! device server over mDNS ([`mdns`]); it browses the services ESP firmware advertises
+//! ([`browse`]) and reads vendor MQTT discovery topics ([`vendor_mqtt`]); what each says is
+//! classified by [`classify`].
 
+pub mod browse;
+pub mod classify;
 pub mod mdns;
+pub mod vendor_mqtt;

@@ -464,7 +464,7 @@ impl EngineHandle {
 }
 
 /// Shows a device offline (if it was online), with the write and the event that says why.
-fn offline_locked(fleet: &mut Fleet, mac: &str, actor: &str, why: &str, ops: &mut Vec<Op>) {
+pub(super) fn offline_locked(fleet: &mut Fleet, mac: &str, actor: &str, why: &str, ops: &mut Vec<Op>) {
     if fleet.inventory.set_offline(mac)
         && let Some(e) = fleet.inventory.get(mac)
     {

@@ -17,8 +17,10 @@
 
 mod audit;
 pub use audit::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX, EventQuery};
+pub use discovery::Observed;
 mod demo;
 mod devices;
+mod discovery;
 mod firmware;
 mod metrics;
 mod rollouts;

@@ -1,0 +1,423 @@
+//! What a device announces about itself, turned into one [`Observation`]: from mDNS records
+//! ([`mdns`]), vendor MQTT discovery messages ([`tasmota_config`], [`shelly_announce`],
+//! [`shelly_online`]). Pure functions of what arrived, so every rule is tested against the
+//! records real firmware publishes (`shared/reference/protocols.md` §1.8, §2.5, §3.7, §6, §7.6).
+//!
+//! Everything here comes from an unauthenticated LAN: every value is bounded and checked
+//! ([`clean`]); a record that does not look like a device of a known family is `None`, never
+//! an error that reaches the engine.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use flotilla_proto::Family;
+use flotilla_proto::device::normalize_mac;
+use serde::Deserialize;
+
+/// Longest value taken from a TXT record or a discovery message; longer ones are dropped.
+pub const MAX_VALUE: usize = 64;
+
+/// One source's view of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observation {
+    /// `aa:bb:cc:dd:ee:ff` when the record carries it (or the device id embeds it).
+    pub mac: Option<String>,
+    /// What identifies the record until its MAC is known: the mDNS instance, the MQTT topic id.
+    pub key: String,
+    pub family: Option<Family>,
+    /// The device's own id (Shelly id, Tasmota topic, ESPHome/ArduinoOTA host name).
+    pub device_id: Option<String>,
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub chip: Option<String>,
+    /// The firmware version the device runs, as the family spells it.
+    pub version: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub port: Option<u16>,
+    /// False for a goodbye / offline announcement.
+    pub online: bool,
+}
+
+/// An mDNS service instance as resolved: what [`mdns`] needs, free of the mDNS library's types.
+#[derive(Debug, Clone, Default)]
+pub struct MdnsRecord {
+    /// `_esphomelib._tcp.local.`
+    pub service: String,
+    /// `living-room._esphomelib._tcp.local.`
+    pub fullname: String,
+    /// `living-room.local.`
+    pub host: String,
+    pub port: u16,
+    pub addresses: Vec<IpAddr>,
+    pub txt: BTreeMap<String, String>,
+}
+
+impl MdnsRecord {
+    /// The instance label (the part of the full name before the service type).
+    pub fn instance(&self) -> &str {
+        self.fullname.strip_suffix(&self.service).map_or(&self.fullname, |s| s.trim_end_matches('.'))
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.txt.get(key).and_then(|v| clean(v))
+    }
+
+    /// The first IPv4 address (devices of these families are IPv4), else any.
+    fn ip(&self) -> Option<IpAddr> {
+        let mut v: Vec<IpAddr> = self.addresses.clone();
+        v.sort_by_key(|a| (!a.is_ipv4(), *a));
+        v.into_iter().next()
+    }
+}
+
+/// The service types browsed for devices.
+pub const BROWSED: [&str; 5] =
+    ["_esphomelib._tcp.local.", "_arduino._tcp.local.", "_shelly._tcp.local.", "_http._tcp.local.", FLOTILLA];
+/// Flotilla itself and Flotilla-client devices share this type; devices carry TXT `id`.
+const FLOTILLA: &str = "_flotilla._tcp.local.";
+
+/// A value fit to keep: trimmed, 1..=[`MAX_VALUE`] bytes, printable, no control characters.
+pub fn clean(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty() && v.len() <= MAX_VALUE && v.chars().all(|c| !c.is_control())).then(|| v.to_owned())
+}
+
+/// A MAC embedded as the last 12 hex digits of an id (`shellyplus1pm-a8032ab12345`,
+/// `shellyswitch25-349454793BA5`). Older Gen1 ids carry only 6 digits: `None`.
+pub fn mac_in_id(id: &str) -> Option<String> {
+    let tail = id.rsplit('-').next()?;
+    (tail.len() == 12).then(|| normalize_mac(tail)).flatten()
+}
+
+/// The version inside a Shelly `fw_id` / `fw` (`20230913-112234/v1.14.0-gcb84623` → `1.14.0`,
+/// `20231219-133934/1.1.0-g34b5d4f` → `1.1.0`, `20191127-095418/v1.5.6@0d769d69` → `1.5.6`).
+pub fn shelly_version(fw_id: &str) -> Option<String> {
+    let after = fw_id.split_once('/').map_or(fw_id, |(_, v)| v);
+    let v = after.strip_prefix('v').unwrap_or(after);
+    let end = v.find(['-', '@', '/', ' ']).unwrap_or(v.len());
+    let v = &v[..end];
+    (!v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') && v.contains('.')).then(|| v.to_owned())
+}
+
+/// Classifies a resolved mDNS record; `None` when it is not a device of a family we know.
+pub fn mdns(r: &MdnsRecord) -> Option<Observation> {
+    let instance = clean(r.instance()).unwrap_or_default();
+    let host = r.host.trim_end_matches('.').trim_end_matches(".local");
+    let mut o = Observation {
+        key: format!("mdns:{}", r.fullname.to_ascii_lowercase()),
+        ip: r.ip(),
+        port: Some(r.port),
+        online: true,
+        ..Observation::default()
+    };
+    let service = r.service.to_ascii_lowercase();
+    match service.as_str() {
+        "_esphomelib._tcp.local." => {
+            o.family = Some(Family::Esphome);
+            o.mac = r.get("mac").and_then(|m| normalize_mac(&m));
+            o.device_id = clean(host).or_else(|| Some(instance.clone()));
+            o.name = r.get("friendly_name").or_else(|| Some(instance.clone()));
+            // The user's firmware version when the project declares one, else ESPHome's.
+            o.version = r.get("project_version").or_else(|| r.get("version"));
+            o.model = r.get("project_name").or_else(|| r.get("board"));
+            o.chip = r.get("platform").map(|p| p.to_ascii_lowercase());
+        }
+        "_arduino._tcp.local." => {
+            o.family = Some(Family::ArduinoOta);
+            o.device_id = Some(instance.clone());
+            o.name = Some(instance.clone());
+            o.model = r.get("board");
+            // The OTA port hints the core (§1.1): 8266 ESP8266, 3232 ESP32.
+            o.chip = match r.port {
+                8266 => Some("esp8266".into()),
+                3232 => Some("esp32".into()),
+                _ => None,
+            };
+        }
+        "_shelly._tcp.local." => shelly(r, &instance, &mut o, true),
+        "_http._tcp.local." => {
+            if instance.to_ascii_lowercase().starts_with("shelly") {
+                shelly(r, &instance, &mut o, r.txt.contains_key("gen"));
+            } else if r.get("devicetype").is_some_and(|t| t.eq_ignore_ascii_case("tasmota")) {
+                o.family = Some(Family::Tasmota);
+                o.device_id = clean(host).or_else(|| Some(instance.clone()));
+                o.name = Some(instance.clone());
+            } else {
+                return None;
+            }
+        }
+        FLOTILLA => {
+            // Other Flotilla engines advertise `api`; devices advertise their `id`.
+            let id = r.get("id")?;
+            o.family = Some(Family::Native);
+            o.mac = r.get("mac").and_then(|m| normalize_mac(&m));
+            o.device_id = Some(id);
+            o.name = Some(instance.clone());
+            o.model = r.get("model");
+            o.chip = r.get("chip");
+            o.version = r.get("version");
+        }
+        _ => return None,
+    }
+    Some(o)
+}
+
+fn shelly(r: &MdnsRecord, instance: &str, o: &mut Observation, gen2: bool) {
+    o.family = Some(if gen2 { Family::ShellyGen2 } else { Family::ShellyGen1 });
+    let id = r.get("id").unwrap_or_else(|| instance.to_owned());
+    o.mac = mac_in_id(&id).or_else(|| mac_in_id(instance));
+    o.device_id = Some(id);
+    o.name = Some(instance.to_owned());
+    o.model = r.get("app");
+    o.chip = r.get("arch");
+    o.version = r.get("ver").or_else(|| r.get("fw_id").and_then(|f| shelly_version(&f)));
+}
+
+/// Tasmota's retained `tasmota/discovery/<MAC>/config` (§3.7). An empty payload (discovery
+/// switched off) is `None`.
+pub fn tasmota_config(topic_mac: &str, payload: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Config {
+        ip: Option<String>,
+        dn: Option<String>,
+        hn: Option<String>,
+        mac: Option<String>,
+        md: Option<String>,
+        sw: Option<String>,
+        t: Option<String>,
+    }
+    let c: Config = serde_json::from_slice(payload).ok()?;
+    let mac = c.mac.as_deref().and_then(normalize_mac).or_else(|| normalize_mac(topic_mac))?;
+    Some(Observation {
+        key: format!("mqtt:tasmota:{mac}"),
+        mac: Some(mac),
+        family: Some(Family::Tasmota),
+        device_id: c.t.as_deref().and_then(clean),
+        name: c.dn.as_deref().and_then(clean).or_else(|| c.hn.as_deref().and_then(clean)),
+        model: c.md.as_deref().and_then(clean),
+        version: c.sw.as_deref().and_then(clean),
+        ip: c.ip.as_deref().and_then(|ip| ip.parse().ok()),
+        online: true,
+        ..Observation::default()
+    })
+}
+
+/// Shelly Gen1's `shellies/announce`:
+/// `{"id":"shellyplug-s-7A3F1B","model":"SHPLG-S","mac":"…","ip":"…","fw_ver":"…"}`.
+pub fn shelly_announce(payload: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Announce {
+        id: String,
+        model: Option<String>,
+        mac: Option<String>,
+        ip: Option<String>,
+        fw_ver: Option<String>,
+    }
+    let a: Announce = serde_json::from_slice(payload).ok()?;
+    let id = clean(&a.id)?;
+    let mac = a.mac.as_deref().and_then(normalize_mac).or_else(|| mac_in_id(&id))?;
+    Some(Observation {
+        key: format!("mqtt:shelly:{mac}"),
+        mac: Some(mac),
+        family: Some(Family::ShellyGen1),
+        name: Some(id.clone()),
+        device_id: Some(id),
+        model: a.model.as_deref().and_then(clean),
+        version: a.fw_ver.as_deref().and_then(shelly_version),
+        ip: a.ip.as_deref().and_then(|ip| ip.parse().ok()),
+        online: true,
+        ..Observation::default()
+    })
+}
+
+/// A Shelly's `<id>/online` (Gen2+: the topic prefix defaults to the device id) or Gen1's
+/// `shellies/<id>/online`: `true` / `false`. Only ids that are Shelly ids with a MAC count.
+pub fn shelly_online(id: &str, payload: &[u8], gen1: bool) -> Option<Observation> {
+    let id = clean(id)?;
+    if !id.to_ascii_lowercase().starts_with("shelly") {
+        return None;
+    }
+    let mac = mac_in_id(&id)?;
+    let online = match payload.trim_ascii() {
+        b"true" => true,
+        b"false" => false,
+        _ => return None,
+    };
+    Some(Observation {
+        key: format!("mqtt:shelly:{mac}"),
+        mac: Some(mac),
+        family: Some(if gen1 { Family::ShellyGen1 } else { Family::ShellyGen2 }),
+        name: Some(id.clone()),
+        device_id: Some(id),
+        online,
+        ..Observation::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(service: &str, instance: &str, port: u16, txt: &[(&str, &str)]) -> MdnsRecord {
+        MdnsRecord {
+            service: service.into(),
+            fullname: format!("{instance}.{service}"),
+            host: format!("{}.local.", instance.to_ascii_lowercase()),
+            port,
+            addresses: vec!["fe80::1".parse().unwrap(), "192.168.1.40".parse().unwrap()],
+            txt: txt.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn esphome_records_give_mac_version_and_board() {
+        // As `mdns_component.cpp` publishes them (§2.5).
+        let r = record(
+            "_esphomelib._tcp.local.",
+            "living-room",
+            6053,
+            &[
+                ("friendly_name", "Living room"),
+                ("version", "2025.10.0"),
+                ("mac", "a8032ab12345"),
+                ("platform", "ESP32"),
+                ("board", "esp32dev"),
+                ("network", "wifi"),
+            ],
+        );
+        let o = mdns(&r).unwrap();
+        assert_eq!(o.family, Some(Family::Esphome));
+        assert_eq!(o.mac.as_deref(), Some("a8:03:2a:b1:23:45"));
+        assert_eq!(o.version.as_deref(), Some("2025.10.0"));
+        assert_eq!(o.model.as_deref(), Some("esp32dev"));
+        assert_eq!(o.chip.as_deref(), Some("esp32"));
+        assert_eq!(o.name.as_deref(), Some("Living room"));
+        assert_eq!(o.device_id.as_deref(), Some("living-room"));
+        assert_eq!(o.ip, Some("192.168.1.40".parse().unwrap()), "IPv4 first");
+        // A project version is the user's firmware version.
+        let mut r = r;
+        r.txt.insert("project_name".into(), "acme.sensor".into());
+        r.txt.insert("project_version".into(), "1.4.2".into());
+        let o = mdns(&r).unwrap();
+        assert_eq!((o.version.as_deref(), o.model.as_deref()), (Some("1.4.2"), Some("acme.sensor")));
+    }
+
+    #[test]
+    fn arduino_ota_records_say_board_and_core_but_no_mac() {
+        let r = record(
+            "_arduino._tcp.local.",
+            "esp-pump",
+            8266,
+            &[("board", "nodemcuv2"), ("tcp_check", "no"), ("ssh_upload", "no"), ("auth_upload", "yes")],
+        );
+        let o = mdns(&r).unwrap();
+        assert_eq!(o.family, Some(Family::ArduinoOta));
+        assert_eq!(o.mac, None);
+        assert_eq!(o.model.as_deref(), Some("nodemcuv2"));
+        assert_eq!(o.chip.as_deref(), Some("esp8266"));
+        assert_eq!(o.device_id.as_deref(), Some("esp-pump"));
+        assert_eq!(o.key, "mdns:esp-pump._arduino._tcp.local.");
+    }
+
+    #[test]
+    fn shelly_gen1_and_gen2_are_told_apart_by_gen() {
+        // A real Gen1 capture (§7.6).
+        let r = record(
+            "_http._tcp.local.",
+            "shellyswitch25-349454793BA5",
+            80,
+            &[
+                ("discoverable", "false"),
+                ("fw_id", "20230913-112234/v1.14.0-gcb84623"),
+                ("fw_version", "1.0"),
+                ("app", "switch25"),
+                ("arch", "esp8266"),
+                ("id", "shellyswitch25-349454793BA5"),
+            ],
+        );
+        let o = mdns(&r).unwrap();
+        assert_eq!(o.family, Some(Family::ShellyGen1));
+        assert_eq!(o.mac.as_deref(), Some("34:94:54:79:3b:a5"));
+        assert_eq!(o.version.as_deref(), Some("1.14.0"));
+        assert_eq!(o.model.as_deref(), Some("switch25"));
+        let r = record(
+            "_shelly._tcp.local.",
+            "ShellyPlus1PM-A8032AB12345",
+            80,
+            &[("gen", "2"), ("app", "Plus1PM"), ("ver", "1.1.0"), ("id", "shellyplus1pm-a8032ab12345")],
+        );
+        let o = mdns(&r).unwrap();
+        assert_eq!(o.family, Some(Family::ShellyGen2));
+        assert_eq!(o.mac.as_deref(), Some("a8:03:2a:b1:23:45"));
+        assert_eq!(o.version.as_deref(), Some("1.1.0"));
+        // Gen2 on `_http._tcp` carries gen too.
+        let r = record("_http._tcp.local.", "ShellyPro3EM-A8032AB12345", 80, &[("gen", "2")]);
+        assert_eq!(mdns(&r).unwrap().family, Some(Family::ShellyGen2));
+    }
+
+    #[test]
+    fn tasmota_http_and_flotilla_clients_are_recognised_and_the_rest_is_not() {
+        let r = record("_http._tcp.local.", "tasmota-1A2B3C-1234", 80, &[("devicetype", "tasmota")]);
+        assert_eq!(mdns(&r).unwrap().family, Some(Family::Tasmota));
+        let r = record(
+            "_flotilla._tcp.local.",
+            "pump-7",
+            80,
+            &[("id", "pump-7"), ("mac", "24:0a:c4:00:00:07"), ("model", "pump"), ("version", "1.2.0")],
+        );
+        let o = mdns(&r).unwrap();
+        assert_eq!((o.family, o.mac.as_deref()), (Some(Family::Native), Some("24:0a:c4:00:00:07")));
+        // Another Flotilla engine, a printer, an unknown service: not devices.
+        assert_eq!(mdns(&record("_flotilla._tcp.local.", "Flotilla on x", 8080, &[("api", "/api/v1")])), None);
+        assert_eq!(mdns(&record("_http._tcp.local.", "Office printer", 80, &[("note", "x")])), None);
+        assert_eq!(mdns(&record("_ipp._tcp.local.", "shelly", 631, &[])), None);
+    }
+
+    #[test]
+    fn hostile_values_are_dropped_not_kept() {
+        let long = "9".repeat(MAX_VALUE + 1);
+        let r = record(
+            "_esphomelib._tcp.local.",
+            "n",
+            6053,
+            &[("version", &long), ("mac", "not-a-mac"), ("board", "a\u{7}b"), ("platform", "ESP32")],
+        );
+        let o = mdns(&r).unwrap();
+        assert_eq!((o.version, o.mac, o.model), (None, None, None));
+        assert_eq!(shelly_version("garbage"), None);
+        assert_eq!(shelly_version("20191127-095418/v1.5.6@0d769d69").as_deref(), Some("1.5.6"));
+        assert_eq!(mac_in_id("shelly1-B929CC"), None, "six digits are not a MAC");
+    }
+
+    #[test]
+    fn tasmota_discovery_config_gives_mac_version_and_topic() {
+        let payload = br#"{"ip":"192.168.1.51","dn":"Kitchen plug","fn":["Plug",null],"hn":"kitchen-1234",
+            "mac":"A4CF12345678","md":"Sonoff Basic","ty":0,"if":0,"ofln":"Offline","onln":"Online",
+            "state":["OFF","ON","TOGGLE","HOLD"],"sw":"14.3.0","t":"kitchen","ft":"%prefix%/%topic%/",
+            "tp":["cmnd","stat","tele"],"rl":[1,0],"ver":1}"#;
+        let o = tasmota_config("A4CF12345678", payload).unwrap();
+        assert_eq!(o.mac.as_deref(), Some("a4:cf:12:34:56:78"));
+        assert_eq!((o.version.as_deref(), o.model.as_deref()), (Some("14.3.0"), Some("Sonoff Basic")));
+        assert_eq!((o.device_id.as_deref(), o.name.as_deref()), (Some("kitchen"), Some("Kitchen plug")));
+        assert_eq!(o.ip, Some("192.168.1.51".parse().unwrap()));
+        assert_eq!(tasmota_config("A4CF12345678", b""), None);
+        assert_eq!(tasmota_config("A4CF12345678", b"{not json"), None);
+    }
+
+    #[test]
+    fn shelly_announce_and_online() {
+        let o = shelly_announce(
+            br#"{"id":"shellyplug-s-7A3F1B","model":"SHPLG-S","mac":"C45BBE7A3F1B","ip":"192.168.1.60",
+                 "new_fw":false,"fw_ver":"20230913-113421/v1.14.0-gcb84623"}"#,
+        )
+        .unwrap();
+        assert_eq!(o.mac.as_deref(), Some("c4:5b:be:7a:3f:1b"));
+        assert_eq!((o.family, o.version.as_deref()), (Some(Family::ShellyGen1), Some("1.14.0")));
+        let o = shelly_online("shellyplus1pm-a8032ab12345", b"false", false).unwrap();
+        assert_eq!((o.family, o.online), (Some(Family::ShellyGen2), false));
+        assert_eq!(shelly_online("kitchen", b"true", false), None, "not a Shelly id");
+        assert_eq!(shelly_online("shellyplus1pm-a8032ab12345", b"maybe", false), None);
+    }
+}
