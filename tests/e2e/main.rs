@@ -17,6 +17,7 @@ mod fleet;
 mod full_disk;
 mod mdns;
 mod native_pull;
+mod probe;
 mod rollout;
 mod rollout_views;
 mod serve;

@@ -5,9 +5,9 @@
 //! a name several devices share is refused with the candidates, never guessed.
 
 use clap::{Subcommand, ValueEnum};
-use flotilla_proto::device::{ChannelRequest, LabelChannel, normalize_mac};
+use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult, normalize_mac};
 use flotilla_proto::rollout::DeviceHistory;
-use flotilla_proto::{Channel, Device, Event};
+use flotilla_proto::{Channel, Device, Event, Family};
 use reqwest::Method;
 
 use crate::client::{Api, encode, print_json, print_list};
@@ -67,6 +67,19 @@ pub enum DevicesCmd {
         /// MAC (any spelling), device id or name.
         device: String,
         channel: ChannelChoice,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ask an address over HTTP what it is (Shelly, Tasmota) and add the device that answers.
+    Add {
+        /// HOST or HOST:PORT (port 80 when absent).
+        address: String,
+        /// The family to try first: tasmota, shelly-gen1, shelly-gen2 (all are tried).
+        #[arg(long, value_parser = parse_family)]
+        family: Option<Family>,
         /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
@@ -192,6 +205,31 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
             }
             outln!("{} now follows {}.", display_name(&d), channel_text(&d));
             Ok(())
+        }
+        DevicesCmd::Add { address, family, json, api } => {
+            let api = Api::resolve(&api)?;
+            let body = ProbeRequest { address, family };
+            let r: ProbeResult = api.send(api.request(Method::POST, "/api/v1/devices/probe").json(&body)).await?;
+            if json {
+                print_json(&r)?;
+            } else if let Some(d) = &r.device {
+                let family = d.family.as_str();
+                let version = d.version.as_deref().unwrap_or("unknown version");
+                let model = d.model.as_deref().unwrap_or("device");
+                outln!("{}: {family} {model}, {version} — added as {}.", r.address, d.mac);
+                if r.auth_required {
+                    outln!("It protects its API with a password: set its credentials before updating it.");
+                }
+            }
+            match r.state.as_str() {
+                "found" => Ok(()),
+                _ => Err(CliError::failure(format!(
+                    "{}: {}{}",
+                    r.address,
+                    r.state.replace('_', " "),
+                    r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                ))),
+            }
         }
         DevicesCmd::Forget { device, json, api } => {
             let api = Api::resolve(&api)?;
@@ -394,6 +432,13 @@ fn print_label_channels(list: &[LabelChannel]) {
     }
     let rows: Vec<Vec<String>> = list.iter().map(|l| vec![l.label.clone(), l.channel.as_str().into()]).collect();
     table(&["LABEL", "CHANNEL"], &rows);
+}
+
+fn parse_family(s: &str) -> Result<Family, String> {
+    Family::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+        format!("unknown family {s:?}; one of {}", all.join(", "))
+    })
 }
 
 #[cfg(test)]

@@ -105,6 +105,35 @@ pub struct LabelChannel {
     pub channel: crate::firmware::Channel,
 }
 
+/// Probe an address over HTTP and add what answers (`POST /api/v1/devices/probe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ProbeRequest {
+    /// `HOST` or `HOST:PORT` (port 80 when absent): an IP address or a name the laptop resolves.
+    pub address: String,
+    /// The family to try first (Tasmota, Shelly); all are tried.
+    #[serde(default)]
+    pub family: Option<Family>,
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ProbeResult {
+    /// The address probed (`ip:port`).
+    pub address: String,
+    /// `found`, `authentication_required`, `unrecognised`, `unreachable` or `busy` (a probe of
+    /// this address is already running).
+    pub state: String,
+    pub family: Option<Family>,
+    /// The device protects its API beyond identification with a password.
+    pub auth_required: bool,
+    /// Why it was not found, in words.
+    pub detail: Option<String>,
+    /// The device as the inventory now has it, when found.
+    pub device: Option<Device>,
+}
+
 /// Normalises a MAC address to `aa:bb:cc:dd:ee:ff`. Accepts `:`, `-`, `.` or no separators, any case.
 pub fn normalize_mac(s: &str) -> Option<String> {
     // One pass, one allocation: this runs on every check-in.

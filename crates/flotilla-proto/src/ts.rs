@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ts_rs::{Config, TS};
 
 use crate::api::{EngineStatus, ErrorBody, FleetMetrics, Health, PublicKey, RuntimeInfo, SettingsView, SiteSettings};
-use crate::device::{ChannelRequest, Device, LabelChannel, LabelRequest};
+use crate::device::{ChannelRequest, Device, LabelChannel, LabelRequest, ProbeRequest, ProbeResult};
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
 use crate::firmware::{ImportPathRequest, ImportResponse, InspectReport, SignedManifest};
@@ -64,6 +64,8 @@ fn render() -> BTreeMap<String, String> {
         FirmwareSuggestion,
         LabelChannel,
         ChannelRequest,
+        ProbeRequest,
+        ProbeResult,
         FleetMetrics,
     );
     let files = read_dir(&out);

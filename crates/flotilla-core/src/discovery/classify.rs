@@ -254,6 +254,142 @@ pub fn shelly_online(id: &str, payload: &[u8], gen1: bool) -> Option<Observation
     })
 }
 
+/// ESPHome's MQTT discovery (`esphome/discover/<name>`, when `discovery` is on):
+/// `{"ip","name","port","version","mac","platform","board","network","project_name","project_version"}`.
+pub fn esphome_discover(payload: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Discover {
+        ip: Option<String>,
+        name: Option<String>,
+        version: Option<String>,
+        mac: String,
+        platform: Option<String>,
+        board: Option<String>,
+        project_name: Option<String>,
+        project_version: Option<String>,
+    }
+    let d: Discover = serde_json::from_slice(payload).ok()?;
+    let mac = normalize_mac(&d.mac)?;
+    let name = d.name.as_deref().and_then(clean);
+    Some(Observation {
+        key: format!("mqtt:esphome:{mac}"),
+        mac: Some(mac),
+        family: Some(Family::Esphome),
+        device_id: name.clone(),
+        name,
+        model: d.project_name.as_deref().and_then(clean).or_else(|| d.board.as_deref().and_then(clean)),
+        chip: d.platform.as_deref().and_then(clean).map(|p| p.to_ascii_lowercase()),
+        version: d.project_version.as_deref().and_then(clean).or_else(|| d.version.as_deref().and_then(clean)),
+        ip: d.ip.as_deref().and_then(|ip| ip.parse().ok()),
+        online: true,
+        ..Observation::default()
+    })
+}
+
+/// A Shelly's `GET /shelly` (the same as Gen2+'s `Shelly.GetDeviceInfo`; never needs auth):
+/// Gen1 `{"type","mac","auth","fw"}`, Gen2+ `{"id","mac","model","gen","fw_id","ver","app","auth_en"}`.
+/// Returns the observation and whether the device protects the rest of its API with a password.
+pub fn shelly_info(body: &[u8], ip: Option<IpAddr>) -> Option<(Observation, bool)> {
+    #[derive(Deserialize)]
+    struct Info {
+        mac: String,
+        // Gen1
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        auth: Option<bool>,
+        fw: Option<String>,
+        // Gen2+
+        id: Option<String>,
+        model: Option<String>,
+        #[serde(rename = "gen")]
+        generation: Option<u8>,
+        ver: Option<String>,
+        fw_id: Option<String>,
+        app: Option<String>,
+        auth_en: Option<bool>,
+        name: Option<String>,
+    }
+    let i: Info = serde_json::from_slice(body).ok()?;
+    let mac = normalize_mac(&i.mac)?;
+    let gen2 = i.generation.is_some_and(|g| g >= 2);
+    if !gen2 && i.kind.is_none() {
+        return None;
+    }
+    let o = Observation {
+        key: format!("probe:shelly:{mac}"),
+        family: Some(if gen2 { Family::ShellyGen2 } else { Family::ShellyGen1 }),
+        device_id: i.id.as_deref().and_then(clean),
+        name: i.name.as_deref().and_then(clean).or_else(|| i.id.as_deref().and_then(clean)),
+        model: if gen2 { i.model.as_deref().or(i.app.as_deref()) } else { i.kind.as_deref() }.and_then(clean),
+        version: i
+            .ver
+            .as_deref()
+            .and_then(clean)
+            .or_else(|| i.fw_id.as_deref().or(i.fw.as_deref()).and_then(shelly_version)),
+        mac: Some(mac),
+        ip,
+        online: true,
+        ..Observation::default()
+    };
+    Some((o, i.auth.or(i.auth_en).unwrap_or(false)))
+}
+
+/// Tasmota's `GET /cm?cmnd=Status%200`: `Status.Topic`, `Status.DeviceName`,
+/// `StatusFWR.Version` (`14.3.0(release-tasmota)`), `StatusFWR.Hardware`, `StatusNET.{Mac,IPAddress,Hostname}`.
+pub fn tasmota_status(body: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Status {
+        topic: Option<String>,
+        device_name: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Fwr {
+        version: Option<String>,
+        hardware: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Net {
+        mac: String,
+        #[serde(rename = "IPAddress")]
+        ip_address: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Status0 {
+        #[serde(rename = "Status")]
+        status: Option<Status>,
+        #[serde(rename = "StatusFWR")]
+        fwr: Option<Fwr>,
+        #[serde(rename = "StatusNET")]
+        net: Net,
+    }
+    let s: Status0 = serde_json::from_slice(body).ok()?;
+    let mac = normalize_mac(&s.net.mac)?;
+    let version = s.fwr.as_ref().and_then(|f| f.version.as_deref()).map(|v| v.split('(').next().unwrap_or(v));
+    let chip = s.fwr.as_ref().and_then(|f| f.hardware.as_deref()).map(|h| {
+        let h = h.to_ascii_lowercase();
+        if h.starts_with("esp8266") || h.starts_with("esp8285") {
+            "esp8266".to_owned()
+        } else {
+            h.split_whitespace().next().unwrap_or_default().to_owned()
+        }
+    });
+    Some(Observation {
+        key: format!("probe:tasmota:{mac}"),
+        mac: Some(mac),
+        family: Some(Family::Tasmota),
+        device_id: s.status.as_ref().and_then(|s| s.topic.as_deref()).and_then(clean),
+        name: s.status.as_ref().and_then(|s| s.device_name.as_deref()).and_then(clean),
+        version: version.and_then(clean),
+        chip: chip.as_deref().and_then(clean),
+        ip: s.net.ip_address.as_deref().and_then(|ip| ip.parse().ok()),
+        online: true,
+        ..Observation::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -419,5 +555,53 @@ mod tests {
         assert_eq!((o.family, o.online), (Some(Family::ShellyGen2), false));
         assert_eq!(shelly_online("kitchen", b"true", false), None, "not a Shelly id");
         assert_eq!(shelly_online("shellyplus1pm-a8032ab12345", b"maybe", false), None);
+    }
+
+    #[test]
+    fn probe_answers_of_shelly_and_tasmota() {
+        let (o, auth) = shelly_info(
+            br#"{"type":"SHPLG-S","mac":"C45BBE7A3F1B","auth":true,"fw":"20230913-113421/v1.14.0-gcb84623",
+                 "discoverable":true,"num_outputs":1}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.family, o.model.as_deref(), o.version.as_deref(), auth),
+            (Some(Family::ShellyGen1), Some("SHPLG-S"), Some("1.14.0"), true)
+        );
+        let (o, auth) = shelly_info(
+            br#"{"name":null,"id":"shellyplus1pm-a8032ab12345","mac":"A8032AB12345","slot":0,"model":"SNSW-001P16EU",
+                 "gen":2,"fw_id":"20231219-133934/1.1.0-g34b5d4f","ver":"1.1.0","app":"Plus1PM","auth_en":false,"auth_domain":null}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.family, o.model.as_deref(), o.version.as_deref(), auth),
+            (Some(Family::ShellyGen2), Some("SNSW-001P16EU"), Some("1.1.0"), false)
+        );
+        assert_eq!(o.mac.as_deref(), Some("a8:03:2a:b1:23:45"));
+        assert!(shelly_info(b"<html>hello</html>", None).is_none());
+        assert!(shelly_info(br#"{"mac":"A8032AB12345"}"#, None).is_none(), "neither generation's shape");
+        let o = tasmota_status(
+            br#"{"Status":{"Module":1,"DeviceName":"Kitchen","FriendlyName":["Kitchen"],"Topic":"kitchen","Power":0},
+                 "StatusFWR":{"Version":"14.3.0(release-tasmota)","BuildDateTime":"2024-10-15T10:11:12","Boot":31,
+                              "Core":"2_7_7","SDK":"2.2.2-dev(38a443e)","CpuFrequency":80,"Hardware":"ESP8266EX"},
+                 "StatusNET":{"Hostname":"kitchen-5678","IPAddress":"192.168.1.51","Mac":"A4:CF:12:34:56:78"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.version.as_deref(), o.chip.as_deref(), o.device_id.as_deref()),
+            (Some("14.3.0"), Some("esp8266"), Some("kitchen"))
+        );
+        assert!(tasmota_status(br#"{"WARNING":"Need user=<username>&password=<password>"}"#).is_none());
+        let o = esphome_discover(
+            br#"{"ip":"192.168.1.70","name":"garage","port":6053,"version":"2025.10.0","mac":"a8032ab10009",
+                 "platform":"ESP32","board":"esp32dev","network":"wifi"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.family, o.mac.as_deref(), o.version.as_deref()),
+            (Some(Family::Esphome), Some("a8:03:2a:b1:00:09"), Some("2025.10.0"))
+        );
     }
 }

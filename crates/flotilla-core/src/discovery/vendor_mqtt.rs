@@ -1,6 +1,7 @@
 //! Vendor MQTT discovery on whichever broker the engine uses: Tasmota's retained
 //! `tasmota/discovery/<MAC>/config` and its Last Will (`tele/<topic>/LWT`), Shelly Gen1's
-//! `shellies/announce` and `shellies/<id>/online`, and Shelly Gen2+'s `<id>/online`
+//! `shellies/announce` and `shellies/<id>/online`, Shelly Gen2+'s `<id>/online`, and ESPHome's
+//! `esphome/discover/<name>`
 //! (`shared/reference/protocols.md` §3.7, §4.2, §7.2). Native devices' presence is handled by the
 //! topic profiles before anything reaches this module.
 
@@ -9,8 +10,14 @@ use crate::handle::{EngineHandle, Observed};
 use crate::mqtt::Incoming;
 
 /// The topic filters the engine subscribes to for vendor discovery.
-pub const SUBSCRIPTIONS: [&str; 5] =
-    ["tasmota/discovery/+/config", "tele/+/LWT", "shellies/announce", "shellies/+/online", "+/online"];
+pub const SUBSCRIPTIONS: [&str; 6] = [
+    "tasmota/discovery/+/config",
+    "tele/+/LWT",
+    "shellies/announce",
+    "shellies/+/online",
+    "+/online",
+    "esphome/discover/+",
+];
 
 /// Classifies a message on one of [`SUBSCRIPTIONS`]; `None` for anything else.
 pub fn classify(topic: &str, payload: &[u8]) -> Option<Observation> {
@@ -18,6 +25,7 @@ pub fn classify(topic: &str, payload: &[u8]) -> Option<Observation> {
     match parts.as_slice() {
         ["tasmota", "discovery", mac, "config"] => classify::tasmota_config(mac, payload),
         ["shellies", "announce"] => classify::shelly_announce(payload),
+        ["esphome", "discover", _] => classify::esphome_discover(payload),
         ["shellies", id, "online"] => classify::shelly_online(id, payload, true),
         [id, "online"] => classify::shelly_online(id, payload, false),
         _ => None,

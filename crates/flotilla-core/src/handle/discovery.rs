@@ -3,12 +3,17 @@
 //! done (only check-ins and presence do, through `seen_locked`), never turns a native device into
 //! another family, and never overrides the version a native device reports itself.
 
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use flotilla_proto::device::ProbeResult;
 use flotilla_proto::{Device, Family};
 
 use super::EngineHandle;
 use super::devices::offline_locked;
 use crate::discovery::classify::Observation;
-use crate::error::Result;
+use crate::discovery::probe::{Outcome, Prober};
+use crate::error::{CoreError, Result};
 use crate::inventory::Sighting;
 
 /// What became of an observation.
@@ -70,5 +75,89 @@ impl EngineHandle {
         };
         self.queue(ops);
         Ok(changed)
+    }
+}
+
+/// The engine's prober (one per process: its limits are the LAN's, not an engine's).
+fn prober() -> Result<&'static Prober> {
+    static PROBER: OnceLock<Prober> = OnceLock::new();
+    if let Some(p) = PROBER.get() {
+        return Ok(p);
+    }
+    let p = Prober::new()?;
+    Ok(PROBER.get_or_init(|| p))
+}
+
+/// `HOST` or `HOST:PORT` (80 by default), resolved.
+async fn resolve(address: &str) -> Result<SocketAddr> {
+    let address = address.trim();
+    let bad = || CoreError::BadRequest(format!("{address:?} is not HOST or HOST:PORT"));
+    if address.is_empty() || address.len() > 253 || address.contains(['/', '@', ' ']) {
+        return Err(bad());
+    }
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = address.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 80));
+    }
+    let with_port = if address.contains(':') { address.to_owned() } else { format!("{address}:80") };
+    let mut found = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host(with_port))
+        .await
+        .map_err(|_| CoreError::BadRequest(format!("{address}: name lookup timed out")))?
+        .map_err(|e| CoreError::BadRequest(format!("{address}: {e}")))?;
+    found.next().ok_or_else(bad)
+}
+
+impl EngineHandle {
+    /// Probes `address` over HTTP and merges what answers (source `probe`).
+    pub async fn probe_address(&self, address: &str, hint: Option<Family>) -> Result<ProbeResult> {
+        let addr = resolve(address).await?;
+        let outcome = prober()?.probe(addr, hint).await;
+        let mut result = ProbeResult {
+            address: addr.to_string(),
+            state: String::new(),
+            family: None,
+            auth_required: false,
+            detail: None,
+            device: None,
+        };
+        match outcome {
+            Outcome::Found { observation, family, auth_required } => {
+                let mut o = *observation;
+                // The address we talked to, not the one the answer claims.
+                o.ip = Some(addr.ip());
+                result.state = "found".into();
+                result.family = Some(family);
+                result.auth_required = auth_required;
+                match self.observe(&o, "probe").await? {
+                    Observed::Device(d) => result.device = Some(*d),
+                    Observed::Ignored(why) => {
+                        result.state = "unrecognised".into();
+                        result.detail = Some(why.into());
+                    }
+                    Observed::Provisional => {}
+                }
+            }
+            Outcome::AuthenticationRequired { family } => {
+                result.state = "authentication_required".into();
+                result.family = Some(family);
+                result.auth_required = true;
+                result.detail = Some("it wants a password to say what it is".into());
+            }
+            Outcome::Unrecognised { detail } => {
+                result.state = "unrecognised".into();
+                result.detail = Some(detail);
+            }
+            Outcome::Unreachable { detail } => {
+                result.state = "unreachable".into();
+                result.detail = Some(detail);
+            }
+            Outcome::Busy => {
+                result.state = "busy".into();
+                result.detail = Some("a probe of this address is already running".into());
+            }
+        }
+        Ok(result)
     }
 }

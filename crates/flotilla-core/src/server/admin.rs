@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
 use flotilla_proto::api::{DemoInfo, EngineStatus, FleetMetrics, SettingsView, SiteSettings};
-use flotilla_proto::device::{ChannelRequest, LabelChannel};
+use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult};
 use flotilla_proto::rollout::{
     CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview,
 };
@@ -183,6 +183,7 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(get_firmware, patch_firmware, delete_firmware))
         .routes(routes!(download_link))
         .routes(routes!(list_devices, add_device))
+        .routes(routes!(probe_device))
         .routes(routes!(get_device, forget_device))
         .routes(routes!(device_history))
         .routes(routes!(label_device))
@@ -573,6 +574,19 @@ async fn add_device(State(engine): State<EngineHandle>, ApiJson(d): ApiJson<NewD
         ..Sighting::default()
     };
     Ok(Json(engine.record_sighting(sighting).await?))
+}
+
+/// Asks an address over HTTP what it is (Shelly `/shelly`, Tasmota `Status 0`) and adds what
+/// answers. The probe ran whatever it found: `state` says what that was.
+#[utoipa::path(
+    post, path = "/api/v1/devices/probe", tag = "devices", request_body = ProbeRequest,
+    responses((status = OK, body = ProbeResult), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn probe_device(
+    State(engine): State<EngineHandle>,
+    ApiJson(r): ApiJson<ProbeRequest>,
+) -> ApiResult<Json<ProbeResult>> {
+    Ok(Json(engine.probe_address(&r.address, r.family).await?))
 }
 
 /// One device by MAC.

@@ -40,6 +40,8 @@ export type * from "./Manifest";
 export type * from "./MdnsStatus";
 export type * from "./MqttStatus";
 export type * from "./PreviewDevice";
+export type * from "./ProbeRequest";
+export type * from "./ProbeResult";
 export type * from "./PublicKey";
 export type * from "./ReasonCount";
 export type * from "./Rollout";

@@ -1,0 +1,183 @@
+//! `flotilla devices add HOST:PORT` against the real engine and devices played by small HTTP
+//! servers on loopback that answer as Shelly Gen1/Gen2+ and Tasmota firmware do — and as broken
+//! or hostile devices do: hanging, closing mid-answer, answering HTML or endless JSON. Each ends
+//! in a clear per-device state within the probe's timeout, and the engine keeps answering.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::{Server, flotilla_bin};
+
+#[derive(Clone, Copy)]
+enum Plays {
+    ShellyGen1Locked,
+    ShellyGen2,
+    Tasmota,
+    TasmotaLocked,
+    Hangs,
+    ClosesMidAnswer,
+    Html,
+    EndlessJson,
+}
+
+const GEN1: &str = r#"{"type":"SHSW-25","mac":"A8032AB20001","auth":true,"fw":"20230913-112234/v1.14.0-gcb84623","discoverable":true,"num_outputs":2}"#;
+const GEN2: &str = r#"{"name":null,"id":"shellyplus1pm-a8032ab20002","mac":"A8032AB20002","slot":0,"model":"SNSW-001P16EU","gen":2,"fw_id":"20231219-133934/1.1.0-g34b5d4f","ver":"1.1.0","app":"Plus1PM","auth_en":false,"auth_domain":null}"#;
+const STATUS0: &str = r#"{"Status":{"Module":1,"DeviceName":"Kitchen","FriendlyName":["Kitchen"],"Topic":"kitchen","Power":0},"StatusFWR":{"Version":"14.3.0(release-tasmota)","BuildDateTime":"2024-10-15T10:11:12","Boot":31,"Core":"2_7_7","SDK":"2.2.2-dev(38a443e)","CpuFrequency":80,"Hardware":"ESP8266EX"},"StatusNET":{"Hostname":"kitchen-0003","IPAddress":"192.168.1.51","Gateway":"192.168.1.1","Mac":"A8:03:2A:B2:00:03"}}"#;
+const NEED_PASSWORD: &str = r#"{"WARNING":"Need user=<username>&password=<password>"}"#;
+
+fn reply(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves as `plays` on a loopback port until the test ends; returns `127.0.0.1:port`.
+async fn device(plays: Plays) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let shelly = path == "/shelly";
+                let tasmota = path.starts_with("/cm?cmnd=Status%200");
+                let answer = match plays {
+                    Plays::ShellyGen1Locked if shelly => reply("200 OK", GEN1),
+                    Plays::ShellyGen2 if shelly => reply("200 OK", GEN2),
+                    Plays::Tasmota if tasmota => reply("200 OK", STATUS0),
+                    Plays::TasmotaLocked if tasmota => reply("401 Unauthorized", NEED_PASSWORD),
+                    Plays::Hangs => {
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        return;
+                    }
+                    Plays::ClosesMidAnswer => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"mac\":\"A8").await;
+                        return;
+                    }
+                    Plays::Html => {
+                        let body = "<html><body>Router login</body></html>";
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .into_bytes()
+                    }
+                    Plays::EndlessJson => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[").await;
+                        let chunk = "1,".repeat(32 * 1024);
+                        for _ in 0..2048 {
+                            if s.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    _ => reply("404 Not Found", "<html>404</html>"),
+                };
+                let _ = s.write_all(&answer).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// `flotilla devices add ADDRESS --json` (with `extra`), run in a process of its own: exit code,
+/// answer and how long it took.
+async fn add(server: &Server, address: &str, extra: &[&str]) -> (i32, Value, Duration) {
+    let mut cmd = std::process::Command::new(flotilla_bin());
+    cmd.args(["devices", "add", address, "--json"]).args(extra).arg("--data-dir").arg(server.data_dir());
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    let (out, took) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let out = cmd.output().unwrap();
+        (out, started.elapsed())
+    })
+    .await
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{address}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), answer, took)
+}
+
+#[tokio::test]
+async fn devices_add_probes_vendor_devices_and_survives_broken_ones() {
+    let server = Server::start().await;
+    let plays = [
+        Plays::ShellyGen1Locked,
+        Plays::ShellyGen2,
+        Plays::Tasmota,
+        Plays::TasmotaLocked,
+        Plays::Hangs,
+        Plays::ClosesMidAnswer,
+        Plays::Html,
+        Plays::EndlessJson,
+    ];
+    let mut addrs = Vec::new();
+    for p in plays {
+        addrs.push(device(p).await);
+    }
+    // Every probe at once: the hanging and endless ones must not hold up the others.
+    let probes = addrs.iter().map(|a| add(&server, a, &[]));
+    let results = futures_util::future::join_all(probes).await;
+    let [gen1, gen2, tasmota, locked, hangs, closes, html, endless] = results.try_into().unwrap();
+
+    for good in [&gen1, &gen2, &tasmota] {
+        assert!(good.2 < hangs.2, "probed beside the hanging device, not after it: {:?} vs {:?}", good.2, hangs.2);
+    }
+    assert_eq!(gen1.0, 0, "{:?}", gen1.1);
+    let d = &gen1.1["device"];
+    assert_eq!(
+        (d["family"].as_str(), d["version"].as_str(), d["model"].as_str()),
+        (Some("shelly-gen1"), Some("1.14.0"), Some("SHSW-25")),
+        "{d}"
+    );
+    assert_eq!(gen1.1["auth_required"], true, "the Gen1 device said auth: true");
+    let d = &gen2.1["device"];
+    assert_eq!((d["family"].as_str(), d["mac"].as_str()), (Some("shelly-gen2"), Some("a8:03:2a:b2:00:02")), "{d}");
+    assert_eq!(d["ip"], "127.0.0.1", "the address probed, not one the device claims");
+    let d = &tasmota.1["device"];
+    assert_eq!(
+        (d["family"].as_str(), d["version"].as_str(), d["device_id"].as_str()),
+        (Some("tasmota"), Some("14.3.0"), Some("kitchen")),
+        "{d}"
+    );
+    assert_eq!(d["ip"], "127.0.0.1", "not the 192.168.1.51 its status claims: {d}");
+    assert!(d["sources"].as_array().unwrap().iter().any(|s| s == "probe"), "{d}");
+
+    assert_eq!((locked.0, locked.1["state"].as_str()), (1, Some("authentication_required")), "{:?}", locked.1);
+    assert_eq!(locked.1["family"], "tasmota");
+    assert_eq!(hangs.1["state"], "unreachable", "{:?}", hangs.1);
+    assert!(hangs.2 < Duration::from_secs(15), "a hanging device is given up within the timeout: {:?}", hangs.2);
+    assert_eq!(closes.1["state"], "unreachable", "{:?}", closes.1);
+    assert_eq!(html.1["state"], "unrecognised", "{:?}", html.1);
+    assert!(html.1["detail"].as_str().unwrap().contains("HTML"), "{:?}", html.1);
+    assert_eq!(endless.1["state"], "unrecognised", "{:?}", endless.1);
+    assert!(endless.1["detail"].as_str().unwrap().contains("KiB"), "{:?}", endless.1);
+    for r in [&hangs, &closes, &html, &endless, &locked] {
+        assert_eq!(r.0, 1, "not found is a failure exit: {:?}", r.1);
+        assert!(r.1["device"].is_null(), "{:?}", r.1);
+    }
+    // Three devices, nothing else; the engine answers.
+    let all: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert_eq!(all.len(), 3, "{all:?}");
+
+    // A family hint tries that family first; a bad address is refused with a reason.
+    let (code, hinted, _) = add(&server, &addrs[2], &["--family", "tasmota"]).await;
+    assert_eq!((code, hinted["state"].as_str()), (0, Some("found")));
+    let out = server.cli(&["devices", "add", "not a host", "--json"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not HOST or HOST:PORT"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
