@@ -14,6 +14,7 @@ mod firmware_forms;
 mod firmware_verdicts;
 mod fleet;
 mod full_disk;
+mod limits;
 mod mdns;
 mod native_pull;
 mod rollout;
