@@ -19,7 +19,16 @@ fn checkin(mac: &str) -> Value {
 
 /// Starts `flotilla serve` on a fresh data dir with `args`, behind `prefix` (e.g. `prlimit …`),
 /// with its standard error collected into the returned buffer.
-async fn serve_with(prefix: &[&str], args: &[&str]) -> (Server, Arc<Mutex<String>>) {
+pub(crate) async fn serve_with(prefix: &[&str], args: &[&str]) -> (Server, Arc<Mutex<String>>) {
+    serve_with_env(prefix, args, &[]).await
+}
+
+/// [`serve_with`], with environment variables.
+pub(crate) async fn serve_with_env(
+    prefix: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Server, Arc<Mutex<String>>) {
     let dir = tempfile::tempdir().unwrap();
     let bin = flotilla_bin();
     let mut cmd = match prefix.split_first() {
@@ -38,6 +47,7 @@ async fn serve_with(prefix: &[&str], args: &[&str]) -> (Server, Arc<Mutex<String
         .env_remove("FLOTILLA_API")
         .env_remove("FLOTILLA_TOKEN")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

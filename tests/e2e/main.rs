@@ -19,6 +19,7 @@ mod mdns;
 mod native_pull;
 mod rollout;
 mod rollout_views;
+mod secrets;
 mod serve;
 mod steering;
 mod support;
