@@ -118,7 +118,7 @@ async fn oversized_fields_are_refused_by_name_and_nothing_is_stored() {
 
 /// Sends `head` and then as much of `body` as the server takes (it may answer and close before
 /// all of it is read), and returns the server's answer.
-fn raw_exchange(addr: &str, head: String, body: Vec<u8>) -> String {
+fn raw_exchange(addr: &str, head: &str, body: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(head.as_bytes()).unwrap();
     for chunk in body.chunks(4096) {
@@ -145,13 +145,13 @@ async fn bodies_over_the_cap_are_refused_with_413() {
         let body = serde_json::to_vec(&body).unwrap();
         let head = format!("POST /api/v1/check HTTP/1.1\r\nHost: big\r\nContent-Length: {}\r\n\r\n", body.len());
         let a = addr.clone();
-        let answer = tokio::task::spawn_blocking(move || raw_exchange(&a, head, body)).await.unwrap();
+        let answer = tokio::task::spawn_blocking(move || raw_exchange(&a, &head, &body)).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
     // A body without a length (chunked) is cut off at the cap too.
     let head = "POST /api/v1/check HTTP/1.1\r\nHost: big\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned();
     let body = format!("400\r\n{}\r\n", " ".repeat(1024)).repeat(64).into_bytes();
-    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, head, body)).await.unwrap();
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &body)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(devices(&server).await.is_empty(), "nothing was stored");
 }

@@ -224,7 +224,7 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                     }
                 }
                 Err(e) => {
-                    warn_limited!(limit = REFUSED, topic = %msg.topic, error = %e, "presence is not valid JSON; ignored")
+                    warn_limited!(limit = REFUSED, topic = %msg.topic, error = %e, "presence is not valid JSON; ignored");
                 }
             }
             return;
@@ -256,7 +256,7 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                     }
                 }
                 Err(e) => {
-                    warn_limited!(limit = REFUSED, topic = %msg.topic, error = %e, "status is not valid JSON; ignored")
+                    warn_limited!(limit = REFUSED, topic = %msg.topic, error = %e, "status is not valid JSON; ignored");
                 }
             }
             return;
