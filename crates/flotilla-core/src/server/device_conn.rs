@@ -174,20 +174,38 @@ pub(crate) async fn serve(
     }
 }
 
-/// Milliseconds since `start` of the last byte moved on a connection.
+/// When bytes last moved on a connection, each way: milliseconds since `start` (0: never).
 #[derive(Debug)]
 struct Activity {
     start: tokio::time::Instant,
-    last_ms: AtomicU64,
+    read_ms: AtomicU64,
+    written_ms: AtomicU64,
 }
 
 impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn new() -> Activity {
+        Activity { start: tokio::time::Instant::now(), read_ms: AtomicU64::new(0), written_ms: AtomicU64::new(0) }
     }
+    fn now_ms(&self) -> u64 {
+        // At least 1: 0 means "never".
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+    fn read(&self) {
+        self.read_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    fn written(&self) {
+        self.written_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    /// When a byte last moved either way (the connection's start if none did).
     fn last(&self) -> tokio::time::Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        let ms = self.read_ms.load(Ordering::Relaxed).max(self.written_ms.load(Ordering::Relaxed));
+        self.start + Duration::from_millis(ms)
+    }
+    /// Was an answer sent and nothing read since (a kept-alive connection waiting, not a client
+    /// stuck half-way through its headers)?
+    fn idle_after_answer(&self) -> bool {
+        let written = self.written_ms.load(Ordering::Relaxed);
+        written > 0 && self.read_ms.load(Ordering::Relaxed) <= written
     }
 }
 
@@ -203,7 +221,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.read();
         }
         r
     }
@@ -214,7 +232,7 @@ impl AsyncWrite for Tracked {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.activity.written();
         }
         r
     }
@@ -226,7 +244,7 @@ impl AsyncWrite for Tracked {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+            this.activity.written();
         }
         r
     }
@@ -250,7 +268,7 @@ async fn connection(
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
-    let activity = Arc::new(Activity { start: tokio::time::Instant::now(), last_ms: AtomicU64::new(0) });
+    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked { stream, activity: Arc::clone(&activity) });
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -268,7 +286,9 @@ async fn connection(
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
-                    if e.is_timeout() {
+                    if e.is_timeout() && activity.idle_after_answer() {
+                        tracing::debug!(%peer, "kept-alive device connection closed: no next request in time");
+                    } else if e.is_timeout() {
                         warn_limited!(
                             limit = TIMEOUTS,
                             %peer,
