@@ -310,3 +310,47 @@ async fn a_body_that_never_completes_is_answered_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }
+
+/// Publishes one retained presence of device `id` with `mosquitto_pub` (QoS 1: the broker has it
+/// when this returns).
+fn publish_presence(server: &Server, id: &str, payload: &Value) {
+    let url = server.mqtt_url();
+    let rest = url.strip_prefix("mqtt://").unwrap();
+    let (creds, host) = rest.split_once('@').unwrap();
+    let (user, pass) = creds.split_once(':').unwrap();
+    let port = host.rsplit(':').next().unwrap();
+    let topic = format!("flotilla/{id}/status");
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", port, "-u", user, "-P", pass, "-i", id, "-t", &topic, "-q", "1"])
+        .args(["-m", &payload.to_string()])
+        .status()
+        .expect("mosquitto_pub (Debian's mosquitto-clients) runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn an_mqtt_presence_out_of_bounds_is_dropped_and_logged() {
+    let (server, log) = serve_with(&[], &["--http", "127.0.0.1:0"]).await;
+    let big = json!({ "online": true, "mac": "02:00:00:00:14:01", "model": "m".repeat(5_000), "version": "1.0.0" });
+    publish_presence(&server, "big-1", &big);
+    let fine = json!({ "online": true, "mac": "02:00:00:00:14:02", "model": "demo", "version": "1.0.0" });
+    publish_presence(&server, "fine-1", &fine);
+    // Presences are handled in order: once the second is in, the first was looked at.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = devices(&server).await;
+        if !list.is_empty() {
+            let macs: Vec<&str> = list.iter().map(|d| d["mac"].as_str().unwrap()).collect();
+            assert_eq!(macs, ["02:00:00:00:14:02"], "the presence out of bounds created nothing");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the valid presence never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.lock().unwrap().contains("presence refused") {
+        assert!(Instant::now() < deadline, "the refusal is logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.lock().unwrap().contains("model: at most 64 characters"));
+}
