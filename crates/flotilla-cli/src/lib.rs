@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use flotilla_core::EngineConfig;
@@ -58,6 +59,38 @@ pub struct EngineArgs {
     /// Largest firmware image accepted, in bytes.
     #[arg(long, default_value_t = flotilla_core::config::DEFAULT_MAX_IMAGE_SIZE)]
     pub max_image_size: u64,
+    /// Seconds a device has to send a request's headers (and a kept-alive connection may wait
+    /// for its next request) before the device server closes the connection.
+    #[arg(long, env = "FLOTILLA_DEVICE_HEADER_TIMEOUT", value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub device_header_timeout: Duration,
+    /// Seconds a device request has to complete, body included, once its headers are in (then 408).
+    #[arg(long, env = "FLOTILLA_DEVICE_REQUEST_TIMEOUT", value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub device_request_timeout: Duration,
+    /// Seconds a device connection may move no byte either way before it is closed (a client
+    /// that stopped reading a download).
+    #[arg(long, env = "FLOTILLA_DEVICE_IDLE_TIMEOUT", value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    pub device_idle_timeout: Duration,
+    /// Most device connections open at once; more wait until one closes [default: the
+    /// open-files limit (raised to its hard limit at start) minus a quarter of it kept for the
+    /// admin API, the broker, the database and firmware files].
+    #[arg(long, env = "FLOTILLA_DEVICE_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub device_max_connections: Option<u32>,
+}
+
+/// A duration in seconds (`10`, `2.5`, `10s`, `500ms`), from 1 ms to a day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, scale) = match t.strip_suffix("ms") {
+        Some(ms) => (ms, 0.001),
+        None => (t.strip_suffix('s').unwrap_or(t), 1.0),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let secs = n * scale;
+    if (0.001..=86_400.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("`{s}`: between 1 ms and a day"))
+    }
 }
 
 impl EngineArgs {
@@ -86,6 +119,10 @@ impl EngineArgs {
         config.mdns = !self.no_mdns && saved.mdns.unwrap_or(true);
         config.max_image_size = self.max_image_size;
         config.disk_reserve = self.disk_reserve;
+        config.device_limits.header_timeout = self.device_header_timeout;
+        config.device_limits.request_timeout = self.device_request_timeout;
+        config.device_limits.idle_timeout = self.device_idle_timeout;
+        config.device_limits.max_connections = self.device_max_connections.map(|n| n as usize);
         for spec in &self.topic_profiles {
             let profile =
                 flotilla_proto::native::TopicProfile::parse(spec).map_err(|e| format!("--topic-profile: {e}"))?;
@@ -159,6 +196,16 @@ mod tests {
     struct Demo {
         #[command(flatten)]
         demo: DemoArgs,
+    }
+
+    #[test]
+    fn timeouts_are_seconds() {
+        assert_eq!(parse_seconds("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_seconds("2.5s").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_seconds("500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["0", "-1", "ten", "100000", "NaN"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `flotilla serve`: the engine, headless, until SIGINT or SIGTERM.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use clap::Args;
@@ -24,15 +24,24 @@ pub struct ServeArgs {
     engine: EngineArgs,
     #[command(flatten)]
     demo: DemoArgs,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flotilla_core=debug`.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flotilla_core=debug`. `RUST_LOG`,
+    /// when set, wins.
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log: String,
 }
 
+/// The log filter: `RUST_LOG` when set (the Rust convention), else `--log`; and where it came from.
+fn log_directives(rust_log: Option<String>, flag: &str) -> (String, &'static str) {
+    match rust_log.filter(|v| !v.trim().is_empty()) {
+        Some(v) => (v, "RUST_LOG"),
+        None => (flag.to_owned(), "--log"),
+    }
+}
+
 pub async fn run(args: ServeArgs) -> CliResult {
-    let directives = args.log.clone();
+    let (directives, from) = log_directives(std::env::var("RUST_LOG").ok(), &args.log);
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .map_err(|e| CliError::refused(format!("--log {:?}: {e}", args.log)))?;
+        .map_err(|e| CliError::refused(format!("{from} {directives:?}: {e}")))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let started = Instant::now();
     let data_dir = args.engine.data_dir();
@@ -51,7 +60,13 @@ pub async fn run(args: ServeArgs) -> CliResult {
     say!("Flotilla {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
     say!("  admin API:     {} (token in {})", engine.admin_url(), dir.admin_token().display());
     if flotilla_webui::is_built() {
-        say!("  web UI:        {}/#token={}", engine.admin_url(), engine.admin_token());
+        // The token only to a person at a terminal: piped or logged output (a service manager's
+        // journal, CI) gets where it is instead.
+        if std::io::stdout().is_terminal() {
+            say!("  web UI:        {}/#token={}", engine.admin_url(), engine.admin_token());
+        } else {
+            say!("  web UI:        {} (open it with the token in {})", engine.admin_url(), dir.admin_token().display());
+        }
     } else {
         say!("  web UI:        not built into this binary (npm ci && npm run build in ui/, then rebuild)");
     }
@@ -115,5 +130,17 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn rust_log_wins_over_the_flag_when_set() {
+        assert_eq!(log_directives(Some("debug".into()), "info"), ("debug".to_owned(), "RUST_LOG"));
+        assert_eq!(log_directives(Some(" ".into()), "warn"), ("warn".to_owned(), "--log"));
+        assert_eq!(log_directives(None, "warn"), ("warn".to_owned(), "--log"));
     }
 }

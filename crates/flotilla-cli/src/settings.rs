@@ -21,9 +21,9 @@ pub enum SettingsCmd {
     },
     /// Change saved settings: `KEY=VALUE` pairs (`KEY=` goes back to the default). Keys:
     /// device_listen, public_url, admin_listen, mqtt (embedded, off or a broker URL), mqtt_listen,
-    /// mqtt_user, mqtt_password, mdns (true/false), event_retention_days, event_retention_max.
-    /// Nothing is saved when a value is wrong; the retention applies at once, the rest at the
-    /// next start.
+    /// mqtt_user, mqtt_password, mdns (true/false), event_retention_days, event_retention_max,
+    /// new_devices_per_minute, max_devices. Nothing is saved when a value is wrong; the retention
+    /// and the device caps apply at once, the rest at the next start.
     Set {
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
@@ -73,7 +73,9 @@ pub async fn settings(cmd: SettingsCmd) -> CliResult {
             }
             outln!("Saved to {}.", view.path);
             if view.restart_required {
-                outln!("Restart the engine to use the new addresses or broker (the retention applies at once).");
+                outln!(
+                    "Restart the engine to use the new addresses or broker (the retention and the device caps apply at once)."
+                );
             }
             print_settings(&view);
             Ok(())
@@ -115,6 +117,16 @@ fn apply(s: &mut SiteSettings, pair: &str) -> CliResult {
                 .transpose()?;
         }
         "event_retention_max" => s.event_retention_max = number("event_retention_max")?,
+        "new_devices_per_minute" => {
+            s.new_devices_per_minute = number("new_devices_per_minute")?
+                .map(|n| u32::try_from(n).map_err(|_| CliError::refused("new_devices_per_minute: too large")))
+                .transpose()?;
+        }
+        "max_devices" => {
+            s.max_devices = number("max_devices")?
+                .map(|n| u32::try_from(n).map_err(|_| CliError::refused("max_devices: too large")))
+                .transpose()?;
+        }
         other => return Err(CliError::refused(format!("no setting {other:?} (see `flotilla settings set --help`)"))),
     }
     Ok(())
@@ -139,6 +151,11 @@ fn print_settings(v: &SettingsView) {
             row(retention(s.event_retention_days.map(u64::from)), retention(e.event_retention_days.map(u64::from))),
         ),
         ("event_retention_max", row(retention(s.event_retention_max), retention(e.event_retention_max))),
+        (
+            "new_devices_per_minute",
+            row(retention(s.new_devices_per_minute.map(u64::from)), retention(e.new_devices_per_minute.map(u64::from))),
+        ),
+        ("max_devices", row(retention(s.max_devices.map(u64::from)), retention(e.max_devices.map(u64::from)))),
         ("restart_required", v.restart_required.to_string()),
         ("file", v.path.clone()),
     ]);

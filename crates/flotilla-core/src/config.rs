@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Largest image accepted by default: 3.9 MiB, the usual OTA slot of a 4 MB ESP32 layout with room
 /// to spare.
@@ -41,6 +42,40 @@ pub struct EngineConfig {
     /// What `<data>/settings.json` said when this configuration was made (to tell whether a
     /// saved change needs a restart).
     pub settings: flotilla_proto::api::SiteSettings,
+    /// Timeouts and the connection cap of the device server.
+    pub device_limits: DeviceServerLimits,
+}
+
+/// Timeouts and caps of the device server, so no LAN client can starve the engine (see
+/// `docs/device-api.md`, "Limits").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceServerLimits {
+    /// Time a client has to send a request's headers; also how long a kept-alive connection
+    /// may wait for its next request.
+    pub header_timeout: Duration,
+    /// Time a request has to be answered once its headers are in, body included (then 408).
+    pub request_timeout: Duration,
+    /// A connection on which no byte moved either way for this long is closed (a download the
+    /// client stopped reading, a body that stopped coming).
+    pub idle_timeout: Duration,
+    /// Most connections open at once; `None`: the open-files limit minus a reserve for the
+    /// admin API, the broker, the database and firmware files
+    /// ([`crate::server::device_conn::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// Largest request body (then 413).
+    pub max_body: usize,
+}
+
+impl Default for DeviceServerLimits {
+    fn default() -> DeviceServerLimits {
+        DeviceServerLimits {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
+            max_body: 16 * 1024,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -60,6 +95,7 @@ impl EngineConfig {
             topic_profiles: flotilla_proto::native::TopicProfile::builtin(),
             demo: None,
             settings: flotilla_proto::api::SiteSettings::default(),
+            device_limits: DeviceServerLimits::default(),
         }
     }
 

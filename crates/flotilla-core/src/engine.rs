@@ -105,6 +105,7 @@ impl Engine {
         let store = Arc::new(Mutex::new(store));
         let writer = Writer::start(Arc::clone(&store), events_tx.clone())?;
         let profiles = config.topic_profiles.clone();
+        let admission = crate::limits::Admission::new(&config.settings);
         let shared = Arc::new(Shared {
             config,
             data,
@@ -128,6 +129,7 @@ impl Engine {
             mqtt_connected: std::sync::OnceLock::new(),
             mqtt_devices: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
+            admission,
         });
 
         let stop = CancellationToken::new();
@@ -168,7 +170,12 @@ impl Engine {
         }
         let router =
             server::device::router(Arc::clone(&handle.shared)).merge(server::device_api::router(handle.clone()));
-        handle.tracker.spawn(server::serve("device", device, router, handle.stop.clone()));
+        let limits = handle.shared.config.device_limits.clone();
+        let open_files = server::device_conn::raise_open_files();
+        let max_connections =
+            limits.max_connections.unwrap_or_else(|| server::device_conn::default_max_connections(open_files));
+        tracing::info!(max_connections, open_files, "device server connection limit");
+        handle.tracker.spawn(server::device_conn::serve(device, router, limits, max_connections, handle.stop.clone()));
         let router = server::admin::router(handle.clone());
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
         if handle.shared.config.mdns {

@@ -20,6 +20,7 @@
 //! - `writer`: the store writer thread (batched, write-behind, flush for durability).
 //! - [`handle`]: [`EngineHandle`], every operation, and what the engine's tasks share.
 //! - [`engine`]: start-up and task wiring (servers, MQTT, scheduler) above the handle.
+//! - [`limits`]: bounds on what devices send, caps on the devices the LAN may create.
 //! - [`metrics`]: counters rendered as Prometheus text.
 //! - [`runtime`]: the async runtime every front end runs the engine on (one worker by default).
 //! - [`config`]: settings, defaults and the data dir layout.
@@ -34,6 +35,8 @@ pub mod firmware;
 pub(crate) mod fleet;
 pub mod handle;
 pub mod inventory;
+pub mod limits;
+mod log_limit;
 pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_link;

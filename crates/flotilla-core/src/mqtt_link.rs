@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::handle::EngineHandle;
+use crate::log_limit::{WarnLimit, warn_limited};
 use crate::mqtt::{BrokerConfig, Delivery, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
 use crate::protocols::{BoxFuture, Publish};
 use crate::secrets;
@@ -139,6 +140,12 @@ pub(crate) async fn start(
         }
         MqttMode::External { url, username, password } => (url.clone(), username.clone(), password.clone(), None),
     };
+    // What devices, people and files are shown: the URL without its password (`Display`); a
+    // login given in the URL travels apart, as a configured one does.
+    let (shown, username, password) = match crate::mqtt::parse_url(&url) {
+        Ok(u) => (u.to_string(), username.or_else(|| u.username.clone()), password.or_else(|| u.password.clone())),
+        Err(_) => ("<invalid broker URL>".to_owned(), username, password),
+    };
     let mut subscriptions: Vec<String> = Vec::new();
     for p in profiles {
         for t in [Some(&p.status), p.result.as_ref(), Some(&p.presence)].into_iter().flatten() {
@@ -149,7 +156,7 @@ pub(crate) async fn start(
         }
     }
     subscriptions.extend(crate::discovery::vendor_mqtt::SUBSCRIPTIONS.iter().map(|s| (*s).to_owned()));
-    let devices = DeviceBroker { url: url.clone(), username: username.clone(), password: password.clone() };
+    let devices = DeviceBroker { url: shown, username: username.clone(), password: password.clone() };
     let mut inbox = match &broker {
         Some(broker) => {
             let (client, inbox) =
@@ -199,18 +206,27 @@ pub(crate) async fn start(
     Ok(Some(MqttLink { broker, devices }))
 }
 
+/// Rate limit of the warnings about what devices publish (a flood of garbage must not flood the log).
+static REFUSED: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
+
 async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incoming) {
     for p in profiles {
         if let Some((id, owner)) = match_topic(&p.presence, &msg.topic) {
             match serde_json::from_slice::<Presence>(&msg.payload) {
                 Ok(presence) => {
+                    if let Err(e) = crate::limits::presence(&id, &presence) {
+                        warn_limited!(limit = REFUSED, topic = %msg.topic, reason = %e, "presence refused");
+                        return;
+                    }
                     if let Err(e) =
                         engine.presence(&p.name, &id, owner, presence, msg.retained, msg.client_id.clone()).await
                     {
                         tracing::debug!(topic = %msg.topic, error = %e, "presence ignored");
                     }
                 }
-                Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "presence is not valid JSON; ignored"),
+                Err(e) => {
+                    warn_limited!(limit = REFUSED, topic = %msg.topic, error = %e, "presence is not valid JSON; ignored");
+                }
             }
             return;
         }
@@ -223,6 +239,10 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
             }
             match serde_json::from_slice::<OtaStatus>(&msg.payload) {
                 Ok(s) => {
+                    if let Err(e) = crate::limits::status(&id, &s) {
+                        warn_limited!(limit = REFUSED, topic = %msg.topic, reason = %e, "status refused");
+                        return;
+                    }
                     let report = ReportRequest {
                         device_id: id,
                         mac: None,
@@ -236,7 +256,9 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                         tracing::debug!(topic = %msg.topic, error = %e, "status ignored");
                     }
                 }
-                Err(e) => tracing::warn!(topic = %msg.topic, error = %e, "status is not valid JSON; ignored"),
+                Err(e) => {
+                    warn_limited!(limit = REFUSED, topic = %msg.topic, error = %e, "status is not valid JSON; ignored");
+                }
             }
             return;
         }

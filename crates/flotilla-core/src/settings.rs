@@ -58,6 +58,7 @@ pub fn validate(s: &SiteSettings) -> Result<()> {
     {
         return Err(CoreError::BadRequest(format!("event_retention_max {n}: between 100 and 100000000 events")));
     }
+    crate::limits::validate_settings(s).map_err(CoreError::BadRequest)?;
     match s.mqtt.as_deref() {
         None | Some("embedded" | "off") => {}
         Some(url) => {

@@ -179,6 +179,17 @@ pub struct SiteSettings {
     /// a restart.
     #[serde(default)]
     pub event_retention_max: Option<u64>,
+    /// Most new devices a minute that sources on the LAN may add to the inventory (default
+    /// 120; 0: none). Beyond, a new device's check-in is answered 429; loopback is exempt.
+    /// Applies without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub new_devices_per_minute: Option<u32>,
+    /// Most devices the inventory holds before sources on the LAN may add no more (default
+    /// 5000). Applies without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub max_devices: Option<u32>,
 }
 
 /// `GET`/`PUT /api/v1/settings`.

@@ -43,6 +43,12 @@ impl EngineHandle {
         if known_native && o.family != Some(Family::Native) {
             return Ok(Observed::Ignored("a native device cannot be re-classified by discovery"));
         }
+        // mDNS is anyone on the LAN: new devices from it count against the site's caps.
+        if source == "mdns"
+            && let Err(refusal) = self.admit_mac(&mac, "mdns")
+        {
+            return Err(CoreError::Refused(refusal.message));
+        }
         let native = o.family == Some(Family::Native);
         let s = Sighting {
             mac,

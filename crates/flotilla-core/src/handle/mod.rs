@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     pub mqtt_devices: std::sync::OnceLock<crate::mqtt_link::DeviceBroker>,
     /// When the engine started (for its uptime).
     pub started: std::time::Instant,
+    /// Caps on the devices unauthenticated sources may create ([`crate::limits`]).
+    pub admission: crate::limits::Admission,
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.

@@ -44,6 +44,7 @@ use crate::firmware::blobs::Form;
 use crate::fleet::RolloutAction;
 use crate::handle::EngineHandle;
 use crate::inventory::Sighting;
+use crate::log_limit::warn_limited;
 
 /// Who the audit log names for changes made through this API.
 const ACTOR: &str = "admin-api";
@@ -235,6 +236,10 @@ fn is_api(path: &str) -> bool {
 /// API paths reachable without the token (the UI's files, outside `/api` and `/metrics`, need none).
 const OPEN_PATHS: &[&str] = &["/health"];
 
+/// Rate limit of the warnings about refused admin tokens.
+static REFUSED_TOKENS: std::sync::LazyLock<crate::log_limit::WarnLimit> =
+    std::sync::LazyLock::new(crate::log_limit::WarnLimit::new);
+
 async fn require_token(State(engine): State<EngineHandle>, req: Request, next: Next) -> Response {
     if OPEN_PATHS.contains(&req.uri().path()) || !is_api(req.uri().path()) {
         return next.run(req).await;
@@ -251,9 +256,14 @@ async fn require_token(State(engine): State<EngineHandle>, req: Request, next: N
         .flatten()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     let expected = engine.admin_token().as_bytes();
+    // Who was refused is logged (rate-limited), never what they sent.
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     match from_header.or(from_query) {
         Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "admin token is wrong").into_response(),
+        Some(_) => {
+            warn_limited!(limit = REFUSED_TOKENS, peer = ?peer, path = %req.uri().path(), "admin API request refused: wrong token");
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "admin token is wrong").into_response()
+        }
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -73,6 +73,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+impl From<crate::limits::Refusal> for DeviceError {
+    fn from(r: crate::limits::Refusal) -> DeviceError {
+        DeviceError(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.message)
+    }
+}
+
 impl From<QueryRejection> for DeviceError {
     fn from(e: QueryRejection) -> DeviceError {
         DeviceError(StatusCode::BAD_REQUEST, e.body_text())
@@ -94,11 +100,14 @@ fn ip(addr: SocketAddr) -> Option<String> {
 
 /// Every check-in profile ends here: the native check-in, answered as JSON.
 async fn answer(engine: &EngineHandle, addr: SocketAddr, req: CheckRequest) -> DeviceResult<CheckResponse> {
+    crate::limits::check_in(&req)?;
+    engine.admit_device(&req, addr.ip())?;
     Ok(Json(engine.check_in(req, ip(addr)).await?))
 }
 
 /// Every report profile ends here: the native report, acknowledged.
 async fn acknowledge(engine: &EngineHandle, req: ReportRequest) -> DeviceResult<ReportAck> {
+    crate::limits::report(&req)?;
     engine.device_report(req).await?;
     Ok(Json(ReportAck { ok: true }))
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`device`]: the LAN-facing server devices talk to (firmware downloads, health, metrics). It
 //!   must never expose an admin operation.
+//!   [`device_conn`] serves it with timeouts and a connection cap.
 //! - [`admin`]: the loopback admin API (bearer token) used by the UI, the CLI and automation, and
 //!   the web UI itself (`ui`) on every path outside `/api/`.
 //!
@@ -11,6 +12,7 @@
 pub mod admin;
 pub mod device;
 pub(crate) mod device_api;
+pub mod device_conn;
 pub(crate) mod ui;
 
 use std::time::Duration;

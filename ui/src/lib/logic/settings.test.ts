@@ -54,6 +54,13 @@ describe('settings form', () => {
     expect(other).toMatchObject({ mqtt: 'off', device_listen: '0.0.0.0:9000', public_url: 'http://fw.site:9000', mdns: false });
   });
 
+  it('keeps the caps on new devices as saved (they are set with `flotilla settings set`)', () => {
+    const saved = view({ new_devices_per_minute: 10, max_devices: 300 });
+    expect(settingsPayload(formFromSaved(saved), saved.saved)).toMatchObject({ new_devices_per_minute: 10, max_devices: 300 });
+    const none = view({});
+    expect('max_devices' in settingsPayload(formFromSaved(none), none.saved)).toBe(false);
+  });
+
   it('keeps defaults as null unless they were saved explicitly', () => {
     const none = view({});
     expect(settingsPayload(formFromSaved(none), none.saved)).toMatchObject({ mqtt: null, mdns: null });

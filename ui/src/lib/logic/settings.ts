@@ -166,6 +166,9 @@ export function settingsPayload(f: SettingsForm, saved: SiteSettings): SiteSetti
     mdns: saved.mdns === null && f.mdns ? null : f.mdns,
     event_retention_days: count(f.retentionDays),
     event_retention_max: count(f.retentionMax),
+    // The caps on new devices are not edited here (`flotilla settings set`): kept as saved.
+    ...(saved.new_devices_per_minute != null ? { new_devices_per_minute: saved.new_devices_per_minute } : {}),
+    ...(saved.max_devices != null ? { max_devices: saved.max_devices } : {}),
   };
   // The password is edited only with an external broker; otherwise the saved one is kept.
   if (f.mqttMode === 'external' && f.passwordAction === 'replace') body.mqtt_password = f.password;

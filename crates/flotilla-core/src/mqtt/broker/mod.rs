@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{MAX_PAYLOAD, MqttError, PACKET_OVERHEAD};
+use crate::log_limit::{WarnLimit, warn_limited};
 use flotilla_parse::mqtt::packet::{self, Connect, Packet, connack};
 use flotilla_parse::mqtt::topics::{ConnId, Message, Retained, Subscriptions, valid_filter, valid_topic};
 
@@ -73,10 +74,9 @@ pub const MAX_UNAUTHENTICATED: usize = 1024;
 /// Unacknowledged QoS 1 messages per client, at most (mosquitto's `max_inflight_messages`).
 pub const MAX_INFLIGHT: usize = 20;
 
-/// Warnings about misbehaving connections logged per [`WARNING_WINDOW`], at most; the rest are
-/// counted and the count is logged with the next one.
-pub const WARNINGS_PER_WINDOW: u32 = 20;
-pub const WARNING_WINDOW: Duration = Duration::from_secs(10);
+/// Warnings about misbehaving connections logged per [`WARNING_WINDOW`], at most (the engine's
+/// one rate limit of warnings, [`crate::log_limit`]).
+pub use crate::log_limit::{WARNING_WINDOW, WARNINGS_PER_WINDOW};
 
 /// Largest packet accepted (remaining length): the largest payload plus its topic and header.
 const MAX_PACKET: usize = MAX_PAYLOAD + PACKET_OVERHEAD;
@@ -443,41 +443,6 @@ struct State {
     /// Connections not answered a CONNACK yet.
     unauthenticated: AtomicUsize,
     warnings: WarnLimit,
-}
-
-/// Rate limit of the warnings misbehaving clients cause (a flood of garbage must not flood the
-/// log): [`WARNINGS_PER_WINDOW`] per [`WARNING_WINDOW`].
-struct WarnLimit(Mutex<(std::time::Instant, u32, u64)>);
-
-impl WarnLimit {
-    fn new() -> WarnLimit {
-        WarnLimit(Mutex::new((std::time::Instant::now(), 0, 0)))
-    }
-
-    /// `Some(suppressed since the last one logged)` when a warning may be logged now.
-    fn allow(&self) -> Option<u64> {
-        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (start, logged, suppressed) = &mut *g;
-        if start.elapsed() >= WARNING_WINDOW {
-            (*start, *logged) = (std::time::Instant::now(), 0);
-        }
-        if *logged < WARNINGS_PER_WINDOW {
-            *logged += 1;
-            Some(std::mem::take(suppressed))
-        } else {
-            *suppressed += 1;
-            None
-        }
-    }
-}
-
-/// `tracing::warn!` through the broker's [`WarnLimit`].
-macro_rules! warn_limited {
-    ($state:expr, $($arg:tt)+) => {
-        if let Some(suppressed) = $state.warnings.allow() {
-            tracing::warn!(suppressed, $($arg)+);
-        }
-    };
 }
 
 impl fmt::Debug for State {

@@ -47,4 +47,15 @@ event_retention_days: number | null,
  * Most events the audit log keeps, oldest pruned first (default 1,000,000). Applies without
  * a restart.
  */
-event_retention_max: number | null, };
+event_retention_max: number | null, 
+/**
+ * Most new devices a minute that sources on the LAN may add to the inventory (default
+ * 120; 0: none). Beyond, a new device's check-in is answered 429; loopback is exempt.
+ * Applies without a restart.
+ */
+new_devices_per_minute?: number, 
+/**
+ * Most devices the inventory holds before sources on the LAN may add no more (default
+ * 5000). Applies without a restart.
+ */
+max_devices?: number, };
