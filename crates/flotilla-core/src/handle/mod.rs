@@ -17,6 +17,7 @@
 
 mod audit;
 pub use audit::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX, EventQuery};
+mod backup;
 mod demo;
 mod devices;
 mod firmware;
@@ -140,6 +141,8 @@ pub(crate) struct Shared {
     pub mqtt_devices: std::sync::OnceLock<crate::mqtt_link::DeviceBroker>,
     /// When the engine started (for its uptime).
     pub started: std::time::Instant,
+    /// Import locks per firmware file and the firmware files found missing.
+    pub storage: crate::storage::Storage,
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.
@@ -205,6 +208,13 @@ impl EngineHandle {
         }
         let _ = self.shared.writer.flush().await;
         let _ = self.record("engine.stopped", "engine", None, json!({})).await;
+        // Everything into the database file, the WAL cut to nothing: a copy of `flotilla.db`
+        // alone then holds the whole store.
+        match self.shared.db.call(|s| Ok(s.checkpoint()?)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the database's WAL could not be checkpointed completely at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "the database's WAL was not checkpointed at shutdown"),
+        }
         let _ = std::fs::remove_file(self.shared.data.runtime_json());
     }
 
