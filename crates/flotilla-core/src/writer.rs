@@ -606,4 +606,53 @@ mod tests {
         let writer = Writer { handle: Arc::new(Handle { queue }), disk_full: Arc::new(AtomicBool::new(false)) };
         assert!(writer.flush().await.is_err());
     }
+
+    fn event(n: u32) -> Op {
+        Op::Event(NewEvent::new("test.kept", "test", None, serde_json::json!({ "n": n })))
+    }
+
+    fn stored_events(store: &std::sync::Mutex<Store>) -> usize {
+        let s = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        events::page(s.conn(), events::Filter::default(), 1000).map(|p| p.events.len()).unwrap_or(usize::MAX)
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_written_now_is_kept_and_lands_later() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| CoreError::io("tempdir", e))?;
+        let path = dir.path().join("flotilla.db");
+        let store = Store::open(&path)?;
+        store.conn().busy_timeout(std::time::Duration::from_millis(5)).map_err(flotilla_store::StoreError::from)?;
+        let store = Arc::new(std::sync::Mutex::new(store));
+        // Another connection holds the database: every write of the writer fails with BUSY.
+        let other = flotilla_store::open_existing(&path)?;
+        other.execute_batch("BEGIN EXCLUSIVE").map_err(flotilla_store::StoreError::from)?;
+        let (live, _) = broadcast::channel(16);
+        let writer = Writer::start(Arc::clone(&store), live)?;
+        writer.send(event(1));
+        let err = writer.flush().await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("retried"), "a flush says the change is not saved yet: {err}");
+        assert!(!writer.disk_full(), "a lock is not a full disk");
+        writer.send(event(2));
+        // Released: the kept change and the new one both land, in order.
+        other.execute_batch("ROLLBACK").map_err(flotilla_store::StoreError::from)?;
+        writer.flush().await?;
+        assert_eq!(stored_events(&store), 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_change_that_can_never_be_written_is_dropped_alone() -> Result<()> {
+        let store = Arc::new(std::sync::Mutex::new(Store::open_in_memory()?));
+        let (live, _) = broadcast::channel(16);
+        let writer = Writer::start(Arc::clone(&store), live)?;
+        // Labels of a device that does not exist break a foreign key; the events around them land.
+        writer.send_all(vec![
+            event(1),
+            Op::Labels { mac: "02:00:00:00:00:99".into(), labels: vec!["x".into()] },
+            event(2),
+        ]);
+        writer.flush().await?;
+        assert_eq!(stored_events(&store), 2);
+        Ok(())
+    }
 }
