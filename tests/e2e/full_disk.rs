@@ -1,5 +1,8 @@
 //! A full disk loses nothing: an import that does not fit answers `507 Insufficient Storage`,
-//! leaves no half-written file and no row behind, and the engine carries on.
+//! leaves no half-written file and no row behind, and the engine carries on. When the database
+//! itself cannot grow, check-ins and admin changes answer `507`, the status and the live stream
+//! say the disk is full, what was accepted before is kept and saved once space is freed — and a
+//! rollout over those devices then works without a restart.
 //!
 //! `flotilla serve` runs with its data dir on a 3 MiB tmpfs mounted in a private mount namespace
 //! (`unshare --mount`), so the test fills a real filesystem without touching the host's; the
@@ -90,6 +93,165 @@ async fn a_full_disk_refuses_the_import_and_loses_nothing() {
     }
     let (status, _, _) = server.stop();
     assert!(status.success(), "flotilla serve stops cleanly after a full disk: {status:?}");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
+async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
+    if !namespaces_permitted("full_disk::a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed") {
+        return;
+    }
+    let (server, view) = serve_on_tmpfs().await;
+    let (status, body) = server.upload(image("1.0.0", 64 * 1024), &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server.upload(image("2.0.0", 64 * 1024), &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut stream = server.api(Method::GET, "/api/v1/events/stream").send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut buf = String::new();
+    let mut accepted = Vec::new();
+    for n in 0..5u8 {
+        let mac = format!("02:00:00:00:0f:{n:02x}");
+        assert_eq!(check_in(&server, &mac).await, StatusCode::OK);
+        accepted.push(mac);
+    }
+
+    // Fill the disk to the last byte.
+    let filler = view.join("filler");
+    fill(&filler);
+
+    // Check-ins go on until the store finds it cannot write: from then on each answers 507.
+    // Those answered 200 before are kept (in memory, retried), not lost.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut n = 0u16;
+    loop {
+        let mac = format!("02:00:00:00:{:02x}:{:02x}", 0x10 + n / 256, n % 256);
+        n += 1;
+        match check_in(&server, &mac).await {
+            StatusCode::OK => accepted.push(mac),
+            StatusCode::INSUFFICIENT_STORAGE => break,
+            other => panic!("a check-in on a full disk answers 200 or 507, not {other}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no check-in was refused with 507 within 30 s of a full disk");
+    }
+    let status: Value = server.get_json("/api/v1/status").await;
+    assert_eq!(status["storage"]["disk_full"], true, "{status}");
+    let ev = next_event(&mut stream, &mut buf, "storage.changed").await;
+    assert_eq!(ev["data"]["disk_full"], true, "{ev}");
+
+    // Admin changes answer 507 too: one written behind (labels), one written at once (firmware).
+    let mac = &accepted[0];
+    let resp = server
+        .api(Method::POST, &format!("/api/v1/devices/{mac}/labels"))
+        .json(&serde_json::json!({ "add": ["hall"], "remove": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE, "{}", resp.text().await.unwrap());
+    let resp = server
+        .api(Method::PATCH, "/api/v1/firmware/2.0.0")
+        .json(&serde_json::json!({ "notes": "written while the disk is full" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE, "{}", resp.text().await.unwrap());
+
+    // Free the space: what was kept lands by itself, the stream says so, and a rollout over every
+    // device (its jobs refer to their rows) is created without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let ev = next_event(&mut stream, &mut buf, "storage.changed").await;
+    assert_eq!(ev["data"]["disk_full"], false, "{ev}");
+    let status: Value = server.get_json("/api/v1/status").await;
+    assert_eq!(status["storage"]["disk_full"], false, "{status}");
+    let resp = server
+        .api(Method::POST, "/api/v1/rollouts")
+        .json(&serde_json::json!({ "firmware": "2.0.0", "target": "all" }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let rollout: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{rollout}");
+    // The labels an admin set while the disk was full: kept in memory, written now.
+    let resp = server
+        .api(Method::POST, &format!("/api/v1/devices/{mac}/labels"))
+        .json(&serde_json::json!({ "add": ["hall"], "remove": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+
+    // Every device accepted with 200 is on disk: a backup (a snapshot of the database file,
+    // written outside the tmpfs where this process can open it) holds each.
+    let outside = tempfile::tempdir().unwrap();
+    let backup = outside.path().join("backup");
+    let resp = server
+        .api(Method::POST, "/api/v1/backup")
+        .json(&serde_json::json!({ "path": backup.to_str().unwrap() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
+    let conn = flotilla_store::open_existing(&backup.join("flotilla.db")).unwrap();
+    let on_disk: BTreeSet<String> =
+        flotilla_store::devices::list_with_transport(&conn).unwrap().into_iter().map(|(d, _)| d.mac).collect();
+    for mac in &accepted {
+        assert!(on_disk.contains(mac), "device {mac} (answered 200 before the disk filled) is on disk");
+    }
+    drop(conn);
+    let (status, _, _) = server.stop();
+    assert!(status.success(), "flotilla serve stops cleanly after a full disk: {status:?}");
+}
+
+/// Writes `path` until the disk is full (ENOSPC).
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x5Au8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling the disk failed otherwise: {e}"),
+        }
+    }
+    // The last partial page too.
+    let _ = f.write_all(&[0u8; 512]);
+    let _ = f.flush();
+}
+
+/// A native check-in of `mac`; its status.
+async fn check_in(server: &Server, mac: &str) -> StatusCode {
+    let id = format!("fd-{}", mac.replace(':', ""));
+    let body = serde_json::json!({ "device_id": id, "mac": mac, "model": "demo", "chip": "esp32", "version": "1.0.0" });
+    server.http.post(server.device("/api/v1/check")).json(&body).send().await.unwrap().status()
+}
+
+/// The next live event of `kind` on an SSE stream (within 30 s).
+async fn next_event(resp: &mut reqwest::Response, buf: &mut String, kind: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut ev = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    ev = Some(v.trim().to_owned());
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(v.trim().to_owned());
+                }
+            }
+            if ev.as_deref() == Some(kind) {
+                return serde_json::from_str(&data.unwrap()).unwrap();
+            }
+        }
+        let chunk =
+            tokio::time::timeout_at(deadline, resp.chunk()).await.expect("the event within 30 s").unwrap().unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
 
 /// Starts `flotilla serve` with its data dir on a fresh tmpfs of [`TMPFS_SIZE`] in a private mount

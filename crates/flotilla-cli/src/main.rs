@@ -11,8 +11,11 @@
 //!   command group; each command is one or a few admin API calls, printed for people or as the
 //!   API's own JSON (`--json`). They never read the engine's files but `runtime.json` and
 //!   `admin-token` (to find it), so they work against a remote engine the same way.
+//! - [`backup`]: `flotilla backup` / `flotilla restore` (through the engine when it runs, else on
+//!   the data dir itself: the only commands that read more of it).
 //! - [`output`]: tables and key/value blocks for people.
 
+mod backup;
 mod client;
 mod devices;
 mod events;
@@ -84,6 +87,11 @@ enum Command {
     /// The site signing key.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// Write a backup of the data dir (database, firmware, keys) into a new folder; works while the
+    /// engine runs.
+    Backup(backup::BackupArgs),
+    /// Put a backup back into a data dir no engine is using (verified first).
+    Restore(backup::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +116,8 @@ fn main() -> ExitCode {
             Command::Settings(cmd) => settings::settings(cmd).await,
             Command::Demo(cmd) => settings::demo(cmd).await,
             Command::Keys(cmd) => keys::run(cmd).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args).await,
         }
     });
     match result {

@@ -80,6 +80,19 @@ fn print_status(s: &EngineStatus) {
         (None, true) => "available, not running".to_owned(),
         (None, false) => "not available".to_owned(),
     };
+    let storage = match (s.storage.disk_full, s.storage.missing_firmware_files.as_slice()) {
+        (false, []) => "ok".to_owned(),
+        (full, missing) => {
+            let mut parts = Vec::new();
+            if full {
+                parts.push("DISK FULL: changes are not being saved".to_owned());
+            }
+            if !missing.is_empty() {
+                parts.push(format!("missing firmware files (re-import them): {}", missing.join(", ")));
+            }
+            parts.join("; ")
+        }
+    };
     outln!("Flotilla {} · up {} · pid {}", s.version, flotilla_core::rollout::run::human_span(uptime(s)), s.pid);
     fields(&[
         ("data dir", s.data_dir.clone()),
@@ -90,6 +103,7 @@ fn print_status(s: &EngineStatus) {
         ("TLS", tls),
         ("demo fleet", demo),
         ("signing key", s.signing_key_id.clone()),
+        ("storage", storage),
     ]);
 }
 

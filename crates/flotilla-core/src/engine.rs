@@ -60,17 +60,28 @@ impl Engine {
         admin: TcpListener,
     ) -> Result<EngineHandle> {
         let data = DataDir::new(config.data_dir.clone());
-        std::fs::create_dir_all(data.root())
-            .map_err(|e| CoreError::io(format!("cannot create data dir {}", data.root().display()), e))?;
+        // The data dir holds the database, the firmware and the keys: its owner's alone (0700).
+        secrets::private_dir(data.root())?;
         let device_addr = device.local_addr().map_err(|e| CoreError::io("device listener has no address", e))?;
         let admin_addr = admin.local_addr().map_err(|e| CoreError::io("admin listener has no address", e))?;
 
         let db_path = data.database();
+        // A database that is missing or empty (0 bytes) is new: it cannot say which firmware
+        // files are orphans.
+        let db_existed = std::fs::metadata(&db_path).map(|m| m.len() > 0).unwrap_or(false);
         let mut store =
             tokio::task::spawn_blocking(move || Store::open(&db_path)).await.map_err(|_| CoreError::ShuttingDown)??;
         let blobs = Blobs::open(&data.firmware_dir(), config.serve_cache_bytes)?.with_disk_reserve(config.disk_reserve);
         let key = SiteKey::load_or_create(&data.keys_dir())?;
         let tokens = DownloadTokens::load_or_create(&data.keys_dir())?;
+        for secret in [data.admin_token(), data.root().join("mqtt-credentials")] {
+            secrets::tighten_secret(&secret);
+        }
+        if let Ok(keys) = std::fs::read_dir(data.keys_dir()) {
+            for key in keys.flatten() {
+                secrets::tighten_secret(&key.path());
+            }
+        }
         let admin_token = load_admin_token(&data.admin_token())?;
 
         let converted = crate::firmware::upgrade::gzip_identities(&mut store, &blobs, &key)?;
@@ -88,12 +99,35 @@ impl Engine {
             flotilla_store::devices::label_channels(store.conn())?,
         );
         let runs = Fleet::load_runs(store.conn(), &firmware)?;
-        let swept = blobs.sweep_orphans(&known)?;
-        if swept > 0 {
-            tracing::warn!(
-                swept,
-                "removed firmware files no row refers to (left by an interrupted import or a conversion)"
+        let missing = blobs.missing(&firmware);
+        if !missing.is_empty() {
+            tracing::error!(
+                count = missing.len(),
+                files = missing.join(", "),
+                "firmware files the database names are missing from {}; downloads of them fail until each is re-imported",
+                data.firmware_dir().display()
             );
+        }
+        if !db_existed || firmware.is_empty() {
+            // A new or empty database (a lost or half-copied `flotilla.db`) knows no firmware:
+            // every file would look orphaned. Keep them.
+            let kept = blobs.orphans(&known)?;
+            if !kept.is_empty() {
+                tracing::warn!(
+                    count = kept.len(),
+                    files = kept.join(", "),
+                    "the database is new or has no firmware, but the firmware folder has files: they are kept, not \
+                     swept (restore the database from a backup, or re-import them; delete them by hand if unwanted)"
+                );
+            }
+        } else {
+            let swept = blobs.sweep_orphans(&known)?;
+            if swept > 0 {
+                tracing::warn!(
+                    swept,
+                    "removed firmware files no row refers to (left by an interrupted import or a conversion)"
+                );
+            }
         }
 
         let device_url = match &config.device_public_url {
@@ -130,7 +164,9 @@ impl Engine {
             mqtt_devices: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
             admission,
+            storage: crate::storage::Storage::default(),
         });
+        shared.storage.set_missing(missing);
 
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -43,6 +43,23 @@ impl CoreError {
         CoreError::Io { context: context.into(), source }
     }
 
+    /// The disk is full: the change is not saved (the admin API's `507 Insufficient Storage`).
+    pub fn disk_full() -> CoreError {
+        CoreError::io(
+            "the disk is full: changes are not being saved (they are kept and saved once space is freed)",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        )
+    }
+
+    /// True when the cause is a full disk (ENOSPC, SQLITE_FULL): answered `507 Insufficient Storage`.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            CoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            CoreError::Store(s) => s.is_disk_full(),
+            _ => false,
+        }
+    }
+
     /// Stable machine-readable code (the admin API's `error.code`).
     pub fn code(&self) -> &'static str {
         match self {

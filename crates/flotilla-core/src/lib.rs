@@ -17,7 +17,8 @@
 //! - [`protocols`]: how each device family is updated (one [`protocols::Adapter`] per family).
 //! - [`inventory`]: devices in memory, keyed by MAC, merged from every source.
 //! - `fleet`: the inventory and rollouts behind one lock, check-ins, reports, the scheduler pass.
-//! - `writer`: the store writer thread (batched, write-behind, flush for durability).
+//! - `writer`: the store writer thread (batched, write-behind, flush for durability, retried until it lands).
+//! - [`storage`]: per-file import locks, missing firmware files, backup and restore.
 //! - [`handle`]: [`EngineHandle`], every operation, and what the engine's tasks share.
 //! - [`engine`]: start-up and task wiring (servers, MQTT, scheduler) above the handle.
 //! - [`limits`]: bounds on what devices send, caps on the devices the LAN may create.
@@ -46,6 +47,7 @@ pub mod runtime;
 mod secrets;
 pub mod server;
 pub mod settings;
+pub mod storage;
 mod writer;
 
 pub use config::{DataDir, EngineConfig};

@@ -28,6 +28,41 @@ pub fn private_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Sets the permission bits of `path` to `mode` when they differ (best effort: a file system
+/// without Unix modes keeps its own). Returns the mode it had when it was changed.
+pub fn restrict(path: &Path, mode: u32) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let old = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+        if old != mode && fs::set_permissions(path, fs::Permissions::from_mode(mode)).is_ok() {
+            return Some(old);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    None
+}
+
+/// Tightens a secret file that others can read or write to 0600, warning that it was open.
+pub fn tighten_secret(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = fs::metadata(path) else { return };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 && fs::set_permissions(path, fs::Permissions::from_mode(0o600)).is_ok() {
+            tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:o}"),
+                "a secret file was readable by other users; its mode is now 0600 (rotate the secret if others may have read it)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Reads the secret at `path`, or creates it with `make()` (mode 0600, written to a temp file and
 /// renamed, so a crash never leaves a half-written secret). `check` validates what was read.
 pub fn load_or_create(

@@ -87,6 +87,44 @@ pub struct EngineStatus {
     pub signing_key_id: String,
     /// The device families this engine can update (others are found but not updated yet).
     pub updatable_families: Vec<crate::device::Family>,
+    /// The state of the data dir: a full disk, firmware files that are missing.
+    #[serde(default)]
+    pub storage: StorageStatus,
+}
+
+/// The data dir's health (`storage` of `GET /api/v1/status`; `disk_full` also comes live as a
+/// `storage.changed` event on the SSE stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct StorageStatus {
+    /// The disk is full: changes are kept in memory and retried, but are not being saved. Cleared
+    /// by itself once they land.
+    pub disk_full: bool,
+    /// Firmware store files (`<sha256>`, `<sha256>.gz`) a firmware row names but the disk lacks,
+    /// found at start-up; re-importing that firmware restores its file.
+    pub missing_firmware_files: Vec<String>,
+}
+
+/// `POST /api/v1/backup`: where to write a backup of the running engine's data dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct BackupRequest {
+    /// An absolute path on the engine's machine, outside the data dir, that does not exist yet
+    /// (or is an empty folder).
+    pub path: String,
+}
+
+/// What a backup (or a restore) holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct BackupSummary {
+    /// The backup folder (for a restore: the data dir restored into).
+    pub path: String,
+    pub firmware: u64,
+    pub devices: u64,
+    pub rollouts: u64,
+    /// Files in the backup, its index included.
+    pub files: u64,
 }
 
 /// A server the engine runs.

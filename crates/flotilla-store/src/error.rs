@@ -10,6 +10,13 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A file of the database could not be created or made private.
+    #[error("cannot prepare database file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema migration failed: {0}")]
@@ -29,6 +36,7 @@ impl StoreError {
         let sqlite = match self {
             StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e,
             StoreError::Migration(rusqlite_migration::Error::RusqliteError { err, .. }) => err,
+            StoreError::Io { source, .. } => return source.kind() == std::io::ErrorKind::StorageFull,
             _ => return false,
         };
         matches!(sqlite.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))

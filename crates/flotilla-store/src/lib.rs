@@ -43,7 +43,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// A new database file is created with mode 0600 (SQLite gives its WAL and shared-memory files
+    /// the mode of the database), and an existing one, with its WAL and shared-memory files, is
+    /// made private if it was not.
     pub fn open(path: &Path) -> Result<Store> {
+        private_files(path).map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -78,6 +83,30 @@ impl Store {
         &self.conn
     }
 
+    /// Copies the whole WAL into the database file and truncates the WAL to nothing, so that the
+    /// database file alone holds everything (a clean shutdown does this: a copy of `flotilla.db`
+    /// then is the whole store). Returns false when readers kept part of the WAL in use.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let busy: i64 = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        Ok(busy == 0)
+    }
+
+    /// True when the store holds nothing a site made: no firmware, device or rollout rows.
+    pub fn is_empty(&self) -> Result<bool> {
+        let rows: i64 = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM firmware) + (SELECT count(*) FROM devices) + (SELECT count(*) FROM rollouts)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(rows == 0)
+    }
+
+    /// Writes a consistent copy of the database to `dest` (a new file) with SQLite's online backup
+    /// API, while this store keeps being written: the copy is one snapshot of committed data.
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        backup_file(&self.conn, dest)
+    }
+
     /// Runs `f` in an immediate write transaction: commits when `f` returns `Ok`, rolls back otherwise.
     pub fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -85,6 +114,74 @@ impl Store {
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Creates the database file with mode 0600 when it does not exist, and makes it, its WAL and its
+/// shared-memory file 0600 when they are open to others.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str() != ":memory:" && !path.exists() {
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = Path::new(&name);
+            if let Ok(meta) = std::fs::metadata(file)
+                && meta.is_file()
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Copies the database behind `from` to a new file `dest` with the online backup API, in one step
+/// (one snapshot), retrying while a writer holds a lock it needs.
+pub fn backup_file(from: &Connection, dest: &Path) -> Result<()> {
+    use rusqlite::backup::{Backup, StepResult};
+    let mut to = Connection::open_with_flags(
+        dest,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open { path: dest.display().to_string(), source })?;
+    {
+        let backup = Backup::new(from, &mut to)?;
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    return Err(StoreError::Conflict("the database stayed locked; the backup did not complete".into()));
+                }
+            }
+        }
+    }
+    // The copy is a plain single file: no WAL of its own next to it.
+    to.pragma_update(None, "journal_mode", "DELETE")?;
+    Ok(())
+}
+
+/// Opens an existing database file for reading (a backup being verified or copied).
+pub fn open_existing(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// SQLite's `PRAGMA integrity_check` of `conn`: `Ok` when it answers `ok`, else what it found.
+pub fn integrity_check(conn: &Connection) -> Result<()> {
+    let found: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if found == "ok" { Ok(()) } else { Err(StoreError::Corrupt { what: "database".into(), detail: found }) }
 }
 
 #[cfg(test)]
@@ -131,5 +228,62 @@ mod tests {
         let page = events::page(store.conn(), events::Filter::default(), 10).unwrap();
         assert_eq!(page.events.len(), 1);
         assert_eq!(page.events[0].data["n"], 1);
+    }
+
+    #[test]
+    fn a_checkpoint_leaves_everything_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flotilla.db");
+        let mut store = Store::open(&path).unwrap();
+        assert!(store.is_empty().unwrap());
+        for n in 0..50 {
+            store
+                .write(|tx| {
+                    events::append(tx, &events::NewEvent::new("test.n", "test", None, serde_json::json!({"n": n})))
+                })
+                .unwrap();
+        }
+        assert!(store.checkpoint().unwrap());
+        assert_eq!(std::fs::metadata(dir.path().join("flotilla.db-wal")).map(|m| m.len()).unwrap_or(0), 0);
+        // The database file alone, copied while the store is still open, has every event.
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let copied = Store::open(&copy).unwrap();
+        assert_eq!(events::page(copied.conn(), events::Filter::default(), 100).unwrap().events.len(), 50);
+    }
+
+    #[test]
+    fn an_online_backup_is_a_whole_verified_single_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("flotilla.db")).unwrap();
+        store
+            .write(|tx| events::append(tx, &events::NewEvent::new("test.b", "test", None, serde_json::json!({}))))
+            .unwrap();
+        let dest = dir.path().join("backup.db");
+        store.backup_to(&dest).unwrap();
+        assert!(!dir.path().join("backup.db-wal").exists());
+        let conn = open_existing(&dest).unwrap();
+        integrity_check(&conn).unwrap();
+        assert_eq!(events::page(&conn, events::Filter::default(), 10).unwrap().events.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flotilla.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .write(|tx| events::append(tx, &events::NewEvent::new("test.m", "test", None, serde_json::json!({}))))
+            .unwrap();
+        for name in ["flotilla.db", "flotilla.db-wal", "flotilla.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -2,8 +2,10 @@
 //! firmware that has one, `<data>/firmware/<sha256>.gz` (its gzip form), immutable once written.
 //! `<sha256>` is always the image's SHA-256: one firmware, one name, whichever form came first.
 //!
-//! A file is written to `<name>.tmp`, synced, then renamed, so a crash or a full disk never leaves
-//! a half-written firmware under its final name. Bytes served to devices come from a bounded
+//! A file is written to a private temporary name of its own (`<name>.<random>.tmp`, created with
+//! mode 0600 and never shared by two imports), synced, then renamed, so a crash or a full disk never
+//! leaves a half-written firmware under its final name, and two imports of the same file never
+//! step on each other's temporary file. The folder is 0700 and every firmware file 0600. Bytes served to devices come from a bounded
 //! in-memory cache; a file is re-hashed when it is loaded (the gzip form against the SHA-256
 //! recorded for it), so a corrupted disk is caught instead of being flashed onto a device.
 
@@ -81,13 +83,17 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// Opens (creating) the folder and removes temp files a crash may have left.
+    /// Opens (creating, mode 0700) the folder, removes temp files a crash may have left and makes
+    /// every firmware file private (0600).
     pub fn open(dir: &Path, cache_limit: u64) -> Result<Blobs> {
-        fs::create_dir_all(dir).map_err(|e| CoreError::io(format!("cannot create {}", dir.display()), e))?;
+        crate::secrets::private_dir(dir)?;
         let entries = fs::read_dir(dir).map_err(|e| CoreError::io(format!("cannot list {}", dir.display()), e))?;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
                 let _ = fs::remove_file(entry.path());
+            } else if Form::of_file_name(&name).is_some() {
+                crate::secrets::restrict(&entry.path(), 0o600);
             }
         }
         Ok(Blobs { dir: dir.to_path_buf(), cache: Mutex::new(Cache::default()), cache_limit, disk_reserve: 0 })
@@ -139,9 +145,18 @@ impl Blobs {
             return Ok(false);
         }
         self.check_space(bytes.len() as u64)?;
-        let tmp = self.dir.join(format!("{}.tmp", form.file_name(sha256)));
+        // A name no other import uses, created here and nowhere else (create_new).
+        let suffix = hex::encode(crate::secrets::random_bytes::<8>()?);
+        let tmp = self.dir.join(format!("{}.{suffix}.tmp", form.file_name(sha256)));
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -258,9 +273,32 @@ impl Blobs {
         }
     }
 
+    /// The store files (either form) a firmware row names that are not on disk, sorted.
+    pub fn missing<'a>(&self, firmware: impl IntoIterator<Item = &'a flotilla_proto::Firmware>) -> Vec<String> {
+        let mut missing: Vec<String> =
+            firmware.into_iter().flat_map(file_names).filter(|name| !self.dir.join(name).is_file()).collect();
+        missing.sort();
+        missing
+    }
+
+    /// Firmware files (either form) whose file name is not in `known`, sorted.
+    pub fn orphans(&self, known: &std::collections::HashSet<String>) -> Result<Vec<String>> {
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| CoreError::io(format!("cannot list {}", self.dir.display()), e))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| Form::of_file_name(name).is_some() && !known.contains(name))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Removes firmware files (either form) whose file name is not in `known` (left by a crash
     /// between writing a file and committing its row, or by a firmware that changed its name).
-    /// Files of other names are left alone. Returns how many were removed.
+    /// Files of other names are left alone. Returns how many were removed. The caller decides
+    /// whether the database can be trusted to say what is known (see the engine's start-up: an
+    /// empty or new database never sweeps).
     pub fn sweep_orphans(&self, known: &std::collections::HashSet<String>) -> Result<usize> {
         let entries =
             fs::read_dir(&self.dir).map_err(|e| CoreError::io(format!("cannot list {}", self.dir.display()), e))?;
@@ -378,5 +416,29 @@ mod tests {
             assert_eq!(Form::of_file_name(&other), None, "{other}");
         }
         assert_eq!(Form::Gzip.file_name(&s), format!("{s}.gz"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_are_private_and_temp_names_never_shared() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("firmware");
+        let blobs = Blobs::open(&store, 0).unwrap();
+        assert_eq!(fs::metadata(&store).unwrap().permissions().mode() & 0o777, 0o700);
+        let s = "d".repeat(64);
+        // Another import's temp file under the old shared name is not touched by this one.
+        fs::write(store.join(format!("{s}.tmp")), b"someone else's").unwrap();
+        assert!(blobs.write(&s, Form::Image, b"image").unwrap());
+        assert_eq!(fs::read(store.join(format!("{s}.tmp"))).unwrap(), b"someone else's");
+        assert_eq!(fs::metadata(store.join(&s)).unwrap().permissions().mode() & 0o777, 0o600);
+        // A file opened to others before is made private when the store opens.
+        fs::set_permissions(store.join(&s), fs::Permissions::from_mode(0o644)).unwrap();
+        let blobs = Blobs::open(&store, 0).unwrap();
+        assert_eq!(fs::metadata(store.join(&s)).unwrap().permissions().mode() & 0o777, 0o600);
+        let e = "e".repeat(64);
+        let known: std::collections::HashSet<String> = [e].into_iter().collect();
+        assert_eq!(blobs.orphans(&known).unwrap(), vec![s.clone()]);
+        assert!(blobs.contains(&s, Form::Image), "listing orphans removes nothing");
     }
 }

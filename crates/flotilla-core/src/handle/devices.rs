@@ -250,6 +250,10 @@ impl EngineHandle {
 
     /// A device checks in (pull): registers it, verifies a pending update, hands out its offer.
     pub async fn check_in(&self, req: CheckRequest, ip: Option<String>) -> Result<CheckResponse> {
+        // Nothing a device says can be saved now: it is told so (507) and checks in again later.
+        if self.shared.writer.disk_full() {
+            return Err(CoreError::disk_full());
+        }
         let mac = normalize(&req.mac)?;
         if req.device_id.is_empty() || req.device_id.len() > 128 {
             return Err(CoreError::BadRequest("device_id must be 1-128 characters".into()));

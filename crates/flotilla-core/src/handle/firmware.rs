@@ -76,20 +76,75 @@ impl EngineHandle {
     /// a `.bin.gz`), sign the manifest, record the row and its event. The image already in the
     /// library, in either form, answers with its firmware (`created: false`), which gains the
     /// gzip form it lacked. Nothing is left behind when any step fails.
+    ///
+    /// Imports of the same file run one at a time (a lock per SHA-256, besides the library lock),
+    /// so every one after the first answers "already imported" with the same firmware. A re-import
+    /// of a firmware whose file went missing from the disk puts the file back.
     pub async fn import_firmware(&self, bytes: Bytes, opts: ImportOptions, actor: &str) -> Result<ImportResponse> {
         let parsed = self.read_image(bytes).await?;
+        let same_file = self.shared.storage.import_lock(&parsed.info.sha256);
+        let _same_file = same_file.lock().await;
         let _library = self.shared.library.lock().await;
         match self.assess(parsed.info.clone(), opts).await? {
-            Assessment::Duplicate { firmware, adds_gzip } => match (adds_gzip, parsed.gzip, parsed.info.gzip) {
+            Assessment::Duplicate { firmware, adds_gzip } => {
+                self.restore_files(&firmware, &parsed).await?;
+                self.import_duplicate(*firmware, adds_gzip, parsed, actor).await
+            }
+            Assessment::New(plan) => {
+                let firmware = self.record_new(parsed, *plan, actor).await?;
+                Ok(ImportResponse { firmware, created: true, gzip_added: false })
+            }
+        }
+    }
+
+    /// Puts back the store files of `firmware` that are missing from the disk, from the bytes of
+    /// a re-import of it (each checked against the SHA-256 the row records).
+    async fn restore_files(&self, firmware: &Firmware, parsed: &Inspected) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let firmware = firmware.clone();
+        let image = parsed.image.clone();
+        let gzip = parsed.gzip.clone().zip(parsed.info.gzip.clone());
+        let image_sha = parsed.info.sha256.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let sha = &firmware.sha256;
+            let mut restored = Vec::new();
+            if *sha == image_sha && !shared.blobs.contains(sha, Form::Image) && shared.blobs.write(sha, Form::Image, &image)? {
+                restored.push(Form::Image.file_name(sha));
+            }
+            if let (Some(recorded), Some((bytes, form))) = (&firmware.image.gzip, &gzip)
+                && recorded.sha256 == form.sha256
+                && valid_sha256(sha)
+                && !shared.blobs.contains(sha, Form::Gzip)
+                && shared.blobs.write(sha, Form::Gzip, bytes)?
+            {
+                restored.push(Form::Gzip.file_name(sha));
+            }
+            for name in &restored {
+                shared.storage.found(name);
+                tracing::warn!(firmware = firmware.id, file = %name, "a missing firmware file was restored by a re-import");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| CoreError::ShuttingDown)?
+    }
+
+    /// The answer to an import of a firmware already in the library (which may gain its gzip form).
+    async fn import_duplicate(
+        &self,
+        firmware: Firmware,
+        adds_gzip: bool,
+        parsed: Inspected,
+        actor: &str,
+    ) -> Result<ImportResponse> {
+        {
+            let firmware = Box::new(firmware);
+            match (adds_gzip, parsed.gzip, parsed.info.gzip) {
                 (true, Some(bytes), Some(form)) => {
                     let firmware = self.add_gzip_form(*firmware, form, bytes, actor).await?;
                     Ok(ImportResponse { firmware, created: false, gzip_added: true })
                 }
                 _ => Ok(ImportResponse { firmware: *firmware, created: false, gzip_added: false }),
-            },
-            Assessment::New(plan) => {
-                let firmware = self.record_new(parsed, *plan, actor).await?;
-                Ok(ImportResponse { firmware, created: true, gzip_added: false })
             }
         }
     }
@@ -143,8 +198,18 @@ impl EngineHandle {
                 })
             });
             if committed.is_err() {
-                for form in written {
-                    let _ = shared.blobs.remove(&sha, form);
+                // Only what this import wrote, and only while no row names it.
+                let named = shared
+                    .db
+                    .0
+                    .lock()
+                    .ok()
+                    .and_then(|s| fw_table::by_sha256(s.conn(), &sha).ok())
+                    .is_none_or(|row| row.is_some());
+                if !named {
+                    for form in written {
+                        let _ = shared.blobs.remove(&sha, form);
+                    }
                 }
             }
             committed
@@ -322,6 +387,9 @@ impl EngineHandle {
             .await?;
         self.shared.catalog.remove(&fw.sha256);
         self.shared.blobs.remove_all(&fw.sha256)?;
+        for name in crate::firmware::blobs::file_names(&fw) {
+            self.shared.storage.found(&name);
+        }
         Ok(fw)
     }
 

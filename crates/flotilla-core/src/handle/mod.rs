@@ -18,6 +18,7 @@
 mod audit;
 pub use audit::{DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX, EventQuery};
 pub use discovery::Observed;
+mod backup;
 mod demo;
 mod devices;
 mod discovery;
@@ -144,6 +145,8 @@ pub(crate) struct Shared {
     pub started: std::time::Instant,
     /// Caps on the devices unauthenticated sources may create ([`crate::limits`]).
     pub admission: crate::limits::Admission,
+    /// Import locks per firmware file and the firmware files found missing.
+    pub storage: crate::storage::Storage,
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.
@@ -209,6 +212,13 @@ impl EngineHandle {
         }
         let _ = self.shared.writer.flush().await;
         let _ = self.record("engine.stopped", "engine", None, json!({})).await;
+        // Everything into the database file, the WAL cut to nothing: a copy of `flotilla.db`
+        // alone then holds the whole store.
+        match self.shared.db.call(|s| Ok(s.checkpoint()?)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the database's WAL could not be checkpointed completely at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "the database's WAL was not checkpointed at shutdown"),
+        }
         let _ = std::fs::remove_file(self.shared.data.runtime_json());
     }
 

@@ -1,6 +1,6 @@
 //! What the engine runs and the state of its connections (`GET /api/v1/status`).
 
-use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, TlsStatus};
+use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, StorageStatus, TlsStatus};
 
 use super::EngineHandle;
 use crate::config::MqttMode;
@@ -50,6 +50,7 @@ impl EngineHandle {
             demo: DemoStatus { available: self.demo_available(), running: self.demo_running().await },
             signing_key_id: s.key.key_id().to_owned(),
             updatable_families: crate::protocols::UPDATABLE.to_vec(),
+            storage: StorageStatus { disk_full: s.writer.disk_full(), missing_firmware_files: s.storage.missing() },
         }
     }
 }

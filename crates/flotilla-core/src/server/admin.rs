@@ -19,7 +19,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bytes::Bytes;
-use flotilla_proto::api::{DemoInfo, EngineStatus, FleetMetrics, SettingsView, SiteSettings};
+use flotilla_proto::api::{
+    BackupRequest, BackupSummary, DemoInfo, EngineStatus, FleetMetrics, SettingsView, SiteSettings,
+};
 use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult};
 use flotilla_proto::rollout::{
     CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview,
@@ -71,14 +73,11 @@ impl ApiError {
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let status = match &e {
+            e if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             CoreError::InvalidImage(_) | CoreError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Conflict(_) => StatusCode::CONFLICT,
-            CoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
-            CoreError::Store(s) if s.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             CoreError::Unavailable(_) => StatusCode::NOT_IMPLEMENTED,
             CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -175,6 +174,7 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(openapi_json))
         .routes(routes!(info))
         .routes(routes!(status))
+        .routes(routes!(backup))
         .routes(routes!(start_demo))
         .routes(routes!(get_settings, put_settings))
         .routes(routes!(public_key))
@@ -287,6 +287,29 @@ async fn openapi_json() -> Response {
     static SPEC: OnceLock<String> = OnceLock::new();
     let spec = SPEC.get_or_init(|| openapi().to_json().unwrap_or_else(|_| "{}".into()));
     ([(header::CONTENT_TYPE, "application/json")], spec.clone()).into_response()
+}
+
+/// Writes a consistent backup of the data dir (database snapshot, firmware files, keys, admin
+/// token, settings) into a new folder on the engine's machine, while the engine runs. The folder's
+/// parent must exist; the folder must not (or be empty) and must be outside the data dir.
+/// `flotilla restore` puts it back.
+#[utoipa::path(
+    post, path = "/api/v1/backup", tag = "engine", request_body = BackupRequest,
+    responses(
+        (status = CREATED, body = BackupSummary),
+        (status = BAD_REQUEST, body = ErrorBody, description = "the path is not absolute or is inside the data dir"),
+        (status = NOT_FOUND, body = ErrorBody, description = "the folder's parent does not exist"),
+        (status = CONFLICT, body = ErrorBody, description = "the folder exists and is not empty"),
+        (status = UNPROCESSABLE_ENTITY, body = ErrorBody, description = "the folder cannot be created"),
+        (status = INSUFFICIENT_STORAGE, body = ErrorBody, description = "the disk is full"),
+    )
+)]
+async fn backup(
+    State(engine): State<EngineHandle>,
+    ApiJson(req): ApiJson<BackupRequest>,
+) -> ApiResult<(StatusCode, Json<BackupSummary>)> {
+    let summary = engine.backup(&absolute(&req.path)?, ACTOR).await?;
+    Ok((StatusCode::CREATED, Json(summary)))
 }
 
 /// What the engine runs and the state of each connection (broker, servers, mDNS, TLS, demo).

@@ -47,6 +47,7 @@ struct DeviceError(StatusCode, String);
 impl From<CoreError> for DeviceError {
     fn from(e: CoreError) -> DeviceError {
         let status = match &e {
+            e if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Refused(_) => StatusCode::FORBIDDEN,

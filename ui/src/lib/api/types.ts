@@ -13,7 +13,7 @@ export type {
   RolloutDetail, RolloutPreview, RolloutProgress, RolloutSpec, RolloutState, RuntimeInfo, SegmentInfo, SettingsView,
   SignedManifest, SiteSettings, SkippedDevice, Threshold, TlsStatus, Verdict, WaveSize, WaveStatus, JsonValue,
   RolloutWait, WaitingDevice, WaitReason, RolloutEstimate, RolloutOutcome, FirmwareSuggestion, LabelChannel, ChannelRequest,
-  FleetMetrics, VersionSample, RolloutResult, ReasonCount,
+  FleetMetrics, VersionSample, RolloutResult, ReasonCount, StorageStatus,
 } from './generated';
 
 export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly-gen1', 'shelly-gen2', 'arduino-ota', 'esphome', 'unknown'];

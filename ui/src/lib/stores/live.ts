@@ -4,6 +4,7 @@ import { API, authHeaders } from '../api/client';
 import { openStream } from '../api/sse';
 import type { Event } from '../api/types';
 import { Batcher, frameOrTimeout } from '../logic/batch';
+import { diskFullOf } from '../logic/storage';
 import { devices } from './devices.svelte';
 import { recent } from './events.svelte';
 import { firmware } from './firmware.svelte';
@@ -28,6 +29,8 @@ export function dispatch(batch: Event[]): void {
       void reloadAll();
       return;
     }
+    const full = diskFullOf(e);
+    if (full !== null) status.diskFull = full;
     if (e.kind.startsWith('device.')) dev.push(e);
     else if (e.kind.startsWith('job.') || e.kind.startsWith('rollout.')) ro.push(e);
     else if (e.kind.startsWith('firmware.')) fw = true;
@@ -39,7 +42,7 @@ export function dispatch(batch: Event[]): void {
   if (fw) firmware.reloadSoon();
   if (labels) void devices.load();
   if (st) void status.load();
-  recent.add(batch.filter((e) => e.kind !== 'rollout.progress'));
+  recent.add(batch.filter((e) => e.kind !== 'rollout.progress' && e.kind !== 'storage.changed'));
 }
 
 // Test hook: performance and end-to-end scripts inject synthetic events. Present in development,

@@ -4,6 +4,7 @@ import type { Family } from "./Family";
 import type { ListenerStatus } from "./ListenerStatus";
 import type { MdnsStatus } from "./MdnsStatus";
 import type { MqttStatus } from "./MqttStatus";
+import type { StorageStatus } from "./StorageStatus";
 import type { TlsStatus } from "./TlsStatus";
 
 /**
@@ -22,4 +23,8 @@ signing_key_id: string,
 /**
  * The device families this engine can update (others are found but not updated yet).
  */
-updatable_families: Array<Family>, };
+updatable_families: Array<Family>, 
+/**
+ * The state of the data dir: a full disk, firmware files that are missing.
+ */
+storage: StorageStatus, };

@@ -60,6 +60,7 @@ export type * from "./SettingsView";
 export type * from "./SignedManifest";
 export type * from "./SiteSettings";
 export type * from "./SkippedDevice";
+export type * from "./StorageStatus";
 export type * from "./Threshold";
 export type * from "./TlsStatus";
 export type * from "./Verdict";
