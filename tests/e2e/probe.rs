@@ -90,19 +90,27 @@ async fn device(plays: Plays) -> String {
     addr
 }
 
-/// `flotilla devices add ADDRESS --json` (with `extra`), run in a process of its own: exit code,
-/// answer and how long it took.
-async fn add(server: &Server, address: &str, extra: &[&str]) -> (i32, Value, Duration) {
+/// `flotilla ARGS` in a process of its own, off the runtime (the devices this test plays answer
+/// from this test's runtime): its output and how long it took.
+async fn cli(server: &Server, args: &[&str]) -> (std::process::Output, Duration) {
     let mut cmd = std::process::Command::new(flotilla_bin());
-    cmd.args(["devices", "add", address, "--json"]).args(extra).arg("--data-dir").arg(server.data_dir());
+    cmd.args(args).arg("--data-dir").arg(server.data_dir());
     cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
-    let (out, took) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let out = cmd.output().unwrap();
         (out, started.elapsed())
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// `flotilla devices add ADDRESS --json` (with `extra`), run in a process of its own: exit code,
+/// answer and how long it took.
+async fn add(server: &Server, address: &str, extra: &[&str]) -> (i32, Value, Duration) {
+    let mut args = vec!["devices", "add", address, "--json"];
+    args.extend_from_slice(extra);
+    let (out, took) = cli(server, &args).await;
     let answer: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{address}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap_or(-1), answer, took)
@@ -173,11 +181,75 @@ async fn devices_add_probes_vendor_devices_and_survives_broken_ones() {
     // A family hint tries that family first; a bad address is refused with a reason.
     let (code, hinted, _) = add(&server, &addrs[2], &["--family", "tasmota"]).await;
     assert_eq!((code, hinted["state"].as_str()), (0, Some("found")));
-    let out = server.cli(&["devices", "add", "not a host", "--json"]);
+    let (out, _) = cli(&server, &["devices", "add", "not a host", "--json"]).await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not HOST or HOST:PORT"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A device of `kind` (0 Shelly Gen2+, 1 Gen1, 2 Tasmota) numbered `n`, on `ip:port`.
+async fn fleet_device(ip: &str, port: u16, kind: usize, n: usize) {
+    let listener = TcpListener::bind((ip, port)).await.unwrap();
+    let mac = format!("A8032AB3{n:04X}");
+    let answer = match kind {
+        0 => reply("200 OK", &GEN2.replace("A8032AB20002", &mac).replace("a8032ab20002", &mac.to_lowercase())),
+        1 => reply("200 OK", &GEN1.replace("A8032AB20001", &mac)),
+        _ => {
+            let colons: Vec<String> =
+                mac.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            reply("200 OK", &STATUS0.replace("A8:03:2A:B2:00:03", &colons.join(":")))
+        }
+    };
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let mine = (kind < 2 && path == "/shelly") || (kind == 2 && path.starts_with("/cm?"));
+                let _ = s.write_all(&if mine { answer } else { reply("404 Not Found", "<html>404</html>") }).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn devices_scan_finds_a_whole_subnet_at_a_bounded_rate() {
+    let server = Server::start().await;
+    // 100 devices on 127.0.2.1–100 (loopback), one port for all; .101–.126 answer nothing.
+    let port = TcpListener::bind("127.0.2.1:0").await.unwrap().local_addr().unwrap().port();
+    for n in 1..=100usize {
+        fleet_device(&format!("127.0.2.{n}"), port, n % 3, n).await;
+    }
+    let rate = 250u32;
+    let subnet = "127.0.2.0/25";
+    let port_arg = port.to_string();
+    let rate_arg = rate.to_string();
+    let (out, _) =
+        cli(&server, &["devices", "scan", "--subnet", subnet, "--port", &port_arg, "--rate", &rate_arg, "--json"])
+            .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["addresses"], 126, "{r}");
+    assert_eq!(r["found"].as_array().unwrap().len(), 100, "every device found: {r}");
+    assert_eq!(r["unreachable"], 26, "{r}");
+    let took = r["took_ms"].as_u64().unwrap();
+    assert!(took >= 125 * 1000 / u64::from(rate), "126 addresses at {rate}/s cannot take {took} ms");
+    let all: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert_eq!(all.len(), 100, "one row per device");
+    let families = |f: &str| all.iter().filter(|d| d["family"] == f).count();
+    assert_eq!((families("shelly-gen2"), families("shelly-gen1"), families("tasmota")), (33, 34, 33));
+    assert!(all.iter().all(|d| d["sources"] == serde_json::json!(["probe"])));
+    // A scan is in the audit log; a subnet too wide is refused with the widest allowed.
+    let events: Value = server.get_json("/api/v1/events?kind=discovery.scan").await;
+    assert!(events.to_string().contains("\"found\":100"), "{events}");
+    let (out, _) = cli(&server, &["devices", "scan", "--subnet", "10.0.0.0/8"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/20"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -5,7 +5,9 @@
 //! a name several devices share is refused with the candidates, never guessed.
 
 use clap::{Subcommand, ValueEnum};
-use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult, normalize_mac};
+use flotilla_proto::device::{
+    ChannelRequest, LabelChannel, ProbeRequest, ProbeResult, ScanRequest, ScanResult, normalize_mac,
+};
 use flotilla_proto::rollout::DeviceHistory;
 use flotilla_proto::{Channel, Device, Event, Family};
 use reqwest::Method;
@@ -80,6 +82,27 @@ pub enum DevicesCmd {
         /// The family to try first: tasmota, shelly-gen1, shelly-gen2 (all are tried).
         #[arg(long, value_parser = parse_family)]
         family: Option<Family>,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Scan now: query mDNS again and, with --subnet, probe every address of a subnet over HTTP
+    /// (for networks where multicast is blocked); adds what answers.
+    Scan {
+        /// IPv4 ADDRESS/BITS, at most a /20 (4,094 addresses).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The port probed on each address.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// The family to try first: tasmota, shelly-gen1, shelly-gen2 (all are tried).
+        #[arg(long, value_parser = parse_family)]
+        family: Option<Family>,
+        /// Addresses started per second (1–1000).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
         /// Print the admin API's JSON (stable; see docs/cli.md).
         #[arg(long)]
         json: bool,
@@ -230,6 +253,40 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
                     r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
                 ))),
             }
+        }
+        DevicesCmd::Scan { subnet, port, family, rate, json, api } => {
+            let api = Api::resolve(&api)?;
+            if let Some(subnet) = &subnet
+                && !json
+            {
+                eprintln!("Scanning {subnet} on port {port} at {rate} addresses a second…");
+            }
+            let body = ScanRequest { subnet, port: Some(port), family, rate: Some(rate) };
+            let r: ScanResult = api.send(api.request(Method::POST, "/api/v1/devices/scan").json(&body)).await?;
+            if json {
+                return print_json(&r);
+            }
+            outln!("mDNS queried again: devices that answer appear in the inventory.");
+            if let Some(subnet) = &r.subnet {
+                outln!(
+                    "{subnet}: {} addresses in {:.1} s — {} found, {} want a password, {} unrecognised, {} silent.",
+                    r.addresses,
+                    r.took_ms as f64 / 1000.0,
+                    r.found.len(),
+                    r.authentication_required.len(),
+                    r.unrecognised,
+                    r.unreachable
+                );
+                for p in r.found.iter().chain(&r.authentication_required) {
+                    let family = p.family.map_or("unknown", Family::as_str);
+                    let what = p.device.as_ref().map_or_else(
+                        || "authentication required".to_owned(),
+                        |d| format!("{} {}", d.mac, d.version.as_deref().unwrap_or("unknown version")),
+                    );
+                    outln!("  {:<21} {family:<12} {what}", p.address);
+                }
+            }
+            Ok(())
         }
         DevicesCmd::Forget { device, json, api } => {
             let api = Api::resolve(&api)?;

@@ -134,6 +134,42 @@ pub struct ProbeResult {
     pub device: Option<Device>,
 }
 
+/// Scan now (`POST /api/v1/devices/scan`): query mDNS again and, with a subnet, probe every
+/// address of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ScanRequest {
+    /// IPv4 `ADDRESS/BITS`, at most 4,094 addresses (a /20); none: mDNS only.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// The port probed on each address (80).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The family to try first.
+    #[serde(default)]
+    pub family: Option<Family>,
+    /// Addresses started per second (default 100, at most 1,000).
+    #[serde(default)]
+    pub rate: Option<u32>,
+}
+
+/// What a subnet scan found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ScanResult {
+    pub subnet: Option<String>,
+    /// Addresses probed.
+    pub addresses: u32,
+    /// Devices found (and added), and devices that want a password to say what they are.
+    pub found: Vec<ProbeResult>,
+    pub authentication_required: Vec<ProbeResult>,
+    /// Addresses that answered like no device we know.
+    pub unrecognised: u32,
+    /// Addresses where nothing answered.
+    pub unreachable: u32,
+    pub took_ms: u64,
+}
+
 /// Normalises a MAC address to `aa:bb:cc:dd:ee:ff`. Accepts `:`, `-`, `.` or no separators, any case.
 pub fn normalize_mac(s: &str) -> Option<String> {
     // One pass, one allocation: this runs on every check-in.

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use ts_rs::{Config, TS};
 
 use crate::api::{EngineStatus, ErrorBody, FleetMetrics, Health, PublicKey, RuntimeInfo, SettingsView, SiteSettings};
-use crate::device::{ChannelRequest, Device, LabelChannel, LabelRequest, ProbeRequest, ProbeResult};
+use crate::device::{
+    ChannelRequest, Device, LabelChannel, LabelRequest, ProbeRequest, ProbeResult, ScanRequest, ScanResult,
+};
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
 use crate::firmware::{ImportPathRequest, ImportResponse, InspectReport, SignedManifest};
@@ -66,6 +68,8 @@ fn render() -> BTreeMap<String, String> {
         ChannelRequest,
         ProbeRequest,
         ProbeResult,
+        ScanRequest,
+        ScanResult,
         FleetMetrics,
     );
     let files = read_dir(&out);

@@ -32,6 +32,7 @@ pub enum MdnsEvent {
 /// A running mDNS browser.
 pub struct Browser {
     daemon: ServiceDaemon,
+    tx: mpsc::Sender<MdnsEvent>,
 }
 
 impl std::fmt::Debug for Browser {
@@ -43,41 +44,54 @@ impl std::fmt::Debug for Browser {
 impl Browser {
     /// Starts browsing; events reach `tx`.
     pub fn start(tx: &mpsc::Sender<MdnsEvent>) -> Result<Browser> {
-        let err = |what: &str, e: mdns_sd::Error| {
-            CoreError::io(format!("mDNS browsing: {what}"), std::io::Error::other(e.to_string()))
-        };
-        let daemon = ServiceDaemon::new().map_err(|e| err("cannot start", e))?;
+        let daemon = ServiceDaemon::new().map_err(|e| err("cannot start", &e))?;
+        let browser = Browser { daemon, tx: tx.clone() };
         for ty in classify::BROWSED {
-            let rx = daemon.browse(ty).map_err(|e| err(ty, e))?;
-            let tx = tx.clone();
-            let spawned =
-                std::thread::Builder::new().name(format!("mdns-{}", ty.trim_end_matches(".local."))).spawn(move || {
-                    while let Ok(event) = rx.recv() {
-                        let out = match event {
-                            ServiceEvent::ServiceResolved(s) => MdnsEvent::Resolved(MdnsRecord {
-                                service: s.ty_domain.clone(),
-                                fullname: s.fullname.clone(),
-                                host: s.host.clone(),
-                                port: s.port,
-                                addresses: s.addresses.iter().map(|a| a.to_ip_addr()).collect(),
-                                txt: s
-                                    .txt_properties
-                                    .iter()
-                                    .take(64)
-                                    .map(|p| (p.key().to_ascii_lowercase(), p.val_str().to_owned()))
-                                    .collect(),
-                            }),
-                            ServiceEvent::ServiceRemoved(_, fullname) => MdnsEvent::Removed(fullname),
-                            _ => continue,
-                        };
-                        if tx.blocking_send(out).is_err() {
-                            break;
-                        }
-                    }
-                });
-            spawned.map_err(|e| CoreError::io("mDNS browsing: cannot start a thread", e))?;
+            browser.browse(ty)?;
         }
-        Ok(Browser { daemon })
+        Ok(browser)
+    }
+
+    fn browse(&self, ty: &'static str) -> Result<()> {
+        let rx = self.daemon.browse(ty).map_err(|e| err(ty, &e))?;
+        let tx = self.tx.clone();
+        let spawned =
+            std::thread::Builder::new().name(format!("mdns-{}", ty.trim_end_matches(".local."))).spawn(move || {
+                while let Ok(event) = rx.recv() {
+                    let out = match event {
+                        ServiceEvent::ServiceResolved(s) => MdnsEvent::Resolved(MdnsRecord {
+                            service: s.ty_domain.clone(),
+                            fullname: s.fullname.clone(),
+                            host: s.host.clone(),
+                            port: s.port,
+                            addresses: s.addresses.iter().map(|a| a.to_ip_addr()).collect(),
+                            txt: s
+                                .txt_properties
+                                .iter()
+                                .take(64)
+                                .map(|p| (p.key().to_ascii_lowercase(), p.val_str().to_owned()))
+                                .collect(),
+                        }),
+                        ServiceEvent::ServiceRemoved(_, fullname) => MdnsEvent::Removed(fullname),
+                        ServiceEvent::SearchStopped(_) => break,
+                        _ => continue,
+                    };
+                    if tx.blocking_send(out).is_err() {
+                        break;
+                    }
+                }
+            });
+        spawned.map(drop).map_err(|e| CoreError::io("mDNS browsing: cannot start a thread", e))
+    }
+
+    /// Asks the LAN again (a "scan now"): every browsed type is queried anew.
+    pub fn requery(&self) {
+        for ty in classify::BROWSED {
+            let _ = self.daemon.stop_browse(ty);
+            if let Err(e) = self.browse(ty) {
+                tracing::warn!(error = %e, "mDNS query not sent");
+            }
+        }
     }
 
     /// Stops browsing (the forwarding threads end with the daemon's channels).
@@ -85,6 +99,17 @@ impl Browser {
         let _ = self.daemon.shutdown();
     }
 }
+
+fn err(what: &str, e: &mdns_sd::Error) -> CoreError {
+    CoreError::io(format!("mDNS browsing: {what}"), std::io::Error::other(e.to_string()))
+}
+
+/// Asks every running browser to query the LAN again.
+pub fn requery_all() {
+    REQUERY.notify_waiters();
+}
+
+static REQUERY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Merges what the browser reports into the engine until the engine stops.
 pub async fn run(engine: EngineHandle, browser: Browser, mut rx: mpsc::Receiver<MdnsEvent>) {
@@ -96,6 +121,7 @@ pub async fn run(engine: EngineHandle, browser: Browser, mut rx: mpsc::Receiver<
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
+            () = REQUERY.notified() => browser.requery(),
             _ = refresh.tick() => {
                 for o in known.values() {
                     merge(&engine, o).await;

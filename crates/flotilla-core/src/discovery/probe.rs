@@ -106,10 +106,13 @@ impl Prober {
         let Ok(_permit) = self.limit.acquire().await else { return Outcome::Busy };
         let tasmota_first = hint == Some(Family::Tasmota);
         let mut last = Outcome::Unreachable { detail: "no answer".into() };
-        for tasmota in if tasmota_first { [true, false] } else { [false, true] } {
+        for (i, tasmota) in if tasmota_first { [true, false] } else { [false, true] }.into_iter().enumerate() {
             let outcome = if tasmota { self.tasmota(addr).await } else { self.shelly(addr).await };
             match outcome {
-                Outcome::Unreachable { .. } => return outcome,
+                // Nothing answers there: no use asking again. (After an answer, a failure of the
+                // second request says less than the answer did.)
+                Outcome::Unreachable { .. } if i == 0 => return outcome,
+                Outcome::Unreachable { .. } => {}
                 Outcome::Unrecognised { .. } => last = outcome,
                 found => return found,
             }
@@ -206,5 +209,47 @@ fn describe(e: &reqwest::Error) -> String {
         "the connection broke off".into()
     } else {
         "no valid HTTP answer".into()
+    }
+}
+
+/// The IPv4 host addresses of `cidr` (`10.0.0.0/24`: .1 to .254), at most `max` of them.
+pub fn subnet_hosts(cidr: &str, max: usize) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    let (net, bits) = cidr.trim().split_once('/').ok_or_else(|| format!("{cidr:?} is not ADDRESS/BITS"))?;
+    let net: std::net::Ipv4Addr = net.parse().map_err(|_| format!("{net:?} is not an IPv4 address"))?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32).ok_or_else(|| format!("/{bits} is not 0–32"))?;
+    let size = 1u64 << (32 - bits);
+    // Network and broadcast addresses are left out, except in /31 and /32.
+    let hosts = if size > 2 { size - 2 } else { size };
+    if hosts > max as u64 {
+        // The widest prefix whose hosts fit.
+        let widest = (0..=32u32).find(|b| (1u64 << (32 - b)).saturating_sub(2) <= max as u64).unwrap_or(32);
+        return Err(format!("{cidr} has {hosts} addresses; at most {max} are scanned (a /{widest} or smaller)"));
+    }
+    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let first = u32::from(net) & mask;
+    let range = if size > 2 { (first + 1)..(first + size as u32 - 1) } else { first..first + size as u32 };
+    Ok(range.map(std::net::Ipv4Addr::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn subnets_give_their_host_addresses_within_the_cap() {
+        let h = subnet_hosts("192.168.1.77/24", 4096).unwrap();
+        assert_eq!(
+            (h.len(), h[0].to_string(), h[253].to_string()),
+            (254, "192.168.1.1".into(), "192.168.1.254".into())
+        );
+        assert_eq!(subnet_hosts("10.0.0.5/32", 4096).unwrap(), ["10.0.0.5".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(subnet_hosts("10.0.0.4/31", 4096).unwrap().len(), 2);
+        let e = subnet_hosts("10.0.0.0/16", 4096).unwrap_err();
+        assert!(e.contains("65534 addresses") && e.contains("/20"), "{e}");
+        for bad in ["10.0.0.0", "10.0.0.0/33", "host/24", "10.0.0.0/x"] {
+            assert!(subnet_hosts(bad, 4096).is_err(), "{bad}");
+        }
     }
 }

@@ -6,13 +6,13 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use flotilla_proto::device::ProbeResult;
+use flotilla_proto::device::{ProbeResult, ScanRequest, ScanResult};
 use flotilla_proto::{Device, Family};
 
 use super::EngineHandle;
 use super::devices::offline_locked;
 use crate::discovery::classify::Observation;
-use crate::discovery::probe::{Outcome, Prober};
+use crate::discovery::probe::{Outcome, Prober, subnet_hosts};
 use crate::error::{CoreError, Result};
 use crate::inventory::Sighting;
 
@@ -84,6 +84,12 @@ impl EngineHandle {
     }
 }
 
+/// Addresses one scan may probe (a /20).
+pub const MAX_SCAN: usize = 4094;
+/// Addresses a scan starts per second, by default and at most.
+pub const DEFAULT_SCAN_RATE: u32 = 100;
+pub const MAX_SCAN_RATE: u32 = 1000;
+
 /// The engine's prober (one per process: its limits are the LAN's, not an engine's).
 fn prober() -> Result<&'static Prober> {
     static PROBER: OnceLock<Prober> = OnceLock::new();
@@ -119,6 +125,80 @@ impl EngineHandle {
     /// Probes `address` over HTTP and merges what answers (source `probe`).
     pub async fn probe_address(&self, address: &str, hint: Option<Family>) -> Result<ProbeResult> {
         let addr = resolve(address).await?;
+        self.probe_socket(addr, hint).await
+    }
+
+    /// Scan now: queries mDNS again and probes every address of `req.subnet` (if any) at a
+    /// bounded rate, merging what answers.
+    pub async fn scan_subnet(&self, req: &ScanRequest) -> Result<ScanResult> {
+        let hosts = match &req.subnet {
+            Some(subnet) => subnet_hosts(subnet, MAX_SCAN).map_err(CoreError::BadRequest)?,
+            None => Vec::new(),
+        };
+        crate::discovery::browse::requery_all();
+        let port = req.port.unwrap_or(80);
+        if port == 0 {
+            return Err(CoreError::BadRequest("port 0 cannot be probed".into()));
+        }
+        let rate = req.rate.unwrap_or(DEFAULT_SCAN_RATE);
+        if !(1..=MAX_SCAN_RATE).contains(&rate) {
+            return Err(CoreError::BadRequest(format!(
+                "rate {rate}: between 1 and {MAX_SCAN_RATE} addresses a second"
+            )));
+        }
+        let started = std::time::Instant::now();
+        let mut pace = tokio::time::interval(std::time::Duration::from_secs(1) / rate);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut running = tokio::task::JoinSet::new();
+        for ip in &hosts {
+            pace.tick().await;
+            let engine = self.clone();
+            let addr = SocketAddr::new((*ip).into(), port);
+            let hint = req.family;
+            running.spawn(async move { engine.probe_socket(addr, hint).await });
+        }
+        let mut out = ScanResult {
+            subnet: req.subnet.clone(),
+            addresses: u32::try_from(hosts.len()).unwrap_or(u32::MAX),
+            found: Vec::new(),
+            authentication_required: Vec::new(),
+            unrecognised: 0,
+            unreachable: 0,
+            took_ms: 0,
+        };
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok(Ok(r)) => match r.state.as_str() {
+                    "found" => out.found.push(r),
+                    "authentication_required" => out.authentication_required.push(r),
+                    "unrecognised" => out.unrecognised += 1,
+                    _ => out.unreachable += 1,
+                },
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "scan probe not merged");
+                    out.unrecognised += 1;
+                }
+                Err(_) => out.unreachable += 1,
+            }
+        }
+        out.found.sort_by(|a, b| a.address.cmp(&b.address));
+        out.authentication_required.sort_by(|a, b| a.address.cmp(&b.address));
+        out.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.record(
+            "discovery.scan",
+            "admin",
+            None,
+            serde_json::json!({
+                "subnet": out.subnet, "addresses": out.addresses, "found": out.found.len(),
+                "authentication_required": out.authentication_required.len(),
+                "unrecognised": out.unrecognised, "unreachable": out.unreachable, "took_ms": out.took_ms,
+            }),
+        )
+        .await?;
+        Ok(out)
+    }
+
+    async fn probe_socket(&self, addr: SocketAddr, hint: Option<Family>) -> Result<ProbeResult> {
         let outcome = prober()?.probe(addr, hint).await;
         let mut result = ProbeResult {
             address: addr.to_string(),

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use flotilla_proto::api::{
     BackupRequest, BackupSummary, DemoInfo, EngineStatus, FleetMetrics, SettingsView, SiteSettings,
 };
-use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult};
+use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult, ScanRequest, ScanResult};
 use flotilla_proto::rollout::{
     CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview,
 };
@@ -185,6 +185,7 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(download_link))
         .routes(routes!(list_devices, add_device))
         .routes(routes!(probe_device))
+        .routes(routes!(scan_devices))
         .routes(routes!(get_device, forget_device))
         .routes(routes!(device_history))
         .routes(routes!(label_device))
@@ -620,6 +621,19 @@ async fn probe_device(
     ApiJson(r): ApiJson<ProbeRequest>,
 ) -> ApiResult<Json<ProbeResult>> {
     Ok(Json(engine.probe_address(&r.address, r.family).await?))
+}
+
+/// Probes every address of a subnet (at most a /20) at a bounded rate, as `probe` does one, and
+/// adds what answers: for networks where multicast is blocked.
+#[utoipa::path(
+    post, path = "/api/v1/devices/scan", tag = "devices", request_body = ScanRequest,
+    responses((status = OK, body = ScanResult), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn scan_devices(
+    State(engine): State<EngineHandle>,
+    ApiJson(r): ApiJson<ScanRequest>,
+) -> ApiResult<Json<ScanResult>> {
+    Ok(Json(engine.scan_subnet(&r).await?))
 }
 
 /// One device by MAC.

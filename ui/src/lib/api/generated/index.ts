@@ -55,6 +55,8 @@ export type * from "./RolloutSpec";
 export type * from "./RolloutState";
 export type * from "./RolloutWait";
 export type * from "./RuntimeInfo";
+export type * from "./ScanRequest";
+export type * from "./ScanResult";
 export type * from "./SegmentInfo";
 export type * from "./SettingsView";
 export type * from "./SignedManifest";
