@@ -1,7 +1,8 @@
 //! What discovery ([`crate::discovery`]) tells the inventory. Discovery is unauthenticated
 //! hearsay: it may create and describe devices of vendor families, but it never marks a job
-//! done (only check-ins and presence do, through `seen_locked`), never turns a native device into
-//! another family, and never overrides the version a native device reports itself.
+//! done (only check-ins and presence do, through `seen_locked`) and never changes a native
+//! device (a Flotilla client advertising itself over mDNS is listed until it checks in; its
+//! version counts only from its own reports).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -35,13 +36,12 @@ impl EngineHandle {
             self.discovery_offline(&mac, source, "it said goodbye")?;
             return Ok(Observed::Provisional);
         }
-        let known_native = self
-            .fleet()?
-            .inventory
-            .get(&mac)
-            .is_some_and(|e| e.device.family == Family::Native && e.device.sources.iter().any(|s| s != source));
-        if known_native && o.family != Some(Family::Native) {
-            return Ok(Observed::Ignored("a native device cannot be re-classified by discovery"));
+        // A native device speaks for itself (check-ins, presence, with its credential): what
+        // others say about it changes nothing, whatever family they claim.
+        let known_native =
+            self.fleet()?.inventory.get(&mac).is_some_and(|e| e.device.family == Family::Native);
+        if known_native {
+            return Ok(Observed::Ignored("a native device is described only by itself"));
         }
         // mDNS is anyone on the LAN: new devices from it count against the site's caps.
         if source == "mdns"
