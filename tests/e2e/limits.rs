@@ -151,8 +151,21 @@ async fn bodies_over_the_cap_are_refused_with_413() {
     // A body without a length (chunked) is cut off at the cap too.
     let head = "POST /api/v1/check HTTP/1.1\r\nHost: big\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned();
     let body = format!("400\r\n{}\r\n", " ".repeat(1024)).repeat(64).into_bytes();
-    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &body)).await.unwrap();
+    let a = addr.clone();
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&a, &head, &body)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A request head is bounded too: a 100 KB URL, 100 header fields.
+    let head = format!(
+        "GET /api/firmware/check?device_id={}&current_version=1 HTTP/1.1\r\nHost: big\r\n\r\n",
+        "d".repeat(100_000)
+    );
+    let a = addr.clone();
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&a, &head, &[])).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    let fields: String = (0..100).map(|i| format!("X-Field-{i}: y\r\n")).collect();
+    let head = format!("GET /health HTTP/1.1\r\nHost: big\r\n{fields}\r\n");
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &[])).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(devices(&server).await.is_empty(), "nothing was stored");
 }
 
