@@ -17,6 +17,7 @@ pub struct Cli {
     #[command(flatten)]
     pub demo: DemoArgs,
     /// What to log on stderr, as a tracing filter (e.g. `debug`, `flotilla_core=trace`).
+    /// `RUST_LOG`, when set, wins.
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     pub log: String,
 }

@@ -205,9 +205,15 @@ fn restart_app<R: Runtime>(app: AppHandle<R>, shell: tauri::State<'_, Arc<Shell>
     quit(&app, &shell);
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(flag: &str) {
+    // `RUST_LOG`, when set, wins over `--log` (as for `flotilla serve`).
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let (filter, from) = match rust_log.as_deref() {
+        Some(v) => (v, "RUST_LOG"),
+        None => (flag, "--log"),
+    };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("flotilla-desktop: --log {filter:?}: {e}; logging at info");
+        eprintln!("flotilla-desktop: {from} {filter:?}: {e}; logging at info");
         EnvFilter::new("info")
     });
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();

@@ -76,7 +76,7 @@ async fn post(server: &Server, path: &str, body: &Value) -> (StatusCode, Value) 
 
 #[tokio::test]
 async fn oversized_fields_are_refused_by_name_and_nothing_is_stored() {
-    let server = Server::start().await;
+    let (server, log) = serve_with(&[], &["--http", "127.0.0.1:0"]).await;
     let mut big_model = checkin("02:00:00:00:10:01");
     big_model["model"] = json!("m".repeat(10_000));
     let mut many_labels = checkin("02:00:00:00:10:02");
@@ -111,6 +111,16 @@ async fn oversized_fields_are_refused_by_name_and_nothing_is_stored() {
         assert!(message.len() < 300, "{path}: the value is not echoed back");
     }
     assert!(devices(&server).await.is_empty(), "nothing was stored");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stderr = loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains("device request refused") && text.contains("model: at most") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the refusals are logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(stderr.len() < 20_000, "the huge values are not logged");
     // Within the bounds, the same device checks in.
     assert_eq!(post(&server, "/api/v1/check", &checkin("02:00:00:00:10:01")).await.0, StatusCode::OK);
     assert_eq!(devices(&server).await.len(), 1);
@@ -151,8 +161,21 @@ async fn bodies_over_the_cap_are_refused_with_413() {
     // A body without a length (chunked) is cut off at the cap too.
     let head = "POST /api/v1/check HTTP/1.1\r\nHost: big\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned();
     let body = format!("400\r\n{}\r\n", " ".repeat(1024)).repeat(64).into_bytes();
-    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &body)).await.unwrap();
+    let a = addr.clone();
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&a, &head, &body)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A request head is bounded too: a 100 KB URL, 100 header fields.
+    let head = format!(
+        "GET /api/firmware/check?device_id={}&current_version=1 HTTP/1.1\r\nHost: big\r\n\r\n",
+        "d".repeat(100_000)
+    );
+    let a = addr.clone();
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&a, &head, &[])).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    let fields: String = (0..100).map(|i| format!("X-Field-{i}: y\r\n")).collect();
+    let head = format!("GET /health HTTP/1.1\r\nHost: big\r\n{fields}\r\n");
+    let answer = tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &[])).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(devices(&server).await.is_empty(), "nothing was stored");
 }
 
@@ -210,7 +233,11 @@ async fn new_devices_from_the_lan_are_capped_per_minute_and_in_all() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("max_devices 5"), "{answer}");
     assert_eq!(devices(&server).await.len(), 5, "the refused devices were not created");
-    assert!(log.lock().unwrap().contains("new device refused"), "the refusals are logged");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().contains("new device refused") {
+        assert!(Instant::now() < deadline, "the refusals are logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Opens `n` connections to `addr` that send half a request and wait.
@@ -263,6 +290,12 @@ async fn a_connection_flood_under_a_low_open_files_limit_starves_nothing() {
     assert!(t.elapsed() < Duration::from_secs(2), "the admin API answered in {:?}", t.elapsed());
     let status = server.api(Method::GET, "/api/v1/status").timeout(Duration::from_secs(5)).send().await.unwrap();
     assert_eq!(status.status(), StatusCode::OK);
+    // So does the broker: a device's presence goes through while the flood is held.
+    let t = Instant::now();
+    let presence = json!({ "online": true, "mac": "02:00:00:00:13:02", "model": "demo", "version": "1.0.0" });
+    let mqtt_url = server.mqtt_url();
+    tokio::task::spawn_blocking(move || publish_presence_to(&mqtt_url, "flood-mqtt", &presence)).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "the broker answered in {:?}", t.elapsed());
 
     // A device's check-in is answered once the half-sent requests time out (2 s each).
     let resp = server
@@ -283,13 +316,21 @@ async fn a_connection_flood_under_a_low_open_files_limit_starves_nothing() {
     .unwrap();
     assert_eq!(closed, 260, "every half-open connection was closed");
     assert!(started.elapsed() < Duration::from_secs(30));
-    let log = log.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains("connection limit reached") && text.contains("no complete request headers in time") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the cap and the timeouts are logged:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(log.contains("connection limit reached"), "the cap being hit is logged:\n{log}");
     assert!(log.contains("no complete request headers in time"), "the timeouts are logged:\n{log}");
     // Rate-limited: 260 timeouts do not make 260 lines.
     assert!(log.lines().filter(|l| l.contains("no complete request headers")).count() <= 40, "{log}");
-    // And the engine still serves as before.
-    assert_eq!(devices(&server).await.len(), 1);
+    // And the engine still serves as before: the check-in's device and the MQTT one.
+    assert_eq!(devices(&server).await.len(), 2);
 }
 
 #[tokio::test]
@@ -314,7 +355,11 @@ async fn a_body_that_never_completes_is_answered_408() {
 /// Publishes one retained presence of device `id` with `mosquitto_pub` (QoS 1: the broker has it
 /// when this returns).
 fn publish_presence(server: &Server, id: &str, payload: &Value) {
-    let url = server.mqtt_url();
+    publish_presence_to(&server.mqtt_url(), id, payload);
+}
+
+/// [`publish_presence`] to the broker at `url` (`mqtt://user:password@host:port`).
+fn publish_presence_to(url: &str, id: &str, payload: &Value) {
     let rest = url.strip_prefix("mqtt://").unwrap();
     let (creds, host) = rest.split_once('@').unwrap();
     let (user, pass) = creds.split_once(':').unwrap();

@@ -203,6 +203,9 @@ pub fn validate_settings(s: &SiteSettings) -> Result<(), String> {
     Ok(())
 }
 
+/// Rate limit of the warnings about device requests refused for a field out of bounds.
+pub(crate) static REFUSED: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
+
 /// The window of the per-minute cap.
 const WINDOW: Duration = Duration::from_secs(60);
 

@@ -76,6 +76,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
 impl From<crate::limits::Refusal> for DeviceError {
     fn from(r: crate::limits::Refusal) -> DeviceError {
+        if r.status == 400 {
+            crate::log_limit::warn_limited!(limit = crate::limits::REFUSED, reason = %r.message, "device request refused");
+        }
         DeviceError(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.message)
     }
 }

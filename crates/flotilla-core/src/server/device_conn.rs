@@ -10,7 +10,8 @@
 //!   [`DeviceServerLimits::request_timeout`] once its headers are in, body included, else 408;
 //! - **idle timeout**: a connection on which no byte moved for
 //!   [`DeviceServerLimits::idle_timeout`] is closed (a client that stopped reading a download);
-//! - **body cap**: a request body above [`DeviceServerLimits::max_body`] is answered 413;
+//! - **body cap**: a request body above [`DeviceServerLimits::max_body`] is answered 413, a
+//!   request head above [`MAX_READ_BUFFER`] or with more than [`MAX_HEADERS`] fields 431;
 //! - **connection cap**: at most [`DeviceServerLimits::max_connections`] connections at once;
 //!   beyond, new ones wait in the listen queue (they cost no descriptor of ours) until one
 //!   closes. By default the cap is the open-files limit minus a reserve
@@ -48,6 +49,11 @@ use crate::log_limit::{WarnLimit, warn_limited};
 /// Descriptors kept for everything but device connections, at least (the admin API and the web
 /// UI, the broker, the database and its WAL, firmware files, mDNS, the runtime itself).
 pub const MIN_RESERVE: u64 = 64;
+/// Largest read buffer of a connection: a request head must fit (ESP clients send a few hundred
+/// bytes); a larger one is answered 431.
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
+/// Most header fields in a request.
+pub const MAX_HEADERS: usize = 64;
 /// Most device connections by default, however high the open-files limit.
 pub const MAX_DEFAULT_CONNECTIONS: u64 = 65_536;
 
@@ -276,7 +282,13 @@ async fn connection(
         async move { router.call(req).await }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        // A request head fits in this (hyper's default is about 400 KiB a connection).
+        .max_buf_size(MAX_READ_BUFFER)
+        .max_headers(MAX_HEADERS);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut grace: Option<tokio::time::Instant> = None;
