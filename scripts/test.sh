@@ -6,7 +6,7 @@
 #      (engine, CLI, simulator, desktop app);
 #   3. cargo test on the whole workspace: unit, integration and end-to-end tests (real SQLite
 #      files, real sockets on loopback, the embedded broker and Debian's mosquitto, mDNS in
-#      network namespaces); benchmarks run once as tests;
+#      network namespaces, devices advertised by python-zeroconf); benchmarks run once as tests;
 #   4. the MQTT conformance suite (tests/mqtt-conformance: paho-mqtt from PyPI against the embedded
 #      broker and Debian's mosquitto, the same answers asserted from both);
 #      and schemathesis (PyPI) against the admin API's OpenAPI description on a real engine;
@@ -36,6 +36,10 @@ cargo fmt --all -- --check
 
 say "cargo clippy (warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+
+say "Python test tools (PyPI: paho-mqtt, schemathesis, zeroconf)"
+FLOTILLA_PYTHON="$(ensure_py_venv)"
+export FLOTILLA_PYTHON
 
 say "cargo test (unit, integration, end-to-end; benchmarks run once as tests)"
 cargo test --locked --workspace --all-targets

@@ -393,8 +393,20 @@ fn has_udp_socket_on(pid: u32, port: u16) -> bool {
 
 // ---- discovery: Flotilla browsing what devices advertise ---------------------------------------
 
-/// Set (to a JSON list of services) only for the re-executed advertiser.
-const ADVERTISE_ENV: &str = "FLOTILLA_E2E_MDNS_ADVERTISE";
+/// The Python with the test tools (`scripts/lib.sh ensure_py_venv`, which the test command runs
+/// first and names in `FLOTILLA_PYTHON`).
+fn test_python() -> std::path::PathBuf {
+    let python = std::env::var_os("FLOTILLA_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash -c 'source scripts/lib.sh && ensure_py_venv'` (scripts/test.sh does)",
+        python.display()
+    );
+    python
+}
 
 /// What real firmware of each family advertises (`shared/reference/protocols.md` §1.8, §2.5, §6,
 /// §7.6), from B's address.
@@ -427,11 +439,16 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
     let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
     let b_addr = Ipv4Addr::new(10, 213, 3, 2).to_string();
 
-    let mut cmd = link.b.exec(&std::env::current_exe().unwrap());
-    cmd.args(["mdns::advertise_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
-    cmd.env(ADVERTISE_ENV, json!({ "address": b_addr, "services": device_records() }).to_string());
+    // python-zeroconf in B plays the devices: an mDNS implementation that is not Flotilla's.
+    let mut cmd = link.b.exec(&test_python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mdns/advertise.py"));
+    cmd.arg(json!({ "address": b_addr, "services": device_records() }).to_string());
     let mut advertiser =
-        Running(cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap());
+        Running(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap());
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(advertiser.0.stdout.as_mut().unwrap()), &mut said)
+        .unwrap();
+    assert_eq!(said.trim(), "advertised", "zeroconf registered every service");
 
     let list = || {
         let mut cmd = link.a.exec(&flotilla_bin());
@@ -443,13 +460,13 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
         list.into_iter().map(|d| (d["mac"].as_str().unwrap_or_default().to_owned(), d)).collect::<BTreeMap<_, _>>()
     };
     let until = |what: &str, ok: &dyn Fn(&BTreeMap<String, Value>) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let devices = list();
             if ok(&devices) {
                 return devices;
             }
-            assert!(Instant::now() < deadline, "{what} within 20 s: {devices:#?}");
+            assert!(Instant::now() < deadline, "{what} within 30 s: {devices:#?}");
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -479,38 +496,4 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
     stdin.flush().unwrap();
     until("every device offline after the goodbye", &|d| macs.iter().all(|m| d[*m]["online"] == false));
     let _ = advertiser.0.wait();
-}
-
-#[test]
-#[ignore = "a helper: the discovery test runs it inside a network namespace"]
-fn advertise_helper() {
-    let Ok(request) = std::env::var(ADVERTISE_ENV) else { return };
-    let request: Value = serde_json::from_str(&request).expect("the advertise request is JSON");
-    let address = request["address"].as_str().expect("address");
-    let daemon = ServiceDaemon::new().expect("the mDNS daemon starts");
-    let mut names = Vec::new();
-    for s in request["services"].as_array().expect("services") {
-        let txt: Vec<(String, String)> =
-            s["txt"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-        let info = mdns_sd::ServiceInfo::new(
-            s["type"].as_str().unwrap(),
-            s["name"].as_str().unwrap(),
-            &format!("{}.local.", s["host"].as_str().unwrap()),
-            address,
-            u16::try_from(s["port"].as_u64().unwrap()).unwrap(),
-            &txt[..],
-        )
-        .expect("a valid service");
-        names.push(info.get_fullname().to_owned());
-        daemon.register(info).expect("registered");
-    }
-    // Until the test says goodbye (or goes away).
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    for name in names {
-        if let Ok(done) = daemon.unregister(&name) {
-            let _ = done.recv_timeout(Duration::from_secs(5));
-        }
-    }
-    let _ = daemon.shutdown();
 }
