@@ -22,9 +22,11 @@
 //! - [`engine`]: start-up and task wiring (servers, MQTT, scheduler) above the handle.
 //! - [`metrics`]: counters rendered as Prometheus text.
 //! - [`runtime`]: the async runtime every front end runs the engine on (one worker by default).
+//! - `auth`: device identity — credentials, job nonces, MQTT logins, security events.
 //! - [`config`]: settings, defaults and the data dir layout.
 //! - [`error`]: the error type, [`CoreError`].
 
+pub(crate) mod auth;
 pub mod config;
 pub mod demo;
 pub mod discovery;

@@ -16,7 +16,7 @@ use flotilla_proto::native::{OtaStatus, Presence, ReportRequest, TopicProfile, m
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::handle::EngineHandle;
+use crate::handle::{Caller, EngineHandle};
 use crate::mqtt::{BrokerConfig, Delivery, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
 use crate::protocols::{BoxFuture, Publish};
 use crate::secrets;
@@ -44,6 +44,29 @@ pub(crate) struct DeviceBroker {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Devices get logins of their own (the embedded broker), handed out at enrolment.
+    pub device_logins: bool,
+}
+
+/// The engine's credentials as the embedded broker's per-device logins.
+struct EngineLogins(std::sync::Weak<crate::handle::Shared>);
+
+impl crate::mqtt::DeviceLogins for EngineLogins {
+    fn device(&self, user: &str, pass: &[u8]) -> Option<String> {
+        self.0.upgrade()?.mqtt_login(user, pass)
+    }
+}
+
+/// What a device's own login may do: publish its status, results and presence (and Last Will),
+/// subscribe to its commands — in every topic profile.
+fn device_access(engine: &EngineHandle, profiles: &[TopicProfile]) -> crate::mqtt::DeviceAccess {
+    let mut publish = Vec::new();
+    let mut subscribe = Vec::new();
+    for p in profiles {
+        publish.extend([Some(&p.status), p.result.as_ref(), Some(&p.presence)].into_iter().flatten().cloned());
+        subscribe.push(p.command.clone());
+    }
+    crate::mqtt::DeviceAccess { logins: Arc::new(EngineLogins(Arc::downgrade(&engine.shared))), publish, subscribe }
 }
 
 impl std::fmt::Debug for DeviceBroker {
@@ -125,7 +148,7 @@ pub(crate) async fn start(
                 listen: *listen,
                 username: creds.username.clone(),
                 password: creds.password.clone(),
-                devices: None,
+                devices: Some(device_access(engine, profiles)),
             })
             .await
             .map_err(|e| {
@@ -148,7 +171,12 @@ pub(crate) async fn start(
             }
         }
     }
-    let devices = DeviceBroker { url: url.clone(), username: username.clone(), password: password.clone() };
+    let devices = DeviceBroker {
+        url: url.clone(),
+        username: username.clone(),
+        password: password.clone(),
+        device_logins: broker.is_some(),
+    };
     let mut inbox = match &broker {
         Some(broker) => {
             let (client, inbox) =
@@ -203,9 +231,8 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
         if let Some((id, owner)) = match_topic(&p.presence, &msg.topic) {
             match serde_json::from_slice::<Presence>(&msg.payload) {
                 Ok(presence) => {
-                    if let Err(e) =
-                        engine.presence(&p.name, &id, owner, presence, msg.retained, msg.client_id.clone()).await
-                    {
+                    let (client, login) = (msg.client_id.clone(), msg.device.clone());
+                    if let Err(e) = engine.presence(&p.name, &id, owner, presence, msg.retained, client, login).await {
                         tracing::debug!(topic = %msg.topic, error = %e, "presence ignored");
                     }
                 }
@@ -231,7 +258,8 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                         error: s.error,
                         version: None,
                     };
-                    if let Err(e) = engine.device_report(report).await {
+                    let caller = Caller { mqtt_device: msg.device.clone(), ..Caller::default() };
+                    if let Err(e) = engine.device_report(report, caller).await {
                         tracing::debug!(topic = %msg.topic, error = %e, "status ignored");
                     }
                 }

@@ -179,6 +179,13 @@ pub struct SiteSettings {
     /// a restart.
     #[serde(default)]
     pub event_retention_max: Option<u64>,
+    /// New devices wait for a person's approval (`flotilla devices approve`) before they get
+    /// offers (default: trust on first use).
+    #[serde(default)]
+    pub approve_new_devices: Option<bool>,
+    /// Refuse check-ins of the compatibility profiles (devices that cannot prove who they are).
+    #[serde(default)]
+    pub refuse_unauthenticated: Option<bool>,
 }
 
 /// `GET`/`PUT /api/v1/settings`.

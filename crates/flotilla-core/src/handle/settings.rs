@@ -18,15 +18,25 @@ impl EngineHandle {
     /// Validates and saves settings for the next start.
     pub async fn save_settings(&self, new: SiteSettings, actor: &str) -> Result<SettingsView> {
         let saved = save(self.data_dir(), new)?;
+        if let Ok(mut fleet) = self.fleet() {
+            fleet.auth.approve_new = saved.approve_new_devices.unwrap_or(false);
+            fleet.auth.refuse_unauthenticated = saved.refuse_unauthenticated.unwrap_or(false);
+        }
         let view = self.settings_view(saved);
         self.record("settings.saved", actor, None, serde_json::to_value(&view.saved).unwrap_or_default()).await?;
         Ok(view)
     }
 
     fn settings_view(&self, saved: SiteSettings) -> SettingsView {
-        // The retention applies without a restart: it does not make one necessary.
-        let live =
-            |s: &SiteSettings| SiteSettings { event_retention_days: None, event_retention_max: None, ..s.clone() };
+        // The retention and the device identity policy apply without a restart: they do not make
+        // one necessary.
+        let live = |s: &SiteSettings| SiteSettings {
+            event_retention_days: None,
+            event_retention_max: None,
+            approve_new_devices: None,
+            refuse_unauthenticated: None,
+            ..s.clone()
+        };
         let restart_required = live(&saved) != live(&self.shared.config.settings);
         let mqtt_password_set = saved.mqtt_password.is_some();
         let effective = self.effective_settings(&saved);
@@ -62,6 +72,8 @@ impl EngineHandle {
             mdns: Some(self.advertiser.lock().map(|a| a.is_some()).unwrap_or(false)),
             event_retention_days: Some(saved.event_retention_days.unwrap_or(DEFAULT_RETENTION_DAYS)),
             event_retention_max: Some(saved.event_retention_max.unwrap_or(DEFAULT_RETENTION_MAX)),
+            approve_new_devices: Some(saved.approve_new_devices.unwrap_or(false)),
+            refuse_unauthenticated: Some(saved.refuse_unauthenticated.unwrap_or(false)),
         }
     }
 }

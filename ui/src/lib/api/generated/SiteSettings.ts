@@ -47,4 +47,13 @@ event_retention_days: number | null,
  * Most events the audit log keeps, oldest pruned first (default 1,000,000). Applies without
  * a restart.
  */
-event_retention_max: number | null, };
+event_retention_max: number | null, 
+/**
+ * New devices wait for a person's approval (`flotilla devices approve`) before they get
+ * offers (default: trust on first use).
+ */
+approve_new_devices: boolean | null, 
+/**
+ * Refuse check-ins of the compatibility profiles (devices that cannot prove who they are).
+ */
+refuse_unauthenticated: boolean | null, };
