@@ -8,6 +8,7 @@ mod cli;
 mod cli_engine;
 mod cli_firmware;
 mod cli_inventory;
+mod device_identity;
 mod device_profiles;
 mod device_server;
 mod firmware_forms;

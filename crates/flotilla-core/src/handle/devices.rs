@@ -687,7 +687,8 @@ impl CredentialAction {
 
 impl super::Shared {
     /// The download of job `token`'s image was served to the end (the device server's evidence).
-    pub(crate) fn job_downloaded(&self, token: &str) {
+    /// True when that is new evidence (its write is queued).
+    pub(crate) fn job_downloaded(&self, token: &str) -> bool {
         let mut ops = Vec::new();
         if let Ok(mut fleet) = self.fleet.lock()
             && let Some((rid, i)) = fleet.job_by_token(token)
@@ -695,10 +696,12 @@ impl super::Shared {
         {
             run.downloaded(i, token, &mut ops);
         }
-        if !ops.is_empty() {
-            self.writer.send_all(ops);
-            self.kick.notify_one();
+        if ops.is_empty() {
+            return false;
         }
+        self.writer.send_all(ops);
+        self.kick.notify_one();
+        true
     }
 
     /// May the caller download on job `token`? An enrolled device's job needs its credential;

@@ -191,11 +191,13 @@ fn transfer_body(bytes: Bytes, metrics: Arc<Metrics>, evidence: Option<(Arc<Shar
         let chunk = rest.split_to(CHUNK.min(rest.len()));
         t.left -= chunk.len();
         t.metrics.bytes_sent.fetch_add(chunk.len() as u64, Relaxed);
-        // The last bytes leave: credited before the device can hold the whole image.
+        // The last bytes leave only once the download is durable evidence of the job (a crash
+        // right after must not make a device that came back on the new version unprovable).
         if t.left == 0
             && let Some((shared, job)) = t.evidence.take()
+            && shared.job_downloaded(&job)
         {
-            shared.job_downloaded(&job);
+            let _ = shared.writer.flush().await;
         }
         Some((Ok::<_, Infallible>(chunk), (rest, t)))
     });
