@@ -397,3 +397,95 @@ async fn an_impostor_in_the_simulated_fleet_is_refused_and_the_rollout_is_unaffe
     assert!(!events.is_empty());
     fleet.stop().await;
 }
+
+/// An MQTT client of the embedded broker; its SUBACKs go to the returned channel.
+fn mqtt_client(
+    server: &Server,
+    client_id: &str,
+    user: &str,
+    pass: &str,
+) -> (rumqttc::AsyncClient, tokio::sync::mpsc::UnboundedReceiver<rumqttc::SubAck>, tokio::task::JoinHandle<()>) {
+    let url = server.info.mqtt_url.clone().unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_credentials(user, pass).set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack)) = ev {
+                let _ = tx.send(ack);
+            }
+        }
+    });
+    (client, rx, task)
+}
+
+async fn wait_version(server: &Server, mac: &str, version: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d: Value = server.get_json(&format!("/api/v1/devices/{mac}")).await;
+        if d["version"] == version {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "{mac} never on {version}: {d:#}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_mqtt_device_login_is_confined_to_its_own_topics() {
+    let server = Server::start().await;
+    // Enrolment hands out the device's own broker login with its secret.
+    let enrol = server.http.post(server.device("/api/v1/check")).json(&body("pump-1", VICTIM, "1.0.0"));
+    let answer: Value = enrol.send().await.unwrap().json().await.unwrap();
+    let cred = &answer["credential"];
+    assert_eq!(cred["mqtt_username"], "pump-1", "{answer}");
+    let (user, pass) = (cred["mqtt_username"].as_str().unwrap(), cred["mqtt_password"].as_str().unwrap());
+    server.device_check_in(&body("pump-2", OTHER, "1.0.0")).await;
+
+    // A wrong password is refused at CONNECT.
+    let (bad, _, bad_task) = mqtt_client(&server, "pump-1", user, "not-it");
+    bad.subscribe("flotilla/pump-1/cmd/ota", rumqttc::QoS::AtLeastOnce).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), bad_task).await;
+
+    let (client, mut acks, _task) = mqtt_client(&server, "pump-1", user, pass);
+    // `#` and another device's commands are refused; its own commands are granted.
+    for (filter, granted) in [("#", false), ("flotilla/pump-2/cmd/ota", false), ("flotilla/pump-1/cmd/ota", true)] {
+        client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
+        let ack = tokio::time::timeout(Duration::from_secs(5), acks.recv()).await.unwrap().unwrap();
+        let ok = !matches!(ack.return_codes[0], rumqttc::SubscribeReasonCode::Failure);
+        assert_eq!(ok, granted, "{filter}: {ack:?}");
+    }
+    // Presence of another device through this login is dropped; its own is believed.
+    let forged = json!({ "online": true, "mac": OTHER, "version": "6.6.6" }).to_string();
+    client.publish("flotilla/pump-2/status", rumqttc::QoS::AtLeastOnce, false, forged).await.unwrap();
+    let own =
+        json!({ "online": true, "mac": VICTIM, "model": "demo", "chip": "esp32", "version": "1.1.0" }).to_string();
+    client.publish("flotilla/pump-1/status", rumqttc::QoS::AtLeastOnce, false, own).await.unwrap();
+    let d = wait_version(&server, VICTIM, "1.1.0").await;
+    assert_eq!(d["authenticated"], true);
+    let other: Value = server.get_json(&format!("/api/v1/devices/{OTHER}")).await;
+    assert_eq!(other["version"], "1.0.0", "{other:#}");
+
+    // The site's shared login sees everything, but the presence of an enrolled device through it
+    // is refused by the engine (a security event), while an unenrolled device's counts, marked
+    // unauthenticated.
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(server.data_dir().join("mqtt-credentials")).unwrap()).unwrap();
+    let (site, mut site_acks, _site_task) =
+        mqtt_client(&server, "tech", creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap());
+    site.subscribe("#", rumqttc::QoS::AtMostOnce).await.unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(5), site_acks.recv()).await.unwrap().unwrap();
+    assert!(!matches!(ack.return_codes[0], rumqttc::SubscribeReasonCode::Failure));
+    let forged = json!({ "online": true, "mac": OTHER, "version": "6.6.6" }).to_string();
+    site.publish("flotilla/pump-2/status", rumqttc::QoS::AtLeastOnce, false, forged).await.unwrap();
+    let marker = json!({ "online": true, "mac": "02:00:00:00:0d:70", "version": "1.0.0" }).to_string();
+    site.publish("flotilla/legacy-1/status", rumqttc::QoS::AtLeastOnce, false, marker).await.unwrap();
+    let legacy = wait_version(&server, "02:00:00:00:0d:70", "1.0.0").await;
+    assert_eq!(legacy["authenticated"], false);
+    let other: Value = server.get_json(&format!("/api/v1/devices/{OTHER}")).await;
+    assert_eq!(other["version"], "1.0.0", "{other:#}");
+    let events = security_events(&server).await;
+    assert!(events.iter().any(|e| e["data"]["what"] == "mqtt presence"), "{events:#?}");
+}
