@@ -177,6 +177,9 @@ pub(crate) async fn start(
         password: password.clone(),
         device_logins: broker.is_some(),
     };
+    // Known before the first message is dispatched (whether device logins exist decides how an
+    // enrolled device's MQTT messages are judged).
+    let _ = engine.shared.mqtt_devices.set(devices.clone());
     let mut inbox = match &broker {
         Some(broker) => {
             let (client, inbox) =
@@ -258,7 +261,8 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                         error: s.error,
                         version: None,
                     };
-                    let caller = Caller { mqtt_device: msg.device.clone(), ..Caller::default() };
+                    let site_broker = engine.shared.mqtt_devices.get().is_none_or(|d| !d.device_logins);
+                    let caller = Caller { mqtt_device: msg.device.clone(), site_broker, ..Caller::default() };
                     if let Err(e) = engine.device_report(report, caller).await {
                         tracing::debug!(topic = %msg.topic, error = %e, "status ignored");
                     }

@@ -486,7 +486,9 @@ impl EngineHandle {
             let enrolled_mac = fleet.auth.mac_of_id(device_id).map(str::to_owned);
             let logged_in = login.as_deref() == Some(device_id);
             let claims_enrolled = fleet.auth.is_enrolled(&mac) || enrolled_mac.is_some();
-            if claims_enrolled && !(logged_in && enrolled_mac.as_deref() == Some(mac.as_str())) {
+            // With a site's broker there are no device logins: what arrives is unauthenticated.
+            let device_logins = self.shared.mqtt_devices.get().is_some_and(|d| d.device_logins);
+            if device_logins && claims_enrolled && !(logged_in && enrolled_mac.as_deref() == Some(mac.as_str())) {
                 let why = "presence of an enrolled device through another login";
                 if let Some(ev) = fleet.auth.refusal("mqtt presence", Some(&mac), Some(device_id), None, why) {
                     ops.push(Op::Event(ev));
@@ -632,6 +634,9 @@ pub struct Caller {
     pub ip: Option<String>,
     /// The device the embedded broker's per-device login proved (MQTT).
     pub mqtt_device: Option<String>,
+    /// Came through a site's broker, which has no device logins: nothing can be proven, so an
+    /// enrolled device's report is taken as unauthenticated rather than refused.
+    pub site_broker: bool,
 }
 
 /// What a check-in answers once its credential passed.
@@ -648,7 +653,7 @@ fn report_target(fleet: &Fleet, req: &ReportRequest, caller: &Caller) -> Result<
     let (rid, i) = fleet.job_by_token(&req.job).ok_or_else(not_yours)?;
     let job = fleet.runs.get(&rid).and_then(|r| r.jobs.get(i)).ok_or_else(not_yours)?;
     let mac = job.mac.as_str();
-    if fleet.auth.is_enrolled(mac) {
+    if fleet.auth.is_enrolled(mac) && !caller.site_broker {
         let proven = fleet.auth.proves(mac, caller.secret.as_deref())
             || caller.mqtt_device.as_deref().is_some_and(|d| fleet.auth.mac_of_id(d) == Some(mac));
         if !proven {

@@ -106,6 +106,7 @@ fn caller(addr: SocketAddr, headers: &HeaderMap, native: bool) -> Caller {
         native,
         ip: ip(addr),
         mqtt_device: None,
+        site_broker: false,
     }
 }
 
