@@ -22,8 +22,8 @@ async fn inventory() -> Server {
     }
     let check_in =
         json!({ "device_id": "valve-7", "mac": VALVE, "model": "demo", "chip": "esp32", "version": "1.0.0" });
-    let resp = server.http.post(server.device("/api/v1/check")).json(&check_in).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    let (status, _) = server.device_check_in(&check_in).await;
+    assert_eq!(status, 200);
     server
 }
 

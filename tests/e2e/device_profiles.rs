@@ -71,10 +71,14 @@ async fn compatibility_check_in_profiles_update_their_devices() {
     let resp = http.get(p2_url("1.0.0")).header("x-ESP32-STA-MAC", "02:00:00:00:0A:02").send().await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     assert_eq!(post("/api/ota/check", p3("1.0.0")).await.unwrap().status(), 200);
-    // The query-string profile without a MAC for an unknown device is a clear 400.
-    let resp =
-        http.get(server.device("/api/firmware/check?device_id=ghost&current_version=1.0.0")).send().await.unwrap();
-    assert_eq!(resp.status(), 400);
+    // The query-string profile without a MAC: nothing, for an unknown id as for a known one
+    // (ids cannot be probed, and an id alone never gets an offer).
+    for id in ["ghost", "dev-b"] {
+        let url = server.device(&format!("/api/firmware/check?device_id={id}&current_version=1.0.0"));
+        let resp = http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "update_available": false }));
+    }
     // dev-b registered without a chip: give the inventory what the planner needs.
     server
         .api(Method::POST, "/api/v1/devices")
@@ -88,6 +92,8 @@ async fn compatibility_check_in_profiles_update_their_devices() {
     let offer =
         until_offer(async || post("/api/v1/check-update", p1.clone()).await.unwrap().json().await.unwrap()).await;
     let job = offer["job"].as_str().unwrap().to_owned();
+    // Each device downloads its image (the evidence its success needs), then reports.
+    assert_eq!(http.get(offer["url"].as_str().unwrap()).send().await.unwrap().status(), 200);
     let r = post(
         "/api/v1/report",
         json!({ "device_id": "02:00:00:00:0a:01", "mac": "02:00:00:00:0a:01", "job": job, "state": "rebooting" }),
@@ -97,22 +103,30 @@ async fn compatibility_check_in_profiles_update_their_devices() {
     p1_new["current_version"] = json!("2.0.0");
     post("/api/v1/check-update", p1_new).await.unwrap();
 
-    let offer = until_offer(async || http.get(p2_url("1.0.0")).send().await.unwrap().json().await.unwrap()).await;
+    let p2 = |v: &str| http.get(p2_url(v)).header("x-ESP32-STA-MAC", "02:00:00:00:0A:02").send();
+    let offer = until_offer(async || p2("1.0.0").await.unwrap().json().await.unwrap()).await;
     let job = offer["job"].as_str().unwrap().to_owned();
+    assert_eq!(http.get(offer["url"].as_str().unwrap()).send().await.unwrap().status(), 200);
     let r = post("/api/device/dev-b/update-status", json!({ "job": job, "status": "installing", "progress": 100 }));
     assert_eq!(r.await.unwrap().status(), 200);
     let r = post("/api/device/dev-b/update-status", json!({ "job": job, "status": "rebooting" }));
     assert_eq!(r.await.unwrap().status(), 200);
-    http.get(p2_url("2.0.0")).send().await.unwrap();
+    p2("2.0.0").await.unwrap();
 
     let offer = until_offer(async || post("/api/ota/check", p3("1.0.0")).await.unwrap().json().await.unwrap()).await;
     let job = offer["job"].as_str().unwrap().to_owned();
+    assert_eq!(http.get(offer["url"].as_str().unwrap()).send().await.unwrap().status(), 200);
     let r = post("/api/ota/status", json!({ "device_id": "dev-c", "job_id": job, "status": "rebooting" }));
     assert_eq!(r.await.unwrap().status(), 200);
     post("/api/ota/check", p3("2.0.0")).await.unwrap();
 
     let r = wait_completed(&server, id, 3).await;
     assert!(r["jobs"].as_array().unwrap().iter().all(|j| j["current_version"] == "2.0.0"));
+    // Devices of the compatibility profiles cannot prove who they are: the inventory and the
+    // report say so, and say what each success rests on.
+    assert!(r["jobs"].as_array().unwrap().iter().all(|j| j["evidence"] == "unauthenticated+download"), "{r:#}");
+    let devices: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert!(devices.iter().all(|d| d["authenticated"] == false && d["auth"] == "none"), "{devices:#?}");
 }
 
 fn mqtt_fleet(server_api: &str, mqtt: &str, profile: TopicProfile, n: usize, block: u8) -> FleetConfig {

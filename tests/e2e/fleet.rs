@@ -13,13 +13,13 @@ use serde_json::{Value, json};
 use crate::support::{Server, image};
 
 async fn check_in(server: &Server, body: Value) -> Value {
-    let resp = server.http.post(server.device("/api/v1/check")).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
-    resp.json().await.unwrap()
+    let (status, answer) = server.device_check_in(&body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
 }
 
 fn pull(mac: &str, version: &str) -> Value {
-    json!({ "device_id": format!("pull-{}", &mac[15..]), "mac": mac, "model": "demo", "chip": "esp32", "version": version })
+    json!({ "device_id": format!("pull-{}", mac[9..].replace(':', "")), "mac": mac, "model": "demo", "chip": "esp32", "version": version })
 }
 
 async fn device(server: &Server, mac: &str) -> Value {

@@ -9,6 +9,7 @@ mod cli_engine;
 mod cli_firmware;
 mod cli_inventory;
 mod data_safety;
+mod device_identity;
 mod device_profiles;
 mod device_server;
 mod discovery;

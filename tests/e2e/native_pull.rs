@@ -8,16 +8,15 @@ use serde_json::{Value, json};
 use crate::support::{Server, image};
 
 async fn check_in(server: &Server, mac: &str, version: &str, chip: &str) -> Value {
-    let body = json!({ "device_id": format!("dev-{}", &mac[12..14]), "mac": mac, "model": "demo", "chip": chip, "version": version });
-    let resp = server.http.post(server.device("/api/v1/check")).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
+    let body = json!({ "device_id": format!("dev-{}", mac[9..].replace(':', "")), "mac": mac, "model": "demo", "chip": chip, "version": version });
+    let (status, answer) = server.device_check_in(&body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
 }
 
 async fn report(server: &Server, mac: &str, job: &str, state: &str) {
-    let body =
-        json!({ "device_id": format!("dev-{}", &mac[12..14]), "mac": mac, "job": job, "state": state, "progress": 50 });
-    let resp = server.http.post(server.device("/api/v1/report")).json(&body).send().await.unwrap();
+    let body = json!({ "device_id": format!("dev-{}", mac[9..].replace(':', "")), "mac": mac, "job": job, "state": state, "progress": 50 });
+    let resp = server.device_post("/api/v1/report", mac).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
 }
 
@@ -91,7 +90,10 @@ async fn a_pull_device_is_updated_and_verified_by_its_next_check_in() {
     assert_eq!(offer["key_id"], key["key_id"]);
     let manifest: Value = serde_json::from_str(offer["manifest_json"].as_str().unwrap()).unwrap();
     assert_eq!(manifest["version"], "2.0.0");
-    let got = server.http.get(offer["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    // The download needs the device's credential; served to the end, it is the job's evidence.
+    let anonymous = server.http.get(offer["url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let got = server.device_get(offer["url"].as_str().unwrap(), mac).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.as_ref(), bytes.as_slice());
 
     report(&server, mac, &job, "downloading").await;
@@ -108,6 +110,7 @@ async fn a_pull_device_is_updated_and_verified_by_its_next_check_in() {
     assert_eq!(j["state"], "succeeded");
     let states: Vec<&str> = j["history"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["queued", "commanded", "downloading", "installing", "rebooting", "verifying", "succeeded"]);
+    assert_eq!(j["evidence"], "authenticated+download", "{j}");
 
     // The report names every device, with versions before and after.
     let csv = server
@@ -147,7 +150,7 @@ async fn a_pull_device_is_updated_and_verified_by_its_next_check_in() {
     assert_eq!(resp.json::<Value>().await.unwrap()["update_available"], false);
     let body = json!({ "device_id": "dev-99", "mac": "02:00:00:00:00:99", "job": job, "state": "failed" });
     let resp = server.http.post(server.device("/api/v1/report")).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the job's device is enrolled: its credential is needed");
 }
 
 #[tokio::test]

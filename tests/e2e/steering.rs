@@ -16,7 +16,7 @@ use flotilla_store::clock;
 use crate::support::{Server, flotilla_bin, image};
 
 fn device_id(mac: &str) -> String {
-    format!("dev-{}", &mac[12..14])
+    format!("dev-{}", mac[9..].replace(':', ""))
 }
 
 fn mac(n: u8) -> String {
@@ -25,14 +25,14 @@ fn mac(n: u8) -> String {
 
 async fn check_in(server: &Server, mac: &str, version: &str) -> Value {
     let body = json!({ "device_id": device_id(mac), "mac": mac, "model": "demo", "chip": "esp32", "version": version });
-    let resp = server.http.post(server.device("/api/v1/check")).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
+    let (status, answer) = server.device_check_in(&body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
 }
 
 async fn report(server: &Server, mac: &str, job: &str, state: &str) {
     let body = json!({ "device_id": device_id(mac), "mac": mac, "job": job, "state": state });
-    let resp = server.http.post(server.device("/api/v1/report")).json(&body).send().await.unwrap();
+    let resp = server.device_post("/api/v1/report", mac).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
 }
 
@@ -52,6 +52,10 @@ async fn wait_offer(server: &Server, mac: &str) -> Value {
 /// The device installs and reboots, then checks in on `version` (2.0.0: success; the old one: a
 /// rollback, which fails the job).
 async fn come_back(server: &Server, mac: &str, offer: &Value, version: &str) {
+    // The download, with the device's credential: the evidence a success needs.
+    let got = server.device_get(offer["url"].as_str().unwrap(), mac).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    got.bytes().await.unwrap();
     report(server, mac, offer["job"].as_str().unwrap(), "rebooting").await;
     check_in(server, mac, version).await;
 }

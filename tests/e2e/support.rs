@@ -28,6 +28,12 @@ pub fn flotilla_bin() -> PathBuf {
     .clone()
 }
 
+/// Device secrets handed out at enrolment, by (data dir, MAC): the devices' flash.
+fn device_keys() -> &'static std::sync::Mutex<std::collections::HashMap<(PathBuf, String), String>> {
+    static KEYS: OnceLock<std::sync::Mutex<std::collections::HashMap<(PathBuf, String), String>>> = OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
 /// A running `flotilla serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -107,6 +113,53 @@ impl Server {
     /// An authorised `POST` of `body` to `path`, answered as JSON (whatever the status).
     pub async fn post_json<T: serde::de::DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> T {
         self.api(reqwest::Method::POST, path).json(body).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The native check-in as Flotilla's device client does it (`docs/device-api.md`): the first
+    /// one enrols the device and hands out its secret, kept here per data dir and MAC; every later
+    /// request of the device carries it. An enrolment answer is followed at once by an
+    /// authenticated check-in, whose status and answer are returned.
+    pub async fn device_check_in(&self, body: &serde_json::Value) -> (reqwest::StatusCode, serde_json::Value) {
+        let mac = body["mac"].as_str().unwrap_or_default().to_owned();
+        for _ in 0..2 {
+            let resp = self.device_post("/api/v1/check", &mac).json(body).send().await.unwrap();
+            let status = resp.status();
+            let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+            match answer["credential"]["secret"].as_str() {
+                Some(secret) if status == reqwest::StatusCode::OK => {
+                    device_keys().lock().unwrap().insert(self.key_of(&mac), secret.to_owned());
+                }
+                _ => return (status, answer),
+            }
+        }
+        panic!("device {mac} enrolled twice in a row");
+    }
+
+    /// A `POST` to the device server as the device `mac` (with its secret once it enrolled).
+    pub fn device_post(&self, path: &str, mac: &str) -> reqwest::RequestBuilder {
+        let req = self.http.post(self.device(path));
+        match self.device_secret(mac) {
+            Some(secret) => req.bearer_auth(secret),
+            None => req,
+        }
+    }
+
+    /// A `GET` of the device server as the device `mac` (downloads: with its secret).
+    pub fn device_get(&self, url: &str, mac: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(url);
+        match self.device_secret(mac) {
+            Some(secret) => req.bearer_auth(secret),
+            None => req,
+        }
+    }
+
+    /// The secret the device `mac` received when it enrolled through [`Server::device_check_in`].
+    pub fn device_secret(&self, mac: &str) -> Option<String> {
+        device_keys().lock().unwrap().get(&self.key_of(mac)).cloned()
+    }
+
+    fn key_of(&self, mac: &str) -> (PathBuf, String) {
+        (self.dir.path().to_owned(), mac.to_ascii_lowercase().replace('-', ":"))
     }
 
     /// Runs a CLI client command against this server (via its data dir).

@@ -120,6 +120,36 @@ pub enum DevicesCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Let in a device waiting for approval (the site setting `approve_new_devices`).
+    Approve {
+        /// MAC (any spelling), device id or name.
+        device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Revoke a device's credential: every request of the device is refused until it is re-keyed.
+    Revoke {
+        /// MAC (any spelling), device id or name.
+        device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Re-key a device: its secret stops working now and its next check-in enrols it again.
+    Rekey {
+        /// MAC (any spelling), device id or name.
+        device: String,
+        /// Print the admin API's JSON (stable; see docs/cli.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,7 +328,27 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
             outln!("Forgot {}; it is found anew if it shows up again.", display_name(&d));
             Ok(())
         }
+        DevicesCmd::Approve { device, json, api } => credential(&device, "approve", json, &api).await,
+        DevicesCmd::Revoke { device, json, api } => credential(&device, "revoke", json, &api).await,
+        DevicesCmd::Rekey { device, json, api } => credential(&device, "rekey", json, &api).await,
     }
+}
+
+/// Approves, revokes or re-keys the credential of `device`.
+async fn credential(device: &str, action: &str, json: bool, api: &ApiArgs) -> CliResult {
+    let api = Api::resolve(api)?;
+    let mac = resolve(&api, device).await?;
+    let d: Device = api.send(api.request(Method::POST, &format!("/api/v1/devices/{}/{action}", encode(&mac)))).await?;
+    if json {
+        return print_json(&d);
+    }
+    let what = match action {
+        "approve" => "is approved: it gets offers from now on",
+        "revoke" => "is revoked: its requests are refused until it is re-keyed",
+        _ => "is re-keyed: its next check-in enrols it again with a new secret",
+    };
+    outln!("{} {what}.", display_name(&d));
+    Ok(())
 }
 
 pub async fn channels(cmd: ChannelsCmd) -> CliResult {
@@ -438,6 +488,7 @@ fn print_device(d: &Device, events: &[Event]) {
         ("first_seen", when(&d.first_seen)),
         ("channel", channel_text(d)),
         ("labels", if d.labels.is_empty() { "-".into() } else { d.labels.join(", ") }),
+        ("credential", format!("{}{}", d.auth.as_str(), if d.authenticated { "" } else { " (unauthenticated)" })),
         ("sources", if d.sources.is_empty() { "-".into() } else { d.sources.join(", ") }),
     ]);
 }
@@ -521,6 +572,10 @@ mod tests {
             channel: Channel::Stable,
             channel_from: None,
             labels: vec![],
+            admin_labels: vec![],
+            device_labels: vec![],
+            auth: flotilla_proto::device::DeviceAuth::None,
+            authenticated: false,
             sources: vec![],
             first_seen: "2026-01-01T00:00:00Z".into(),
             last_seen: "2026-01-01T00:00:00Z".into(),

@@ -22,8 +22,9 @@ pub enum SettingsCmd {
     /// Change saved settings: `KEY=VALUE` pairs (`KEY=` goes back to the default). Keys:
     /// device_listen, public_url, admin_listen, mqtt (embedded, off or a broker URL), mqtt_listen,
     /// mqtt_user, mqtt_password, mdns (true/false), event_retention_days, event_retention_max,
-    /// new_devices_per_minute, max_devices. Nothing is saved when a value is wrong; the retention
-    /// and the device caps apply at once, the rest at the next start.
+    /// new_devices_per_minute, max_devices, approve_new_devices (true/false), refuse_unauthenticated
+    /// (true/false). Nothing is saved when a value is wrong; the retention, the device caps and
+    /// the identity policy apply at once, the rest at the next start.
     Set {
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
@@ -103,14 +104,9 @@ fn apply(s: &mut SiteSettings, pair: &str) -> CliResult {
         "mqtt_user" => s.mqtt_user = text,
         // "" removes the saved password (the engine's rule).
         "mqtt_password" => s.mqtt_password = Some(value.to_owned()),
-        "mdns" => {
-            s.mdns = match text.as_deref() {
-                None => None,
-                Some("true" | "on" | "yes") => Some(true),
-                Some("false" | "off" | "no") => Some(false),
-                Some(other) => return Err(CliError::refused(format!("mdns {other:?}: true or false"))),
-            }
-        }
+        "mdns" => s.mdns = flag("mdns", text.as_deref())?,
+        "approve_new_devices" => s.approve_new_devices = flag("approve_new_devices", text.as_deref())?,
+        "refuse_unauthenticated" => s.refuse_unauthenticated = flag("refuse_unauthenticated", text.as_deref())?,
         "event_retention_days" => {
             s.event_retention_days = number("event_retention_days")?
                 .map(|n| u32::try_from(n).map_err(|_| CliError::refused("event_retention_days: too large")))
@@ -130,6 +126,20 @@ fn apply(s: &mut SiteSettings, pair: &str) -> CliResult {
         other => return Err(CliError::refused(format!("no setting {other:?} (see `flotilla settings set --help`)"))),
     }
     Ok(())
+}
+
+/// A yes/no setting (`None`: back to the default).
+fn flag(name: &str, text: Option<&str>) -> CliResult<Option<bool>> {
+    match text {
+        None => Ok(None),
+        Some("true" | "on" | "yes") => Ok(Some(true)),
+        Some("false" | "off" | "no") => Ok(Some(false)),
+        Some(other) => Err(CliError::refused(format!("{name} {other:?}: true or false"))),
+    }
+}
+
+fn opt_bool(b: Option<bool>) -> String {
+    b.map_or("-".into(), |b| b.to_string())
 }
 
 fn print_settings(v: &SettingsView) {
@@ -156,6 +166,17 @@ fn print_settings(v: &SettingsView) {
             row(retention(s.new_devices_per_minute.map(u64::from)), retention(e.new_devices_per_minute.map(u64::from))),
         ),
         ("max_devices", row(retention(s.max_devices.map(u64::from)), retention(e.max_devices.map(u64::from)))),
+        (
+            "approve_new_devices",
+            row(s.approve_new_devices.map_or("default".into(), |b| b.to_string()), opt_bool(e.approve_new_devices)),
+        ),
+        (
+            "refuse_unauthenticated",
+            row(
+                s.refuse_unauthenticated.map_or("default".into(), |b| b.to_string()),
+                opt_bool(e.refuse_unauthenticated),
+            ),
+        ),
         ("restart_required", v.restart_required.to_string()),
         ("file", v.path.clone()),
     ]);

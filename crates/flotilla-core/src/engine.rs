@@ -94,11 +94,11 @@ impl Engine {
         for f in &firmware {
             catalog.set(f);
         }
-        let inventory = Inventory::load(
-            flotilla_store::devices::list_with_transport(store.conn())?,
-            flotilla_store::devices::label_channels(store.conn())?,
-        );
-        let runs = Fleet::load_runs(store.conn(), &firmware)?;
+        let auth_key = crate::auth::AuthKey::load_or_create(&data.keys_dir())?;
+        let mut devices = flotilla_store::devices::list_with_transport(store.conn())?;
+        let mut runs = Fleet::load_runs(store.conn(), &firmware)?;
+        let credentials = crate::auth::load(store.conn(), &auth_key, &config.settings, &mut devices, &mut runs)?;
+        let inventory = Inventory::load(devices, flotilla_store::devices::label_channels(store.conn())?);
         let missing = blobs.missing(&firmware);
         if !missing.is_empty() {
             tracing::error!(
@@ -155,7 +155,8 @@ impl Engine {
             admin_url,
             device_addr,
             admin_addr,
-            fleet: Mutex::new(Fleet { inventory, runs, ..Fleet::default() }),
+            fleet: Mutex::new(Fleet { inventory, runs, auth: credentials, ..Fleet::default() }),
+            auth_key,
             library: tokio::sync::Mutex::new(()),
             writer,
             kick: Notify::new(),

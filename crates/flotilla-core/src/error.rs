@@ -32,6 +32,9 @@ pub enum CoreError {
     /// This engine cannot do that (a feature it was started without).
     #[error("{0}")]
     Unavailable(String),
+    /// A device request without the credential its device must show (or with a wrong one).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The engine is shutting down or a worker it needs has stopped.
     #[error("engine is shutting down")]
     ShuttingDown,
@@ -71,6 +74,7 @@ impl CoreError {
             CoreError::Io { .. } => "io_error",
             CoreError::Store(_) => "store_error",
             CoreError::Unavailable(_) => "unavailable",
+            CoreError::Unauthenticated(_) => "unauthorized",
             CoreError::ShuttingDown => "shutting_down",
         }
     }

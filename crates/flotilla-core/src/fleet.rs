@@ -44,6 +44,8 @@ pub(crate) struct Fleet {
     pub last_seen_flush: std::time::Instant,
     /// The last version distribution sampled into the store, and when (Unix ms).
     pub last_sample: Option<(i64, BTreeMap<String, u32>)>,
+    /// Device credentials and the identity policy (`crate::auth`).
+    pub auth: crate::auth::Credentials,
 }
 
 impl Default for Fleet {
@@ -54,6 +56,7 @@ impl Default for Fleet {
             seen: HashSet::new(),
             last_seen_flush: std::time::Instant::now(),
             last_sample: None,
+            auth: crate::auth::Credentials::default(),
         }
     }
 }
@@ -122,6 +125,10 @@ fn job_from_row(r: JobRow) -> JobRec {
         history: Vec::new(),
         durable: true,
         delivered: false,
+        nonce: String::new(),
+        downloaded: None,
+        evidence: None,
+        authenticated: false,
     }
 }
 
@@ -176,18 +183,45 @@ pub(crate) fn device_events(change: &Change, d: &Device, actor: impl FnOnce() ->
 
 /// Verification: a device was seen running `version`. `live` is false for evidence that may be
 /// stale (a retained message), which can confirm the target version but not fail a job.
-pub(crate) fn seen_locked(fleet: &mut Fleet, mac: &str, version: &str, live: bool, ops: &mut Vec<Op>) {
+/// `authenticated`: the sighting came from a device that proved who it is.
+pub(crate) fn seen_locked(
+    fleet: &mut Fleet,
+    mac: &str,
+    version: &str,
+    live: bool,
+    authenticated: bool,
+    ops: &mut Vec<Op>,
+) {
     if let Some((rid, i)) = fleet.job_of(mac)
         && let Some(run) = fleet.runs.get_mut(&rid)
     {
-        run.seen(i, version, live, clock::now_ms(), ops);
+        run.seen_as(i, version, live, authenticated, clock::now_ms(), ops);
     }
 }
 
-/// `<job id>-<command number>` → (job id, command number).
+/// `<job id>-<command number>-<nonce>` → (job id, command number).
 pub fn parse_token(token: &str) -> Option<(i64, u32)> {
-    let (id, attempt) = token.split_once('-')?;
+    let mut parts = token.splitn(3, '-');
+    let (Some(id), Some(attempt)) = (parts.next(), parts.next()) else { return None };
     Some((id.parse().ok()?, attempt.parse().ok()?))
+}
+
+impl Fleet {
+    /// The job whose id devices see is `token` (nonce included): `(rollout id, job index)`.
+    pub fn job_by_token(&self, token: &str) -> Option<(i64, usize)> {
+        let (job_id, _) = parse_token(token)?;
+        // Jobs are kept in id order (created and loaded that way): a binary search finds one.
+        let (rid, i) = self
+            .runs
+            .iter()
+            .find_map(|(rid, r)| r.jobs.binary_search_by_key(&job_id, |j| j.id).ok().map(|i| (*rid, i)))?;
+        let job = self.runs.get(&rid)?.jobs.get(i)?;
+        // The nonce must match (compared in constant time); an earlier command's id is still
+        // this job's (a stale report is ignored further on).
+        let nonce = token.rsplit('-').next().unwrap_or_default();
+        use subtle::ConstantTimeEq;
+        bool::from(nonce.as_bytes().ct_eq(job.nonce.as_bytes())).then_some((rid, i))
+    }
 }
 
 pub(crate) fn normalize(mac: &str) -> Result<String> {

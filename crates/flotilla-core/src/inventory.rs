@@ -32,6 +32,7 @@ pub struct Sighting {
     pub chip: Option<String>,
     pub version: Option<String>,
     pub ip: Option<String>,
+    /// Labels the device reports (replacing those it reported before; labels people set stay).
     pub labels: Option<Vec<String>>,
     /// The anti-rollback version the device reports.
     pub secure_version: Option<u32>,
@@ -51,6 +52,8 @@ pub struct Change {
     pub version_changed: bool,
     pub ip_changed: bool,
     pub came_online: bool,
+    /// The labels the device reports changed.
+    pub labels_changed: bool,
     /// Anything at all changed that the store should know (last_seen alone does not count).
     pub fields_changed: bool,
 }
@@ -219,6 +222,10 @@ impl Inventory {
                     channel: Channel::Stable,
                     channel_from: None,
                     labels: Vec::new(),
+                    admin_labels: Vec::new(),
+                    device_labels: Vec::new(),
+                    auth: flotilla_proto::device::DeviceAuth::None,
+                    authenticated: false,
                     sources: Vec::new(),
                     first_seen: clock::rfc3339(now_ms),
                     last_seen: clock::rfc3339(now_ms),
@@ -278,14 +285,16 @@ impl Inventory {
             changed = true;
         }
         if let Some(labels) = &s.labels
-            && labels != &d.labels
+            && labels != &d.device_labels
         {
-            // Kept sorted and without duplicates; equal lists (the usual case) copy nothing.
+            // Kept sorted and without duplicates; equal lists (the usual case) copy nothing. Only
+            // the labels the device reports are replaced: those people set stay.
             let mut l = labels.clone();
             l.sort();
             l.dedup();
-            if l != d.labels {
-                d.labels = l;
+            if l != d.device_labels {
+                d.device_labels = l;
+                union_labels(d);
                 changed = true;
                 labels_changed = true;
             }
@@ -311,6 +320,7 @@ impl Inventory {
         if labels_changed || change.created {
             changed |= refresh_channel(&self.label_channels, entry);
         }
+        change.labels_changed = labels_changed;
         change.version_changed = version_changed && !change.created;
         change.ip_changed = ip_changed && !change.created;
         change.fields_changed |= changed || version_changed || ip_changed;
@@ -337,17 +347,42 @@ impl Inventory {
     }
 
     /// Adds and removes labels; `None` when the device is unknown.
+    /// Adds and removes labels people set; `None` when the device is unknown. Returns those
+    /// labels (what the store keeps as the device's admin labels).
     pub fn edit_labels(&mut self, mac: &str, add: &[String], remove: &[String]) -> Option<Vec<String>> {
         let e = self.by_mac.get_mut(mac)?;
-        e.device.labels.retain(|l| !remove.contains(l));
+        e.device.admin_labels.retain(|l| !remove.contains(l));
         for l in add {
-            if !e.device.labels.contains(l) {
-                e.device.labels.push(l.clone());
+            if !e.device.admin_labels.contains(l) {
+                e.device.admin_labels.push(l.clone());
             }
         }
-        e.device.labels.sort();
+        e.device.admin_labels.sort();
+        union_labels(&mut e.device);
         refresh_channel(&self.label_channels, e);
-        Some(e.device.labels.clone())
+        Some(e.device.admin_labels.clone())
+    }
+
+    /// Sets how a device proves who it is (from its credential); false when unknown or unchanged.
+    pub fn set_auth(&mut self, mac: &str, auth: flotilla_proto::device::DeviceAuth) -> bool {
+        let Some(e) = self.by_mac.get_mut(mac) else { return false };
+        let authenticated = auth == flotilla_proto::device::DeviceAuth::Enrolled;
+        if e.device.auth == auth && e.device.authenticated == authenticated {
+            return false;
+        }
+        e.device.auth = auth;
+        e.device.authenticated = authenticated;
+        true
+    }
+}
+
+/// `labels` = the labels people set ∪ those the device reports, sorted, without duplicates.
+pub(crate) fn union_labels(d: &mut Device) {
+    let mut all: Vec<String> = d.admin_labels.iter().chain(&d.device_labels).cloned().collect();
+    all.sort();
+    all.dedup();
+    if all != d.labels {
+        d.labels = all;
     }
 }
 
@@ -514,7 +549,21 @@ mod tests {
         inv.set_channel(mac, Some(Channel::Stable));
         assert_eq!(ch(&inv), Some((Channel::Stable, Some("device".into()))), "the device's own setting wins");
         inv.set_channel(mac, None);
-        inv.edit_labels(mac, &[], &["line-b".into()]);
+        inv.sight(&Sighting { labels: Some(vec!["line-a".into()]), ..sighting(mac, "checkin") }, 1);
         assert_eq!(ch(&inv), Some((Channel::Stable, Some("label:line-a".into()))));
+    }
+
+    #[test]
+    fn labels_people_set_survive_check_ins() {
+        let mut inv = Inventory::default();
+        let mac = "aa:bb:cc:00:00:01";
+        inv.sight(&Sighting { labels: Some(vec!["reported".into()]), ..sighting(mac, "checkin") }, 0);
+        inv.edit_labels(mac, &["site-a".into()], &[]);
+        let labels = |inv: &Inventory| inv.get(mac).map(|e| e.device.labels.clone()).unwrap_or_default();
+        assert_eq!(labels(&inv), vec!["reported".to_string(), "site-a".to_string()]);
+        let c = inv.sight(&Sighting { labels: Some(vec![]), ..sighting(mac, "checkin") }, 1);
+        assert!(c.labels_changed);
+        assert_eq!(labels(&inv), vec!["site-a".to_string()], "a check-in never removes a label people set");
+        assert_eq!(inv.edit_labels(mac, &[], &["reported".into()]), Some(vec!["site-a".to_string()]));
     }
 }

@@ -24,9 +24,11 @@
 //! - [`limits`]: bounds on what devices send, caps on the devices the LAN may create.
 //! - [`metrics`]: counters rendered as Prometheus text.
 //! - [`runtime`]: the async runtime every front end runs the engine on (one worker by default).
+//! - `auth`: device identity — credentials, job nonces, MQTT logins, security events.
 //! - [`config`]: settings, defaults and the data dir layout.
 //! - [`error`]: the error type, [`CoreError`].
 
+pub(crate) mod auth;
 pub mod config;
 pub mod demo;
 pub mod discovery;

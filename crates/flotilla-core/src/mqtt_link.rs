@@ -16,7 +16,7 @@ use flotilla_proto::native::{OtaStatus, Presence, ReportRequest, TopicProfile, m
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::handle::EngineHandle;
+use crate::handle::{Caller, EngineHandle};
 use crate::log_limit::{WarnLimit, warn_limited};
 use crate::mqtt::{BrokerConfig, Delivery, EmbeddedBroker, Incoming, LocalClient, LocalInbox, MqttClient, MqttConfig};
 use crate::protocols::{BoxFuture, Publish};
@@ -45,6 +45,29 @@ pub(crate) struct DeviceBroker {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Devices get logins of their own (the embedded broker), handed out at enrolment.
+    pub device_logins: bool,
+}
+
+/// The engine's credentials as the embedded broker's per-device logins.
+struct EngineLogins(std::sync::Weak<crate::handle::Shared>);
+
+impl crate::mqtt::DeviceLogins for EngineLogins {
+    fn device(&self, user: &str, pass: &[u8]) -> Option<String> {
+        self.0.upgrade()?.mqtt_login(user, pass)
+    }
+}
+
+/// What a device's own login may do: publish its status, results and presence (and Last Will),
+/// subscribe to its commands — in every topic profile.
+fn device_access(engine: &EngineHandle, profiles: &[TopicProfile]) -> crate::mqtt::DeviceAccess {
+    let mut publish = Vec::new();
+    let mut subscribe = Vec::new();
+    for p in profiles {
+        publish.extend([Some(&p.status), p.result.as_ref(), Some(&p.presence)].into_iter().flatten().cloned());
+        subscribe.push(p.command.clone());
+    }
+    crate::mqtt::DeviceAccess { logins: Arc::new(EngineLogins(Arc::downgrade(&engine.shared))), publish, subscribe }
 }
 
 impl std::fmt::Debug for DeviceBroker {
@@ -126,7 +149,7 @@ pub(crate) async fn start(
                 listen: *listen,
                 username: creds.username.clone(),
                 password: creds.password.clone(),
-                devices: None,
+                devices: Some(device_access(engine, profiles)),
             })
             .await
             .map_err(|e| {
@@ -156,7 +179,15 @@ pub(crate) async fn start(
         }
     }
     subscriptions.extend(crate::discovery::vendor_mqtt::SUBSCRIPTIONS.iter().map(|s| (*s).to_owned()));
-    let devices = DeviceBroker { url: shown, username: username.clone(), password: password.clone() };
+    let devices = DeviceBroker {
+        url: shown,
+        username: username.clone(),
+        password: password.clone(),
+        device_logins: broker.is_some(),
+    };
+    // Known before the first message is dispatched (whether device logins exist decides how an
+    // enrolled device's MQTT messages are judged).
+    let _ = engine.shared.mqtt_devices.set(devices.clone());
     let mut inbox = match &broker {
         Some(broker) => {
             let (client, inbox) =
@@ -218,9 +249,8 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                         warn_limited!(limit = REFUSED, topic = %msg.topic, reason = %e, "presence refused");
                         return;
                     }
-                    if let Err(e) =
-                        engine.presence(&p.name, &id, owner, presence, msg.retained, msg.client_id.clone()).await
-                    {
+                    let (client, login) = (msg.client_id.clone(), msg.device.clone());
+                    if let Err(e) = engine.presence(&p.name, &id, owner, presence, msg.retained, client, login).await {
                         tracing::debug!(topic = %msg.topic, error = %e, "presence ignored");
                     }
                 }
@@ -252,7 +282,9 @@ async fn dispatch(engine: &EngineHandle, profiles: &[TopicProfile], msg: Incomin
                         error: s.error,
                         version: None,
                     };
-                    if let Err(e) = engine.device_report(report).await {
+                    let site_broker = engine.shared.mqtt_devices.get().is_none_or(|d| !d.device_logins);
+                    let caller = Caller { mqtt_device: msg.device.clone(), site_broker, ..Caller::default() };
+                    if let Err(e) = engine.device_report(report, caller).await {
                         tracing::debug!(topic = %msg.topic, error = %e, "status ignored");
                     }
                 }

@@ -54,6 +54,17 @@ pub(crate) enum Op {
         mac: String,
     },
     Event(NewEvent),
+    /// Device identity (see `crate::auth`): a credential written or removed, the labels a
+    /// device reports, a job's evidence.
+    Credential(flotilla_store::auth::CredentialRow),
+    ForgetCredential {
+        mac: String,
+    },
+    ReportedLabels {
+        mac: String,
+        labels: Vec<String>,
+    },
+    Evidence(flotilla_store::auth::EvidenceRow),
     Job(JobRow),
     Transition(TransitionRow),
     Rollout(RolloutRow),
@@ -506,6 +517,10 @@ fn write_op(
         Op::Channel { mac, channel } => devices::set_channel(tx, mac, *channel).map(drop)?,
         Op::LabelChannel { label, channel } => devices::set_label_channel(tx, label, *channel)?,
         Op::Forget { mac } => devices::forget(tx, mac)?,
+        Op::Credential(c) => flotilla_store::auth::put_credential(tx, c)?,
+        Op::ForgetCredential { mac } => flotilla_store::auth::delete_credential(tx, mac)?,
+        Op::ReportedLabels { mac, labels } => flotilla_store::auth::set_reported_labels(tx, mac, labels)?,
+        Op::Evidence(e) => flotilla_store::auth::put_evidence(tx, e)?,
         // The live copy is built only when someone listens.
         Op::Event(ev) if live_listeners => appended.push(events::append(tx, ev)?),
         Op::Event(ev) => events::insert(tx, ev).map(drop)?,

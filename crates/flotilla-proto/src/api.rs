@@ -228,6 +228,13 @@ pub struct SiteSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub max_devices: Option<u32>,
+    /// New devices wait for a person's approval (`flotilla devices approve`) before they get
+    /// offers (default: trust on first use).
+    #[serde(default)]
+    pub approve_new_devices: Option<bool>,
+    /// Refuse check-ins of the compatibility profiles (devices that cannot prove who they are).
+    #[serde(default)]
+    pub refuse_unauthenticated: Option<bool>,
 }
 
 /// `GET`/`PUT /api/v1/settings`.

@@ -46,6 +46,36 @@ impl Family {
     }
 }
 
+/// Where a device stands with its credential.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAuth {
+    /// No credential: seen only through compatibility profiles, a shared MQTT login or discovery.
+    #[default]
+    None,
+    /// Enrolled, waiting for a person's approval (`flotilla devices approve`): no offers.
+    Pending,
+    /// Enrolled and approved: every check-in, report and download carries its credential.
+    Enrolled,
+    /// Refused until re-keyed.
+    Revoked,
+    /// Re-keyed: its next native check-in enrols it again with a new secret.
+    Rekey,
+}
+
+impl DeviceAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceAuth::None => "none",
+            DeviceAuth::Pending => "pending",
+            DeviceAuth::Enrolled => "enrolled",
+            DeviceAuth::Revoked => "revoked",
+            DeviceAuth::Rekey => "rekey",
+        }
+    }
+}
+
 /// A device in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
@@ -70,7 +100,22 @@ pub struct Device {
     /// Where `channel` comes from: `device` (set on the device), `label:<label>`, or `None` (the
     /// default).
     pub channel_from: Option<String>,
+    /// Every label of the device: those people set and those it reports (rollout targets match
+    /// both).
     pub labels: Vec<String>,
+    /// Labels people set (`flotilla devices label`): a check-in never removes them.
+    #[serde(default)]
+    pub admin_labels: Vec<String>,
+    /// Labels the device reports in its check-ins (each check-in carrying labels replaces them).
+    #[serde(default)]
+    pub device_labels: Vec<String>,
+    /// How the device proves who it is (see `docs/device-api.md`).
+    #[serde(default)]
+    pub auth: DeviceAuth,
+    /// Is what the engine hears from this device authenticated (an enrolled, approved device)?
+    /// `false` for devices seen only through compatibility profiles or a shared login.
+    #[serde(default)]
+    pub authenticated: bool,
     /// Where the device was seen: `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
     pub sources: Vec<String>,
     /// RFC 3339 UTC.

@@ -71,13 +71,39 @@ pub struct Offer {
 #[serde(untagged)]
 pub enum CheckResponse {
     Offer(Box<Offer>),
-    NoUpdate { update_available: bool },
+    NoUpdate {
+        update_available: bool,
+        /// Handed out once, when the device enrols (its first native check-in, or the first
+        /// after a re-key): keep it, and send `Authorization: Bearer <secret>` from now on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<DeviceCredential>,
+        /// `pending` while the device waits for a person's approval (no offers until then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
+    },
 }
 
 impl CheckResponse {
     pub fn none() -> CheckResponse {
-        CheckResponse::NoUpdate { update_available: false }
+        CheckResponse::NoUpdate { update_available: false, credential: None, approval: None }
     }
+}
+
+/// A device's credential, handed out once at enrolment (`docs/device-api.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct DeviceCredential {
+    /// The per-device secret: `Authorization: Bearer <secret>` on every check-in, report and
+    /// download. The engine keeps only its SHA-256.
+    pub secret: String,
+    /// Counts enrolments of this device (a re-key makes a new generation).
+    pub generation: u32,
+    /// The device's own login on the embedded MQTT broker (user name: its device id); it may
+    /// use only its own topics. `None` when the engine runs no embedded broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_password: Option<String>,
 }
 
 /// Where a device says it is in an update.

@@ -434,6 +434,18 @@ pub struct Job {
     pub deadline: Option<String>,
     pub history: Vec<JobTransition>,
     pub updated_at: String,
+    /// What a success rests on: `authenticated+download` (an authenticated device came back on
+    /// the target version after this job's image was served to it), `unauthenticated+download`
+    /// (the same, from a device that cannot prove who it is: a compatibility profile or a shared
+    /// MQTT login). `None` until the job succeeded.
+    #[serde(default)]
+    pub evidence: Option<String>,
+    /// Was this job's image served to the end on its current command's download token?
+    #[serde(default)]
+    pub downloaded: bool,
+    /// Was the device authenticated (enrolled and approved) when the job was last heard of?
+    #[serde(default)]
+    pub authenticated: bool,
 }
 
 /// Create a rollout.

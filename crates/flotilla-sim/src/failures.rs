@@ -27,6 +27,12 @@ pub struct Failures {
     pub slow_bps: Option<u64>,
     /// `refuse`: every offer is answered `rejected`.
     pub refuse: bool,
+    /// `impostor`: the device never speaks for itself; once another (pull) device of the fleet
+    /// has enrolled, it replays that device's id and MAC — without its secret — claiming the
+    /// version that device is being updated to, and tries to report on its job. The engine must
+    /// refuse every such request ([`crate::DeviceSnapshot::refused`] counts them).
+    #[serde(default)]
+    pub impostor: bool,
 }
 
 impl Failures {
@@ -54,17 +60,19 @@ pub enum FailureKind {
     Drop,
     Slow,
     Refuse,
+    Impostor,
 }
 
 impl FailureKind {
     /// Every kind, in the order rates are assigned.
-    pub const ALL: [FailureKind; 6] = [
+    pub const ALL: [FailureKind; 7] = [
         FailureKind::Boot,
         FailureKind::Hash,
         FailureKind::Vanish,
         FailureKind::Drop,
         FailureKind::Slow,
         FailureKind::Refuse,
+        FailureKind::Impostor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +83,7 @@ impl FailureKind {
             FailureKind::Drop => "drop",
             FailureKind::Slow => "slow",
             FailureKind::Refuse => "refuse",
+            FailureKind::Impostor => "impostor",
         }
     }
 
@@ -94,6 +103,7 @@ impl FailureKind {
             FailureKind::Drop => f.drop,
             FailureKind::Slow => f.slow_bps.is_some(),
             FailureKind::Refuse => f.refuse,
+            FailureKind::Impostor => f.impostor,
         }
     }
 
@@ -105,6 +115,7 @@ impl FailureKind {
             FailureKind::Drop => f.drop = true,
             FailureKind::Slow => f.slow_bps = Some(slow_bps),
             FailureKind::Refuse => f.refuse = true,
+            FailureKind::Impostor => f.impostor = true,
         }
     }
 }
@@ -118,6 +129,7 @@ pub struct FailureRates {
     pub drop: f64,
     pub slow: f64,
     pub refuse: f64,
+    pub impostor: f64,
 }
 
 impl FailureRates {
@@ -130,7 +142,10 @@ impl FailureRates {
             let (name, value) =
                 part.split_once('=').ok_or_else(|| format!("failure `{part}` must be KIND=PERCENT, e.g. boot=5%"))?;
             let kind = FailureKind::parse(name.trim()).ok_or_else(|| {
-                format!("unknown failure `{}` (known: boot, hash, corrupt, vanish, drop, slow, refuse)", name.trim())
+                format!(
+                    "unknown failure `{}` (known: boot, hash, corrupt, vanish, drop, slow, refuse, impostor)",
+                    name.trim()
+                )
             })?;
             if seen.contains(&kind) {
                 return Err(format!("failure `{}` is given twice", kind.as_str()));
@@ -154,6 +169,7 @@ impl FailureRates {
             FailureKind::Drop => &mut self.drop,
             FailureKind::Slow => &mut self.slow,
             FailureKind::Refuse => &mut self.refuse,
+            FailureKind::Impostor => &mut self.impostor,
         }
     }
 
@@ -165,6 +181,7 @@ impl FailureRates {
             FailureKind::Drop => self.drop,
             FailureKind::Slow => self.slow,
             FailureKind::Refuse => self.refuse,
+            FailureKind::Impostor => self.impostor,
         }
     }
 

@@ -54,6 +54,13 @@ impl Fleet {
             .zip(failures)
             .map(|(ident, f)| Arc::new(Device::new(ident, config.version.clone(), f)))
             .collect();
+        // An impostor pretends to be the first honest pull device of the fleet.
+        let victim = devices.iter().find(|d| d.ident.kind == DeviceKind::NativePull && !d.failures().impostor);
+        for d in devices.iter().filter(|d| d.failures().impostor) {
+            if let Some(v) = victim {
+                let _ = d.victim.set(Arc::clone(v));
+            }
+        }
         let summary = FleetSummary::new(&config, &devices, &key.key_id);
         let ctx = Arc::new(Ctx { config, api: validated.api, mqtt: validated.mqtt, key });
         let tasks = devices

@@ -1,4 +1,5 @@
-//! The inventory: devices keyed by MAC, and their labels.
+//! The inventory: devices keyed by MAC, and the labels people set (`labels`; the labels devices
+//! report are in [`crate::auth`]).
 
 use flotilla_proto::{Channel, Device, Family};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -143,6 +144,10 @@ fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
             channel: channel.unwrap_or_default(),
             channel_from: channel.map(|_| "device".to_owned()),
             labels: Vec::new(),
+            admin_labels: Vec::new(),
+            device_labels: Vec::new(),
+            auth: flotilla_proto::device::DeviceAuth::None,
+            authenticated: false,
             sources: Vec::new(),
             first_seen: clock::rfc3339(row.get(10)?),
             last_seen: clock::rfc3339(row.get(11)?),
@@ -157,6 +162,7 @@ fn finish(conn: &Connection, (mut device, sources): (Device, String)) -> Result<
         detail: e.to_string(),
     })?;
     device.labels = labels_of(conn, &device.mac)?;
+    device.admin_labels = device.labels.clone();
     Ok(device)
 }
 
@@ -187,6 +193,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Device>> {
                 detail: e.to_string(),
             })?;
             device.labels = labels.remove(&device.mac).unwrap_or_default();
+            device.admin_labels = device.labels.clone();
             Ok(device)
         })
         .collect()
@@ -220,6 +227,10 @@ mod tests {
             channel: Channel::Stable,
             channel_from: None,
             labels: vec![],
+            admin_labels: vec![],
+            device_labels: vec![],
+            auth: flotilla_proto::device::DeviceAuth::None,
+            authenticated: false,
             sources: vec!["checkin".into()],
             first_seen: clock::rfc3339(1_000),
             last_seen: clock::rfc3339(2_000),

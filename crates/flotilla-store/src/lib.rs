@@ -13,8 +13,10 @@
 //! - [`schema`]: the embedded migrations.
 //! - [`firmware`], [`devices`], [`events`], [`rollouts`], [`samples`]: one module per table (labels live with
 //!   devices, jobs and their transitions with rollouts).
+//! - [`auth`]: device credentials, the labels devices report, job evidence.
 //! - [`clock`]: milliseconds since the epoch and their RFC 3339 form.
 
+pub mod auth;
 pub mod clock;
 pub mod devices;
 pub mod error;

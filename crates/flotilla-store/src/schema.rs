@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_rollout_engine.sql", include_str!("../../../migrations/0002_rollout_engine.sql")),
     ("0003_device_history.sql", include_str!("../../../migrations/0003_device_history.sql")),
     ("0004_steering.sql", include_str!("../../../migrations/0004_steering.sql")),
+    ("0005_device_auth.sql", include_str!("../../../migrations/0005_device_auth.sql")),
 ];
 
 /// The migrations, ready to apply. Each runs in its own transaction with `user_version` bumped in it.

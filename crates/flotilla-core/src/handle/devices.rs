@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use flotilla_proto::device::LabelChannel;
-use flotilla_proto::native::{CheckRequest, CheckResponse, Offer, Presence, ReportRequest};
+use flotilla_proto::native::{CheckRequest, CheckResponse, DeviceCredential, Offer, Presence, ReportRequest};
 use flotilla_proto::rollout::{DeviceHistory, DeviceJob, JobState};
 use flotilla_proto::{Channel, Device, Family, Firmware};
 use flotilla_store::clock;
@@ -12,9 +12,10 @@ use flotilla_store::events::NewEvent;
 use serde_json::json;
 
 use super::EngineHandle;
+use crate::auth::{CredState, Verdict};
 use crate::error::{CoreError, Result};
 use crate::firmware::signing;
-use crate::fleet::{Fleet, HISTORY_EVENTS, device_events, normalize, parse_token, seen_locked};
+use crate::fleet::{Fleet, HISTORY_EVENTS, device_events, normalize, seen_locked};
 use crate::inventory::{Sighting, Transport};
 use crate::writer::Op;
 
@@ -30,7 +31,7 @@ impl EngineHandle {
             let mut fleet = self.fleet()?;
             self.sight_locked(&mut fleet, &s, || format!("{}:{}", s.source, s.mac), &mut ops)?;
             if let Some(version) = &s.version {
-                seen_locked(&mut fleet, &s.mac, version, true, &mut ops);
+                seen_locked(&mut fleet, &s.mac, version, true, false, &mut ops);
             }
             fleet
                 .inventory
@@ -68,8 +69,8 @@ impl EngineHandle {
         let device = entry.snapshot();
         if change.fields_changed {
             ops.push(Op::Device { device: device.clone(), transport: entry.transport_json() });
-            if change.created && !device.labels.is_empty() {
-                ops.push(Op::Labels { mac: device.mac.clone(), labels: device.labels.clone() });
+            if change.labels_changed {
+                ops.push(Op::ReportedLabels { mac: device.mac.clone(), labels: device.device_labels.clone() });
             }
             fleet.seen.remove(&s.mac);
         } else {
@@ -203,9 +204,13 @@ impl EngineHandle {
             }
             let e = fleet.inventory.forget(&mac).ok_or_else(|| CoreError::NotFound(format!("device {mac}")))?;
             fleet.seen.remove(&mac);
+            // Found anew if it shows up again: it enrols again too.
+            fleet.auth.forget(&mac);
             let d = e.snapshot();
             self.queue(vec![
                 Op::Forget { mac: mac.clone() },
+                Op::ForgetCredential { mac: mac.clone() },
+                Op::ReportedLabels { mac: mac.clone(), labels: Vec::new() },
                 Op::Event(NewEvent::new(
                     "device.forgotten",
                     actor,
@@ -219,7 +224,7 @@ impl EngineHandle {
         Ok(device)
     }
 
-    /// Adds and removes labels of a device.
+    /// Adds and removes labels people set on a device (those it reports are its own).
     pub async fn label_device(&self, mac: &str, add: Vec<String>, remove: Vec<String>, actor: &str) -> Result<Device> {
         let mac = normalize(mac)?;
         if let Some(bad) = add.iter().chain(&remove).find(|l| !flotilla_proto::device::valid_label(l)) {
@@ -246,10 +251,60 @@ impl EngineHandle {
         device.ok_or_else(|| CoreError::NotFound(format!("device {mac}")))
     }
 
+    /// Approves, revokes or re-keys a device's credential (`flotilla devices approve|revoke|rekey`).
+    /// `device` is its MAC or device id. Re-key: the device's next native check-in enrols it
+    /// again (a new secret, handed out once; the old one stops working at once).
+    pub async fn device_credential(&self, device: &str, action: CredentialAction, actor: &str) -> Result<Device> {
+        let snapshot = {
+            let mut fleet = self.fleet()?;
+            let mac = match fleet.inventory.resolve(device) {
+                Some(m) => m.to_owned(),
+                None => normalize(device).map_err(|_| CoreError::NotFound(format!("device {device}")))?,
+            };
+            let current = fleet.auth.get(&mac).map(|c| c.state).ok_or_else(|| {
+                CoreError::Conflict(format!(
+                    "device {mac} holds no credential (it never enrolled with the native check-in)"
+                ))
+            })?;
+            let to = match (action, current) {
+                (CredentialAction::Approve, CredState::Revoked | CredState::Rekey) => {
+                    return Err(CoreError::Conflict(format!(
+                        "device {mac} is {}: re-key it, then approve its new enrolment",
+                        current.device_auth().as_str()
+                    )));
+                }
+                (CredentialAction::Approve, _) => CredState::Approved,
+                (CredentialAction::Revoke, _) => CredState::Revoked,
+                (CredentialAction::Rekey, _) => CredState::Rekey,
+            };
+            let row = fleet
+                .auth
+                .set_state(&mac, to, clock::now_ms())
+                .ok_or_else(|| CoreError::NotFound(format!("device {mac}")))?;
+            fleet.inventory.set_auth(&mac, to.device_auth());
+            let generation = row.generation;
+            self.queue(vec![
+                Op::Credential(row),
+                Op::Event(NewEvent::new(
+                    &format!("device.{}", action.as_str()),
+                    actor,
+                    Some(format!("device:{mac}")),
+                    json!({ "mac": mac, "from": current.device_auth(), "to": to.device_auth(), "generation": generation }),
+                )),
+            ]);
+            fleet.inventory.get(&mac).map(|e| e.snapshot()).ok_or_else(|| CoreError::NotFound(format!("device {mac}")))
+        };
+        self.shared.writer.flush().await?;
+        self.kick();
+        snapshot
+    }
+
     // ---- the native device protocol ----------------------------------------------------------
 
-    /// A device checks in (pull): registers it, verifies a pending update, hands out its offer.
-    pub async fn check_in(&self, req: CheckRequest, ip: Option<String>) -> Result<CheckResponse> {
+    /// A device checks in (pull): proves who it is (or enrols), registers it, verifies a pending
+    /// update, hands out its offer. A check-in for an enrolled device without its credential is
+    /// refused and changes nothing (`docs/device-api.md`, "Enrolment and credentials").
+    pub async fn check_in(&self, req: CheckRequest, caller: Caller) -> Result<CheckResponse> {
         // Nothing a device says can be saved now: it is told so (507) and checks in again later.
         if self.shared.writer.disk_full() {
             return Err(CoreError::disk_full());
@@ -262,78 +317,143 @@ impl EngineHandle {
             return Err(CoreError::BadRequest(format!("label {bad:?} is not valid")));
         }
         let CheckRequest { device_id, model, chip, version, labels, secure_version, interval_secs, .. } = req;
-        let sighting = Sighting {
-            mac,
-            device_id: Some(device_id),
-            family: Some(Family::Native),
-            model,
-            chip,
-            version: Some(version),
-            ip,
-            labels,
-            secure_version,
-            interval_secs,
-            source: "checkin".into(),
-            transport: Some(Transport::Pull),
-            ..Sighting::default()
-        };
-        let mac = &sighting.mac;
         let mut ops = Vec::new();
-        let ticket = {
+        let mut issued = None;
+        let outcome = {
             let mut fleet = self.fleet()?;
+            let verdict = fleet.auth.check_in(&mac, &device_id, caller.secret.as_deref(), caller.native);
+            let (authenticated, pending) = match verdict {
+                Verdict::Refuse(why) => {
+                    let what = if caller.native { "check-in" } else { "compat check-in" };
+                    if let Some(ev) = fleet.auth.refusal(what, Some(&mac), Some(&device_id), caller.ip.as_deref(), &why)
+                    {
+                        ops.push(Op::Event(ev));
+                    }
+                    drop(fleet);
+                    self.queue(ops);
+                    return Err(CoreError::Unauthenticated(why));
+                }
+                Verdict::Pass { authenticated, pending } => (authenticated, pending),
+                Verdict::Enrol => {
+                    let (new, row) = fleet.auth.enrol(&mac, &device_id, clock::now_ms())?;
+                    let (authenticated, pending) = (new.state == CredState::Approved, new.state == CredState::Pending);
+                    ops.push(Op::Credential(row));
+                    ops.push(Op::Event(NewEvent::new(
+                        "device.enrolled",
+                        &format!("device:{mac}"),
+                        Some(format!("device:{mac}")),
+                        json!({ "mac": mac, "device_id": device_id, "generation": new.generation,
+                                "state": new.state.device_auth(), "ip": caller.ip }),
+                    )));
+                    issued = Some(new);
+                    (authenticated, pending)
+                }
+            };
+            let sighting = Sighting {
+                mac: mac.clone(),
+                device_id: Some(device_id.clone()),
+                family: Some(Family::Native),
+                model,
+                chip,
+                version: Some(version),
+                ip: caller.ip.clone(),
+                labels,
+                secure_version,
+                interval_secs,
+                source: "checkin".into(),
+                transport: Some(Transport::Pull),
+                ..Sighting::default()
+            };
             self.sight_locked(&mut fleet, &sighting, || format!("device:{mac}"), &mut ops)?;
-            seen_locked(&mut fleet, mac, sighting.version.as_deref().unwrap_or_default(), true, &mut ops);
-            fleet.job_of(mac).and_then(|(rid, i)| {
-                let run = fleet.runs.get(&rid)?;
-                let job = run.jobs.get(i)?;
-                (job.state == JobState::Commanded && job.durable)
-                    .then(|| (Arc::clone(&run.firmware), job.token(), run.spec.step_timeout_secs))
-            })
+            if let Some(c) = fleet.auth.get(&mac).map(|c| c.state.device_auth()) {
+                fleet.inventory.set_auth(&mac, c);
+            }
+            let ticket = if pending {
+                // Believed only once a person approves it.
+                None
+            } else {
+                let version = sighting.version.as_deref().unwrap_or_default();
+                seen_locked(&mut fleet, &mac, version, true, authenticated, &mut ops);
+                fleet.job_of(&mac).and_then(|(rid, i)| {
+                    let run = fleet.runs.get(&rid)?;
+                    let job = run.jobs.get(i)?;
+                    (issued.is_none() && job.state == JobState::Commanded && job.durable)
+                        .then(|| (Arc::clone(&run.firmware), job.token(), run.spec.step_timeout_secs))
+                })
+            };
+            match ticket {
+                Some(t) => Outcome::Offer(t),
+                None if pending => Outcome::Pending,
+                None => Outcome::Nothing,
+            }
         };
         let had_ops = !ops.is_empty();
         self.queue(ops);
         if had_ops {
             self.kick();
         }
-        match ticket {
-            Some((fw, token, step)) => Ok(CheckResponse::Offer(Box::new(self.offer(&fw, &token, step)?))),
-            None => Ok(CheckResponse::none()),
+        if let Some(new) = issued {
+            // The device keeps a secret only the store can vouch for: durable before it leaves.
+            self.shared.writer.flush().await?;
+            let mqtt = self.shared.mqtt_devices.get().filter(|d| d.device_logins);
+            let credential = DeviceCredential {
+                secret: new.secret,
+                generation: new.generation,
+                mqtt_username: mqtt.map(|_| device_id.clone()),
+                mqtt_password: mqtt.map(|_| self.shared.auth_key.mqtt_password(&mac, new.generation)),
+            };
+            let approval = (new.state == CredState::Pending).then(|| "pending".to_owned());
+            return Ok(CheckResponse::NoUpdate { update_available: false, credential: Some(credential), approval });
+        }
+        match outcome {
+            Outcome::Offer((fw, token, step)) => Ok(CheckResponse::Offer(Box::new(self.offer(&fw, &token, step)?))),
+            Outcome::Pending => Ok(CheckResponse::NoUpdate {
+                update_available: false,
+                credential: None,
+                approval: Some("pending".into()),
+            }),
+            Outcome::Nothing => Ok(CheckResponse::none()),
         }
     }
 
-    /// A device reports progress (pull: HTTP; push: MQTT status).
-    pub async fn device_report(&self, req: ReportRequest) -> Result<()> {
-        let (job_id, _) =
-            parse_token(&req.job).ok_or_else(|| CoreError::BadRequest(format!("job {:?} is not a job id", req.job)))?;
+    /// A device reports progress (pull: HTTP; push: MQTT status). The report must come from the
+    /// device the job is for: an enrolled device proves it with its credential (HTTP) or its own
+    /// broker login (MQTT); a job id that is unknown, wrong or another device's is refused the
+    /// same way, and nothing changes.
+    pub async fn device_report(&self, req: ReportRequest, caller: Caller) -> Result<()> {
         let mut ops = Vec::new();
-        {
+        let refused = {
             let mut fleet = self.fleet()?;
             let now = clock::now_ms();
-            // Jobs are kept in id order (created and loaded that way): a binary search finds one.
-            let found = fleet
-                .runs
-                .iter()
-                .find_map(|(rid, r)| r.jobs.binary_search_by_key(&job_id, |j| j.id).ok().map(|i| (*rid, i)));
-            let Some((rid, i)) = found else { return Err(CoreError::NotFound(format!("job {}", req.job))) };
-            // The report must come from the device the job is for.
-            let expected =
-                fleet.runs.get(&rid).and_then(|r| r.jobs.get(i)).map(|j| (j.mac.clone(), j.device_id.clone()));
-            if let Some((mac, device_id)) = expected {
-                let claimed_mac = req.mac.as_deref().and_then(flotilla_proto::device::normalize_mac);
-                let by_mac = claimed_mac.as_deref() == Some(mac.as_str());
-                let by_id = device_id.as_deref() == Some(req.device_id.as_str())
-                    || fleet.inventory.resolve(&req.device_id) == Some(mac.as_str());
-                if !by_mac && !by_id {
-                    return Err(CoreError::Refused(format!("job {} belongs to another device", req.job)));
+            match report_target(&fleet, &req, &caller) {
+                Ok((rid, i)) => {
+                    if let Some(run) = fleet.runs.get_mut(&rid) {
+                        run.report(i, &req.job, req.state, req.progress, req.error.clone(), now, &mut ops);
+                    }
+                    // `version` in a report is what the device runs while updating (the old one):
+                    // it is recorded, never used to verify — only a check-in or presence after the
+                    // reboot is.
+                    None
+                }
+                Err(e) => {
+                    let claimed = req.mac.as_deref().and_then(flotilla_proto::device::normalize_mac);
+                    if let Some(ev) = fleet.auth.refusal(
+                        "report",
+                        claimed.as_deref(),
+                        Some(&req.device_id),
+                        caller.ip.as_deref(),
+                        &e.to_string(),
+                    ) {
+                        ops.push(Op::Event(ev));
+                    }
+                    Some(e)
                 }
             }
-            if let Some(run) = fleet.runs.get_mut(&rid) {
-                run.report(i, &req.job, req.state, req.progress, req.error.clone(), now, &mut ops);
-            }
-            // `version` in a report is what the device runs while updating (the old one): it is
-            // recorded, never used to verify — only a check-in or presence after the reboot is.
-        }
+        };
         self.queue(ops);
+        if let Some(e) = refused {
+            return Err(e);
+        }
         self.kick();
         Ok(())
     }
@@ -343,6 +463,9 @@ impl EngineHandle {
     /// success but never fail a job.
     /// `client` is the embedded broker's session the message came through (`None` for a site's
     /// broker): when that session ends, the device is shown offline.
+    /// `login` is the device the embedded broker's per-device login proved (`None`: the site's
+    /// shared login, or a site's broker). The presence of an enrolled device is believed only
+    /// through its own login; otherwise it is refused and changes nothing.
     #[allow(clippy::too_many_arguments)]
     pub async fn presence(
         &self,
@@ -352,9 +475,10 @@ impl EngineHandle {
         p: Presence,
         retained: bool,
         client: Option<String>,
+        login: Option<String>,
     ) -> Result<()> {
         let mut ops = Vec::new();
-        {
+        let refused = 'locked: {
             let mut fleet = self.fleet()?;
             let mac = match p.mac.as_deref().and_then(flotilla_proto::device::normalize_mac) {
                 Some(m) => m,
@@ -363,6 +487,23 @@ impl EngineHandle {
                     None => return Err(CoreError::BadRequest(format!("presence of {device_id:?} carries no MAC"))),
                 },
             };
+            let enrolled_mac = fleet.auth.mac_of_id(device_id).map(str::to_owned);
+            let logged_in = login.as_deref() == Some(device_id);
+            let claims_enrolled = fleet.auth.is_enrolled(&mac) || enrolled_mac.is_some();
+            // With a site's broker there are no device logins: what arrives is unauthenticated.
+            let device_logins = self.shared.mqtt_devices.get().is_some_and(|d| d.device_logins);
+            if device_logins && claims_enrolled && !(logged_in && enrolled_mac.as_deref() == Some(mac.as_str())) {
+                let why = "presence of an enrolled device through another login";
+                if let Some(ev) = fleet.auth.refusal("mqtt presence", Some(&mac), Some(device_id), None, why) {
+                    ops.push(Op::Event(ev));
+                }
+                break 'locked Some(CoreError::Unauthenticated(why.into()));
+            }
+            let authenticated = logged_in && fleet.auth.get(&mac).is_some_and(|c| c.state == CredState::Approved);
+            if fleet.auth.get(&mac).is_some_and(|c| c.state == CredState::Pending) {
+                // Waits for a person's approval: seen, not believed.
+                break 'locked None;
+            }
             if !p.online {
                 let why = "it said so (an offline presence or its Last Will)";
                 offline_locked(&mut fleet, &mac, &format!("mqtt:{mac}"), why, &mut ops);
@@ -383,7 +524,7 @@ impl EngineHandle {
                 };
                 self.sight_locked(&mut fleet, &s, || format!("mqtt:{mac}"), &mut ops)?;
                 if let Some(v) = &p.version {
-                    seen_locked(&mut fleet, &mac, v, !retained, &mut ops);
+                    seen_locked(&mut fleet, &mac, v, !retained, authenticated, &mut ops);
                 }
                 // A device that (re)connects while its command is unanswered may have missed it
                 // (a broker that dropped its session): send it again, same job id.
@@ -395,8 +536,12 @@ impl EngineHandle {
                     job.delivered = false;
                 }
             }
-        }
+            None
+        };
         self.queue(ops);
+        if let Some(e) = refused {
+            return Err(e);
+        }
         self.kick();
         Ok(())
     }
@@ -479,5 +624,123 @@ pub(super) fn offline_locked(fleet: &mut Fleet, mac: &str, actor: &str, why: &st
             Some(format!("device:{mac}")),
             json!({ "mac": mac, "reason": why }),
         )));
+    }
+}
+
+/// Who sent a device request, as far as its transport can tell.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The bearer secret of its `Authorization` header (HTTP).
+    pub secret: Option<String>,
+    /// The native protocol (whose check-in may enrol) rather than a compatibility profile.
+    pub native: bool,
+    /// Where it came from (logged with a refusal).
+    pub ip: Option<String>,
+    /// The device the embedded broker's per-device login proved (MQTT).
+    pub mqtt_device: Option<String>,
+    /// Came through a site's broker, which has no device logins: nothing can be proven, so an
+    /// enrolled device's report is taken as unauthenticated rather than refused.
+    pub site_broker: bool,
+}
+
+/// What a check-in answers once its credential passed.
+enum Outcome {
+    Offer((Arc<Firmware>, String, u64)),
+    Pending,
+    Nothing,
+}
+
+/// The job a report is for, if the caller may report on it. Unknown, wrong and foreign job ids
+/// get the same refusal (ids cannot be probed); an enrolled device must prove who it is.
+fn report_target(fleet: &Fleet, req: &ReportRequest, caller: &Caller) -> Result<(i64, usize)> {
+    let not_yours = || CoreError::Refused(format!("job {:?} is not a job of this device", req.job));
+    let (rid, i) = fleet.job_by_token(&req.job).ok_or_else(not_yours)?;
+    let job = fleet.runs.get(&rid).and_then(|r| r.jobs.get(i)).ok_or_else(not_yours)?;
+    let mac = job.mac.as_str();
+    if fleet.auth.is_enrolled(mac) && !caller.site_broker {
+        let proven = fleet.auth.proves(mac, caller.secret.as_deref())
+            || caller.mqtt_device.as_deref().is_some_and(|d| fleet.auth.mac_of_id(d) == Some(mac));
+        if !proven {
+            return Err(CoreError::Unauthenticated("the job's device is enrolled: its credential is required".into()));
+        }
+        return Ok((rid, i));
+    }
+    // A device without a credential: the claim must at least name the job's device.
+    let claimed_mac = req.mac.as_deref().and_then(flotilla_proto::device::normalize_mac);
+    let by_mac = claimed_mac.as_deref() == Some(mac);
+    let by_id = job.device_id.as_deref() == Some(req.device_id.as_str())
+        || fleet.inventory.resolve(&req.device_id) == Some(mac);
+    if (by_mac || by_id) && !fleet.auth.refuse_unauthenticated { Ok((rid, i)) } else { Err(not_yours()) }
+}
+
+/// What a person does to a device's credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialAction {
+    /// Let a device waiting for approval in.
+    Approve,
+    /// Refuse the device until it is re-keyed.
+    Revoke,
+    /// Its next native check-in enrols it again with a new secret.
+    Rekey,
+}
+
+impl CredentialAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialAction::Approve => "approved",
+            CredentialAction::Revoke => "revoked",
+            CredentialAction::Rekey => "rekeyed",
+        }
+    }
+}
+
+impl super::Shared {
+    /// The download of job `token`'s image was served to the end (the device server's evidence).
+    /// True when that is new evidence (its write is queued).
+    pub(crate) fn job_downloaded(&self, token: &str) -> bool {
+        let mut ops = Vec::new();
+        if let Ok(mut fleet) = self.fleet.lock()
+            && let Some((rid, i)) = fleet.job_by_token(token)
+            && let Some(run) = fleet.runs.get_mut(&rid)
+        {
+            run.downloaded(i, token, &mut ops);
+        }
+        if ops.is_empty() {
+            return false;
+        }
+        self.writer.send_all(ops);
+        self.kick.notify_one();
+        true
+    }
+
+    /// May the caller download on job `token`? An enrolled device's job needs its credential;
+    /// `Err` says why not (recorded as a security event).
+    pub(crate) fn may_download(&self, token: &str, caller: &Caller) -> Result<()> {
+        let mut fleet = self.fleet.lock().map_err(|_| CoreError::ShuttingDown)?;
+        let Some((rid, i)) = fleet.job_by_token(token) else { return Ok(()) };
+        let Some(mac) = fleet.runs.get(&rid).and_then(|r| r.jobs.get(i)).map(|j| j.mac.clone()) else { return Ok(()) };
+        if !fleet.auth.is_enrolled(&mac) || fleet.auth.proves(&mac, caller.secret.as_deref()) {
+            return Ok(());
+        }
+        let why = "the job's device is enrolled: its credential is required";
+        if let Some(ev) = fleet.auth.refusal("download", Some(&mac), None, caller.ip.as_deref(), why) {
+            drop(fleet);
+            self.writer.send_all(vec![Op::Event(ev)]);
+        }
+        Err(CoreError::Unauthenticated(why.into()))
+    }
+
+    /// The embedded broker's per-device logins: the device a user name (its device id) and
+    /// password prove to be; an approved credential only.
+    pub(crate) fn mqtt_login(&self, username: &str, password: &[u8]) -> Option<String> {
+        use subtle::ConstantTimeEq;
+        let fleet = self.fleet.lock().ok()?;
+        let mac = fleet.auth.mac_of_id(username)?;
+        let cred = fleet.auth.get(mac)?;
+        if cred.state != CredState::Approved {
+            return None;
+        }
+        let expected = self.auth_key.mqtt_password(mac, cred.generation);
+        bool::from(expected.as_bytes().ct_eq(password)).then(|| username.to_owned())
     }
 }

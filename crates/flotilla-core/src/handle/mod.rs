@@ -22,6 +22,7 @@ mod backup;
 mod demo;
 mod devices;
 mod discovery;
+pub use devices::{Caller, CredentialAction};
 mod firmware;
 mod metrics;
 mod rollouts;
@@ -130,6 +131,8 @@ pub(crate) struct Shared {
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub fleet: Mutex<Fleet>,
+    /// The device-auth key: job nonces and per-device MQTT passwords.
+    pub auth_key: crate::auth::AuthKey,
     /// Held by every change of the firmware library (import, adding a gzip form, delete), so
     /// the check of an import and its write see the same library.
     pub library: tokio::sync::Mutex<()>,

@@ -280,6 +280,10 @@ impl EngineHandle {
             history: vec![flotilla_proto::rollout::JobTransition { state, at: clock::rfc3339(now), detail: None }],
             durable: true,
             delivered: false,
+            nonce: String::new(),
+            downloaded: None,
+            evidence: None,
+            authenticated: false,
         };
         for (d, wave) in eligible.iter().zip(&waves) {
             jobs.push(new_job(d, *wave, JobState::Queued, None));
@@ -331,6 +335,10 @@ impl EngineHandle {
             })
             .await?;
         let id = row.id;
+        let mut jobs = jobs;
+        for j in &mut jobs {
+            j.nonce = self.shared.auth_key.job_nonce(j.id);
+        }
         let run = build_run(row, Arc::new(fw), spec, jobs)?;
         self.fleet()?.runs.insert(id, run);
         if req.start {

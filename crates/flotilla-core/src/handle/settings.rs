@@ -19,18 +19,25 @@ impl EngineHandle {
     pub async fn save_settings(&self, new: SiteSettings, actor: &str) -> Result<SettingsView> {
         let saved = save(self.data_dir(), new)?;
         self.shared.admission.apply(&saved);
+        if let Ok(mut fleet) = self.fleet() {
+            fleet.auth.approve_new = saved.approve_new_devices.unwrap_or(false);
+            fleet.auth.refuse_unauthenticated = saved.refuse_unauthenticated.unwrap_or(false);
+        }
         let view = self.settings_view(saved);
         self.record("settings.saved", actor, None, serde_json::to_value(&view.saved).unwrap_or_default()).await?;
         Ok(view)
     }
 
     fn settings_view(&self, saved: SiteSettings) -> SettingsView {
-        // The retention and the device caps apply without a restart: they do not make one necessary.
+        // The retention, the device caps and the device identity policy apply without a restart:
+        // they do not make one necessary.
         let live = |s: &SiteSettings| SiteSettings {
             event_retention_days: None,
             event_retention_max: None,
             new_devices_per_minute: None,
             max_devices: None,
+            approve_new_devices: None,
+            refuse_unauthenticated: None,
             ..s.clone()
         };
         let restart_required = live(&saved) != live(&self.shared.config.settings);
@@ -70,6 +77,8 @@ impl EngineHandle {
             event_retention_max: Some(saved.event_retention_max.unwrap_or(DEFAULT_RETENTION_MAX)),
             new_devices_per_minute: Some(self.shared.admission.caps().0),
             max_devices: Some(self.shared.admission.caps().1),
+            approve_new_devices: Some(saved.approve_new_devices.unwrap_or(false)),
+            refuse_unauthenticated: Some(saved.refuse_unauthenticated.unwrap_or(false)),
         }
     }
 }

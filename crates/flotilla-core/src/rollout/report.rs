@@ -1,10 +1,11 @@
 //! The per-rollout report handed over at the end of a job on site: one row per device with its
-//! versions before and after, every state with its time, and the error if any.
+//! versions before and after, every state with its time, the error if any, and what a success
+//! rests on (`evidence`) and whether the device proved who it is (`authenticated`).
 
 use flotilla_proto::rollout::{JobState, RolloutDetail};
 
 /// CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 16] = [
+pub const CSV_COLUMNS: [&str; 18] = [
     "mac",
     "device_id",
     "wave",
@@ -21,6 +22,8 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "rebooting_at",
     "verifying_at",
     "finished_at",
+    "evidence",
+    "authenticated",
 ];
 
 /// A failure reason with its device-specific parts (versions, numbers, addresses) blanked, so
@@ -76,6 +79,8 @@ pub fn csv(detail: &RolloutDetail) -> String {
             at(JobState::Rebooting),
             at(JobState::Verifying),
             if j.state.is_terminal() { finished } else { String::new() },
+            j.evidence.clone().unwrap_or_default(),
+            j.authenticated.to_string(),
         ];
         out.push_str(&row.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");

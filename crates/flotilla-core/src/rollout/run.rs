@@ -75,6 +75,14 @@ pub(crate) struct JobRec {
     /// command that may never have left is sent again — same token, so a device that did get it
     /// ignores the copy).
     pub delivered: bool,
+    /// The unguessable part of the job's ids (`crate::auth::AuthKey::job_nonce`).
+    pub nonce: String,
+    /// The command whose download token served the image to the end (evidence of the download).
+    pub downloaded: Option<u32>,
+    /// What the job's success rests on (`authenticated+download`, `unauthenticated+download`).
+    pub evidence: Option<String>,
+    /// Was the device authenticated when last heard of?
+    pub authenticated: bool,
 }
 
 impl JobRec {
@@ -104,7 +112,21 @@ impl JobRec {
     /// The job id as devices see it: `<job>-<command number>`, new for every command (a device
     /// never mistakes a retry for the command it already handled).
     pub fn token(&self) -> String {
-        format!("{}-{}", self.id, self.commands)
+        format!("{}-{}-{}", self.id, self.commands, self.nonce)
+    }
+
+    /// Was this command's image served to the end on its download token?
+    pub fn served(&self) -> bool {
+        self.downloaded == Some(self.commands)
+    }
+
+    /// The evidence row to write.
+    pub fn evidence_row(&self) -> flotilla_store::auth::EvidenceRow {
+        flotilla_store::auth::EvidenceRow {
+            job_id: self.id,
+            downloaded_command: self.downloaded,
+            evidence: self.evidence.clone(),
+        }
     }
 
     /// Wave number as people count it (from 1); `None` for a device the plan skipped.
@@ -138,6 +160,9 @@ impl JobRec {
             deadline: self.deadline.map(clock::rfc3339),
             history: self.history.clone(),
             updated_at: clock::rfc3339(self.updated_at),
+            evidence: self.evidence.clone(),
+            downloaded: self.served(),
+            authenticated: self.authenticated,
         }
     }
 }
@@ -730,11 +755,25 @@ impl Run {
 
     /// The device was seen running `version` (a check-in or presence): verification. With `live`
     /// false (possibly stale evidence) only a success is recorded.
+    /// Tests: an authenticated sighting of a device whose image was served to it.
+    #[cfg(test)]
     pub fn seen(&mut self, i: usize, version: &str, live: bool, now: i64, ops: &mut Vec<Op>) {
+        if let Some(j) = self.jobs.get_mut(i) {
+            j.downloaded = Some(j.commands);
+        }
+        self.seen_as(i, version, live, true, now, ops);
+    }
+
+    /// Verification: the device was seen running `version`, `authenticated` or not. Success needs
+    /// evidence: the target version **and** this command's image served to the device on its
+    /// download token; a claim of the target version without the download is recorded and
+    /// changes nothing else.
+    pub fn seen_as(&mut self, i: usize, version: &str, live: bool, authenticated: bool, now: i64, ops: &mut Vec<Op>) {
         let Some(job) = self.jobs.get_mut(i) else { return };
         if !job.state.is_in_flight() {
             return;
         }
+        job.authenticated = authenticated;
         let actor = format!("device:{}", job.mac);
         let on_target = same_version(version, &self.firmware.version);
         let came_back = matches!(job.state, JobState::Rebooting | JobState::Verifying);
@@ -742,7 +781,14 @@ impl Run {
         if (came_back || on_target) && job.current_version.as_deref() != Some(version) {
             job.current_version = Some(version.to_owned());
         }
+        if on_target && !job.served() {
+            // The target version without the bytes: not evidence of an update.
+            return;
+        }
         if on_target {
+            let evidence = if authenticated { "authenticated+download" } else { "unauthenticated+download" };
+            job.evidence = Some(evidence.to_owned());
+            ops.push(Op::Evidence(job.evidence_row()));
             if job.state != JobState::Verifying {
                 self.transition(i, JobState::Verifying, Some(format!("seen running {version}")), &actor, now, ops);
             }
@@ -757,6 +803,19 @@ impl Run {
             );
             self.fail(i, JobState::Failed, why, false, now, ops);
         }
+    }
+
+    /// The image of job `i` was served to the end on download token `token` (its job id):
+    /// evidence of the download, for the current command only. True when recorded.
+    pub fn downloaded(&mut self, i: usize, token: &str, ops: &mut Vec<Op>) -> bool {
+        let Some(job) = self.jobs.get_mut(i) else { return false };
+        if job.token() != token || !job.state.is_in_flight() || job.served() {
+            return false;
+        }
+        job.downloaded = Some(job.commands);
+        ops.push(Op::Evidence(job.evidence_row()));
+        self.touch(i);
+        true
     }
 
     /// Counts per state.
@@ -1251,6 +1310,10 @@ mod tests {
                     history: vec![],
                     durable: true,
                     delivered: false,
+                    nonce: "n".into(),
+                    downloaded: None,
+                    evidence: None,
+                    authenticated: false,
                 });
             }
         }
@@ -1279,6 +1342,22 @@ mod tests {
 
     fn at() -> time::OffsetDateTime {
         time::OffsetDateTime::UNIX_EPOCH
+    }
+
+    #[test]
+    fn success_needs_the_download_and_records_its_evidence() {
+        let mut r = run(&[1], 1);
+        let mut ops = Vec::new();
+        r.admit(0, at(), &mut ops);
+        let token = r.jobs[0].token();
+        r.seen_as(0, "2.0.0", true, true, 1, &mut ops);
+        assert_eq!(r.jobs[0].state, Commanded, "a claim of the target version without the download");
+        assert!(!r.downloaded(0, "1-1-x", &mut ops), "another id's download is not this job's");
+        assert!(r.downloaded(0, &token, &mut ops));
+        r.seen_as(0, "2.0.0", true, false, 2, &mut ops);
+        assert_eq!(r.jobs[0].state, Succeeded);
+        assert_eq!(r.jobs[0].evidence.as_deref(), Some("unauthenticated+download"));
+        assert!(r.jobs[0].to_proto(1).downloaded);
     }
 
     /// Drives job `i` through a successful update.

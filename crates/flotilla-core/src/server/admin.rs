@@ -44,7 +44,7 @@ use utoipa_axum::routes;
 use crate::error::CoreError;
 use crate::firmware::blobs::Form;
 use crate::fleet::RolloutAction;
-use crate::handle::EngineHandle;
+use crate::handle::{CredentialAction, EngineHandle};
 use crate::inventory::Sighting;
 use crate::log_limit::warn_limited;
 
@@ -79,6 +79,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Conflict(_) => StatusCode::CONFLICT,
             CoreError::Unavailable(_) => StatusCode::NOT_IMPLEMENTED,
+            CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -190,6 +191,9 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(device_history))
         .routes(routes!(label_device))
         .routes(routes!(set_device_channel))
+        .routes(routes!(approve_device))
+        .routes(routes!(revoke_device))
+        .routes(routes!(rekey_device))
         .routes(routes!(list_label_channels))
         .routes(routes!(set_label_channel))
         .routes(routes!(suggest_firmware))
@@ -656,6 +660,42 @@ async fn get_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<St
 )]
 async fn forget_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
     Ok(Json(engine.forget_device(&mac, ACTOR).await?))
+}
+
+/// Approves a device waiting for approval (`approve_new_devices`): from now on it gets offers
+/// and its check-ins verify updates.
+#[utoipa::path(
+    post, path = "/api/v1/devices/{mac}/approve", tag = "devices",
+    params(("mac" = String, Path, description = "MAC address or device id")),
+    responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody),
+              (status = CONFLICT, body = ErrorBody, description = "no credential, or revoked (re-key first)"))
+)]
+async fn approve_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.device_credential(&mac, CredentialAction::Approve, ACTOR).await?))
+}
+
+/// Revokes a device's credential: every request of the device is refused (401) until it is
+/// re-keyed.
+#[utoipa::path(
+    post, path = "/api/v1/devices/{mac}/revoke", tag = "devices",
+    params(("mac" = String, Path, description = "MAC address or device id")),
+    responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody),
+              (status = CONFLICT, body = ErrorBody, description = "the device holds no credential"))
+)]
+async fn revoke_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.device_credential(&mac, CredentialAction::Revoke, ACTOR).await?))
+}
+
+/// Re-keys a device: its secret stops working at once, and its next native check-in enrols it
+/// again with a new one (handed out once; with `approve_new_devices` it then waits for approval).
+#[utoipa::path(
+    post, path = "/api/v1/devices/{mac}/rekey", tag = "devices",
+    params(("mac" = String, Path, description = "MAC address or device id")),
+    responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody),
+              (status = CONFLICT, body = ErrorBody, description = "the device holds no credential"))
+)]
+async fn rekey_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
+    Ok(Json(engine.device_credential(&mac, CredentialAction::Rekey, ACTOR).await?))
 }
 
 /// Sets the firmware channel a device follows itself (`{"channel": null}` clears it: the device

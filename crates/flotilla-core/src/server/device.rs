@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -56,7 +56,7 @@ struct DownloadQuery {
 /// A refusal in plain text: ESP HTTP clients show the status, people show the text.
 fn refuse(metrics: &Metrics, status: StatusCode, why: &str) -> Response {
     let counter = match status {
-        StatusCode::FORBIDDEN => &metrics.errors_forbidden,
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => &metrics.errors_forbidden,
         StatusCode::NOT_FOUND => &metrics.errors_not_found,
         StatusCode::RANGE_NOT_SATISFIABLE => &metrics.errors_range,
         _ => &metrics.errors_internal,
@@ -69,6 +69,7 @@ async fn firmware(
     State(shared): State<Arc<Shared>>,
     Path(file): Path<String>,
     Query(q): Query<DownloadQuery>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
@@ -84,12 +85,27 @@ async fn firmware(
     if rule.blocked {
         return refuse(m, StatusCode::FORBIDDEN, "this firmware is blocked");
     }
+    // The job whose token opened the download: its image served to the end is its evidence.
+    let mut served_job: Option<String> = None;
     if !rule.public {
         let Some(token) = q.t.as_deref() else {
             return refuse(m, StatusCode::FORBIDDEN, "a download token is required (?t=...)");
         };
-        if let Err(e) = shared.tokens.check(token, sha256, crate::handle::unix_now()) {
-            return refuse(m, StatusCode::FORBIDDEN, &e.to_string());
+        match shared.tokens.check(token, sha256, crate::handle::unix_now()) {
+            Err(e) => return refuse(m, StatusCode::FORBIDDEN, &e.to_string()),
+            Ok(job) => {
+                // The job of an enrolled device: the device must prove who it is.
+                let caller = crate::handle::Caller {
+                    secret: crate::auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+                        .map(str::to_owned),
+                    ip: Some(addr.ip().to_canonical().to_string()),
+                    ..Default::default()
+                };
+                if let Err(e) = shared.may_download(job, &caller) {
+                    return refuse(m, StatusCode::UNAUTHORIZED, &e.to_string());
+                }
+                served_job = Some(job.to_owned());
+            }
         }
     }
     // The SHA-256 the served bytes must have: the firmware's own for the image, the recorded one
@@ -140,7 +156,9 @@ async fn firmware(
         let (Ok(s), Ok(e)) = (usize::try_from(start), usize::try_from(end)) else {
             return refuse(m, StatusCode::INTERNAL_SERVER_ERROR, "range too large");
         };
-        transfer_body(bytes.slice(s..e), Arc::clone(&shared.metrics))
+        // Evidence only for the bytes up to the image's end (a resumed download ends there too).
+        let evidence = served_job.filter(|_| end == len).map(|job| (Arc::clone(&shared), job));
+        transfer_body(bytes.slice(s..e), Arc::clone(&shared.metrics), evidence)
     };
     builder.body(body).unwrap_or_else(|_| refuse(m, StatusCode::INTERNAL_SERVER_ERROR, "response failed"))
 }
@@ -149,6 +167,8 @@ async fn firmware(
 struct Transfer {
     metrics: Arc<Metrics>,
     left: usize,
+    /// The job to credit with the download once every byte was taken.
+    evidence: Option<(Arc<Shared>, String)>,
 }
 
 impl Drop for Transfer {
@@ -160,10 +180,10 @@ impl Drop for Transfer {
     }
 }
 
-fn transfer_body(bytes: Bytes, metrics: Arc<Metrics>) -> Body {
+fn transfer_body(bytes: Bytes, metrics: Arc<Metrics>, evidence: Option<(Arc<Shared>, String)>) -> Body {
     metrics.downloads.fetch_add(1, Relaxed);
     metrics.active_transfers.fetch_add(1, Relaxed);
-    let transfer = Transfer { left: bytes.len(), metrics };
+    let transfer = Transfer { left: bytes.len(), metrics, evidence };
     let stream = futures_util::stream::unfold((bytes, transfer), |(mut rest, mut t)| async move {
         if rest.is_empty() {
             return None;
@@ -171,6 +191,14 @@ fn transfer_body(bytes: Bytes, metrics: Arc<Metrics>) -> Body {
         let chunk = rest.split_to(CHUNK.min(rest.len()));
         t.left -= chunk.len();
         t.metrics.bytes_sent.fetch_add(chunk.len() as u64, Relaxed);
+        // The last bytes leave only once the download is durable evidence of the job (a crash
+        // right after must not make a device that came back on the new version unprovable).
+        if t.left == 0
+            && let Some((shared, job)) = t.evidence.take()
+            && shared.job_downloaded(&job)
+        {
+            let _ = shared.writer.flush().await;
+        }
         Some((Ok::<_, Infallible>(chunk), (rest, t)))
     });
     Body::from_stream(stream)

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +26,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::CoreError;
-use crate::handle::EngineHandle;
+use crate::handle::{Caller, EngineHandle};
 
 /// The device API routes (merged into the device server).
 pub(crate) fn router(engine: EngineHandle) -> Router {
@@ -51,6 +52,7 @@ impl From<CoreError> for DeviceError {
             CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Refused(_) => StatusCode::FORBIDDEN,
+            CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             CoreError::Conflict(_) => StatusCode::CONFLICT,
             CoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,7 +93,11 @@ impl From<QueryRejection> for DeviceError {
 
 impl IntoResponse for DeviceError {
     fn into_response(self) -> Response {
-        let code = if self.0 == StatusCode::BAD_REQUEST { "bad_request" } else { "refused" };
+        let code = match self.0 {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            _ => "refused",
+        };
         (self.0, Json(ErrorBody { error: ErrorDetail { code: code.into(), message: self.1 } })).into_response()
     }
 }
@@ -102,30 +108,50 @@ fn ip(addr: SocketAddr) -> Option<String> {
     Some(addr.ip().to_canonical().to_string())
 }
 
+/// Who is asking: the bearer secret of `Authorization` and the address; `native` for the
+/// native routes (whose check-in may enrol a device).
+fn caller(addr: SocketAddr, headers: &HeaderMap, native: bool) -> Caller {
+    Caller {
+        secret: crate::auth::bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned),
+        native,
+        ip: ip(addr),
+        mqtt_device: None,
+        site_broker: false,
+    }
+}
+
 /// Every check-in profile ends here: the native check-in, answered as JSON.
-async fn answer(engine: &EngineHandle, addr: SocketAddr, req: CheckRequest) -> DeviceResult<CheckResponse> {
+async fn answer(engine: &EngineHandle, req: CheckRequest, caller: Caller) -> DeviceResult<CheckResponse> {
     crate::limits::check_in(&req)?;
-    engine.admit_device(&req, addr.ip())?;
-    Ok(Json(engine.check_in(req, ip(addr)).await?))
+    if let Some(ip) = caller.ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+        engine.admit_device(&req, ip)?;
+    }
+    Ok(Json(engine.check_in(req, caller).await?))
 }
 
 /// Every report profile ends here: the native report, acknowledged.
-async fn acknowledge(engine: &EngineHandle, req: ReportRequest) -> DeviceResult<ReportAck> {
+async fn acknowledge(engine: &EngineHandle, req: ReportRequest, caller: Caller) -> DeviceResult<ReportAck> {
     crate::limits::report(&req)?;
-    engine.device_report(req).await?;
+    engine.device_report(req, caller).await?;
     Ok(Json(ReportAck { ok: true }))
 }
 
 async fn check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Body(req): Body<CheckRequest>,
 ) -> DeviceResult<CheckResponse> {
-    answer(&engine, addr, req).await
+    answer(&engine, req, caller(addr, &headers, true)).await
 }
 
-async fn report(State(engine): State<EngineHandle>, Body(req): Body<ReportRequest>) -> DeviceResult<ReportAck> {
-    acknowledge(&engine, req).await
+async fn report(
+    State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(req): Body<ReportRequest>,
+) -> DeviceResult<ReportAck> {
+    acknowledge(&engine, req, caller(addr, &headers, true)).await
 }
 
 async fn site_key(State(engine): State<EngineHandle>) -> Json<flotilla_proto::PublicKey> {
@@ -150,6 +176,7 @@ struct CheckUpdate {
 async fn check_update(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Body(b): Body<CheckUpdate>,
 ) -> DeviceResult<CheckResponse> {
     let req = CheckRequest {
@@ -162,7 +189,7 @@ async fn check_update(
         secure_version: None,
         interval_secs: None,
     };
-    answer(&engine, addr, req).await
+    answer(&engine, req, caller(addr, &headers, false)).await
 }
 
 /// `GET /api/firmware/check` query.
@@ -177,22 +204,12 @@ struct FirmwareCheck {
 }
 
 /// The MAC of a device: the query, else the `x-ESP32-STA-MAC`/`x-ESP8266-STA-MAC` header the
-/// Arduino HTTP updaters send, else what the inventory knows of the device id.
-async fn mac_of(
-    engine: &EngineHandle,
-    given: Option<String>,
-    headers: &HeaderMap,
-    device_id: &str,
-) -> Result<String, DeviceError> {
+/// Arduino HTTP updaters send. Never taken from the inventory: a device id alone proves nothing.
+fn mac_of(given: Option<String>, headers: &HeaderMap) -> Option<String> {
     let header = ["x-esp32-sta-mac", "x-esp8266-sta-mac"]
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_owned));
-    if let Some(mac) = given.or(header) {
-        return Ok(mac);
-    }
-    engine.find_device_mac(device_id).ok_or_else(|| {
-        DeviceError(StatusCode::BAD_REQUEST, format!("device {device_id:?} is unknown; send its MAC (mac=…)"))
-    })
+    given.or(header)
 }
 
 async fn firmware_check(
@@ -202,7 +219,9 @@ async fn firmware_check(
     query: Result<Query<FirmwareCheck>, QueryRejection>,
 ) -> DeviceResult<CheckResponse> {
     let Query(q) = query?;
-    let mac = mac_of(&engine, q.mac, &headers, &q.device_id).await?;
+    // Without a MAC nothing is offered and nothing recorded, to a known id as to an unknown one
+    // (ids cannot be probed).
+    let Some(mac) = mac_of(q.mac, &headers) else { return Ok(Json(CheckResponse::none())) };
     let req = CheckRequest {
         device_id: q.device_id,
         mac,
@@ -213,7 +232,7 @@ async fn firmware_check(
         secure_version: None,
         interval_secs: None,
     };
-    answer(&engine, addr, req).await
+    answer(&engine, req, caller(addr, &headers, false)).await
 }
 
 /// Status body of the compatibility profiles: the native report with common spellings accepted.
@@ -251,10 +270,12 @@ impl CompatStatus {
 
 async fn update_status(
     State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(b): Body<CompatStatus>,
 ) -> DeviceResult<ReportAck> {
-    acknowledge(&engine, b.into_report(id)).await
+    acknowledge(&engine, b.into_report(id), caller(addr, &headers, false)).await
 }
 
 /// `POST /api/ota/check` body: the native check-in with common spellings accepted.
@@ -273,6 +294,7 @@ struct OtaCheck {
 async fn ota_check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Body(b): Body<OtaCheck>,
 ) -> DeviceResult<CheckResponse> {
     let req = CheckRequest {
@@ -285,14 +307,19 @@ async fn ota_check(
         secure_version: None,
         interval_secs: None,
     };
-    answer(&engine, addr, req).await
+    answer(&engine, req, caller(addr, &headers, false)).await
 }
 
-async fn ota_status(State(engine): State<EngineHandle>, Body(b): Body<CompatStatus>) -> DeviceResult<ReportAck> {
+async fn ota_status(
+    State(engine): State<EngineHandle>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Body(b): Body<CompatStatus>,
+) -> DeviceResult<ReportAck> {
     let device_id = b
         .device_id
         .clone()
         .or_else(|| b.mac.clone())
         .ok_or_else(|| DeviceError(StatusCode::BAD_REQUEST, "device_id or mac is required".into()))?;
-    acknowledge(&engine, b.into_report(device_id)).await
+    acknowledge(&engine, b.into_report(device_id), caller(addr, &headers, false)).await
 }

@@ -64,6 +64,9 @@ pub(crate) async fn fetch(
         }
         let resume_from = buf.len() as u64;
         let mut request = http.get(url.clone());
+        if let Some(secret) = device.secret() {
+            request = request.bearer_auth(secret);
+        }
         if resume_from > 0 {
             request = request.header(RANGE, format!("bytes={resume_from}-"));
             device.count_resume();

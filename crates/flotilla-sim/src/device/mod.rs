@@ -78,6 +78,10 @@ pub struct DeviceSnapshot {
     pub failures: Failures,
     /// Boots after the first (completed reboots).
     pub reboots: u32,
+    /// Holds the secret the engine handed out when it enrolled (never shown).
+    pub enrolled: bool,
+    /// Requests the engine refused as unauthenticated (401): an `impostor`'s forged ones.
+    pub refused: u32,
 }
 
 /// The mutable part of a device.
@@ -94,6 +98,9 @@ struct Status {
     last_error: Option<String>,
     failures: Failures,
     reboots: u32,
+    /// The secret from its enrolment, kept in memory (`Authorization: Bearer` on every request).
+    secret: Option<String>,
+    refused: u32,
 }
 
 /// A device, shared between its task, its endpoint and the fleet handle.
@@ -103,6 +110,8 @@ pub(crate) struct Device {
     status: Mutex<Status>,
     /// Wakes a vanished device when it is repaired.
     revive: Notify,
+    /// The device an `impostor` pretends to be.
+    pub victim: std::sync::OnceLock<std::sync::Arc<Device>>,
 }
 
 impl Device {
@@ -125,8 +134,11 @@ impl Device {
                 last_error: None,
                 failures,
                 reboots: 0,
+                secret: None,
+                refused: 0,
             }),
             revive: Notify::new(),
+            victim: std::sync::OnceLock::new(),
         }
     }
 
@@ -154,7 +166,24 @@ impl Device {
             last_error: s.last_error.clone(),
             failures: s.failures,
             reboots: s.reboots,
+            enrolled: s.secret.is_some(),
+            refused: s.refused,
         }
+    }
+
+    /// The secret the engine handed out at enrolment, if it enrolled.
+    pub fn secret(&self) -> Option<String> {
+        self.status().secret.clone()
+    }
+
+    /// Keeps the secret of a (re-)enrolment.
+    pub fn set_secret(&self, secret: String) {
+        self.status().secret = Some(secret);
+    }
+
+    /// Counts a request the engine refused as unauthenticated.
+    pub fn count_refused(&self) {
+        self.status().refused += 1;
     }
 
     pub fn version(&self) -> String {

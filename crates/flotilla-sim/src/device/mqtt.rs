@@ -58,11 +58,46 @@ pub(crate) async fn run(device: Arc<Device>, ctx: Arc<Ctx>) {
         return;
     };
     let topics = Topics::new(&ctx, &device.ident.id);
+    // As docs/device-api.md says: one native check-in enrols the device; its credential carries
+    // the device's own broker login (with the embedded broker), used from then on.
+    let mut target = target;
+    if let Some(login) = enrol(&device, &ctx).await {
+        target.credentials = Some(login);
+    }
     loop {
         let endpoint_guard = endpoint::open(&device, ctx.config.device_port).await;
         let new_version = session(&device, &ctx, &target, &topics).await;
         drop(endpoint_guard);
         update::reboot(&device, &ctx, new_version).await;
+    }
+}
+
+/// Enrols the device with one native check-in (when the simulator knows the engine's URL);
+/// keeps its secret (for downloads) and returns its own broker login, if the engine gives one.
+async fn enrol(device: &Device, ctx: &Ctx) -> Option<(String, String)> {
+    let url = ctx.api.as_ref().and_then(|a| super::pull::api_url(a, "api/v1/check"))?;
+    let http = ctx.http_client(device).ok()?;
+    let body = flotilla_proto::native::CheckRequest {
+        device_id: device.ident.id.clone(),
+        mac: device.ident.mac.clone(),
+        model: Some(ctx.config.model.clone()),
+        chip: Some(ctx.config.chip.as_str().to_owned()),
+        version: device.version(),
+        labels: None,
+        secure_version: None,
+        interval_secs: None,
+    };
+    let answer = http.post(url).timeout(ctx.config.http_timeout).json(&body).send().await.ok()?;
+    if !answer.status().is_success() {
+        tracing::debug!(device = %device.ident.id, "enrolment refused: HTTP {}", answer.status());
+        return None;
+    }
+    match answer.json::<flotilla_proto::native::CheckResponse>().await.ok()? {
+        flotilla_proto::native::CheckResponse::NoUpdate { credential: Some(c), .. } => {
+            device.set_secret(c.secret);
+            c.mqtt_username.zip(c.mqtt_password)
+        }
+        _ => None,
     }
 }
 

@@ -31,6 +31,9 @@ pub(crate) async fn run(device: Arc<Device>, ctx: Arc<Ctx>) {
         device.record_error("no engine URL");
         return;
     };
+    if let Some(victim) = device.victim.get().cloned() {
+        return impostor(&device, &victim, &ctx, &check_url, &report_url).await;
+    }
     let mut rng = Prng::new(ctx.config.seed ^ (device.ident.index as u64).wrapping_mul(0x9E37_79B9));
     let poll = ctx.config.poll_interval;
     tokio::time::sleep(Duration::try_from_secs_f64(poll.as_secs_f64() * rng.next_f64()).unwrap_or_default()).await;
@@ -64,8 +67,24 @@ pub(crate) async fn run(device: Arc<Device>, ctx: Arc<Ctx>) {
 }
 
 /// One check-in; `Some` when the engine offers an update. Errors are logged: the device simply
-/// tries again next interval.
+/// tries again next interval. As `docs/device-api.md` says: the first check-in enrols the device
+/// and hands out its secret (kept in memory here, in flash on a real device), and every request
+/// after it carries `Authorization: Bearer <secret>`; the device checks in again at once with it.
 async fn check(device: &Device, ctx: &Ctx, http: &reqwest::Client, url: &Url) -> Option<Box<Offer>> {
+    for _ in 0..2 {
+        match check_once(device, ctx, http, url).await? {
+            CheckResponse::Offer(offer) if offer.update_available => return Some(offer),
+            CheckResponse::NoUpdate { credential: Some(c), .. } => {
+                tracing::debug!(device = %device.ident.id, generation = c.generation, "enrolled");
+                device.set_secret(c.secret);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+async fn check_once(device: &Device, ctx: &Ctx, http: &reqwest::Client, url: &Url) -> Option<CheckResponse> {
     let labels = &ctx.config.labels;
     let body = CheckRequest {
         device_id: device.ident.id.clone(),
@@ -78,8 +97,17 @@ async fn check(device: &Device, ctx: &Ctx, http: &reqwest::Client, url: &Url) ->
         // As Flotilla's device client does: the engine shows it offline after ~3 missed check-ins.
         interval_secs: u32::try_from(ctx.config.poll_interval.as_secs().max(1)).ok(),
     };
-    let response = match http.post(url.clone()).timeout(ctx.config.http_timeout).json(&body).send().await {
+    let mut request = http.post(url.clone()).timeout(ctx.config.http_timeout).json(&body);
+    if let Some(secret) = device.secret() {
+        request = request.bearer_auth(secret);
+    }
+    let response = match request.send().await {
         Ok(r) if r.status().is_success() => r,
+        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+            device.count_refused();
+            tracing::debug!(device = %device.ident.id, "check-in refused: not authenticated");
+            return None;
+        }
         Ok(r) => {
             tracing::debug!(device = %device.ident.id, "check-in refused: HTTP {}", r.status());
             return None;
@@ -90,11 +118,64 @@ async fn check(device: &Device, ctx: &Ctx, http: &reqwest::Client, url: &Url) ->
         }
     };
     match response.json::<CheckResponse>().await {
-        Ok(CheckResponse::Offer(offer)) if offer.update_available => Some(offer),
-        Ok(_) => None,
+        Ok(answer) => Some(answer),
         Err(e) => {
             tracing::debug!(device = %device.ident.id, "check-in answer unreadable: {e}");
             None
+        }
+    }
+}
+
+/// An `impostor`: once its victim has enrolled, replays the victim's id and MAC every poll
+/// interval without its secret — a check-in claiming the victim's version and a report failing
+/// the victim's latest job. Every refusal (401/403) is counted; anything else is an error.
+async fn impostor(device: &Device, victim: &Device, ctx: &Ctx, check_url: &Url, report_url: &Url) {
+    let http = match ctx.http_client(device) {
+        Ok(c) => c,
+        Err(e) => {
+            device.record_error(&format!("HTTP client: {e}"));
+            return;
+        }
+    };
+    let poll = ctx.config.poll_interval.max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(poll).await;
+        if victim.secret().is_none() {
+            continue;
+        }
+        let body = CheckRequest {
+            device_id: victim.ident.id.clone(),
+            mac: victim.ident.mac.clone(),
+            model: Some(ctx.config.model.clone()),
+            chip: Some(ctx.config.chip.as_str().to_owned()),
+            version: victim.version(),
+            labels: None,
+            secure_version: None,
+            interval_secs: None,
+        };
+        let check = http.post(check_url.clone()).timeout(ctx.config.http_timeout).json(&body).send().await;
+        let job = victim.snapshot().jobs_seen.last().cloned();
+        let report = match job {
+            Some(job) => {
+                let body = flotilla_proto::native::ReportRequest {
+                    device_id: victim.ident.id.clone(),
+                    mac: Some(victim.ident.mac.clone()),
+                    job,
+                    state: flotilla_proto::native::DeviceOtaState::Failed,
+                    progress: None,
+                    error: Some("forged by an impostor".into()),
+                    version: None,
+                };
+                Some(http.post(report_url.clone()).timeout(ctx.config.http_timeout).json(&body).send().await)
+            }
+            None => None,
+        };
+        for answer in std::iter::once(check).chain(report) {
+            match answer {
+                Ok(r) if matches!(r.status().as_u16(), 401 | 403) => device.count_refused(),
+                Ok(r) => device.record_error(&format!("a forged request was answered HTTP {}", r.status())),
+                Err(e) => tracing::debug!(device = %device.ident.id, "impostor request failed: {e}"),
+            }
         }
     }
 }

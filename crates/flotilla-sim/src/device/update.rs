@@ -53,7 +53,11 @@ impl Uplink<'_> {
                     error,
                     version: Some(device.version()),
                 };
-                match client.post((*report_url).clone()).json(&body).send().await {
+                let mut request = client.post((*report_url).clone()).json(&body);
+                if let Some(secret) = device.secret() {
+                    request = request.bearer_auth(secret);
+                }
+                match request.send().await {
                     Ok(r) if r.status().is_success() => {}
                     Ok(r) => tracing::debug!(device = %device.ident.id, "report refused: HTTP {}", r.status()),
                     Err(e) => tracing::debug!(device = %device.ident.id, "report not sent: {e}"),

@@ -46,20 +46,28 @@ impl Conn {
         Ok(Conn { send, io })
     }
 
-    /// `POST`s a JSON body; returns the status once the whole answer is read.
-    pub async fn post_json(&mut self, target: &Target, body: Bytes) -> io::Result<u16> {
+    /// `POST`s a JSON body (with the device's `Authorization`, once it enrolled); returns the
+    /// status and the answer once it is all read.
+    pub async fn post_json(
+        &mut self,
+        target: &Target,
+        body: Bytes,
+        auth: Option<&HeaderValue>,
+    ) -> io::Result<(u16, Bytes)> {
         self.send.ready().await.map_err(io::Error::other)?;
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(target.path.clone())
             .header(HOST, target.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(body))
-            .map_err(io::Error::other)?;
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(auth) = auth {
+            request = request.header(hyper::header::AUTHORIZATION, auth.clone());
+        }
+        let request = request.body(Full::new(body)).map_err(io::Error::other)?;
         let answer = self.send.send_request(request).await.map_err(io::Error::other)?;
         let status = answer.status().as_u16();
-        answer.into_body().collect().await.map_err(io::Error::other)?;
-        Ok(status)
+        let bytes = answer.into_body().collect().await.map_err(io::Error::other)?.to_bytes();
+        Ok((status, bytes))
     }
 }
 

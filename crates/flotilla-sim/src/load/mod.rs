@@ -2,7 +2,8 @@
 //! `flotilla-load` and of `bench/checkin.sh`.
 //!
 //! A run has two phases. It first registers a fleet by checking every device in once (distinct
-//! locally administered MACs from the seed, ids `<prefix>-<n>`). Then, for a fixed time, each of
+//! locally administered MACs from the seed, ids `<prefix>-<n>`; the check-in enrols each device,
+//! whose secret then goes on its every check-in: authentication is on, as in the field). Then, for a fixed time, each of
 //! `connections` keep-alive connections sends the check-in of a random registered device as soon
 //! as the previous answer is in — a closed loop: latency is the time from sending a request to
 //! having its whole answer, throughput is what the engine sustains at that concurrency.
@@ -21,13 +22,13 @@ mod conn;
 pub mod report;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use flotilla_proto::firmware::Chip;
-use flotilla_proto::native::CheckRequest;
+use flotilla_proto::native::{CheckRequest, CheckResponse};
 use hdrhistogram::Histogram;
 use hyper::Uri;
 use hyper::header::HeaderValue;
@@ -179,6 +180,8 @@ pub async fn run(config: LoadConfig) -> Result<Report> {
         .ok_or_else(|| SimError::Config(format!("{} has no address", v.host)))?;
     let target = Arc::new(Target { addr, host: v.authority, path: v.path });
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..config.devices).map(|n| config.body(n)).collect::<Result<_>>()?);
+    // Each device's `Authorization: Bearer <secret>`, from its enrolment in phase 1.
+    let auths: Arc<Vec<OnceLock<HeaderValue>>> = Arc::new((0..config.devices).map(|_| OnceLock::new()).collect());
 
     let mut conns = Vec::with_capacity(config.connections);
     for _ in 0..config.connections {
@@ -195,7 +198,7 @@ pub async fn run(config: LoadConfig) -> Result<Report> {
         .into_iter()
         .map(|c| {
             let (target, bodies, next) = (Arc::clone(&target), Arc::clone(&bodies), Arc::clone(&next));
-            tokio::spawn(register(c, target, bodies, next, config.request_timeout))
+            tokio::spawn(register(c, target, bodies, Arc::clone(&auths), next, config.request_timeout))
         })
         .collect();
     let mut conns = Vec::with_capacity(config.connections);
@@ -223,10 +226,11 @@ pub async fn run(config: LoadConfig) -> Result<Report> {
     let mut workers = Vec::with_capacity(config.connections);
     for i in 0..config.connections {
         let conn = if conns.is_empty() { None } else { Some(conns.swap_remove(0)) };
-        let (target, bodies) = (Arc::clone(&target), Arc::clone(&bodies));
+        let (target, bodies, auths) = (Arc::clone(&target), Arc::clone(&bodies), Arc::clone(&auths));
         let seed = config.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let tally = Tally::new()?;
-        workers.push(tokio::spawn(measure(tally, conn, target, bodies, seed, deadline, config.request_timeout)));
+        let timeout = config.request_timeout;
+        workers.push(tokio::spawn(measure(tally, conn, target, (bodies, auths), seed, deadline, timeout)));
     }
     let mut total = Tally::new()?;
     for w in workers {
@@ -264,6 +268,7 @@ async fn register(
     conn: Conn,
     target: Arc<Target>,
     bodies: Arc<Vec<Bytes>>,
+    auths: Arc<Vec<OnceLock<HeaderValue>>>,
     next: Arc<AtomicUsize>,
     timeout: Duration,
 ) -> (Option<Conn>, u64) {
@@ -278,8 +283,17 @@ async fn register(
                 conn = Conn::open(&target).await.ok();
             }
             if let Some(c) = conn.as_mut() {
-                match tokio::time::timeout(timeout, c.post_json(&target, body.clone())).await {
-                    Ok(Ok(200)) => {
+                let auth = auths.get(n).and_then(OnceLock::get);
+                match tokio::time::timeout(timeout, c.post_json(&target, body.clone(), auth)).await {
+                    Ok(Ok((200, answer))) => {
+                        // The first check-in enrols the device: its secret goes on every later one.
+                        if let Ok(CheckResponse::NoUpdate { credential: Some(cred), .. }) =
+                            serde_json::from_slice::<CheckResponse>(&answer)
+                            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", cred.secret))
+                            && let Some(slot) = auths.get(n)
+                        {
+                            let _ = slot.set(v);
+                        }
                         ok = true;
                         break;
                     }
@@ -327,7 +341,7 @@ async fn measure(
     mut tally: Tally,
     conn: Option<Conn>,
     target: Arc<Target>,
-    bodies: Arc<Vec<Bytes>>,
+    (bodies, auths): (Arc<Vec<Bytes>>, Arc<Vec<OnceLock<HeaderValue>>>),
     seed: u64,
     deadline: Instant,
     timeout: Duration,
@@ -344,12 +358,14 @@ async fn measure(
             }
             continue;
         };
-        let body = bodies[rng.below(bodies.len())].clone();
+        let n = rng.below(bodies.len());
+        let body = bodies[n].clone();
+        let auth = auths.get(n).and_then(OnceLock::get);
         let sent = Instant::now();
-        let answer = tokio::time::timeout(timeout, c.post_json(&target, body)).await;
+        let answer = tokio::time::timeout(timeout, c.post_json(&target, body, auth)).await;
         tally.requests += 1;
         match answer {
-            Ok(Ok(status)) => {
+            Ok(Ok((status, _))) => {
                 tally.latency.saturating_record(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
                 if status != 200 {
                     tally.non_200 += 1;

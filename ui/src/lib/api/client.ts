@@ -96,6 +96,12 @@ export const api = {
     request<Device>('POST', `devices/${enc(mac)}/labels`, { add, remove }),
   /** The channel a device follows itself; `null`: its labels' channel, else stable. */
   setDeviceChannel: (mac: string, channel: Channel | null) => request<Device>('PUT', `devices/${enc(mac)}/channel`, { channel }),
+  /** Lets in a device waiting for approval. */
+  approveDevice: (mac: string) => request<Device>('POST', `devices/${enc(mac)}/approve`),
+  /** Refuses every request of the device until it is re-keyed. */
+  revokeDevice: (mac: string) => request<Device>('POST', `devices/${enc(mac)}/revoke`),
+  /** Its secret stops working now; its next check-in enrols it again. */
+  rekeyDevice: (mac: string) => request<Device>('POST', `devices/${enc(mac)}/rekey`),
   /** Forgets a device (409 while a rollout works on it); it is found anew if it shows up again. */
   forgetDevice: (mac: string) => request<Device>('DELETE', `devices/${enc(mac)}`),
   labelChannels: () => request<LabelChannel[]>('GET', 'channels'),

@@ -24,6 +24,8 @@ export interface LiveJob {
   fromVersion: string | null;
   currentVersion: string | null;
   attempts: number;
+  /** What a success rests on (`authenticated+download`, `unauthenticated+download`). */
+  evidence?: string | null;
 }
 
 export function emptyCounts(): JobCounts {

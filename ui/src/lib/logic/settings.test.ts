@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { brokerUrlError, fieldOfError, formFromSaved, isSocketAddr, runningNotes, settingsPayload, validateSettings, type SettingsForm } from './settings';
 import type { SettingsView, SiteSettings } from '../api/types';
 
-const NONE: SiteSettings = { device_listen: null, public_url: null, admin_listen: null, mqtt: null, mqtt_listen: null, mqtt_user: null, mqtt_password: null, mdns: null, event_retention_days: null, event_retention_max: null };
+const NONE: SiteSettings = { device_listen: null, public_url: null, admin_listen: null, mqtt: null, mqtt_listen: null, mqtt_user: null, mqtt_password: null, mdns: null, event_retention_days: null, event_retention_max: null, approve_new_devices: null, refuse_unauthenticated: null };
 const view = (saved: Partial<SiteSettings>, mqtt_password_set = false): SettingsView => ({ saved: { ...NONE, ...saved }, effective: { ...NONE, ...saved }, mqtt_password_set, restart_required: false, path: '/d/settings.json' });
 
 describe('settings form', () => {
@@ -47,7 +47,8 @@ describe('settings form', () => {
     const f = formFromSaved(saved);
     const keep = settingsPayload(f, saved.saved);
     expect('mqtt_password' in keep).toBe(false); // omitted: the engine keeps the saved one
-    expect(JSON.parse(JSON.stringify(keep))).toEqual({ device_listen: null, public_url: null, admin_listen: null, mqtt: 'mqtt://b:1883', mqtt_listen: null, mqtt_user: 'u', mdns: null, event_retention_days: null, event_retention_max: null });
+    expect(JSON.parse(JSON.stringify(keep))).toEqual({ device_listen: null, public_url: null, admin_listen: null, mqtt: 'mqtt://b:1883', mqtt_listen: null, mqtt_user: 'u', mdns: null, event_retention_days: null, event_retention_max: null, approve_new_devices: null, refuse_unauthenticated: null });
+    expect(settingsPayload({ ...f, approveNew: true }, saved.saved).approve_new_devices).toBe(true);
     expect(settingsPayload({ ...f, passwordAction: 'replace', password: 'n3w' }, saved.saved).mqtt_password).toBe('n3w');
     expect(settingsPayload({ ...f, passwordAction: 'remove', password: 'ignored' }, saved.saved).mqtt_password).toBe('');
     const other = settingsPayload({ ...f, mqttMode: 'off', deviceListen: ' 0.0.0.0:9000 ', publicUrl: 'http://fw.site:9000', mdns: false }, saved.saved);

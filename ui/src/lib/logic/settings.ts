@@ -24,6 +24,10 @@ export interface SettingsForm {
   retentionDays: string;
   /** Most events the audit log keeps; empty: the default. Applies without a restart. */
   retentionMax: string;
+  /** New devices wait for approval. */
+  approveNew: boolean;
+  /** Check-ins of the compatibility profiles are refused. */
+  refuseUnauthenticated: boolean;
 }
 
 export type SettingsField =
@@ -53,6 +57,8 @@ export function formFromSaved(v: SettingsView): SettingsForm {
     mdns: s.mdns ?? true,
     retentionDays: s.event_retention_days === null || s.event_retention_days === undefined ? '' : String(s.event_retention_days),
     retentionMax: s.event_retention_max === null || s.event_retention_max === undefined ? '' : String(s.event_retention_max),
+    approveNew: s.approve_new_devices ?? false,
+    refuseUnauthenticated: s.refuse_unauthenticated ?? false,
   };
 }
 
@@ -169,6 +175,10 @@ export function settingsPayload(f: SettingsForm, saved: SiteSettings): SiteSetti
     // The caps on new devices are not edited here (`flotilla settings set`): kept as saved.
     ...(saved.new_devices_per_minute != null ? { new_devices_per_minute: saved.new_devices_per_minute } : {}),
     ...(saved.max_devices != null ? { max_devices: saved.max_devices } : {}),
+    // null is the default (off): keep it null unless chosen or saved before.
+    approve_new_devices: f.approveNew || (saved.approve_new_devices ?? null) !== null ? f.approveNew : null,
+    refuse_unauthenticated:
+      f.refuseUnauthenticated || (saved.refuse_unauthenticated ?? null) !== null ? f.refuseUnauthenticated : null,
   };
   // The password is edited only with an external broker; otherwise the saved one is kept.
   if (f.mqttMode === 'external' && f.passwordAction === 'replace') body.mqtt_password = f.password;

@@ -7,7 +7,7 @@ import { emptyCounts } from '../logic/progress';
 
 const job = (id: number, state: Job['state'], wave: number | null, updated = '2026-01-01T00:00:00Z', current: string | null = null): Job => ({
   id, rollout_id: 1, mac: `m${id}`, device_id: null, wave, state, attempts: 1, from_version: '1.0.0', current_version: current,
-  error: null, progress: null, deadline: null, history: [], updated_at: updated,
+  error: null, progress: null, deadline: null, history: [], updated_at: updated, evidence: null, downloaded: false, authenticated: true,
 });
 const counts = (p: Partial<JobCounts>): JobCounts => ({ ...emptyCounts(), ...p });
 const rollout = (p: Partial<Rollout> = {}): Rollout =>

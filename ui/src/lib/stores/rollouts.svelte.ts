@@ -35,6 +35,7 @@ function liveJobOf(j: Job): LiveJob {
     fromVersion: j.from_version ?? null,
     currentVersion: versionSinceReboot(j.current_version ?? null, j.history),
     attempts: j.attempts,
+    evidence: j.evidence ?? null,
   };
 }
 

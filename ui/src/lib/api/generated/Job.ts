@@ -34,4 +34,19 @@ progress: number | null,
 /**
  * When the current step times out (in-flight jobs only; RFC 3339 UTC).
  */
-deadline: string | null, history: Array<JobTransition>, updated_at: string, };
+deadline: string | null, history: Array<JobTransition>, updated_at: string, 
+/**
+ * What a success rests on: `authenticated+download` (an authenticated device came back on
+ * the target version after this job's image was served to it), `unauthenticated+download`
+ * (the same, from a device that cannot prove who it is: a compatibility profile or a shared
+ * MQTT login). `None` until the job succeeded.
+ */
+evidence: string | null, 
+/**
+ * Was this job's image served to the end on its current command's download token?
+ */
+downloaded: boolean, 
+/**
+ * Was the device authenticated (enrolled and approved) when the job was last heard of?
+ */
+authenticated: boolean, };

@@ -58,4 +58,13 @@ new_devices_per_minute?: number,
  * Most devices the inventory holds before sources on the LAN may add no more (default
  * 5000). Applies without a restart.
  */
-max_devices?: number, };
+max_devices?: number, 
+/**
+ * New devices wait for a person's approval (`flotilla devices approve`) before they get
+ * offers (default: trust on first use).
+ */
+approve_new_devices: boolean | null, 
+/**
+ * Refuse check-ins of the compatibility profiles (devices that cannot prove who they are).
+ */
+refuse_unauthenticated: boolean | null, };

@@ -5,6 +5,7 @@ export type * from "./CreateRollout";
 export type * from "./DemoInfo";
 export type * from "./DemoStatus";
 export type * from "./Device";
+export type * from "./DeviceAuth";
 export type * from "./DeviceHistory";
 export type * from "./DeviceJob";
 export type * from "./DownloadLink";
