@@ -29,6 +29,8 @@
 #   8-left-out-review  6 outdated devices, 2 of them offline: the outdated tile's review updates the
 #                      4 online ones and lists the 2 others as left out, by name, with the reason;
 #                      the wizard's preview too.
+#   9-find-devices     a Shelly played over HTTP on loopback: "Add by address…" probes it and lists
+#                      it with family and version; a silent address adds nothing; "Scan now".
 # Screenshots: $CARGO_TARGET_DIR/e2e-screenshots/browser-*.png (default target/).
 # Environment: CARGO_TARGET_DIR, UI_BENCH=1, FLOTILLA_E2E_PROFILE=debug|release (default: debug,
 # release with UI_BENCH=1), E2E_NO_BUILD=1 (use the binaries and ui/dist as they are),

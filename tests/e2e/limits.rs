@@ -200,24 +200,35 @@ async fn new_devices_from_the_lan_are_capped_per_minute_and_in_all() {
     assert_eq!(view["effective"]["new_devices_per_minute"], 3, "applies at once: {view}");
     assert_eq!(view["restart_required"], false);
 
-    let check = |base: &str, mac: &str| {
+    let check_as = |base: &str, mac: &str, secret: Option<String>| {
         let url = format!("{base}/api/v1/check");
         let body = checkin(mac);
         let http = server.http.clone();
         async move {
-            let resp = http.post(url).json(&body).send().await.unwrap();
+            let mut req = http.post(url).json(&body);
+            if let Some(secret) = secret {
+                req = req.bearer_auth(secret);
+            }
+            let resp = req.send().await.unwrap();
             let status = resp.status();
             (status, resp.json::<Value>().await.unwrap())
         }
     };
+    let check = |base: &str, mac: &str| check_as(base, mac, None);
+    let mut first_secret = None;
     for i in 1..=3 {
-        assert_eq!(check(&lan, &format!("02:00:00:00:12:0{i}")).await.0, StatusCode::OK);
+        let (status, answer) = check(&lan, &format!("02:00:00:00:12:0{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        if i == 1 {
+            first_secret = answer["credential"]["secret"].as_str().map(str::to_owned);
+        }
     }
     let (status, answer) = check(&lan, "02:00:00:00:12:04").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("new_devices_per_minute"), "{answer}");
     // A known device still checks in; loopback is exempt.
-    assert_eq!(check(&lan, "02:00:00:00:12:01").await.0, StatusCode::OK);
+    assert!(first_secret.is_some(), "the first check-in enrolled the device");
+    assert_eq!(check_as(&lan, "02:00:00:00:12:01", first_secret.clone()).await.0, StatusCode::OK);
     assert_eq!(check(&loopback, "02:00:00:00:12:05").await.0, StatusCode::OK);
     assert_eq!(devices(&server).await.len(), 4);
 

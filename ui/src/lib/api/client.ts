@@ -5,7 +5,7 @@ import { getToken } from './auth';
 import type {
   Channel, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch, FirmwareSuggestion,
   FleetMetrics, ImportOptions, ImportResponse, InspectReport, LabelChannel, PublicKey, Rollout, RolloutDetail, RolloutPreview,
-  RolloutRequest, RuntimeInfo, DemoInfo, SettingsView, SiteSettings,
+  RolloutRequest, RuntimeInfo, DemoInfo, SettingsView, SiteSettings, ProbeRequest, ProbeResult, ScanRequest, ScanResult,
 } from './types';
 
 export class ApiError extends Error {
@@ -102,6 +102,10 @@ export const api = {
   revokeDevice: (mac: string) => request<Device>('POST', `devices/${enc(mac)}/revoke`),
   /** Its secret stops working now; its next check-in enrols it again. */
   rekeyDevice: (mac: string) => request<Device>('POST', `devices/${enc(mac)}/rekey`),
+  /** Asks an address over HTTP what it is and adds the device that answers. */
+  probe: (body: ProbeRequest) => request<ProbeResult>('POST', 'devices/probe', body),
+  /** Queries mDNS again and, with a subnet, probes every address of it. */
+  scan: (body: ScanRequest) => request<ScanResult>('POST', 'devices/scan', body),
   /** Forgets a device (409 while a rollout works on it); it is found anew if it shows up again. */
   forgetDevice: (mac: string) => request<Device>('DELETE', `devices/${enc(mac)}`),
   labelChannels: () => request<LabelChannel[]>('GET', 'channels'),

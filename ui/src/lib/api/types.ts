@@ -13,7 +13,8 @@ export type {
   RolloutDetail, RolloutPreview, RolloutProgress, RolloutSpec, RolloutState, RuntimeInfo, SegmentInfo, SettingsView,
   SignedManifest, SiteSettings, SkippedDevice, Threshold, TlsStatus, Verdict, WaveSize, WaveStatus, JsonValue,
   RolloutWait, WaitingDevice, WaitReason, RolloutEstimate, RolloutOutcome, FirmwareSuggestion, LabelChannel, ChannelRequest,
-  FleetMetrics, VersionSample, RolloutResult, ReasonCount, StorageStatus,
+  FleetMetrics, VersionSample, RolloutResult, ReasonCount, StorageStatus, ProbeRequest, ProbeResult, ScanRequest,
+  ScanResult,
 } from './generated';
 
 export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly-gen1', 'shelly-gen2', 'arduino-ota', 'esphome', 'unknown'];
