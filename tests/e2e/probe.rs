@@ -253,3 +253,94 @@ async fn devices_scan_finds_a_whole_subnet_at_a_bounded_rate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/20"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A Tasmota whose web password is `password` (HTTP Basic, user admin), on `ip:port`.
+async fn locked_tasmota(ip: &str, port: u16, n: usize, password: &'static str) {
+    use base64::Engine as _;
+    let listener = TcpListener::bind((ip, port)).await.unwrap();
+    let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}")));
+    let mac = format!("A8:03:2A:B5:00:{n:02X}");
+    let answer = reply("200 OK", &STATUS0.replace("A8:03:2A:B2:00:03", &mac));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (want, answer) = (want.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let authorised = request.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == want)
+                });
+                let out = if !request.contains("/cm?") {
+                    reply("404 Not Found", "<html>404</html>")
+                } else if authorised {
+                    answer
+                } else {
+                    reply("401 Unauthorized", NEED_PASSWORD)
+                };
+                let _ = s.write_all(&out).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn tasmota_credentials_open_the_right_device_and_are_never_shown() {
+    const RIGHT: &str = "Kx7-right-web-password";
+    const WRONG: &str = "Qp2-other-web-password";
+    let (server, log) = crate::limits::serve_with_env(&[], &["--http", "127.0.0.1:0"], &[("RUST_LOG", "debug")]).await;
+    let port = TcpListener::bind("127.0.3.1:0").await.unwrap().local_addr().unwrap().port();
+    locked_tasmota("127.0.3.1", port, 1, RIGHT).await;
+    locked_tasmota("127.0.3.2", port, 2, WRONG).await;
+
+    // Without a credential: it wants a password.
+    let (_, r, _) = add(&server, &format!("127.0.3.1:{port}"), &[]).await;
+    assert_eq!(r["state"], "authentication_required", "{r}");
+
+    // The family's password, from standard input.
+    let mut cmd = std::process::Command::new(flotilla_bin());
+    cmd.args(["credentials", "set", "tasmota", "--username", "admin", "--data-dir"]).arg(server.data_dir());
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{RIGHT}\n").as_bytes()).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(RIGHT));
+
+    let (code, r, _) = add(&server, &format!("127.0.3.1:{port}"), &["--family", "tasmota"]).await;
+    assert_eq!((code, r["state"].as_str()), (0, Some("found")), "{r}");
+    assert_eq!(r["device"]["mac"], "a8:03:2a:b5:00:01");
+    // The other device has another password: authentication failed, on that device only.
+    let (code, r, _) = add(&server, &format!("127.0.3.2:{port}"), &["--family", "tasmota"]).await;
+    assert_eq!((code, r["state"].as_str()), (1, Some("authentication_failed")), "{r}");
+    let all: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+
+    // Listed without the password; nowhere else either: API answers, events, the database, logs.
+    let (out, _) = cli(&server, &["credentials", "list", "--json"]).await;
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!([{ "scope": "tasmota", "username": "admin", "password_set": true }]));
+    for path in
+        ["/api/v1/credentials", "/api/v1/devices", "/api/v1/events?limit=500", "/api/v1/settings", "/api/v1/status"]
+    {
+        let body = server.api(reqwest::Method::GET, path).send().await.unwrap().text().await.unwrap();
+        assert!(!body.contains(RIGHT), "{path} shows the password");
+    }
+    let events = server.api(reqwest::Method::GET, "/api/v1/events?kind=credentials.set").send().await.unwrap();
+    assert!(events.text().await.unwrap().contains("\"scope\":\"tasmota\""), "the change is audited");
+    let (out, _) = cli(&server, &["credentials", "remove", "tasmota"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, r, _) = add(&server, &format!("127.0.3.1:{port}"), &[]).await;
+    assert_eq!(r["state"], "authentication_required", "removed: {r}");
+    let dir = server.data_dir().to_owned();
+    let (_, stdout, _keep) = server.stop();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!String::from_utf8_lossy(&bytes).contains(RIGHT), "{name} holds the removed password");
+    }
+    assert!(!stdout.contains(RIGHT));
+    assert!(!log.lock().unwrap().contains(RIGHT), "the log shows the password");
+}

@@ -72,6 +72,11 @@ impl Api {
         self.send(self.request(Method::GET, path)).await
     }
 
+    /// A request whose success carries no body (204).
+    pub async fn send_empty(&self, req: reqwest::RequestBuilder) -> CliResult {
+        self.answer(req).await.map(drop)
+    }
+
     /// A GET whose answer is text (CSV, Prometheus), as it came.
     pub async fn text(&self, path: &str) -> CliResult<String> {
         let body = self.answer(self.request(Method::GET, path)).await?;

@@ -17,6 +17,7 @@
 
 mod backup;
 mod client;
+mod credentials;
 mod devices;
 mod events;
 mod firmware;
@@ -68,6 +69,9 @@ enum Command {
     /// The firmware channels labels carry.
     #[command(subcommand)]
     Channels(devices::ChannelsCmd),
+    /// Logins for vendor devices (Tasmota, Shelly, ArduinoOTA, ESPHome), per family or device.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCmd),
     /// Staged rollouts: plan, start, pause, resume, cancel, watch, report.
     #[command(subcommand)]
     Rollout(rollout::RolloutCmd),
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             Command::Firmware(cmd) => firmware::run(cmd).await,
             Command::Devices(cmd) => devices::run(cmd).await,
             Command::Channels(cmd) => devices::channels(cmd).await,
+            Command::Credentials(cmd) => credentials::run(cmd).await,
             Command::Rollout(cmd) => rollout::run(cmd).await,
             Command::Events(cmd) => events::run(cmd).await,
             Command::Status(args) => status::status(args).await,

@@ -94,6 +94,7 @@ impl Engine {
         for f in &firmware {
             catalog.set(f);
         }
+        let vendor_credentials = crate::credentials::Credentials::load(&data.root().join("credentials.json"))?;
         let auth_key = crate::auth::AuthKey::load_or_create(&data.keys_dir())?;
         let mut devices = flotilla_store::devices::list_with_transport(store.conn())?;
         let mut runs = Fleet::load_runs(store.conn(), &firmware)?;
@@ -166,6 +167,7 @@ impl Engine {
             started: std::time::Instant::now(),
             admission,
             storage: crate::storage::Storage::default(),
+            vendor_credentials,
         });
         shared.storage.set_missing(missing);
 

@@ -30,6 +30,7 @@
 
 pub(crate) mod auth;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod discovery;
 pub mod engine;

@@ -215,6 +215,26 @@ pub struct ScanResult {
     pub took_ms: u64,
 }
 
+/// A vendor device credential as the API shows it: never its password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct CredentialInfo {
+    /// A family (`tasmota`, `shelly-gen1`, `shelly-gen2`, `arduino-ota`, `esphome`) or a MAC.
+    pub scope: String,
+    pub username: Option<String>,
+    /// Always true: a credential has a password, which is never returned.
+    pub password_set: bool,
+}
+
+/// Set a vendor device credential (`PUT /api/v1/credentials/{scope}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct CredentialRequest {
+    #[serde(default)]
+    pub username: Option<String>,
+    pub password: String,
+}
+
 /// Normalises a MAC address to `aa:bb:cc:dd:ee:ff`. Accepts `:`, `-`, `.` or no separators, any case.
 pub fn normalize_mac(s: &str) -> Option<String> {
     // One pass, one allocation: this runs on every check-in.

@@ -14,7 +14,8 @@ use ts_rs::{Config, TS};
 
 use crate::api::{EngineStatus, ErrorBody, FleetMetrics, Health, PublicKey, RuntimeInfo, SettingsView, SiteSettings};
 use crate::device::{
-    ChannelRequest, Device, LabelChannel, LabelRequest, ProbeRequest, ProbeResult, ScanRequest, ScanResult,
+    ChannelRequest, CredentialInfo, CredentialRequest, Device, LabelChannel, LabelRequest, ProbeRequest, ProbeResult,
+    ScanRequest, ScanResult,
 };
 use crate::event::{Event, EventPage};
 use crate::firmware::{DownloadLink, DownloadLinkRequest, Firmware, FirmwarePatch, ImageInfo, ImportOptions};
@@ -70,6 +71,8 @@ fn render() -> BTreeMap<String, String> {
         ProbeResult,
         ScanRequest,
         ScanResult,
+        CredentialInfo,
+        CredentialRequest,
         FleetMetrics,
     );
     let files = read_dir(&out);

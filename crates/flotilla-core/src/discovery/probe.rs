@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::classify::{self, Observation};
+use crate::credentials::Secret;
 
 /// Largest answer read from a device.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -42,6 +43,8 @@ pub enum Outcome {
     },
     /// It wants a password even to say what it is (Tasmota with a web password).
     AuthenticationRequired { family: Family },
+    /// It refused the credential Flotilla has for it.
+    AuthenticationFailed { family: Family },
     /// It answered, but like no device we know.
     Unrecognised { detail: String },
     /// Nothing answered (refused, timed out, closed).
@@ -94,8 +97,9 @@ impl Prober {
         })
     }
 
-    /// Probes `addr` (port 80 for both families by default); `hint` tries that family first.
-    pub async fn probe(&self, addr: SocketAddr, hint: Option<Family>) -> Outcome {
+    /// Probes `addr` (port 80 for both families by default); `hint` tries that family first;
+    /// `login` is the Tasmota web login to offer (HTTP Basic), if any.
+    pub async fn probe(&self, addr: SocketAddr, hint: Option<Family>, login: Option<&Secret>) -> Outcome {
         let guard = {
             let Ok(mut set) = self.in_flight.lock() else { return Outcome::Busy };
             if !set.insert(addr) {
@@ -107,7 +111,7 @@ impl Prober {
         let tasmota_first = hint == Some(Family::Tasmota);
         let mut last = Outcome::Unreachable { detail: "no answer".into() };
         for (i, tasmota) in if tasmota_first { [true, false] } else { [false, true] }.into_iter().enumerate() {
-            let outcome = if tasmota { self.tasmota(addr).await } else { self.shelly(addr).await };
+            let outcome = if tasmota { self.tasmota(addr, login).await } else { self.shelly(addr).await };
             match outcome {
                 // Nothing answers there: no use asking again. (After an answer, a failure of the
                 // second request says less than the answer did.)
@@ -121,12 +125,17 @@ impl Prober {
         last
     }
 
-    async fn get(&self, addr: SocketAddr, path: &str) -> Answer {
+    async fn get(&self, addr: SocketAddr, path: &str, login: Option<&Secret>) -> Answer {
         let url = match addr.ip() {
             IpAddr::V4(ip) => format!("http://{ip}:{}{path}", addr.port()),
             IpAddr::V6(ip) => format!("http://[{ip}]:{}{path}", addr.port()),
         };
-        let mut resp = match self.http.get(&url).send().await {
+        let mut req = self.http.get(&url);
+        if let Some(l) = login {
+            // Tasmota's web user is `admin` unless set.
+            req = req.basic_auth(l.username.as_deref().unwrap_or("admin"), Some(&l.password));
+        }
+        let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return Answer::Failed(describe(&e)),
         };
@@ -147,7 +156,7 @@ impl Prober {
     }
 
     async fn shelly(&self, addr: SocketAddr) -> Outcome {
-        match self.get(addr, "/shelly").await {
+        match self.get(addr, "/shelly", None).await {
             Answer::Failed(detail) => Outcome::Unreachable { detail },
             Answer::Body(200, body) => match classify::shelly_info(&body, Some(addr.ip())) {
                 Some((o, auth)) => found(o, auth),
@@ -157,18 +166,21 @@ impl Prober {
         }
     }
 
-    async fn tasmota(&self, addr: SocketAddr) -> Outcome {
-        match self.get(addr, "/cm?cmnd=Status%200").await {
+    async fn tasmota(&self, addr: SocketAddr, login: Option<&Secret>) -> Outcome {
+        let refused = if login.is_some() {
+            Outcome::AuthenticationFailed { family: Family::Tasmota }
+        } else {
+            Outcome::AuthenticationRequired { family: Family::Tasmota }
+        };
+        match self.get(addr, "/cm?cmnd=Status%200", login).await {
             Answer::Failed(detail) => Outcome::Unreachable { detail },
             Answer::Body(200, body) => match classify::tasmota_status(&body) {
                 Some(o) => found(o, false),
-                None if is_tasmota_auth(&body) => Outcome::AuthenticationRequired { family: Family::Tasmota },
+                None if is_tasmota_auth(&body) => refused,
                 None => unrecognised("/cm", 200, &body),
             },
             // Tasmota answers 401 with its WARNING when a web password is set (older releases: 200).
-            Answer::Body(401, body) if is_tasmota_auth(&body) => {
-                Outcome::AuthenticationRequired { family: Family::Tasmota }
-            }
+            Answer::Body(401, body) if is_tasmota_auth(&body) => refused,
             Answer::Body(status, body) => unrecognised("/cm", status, &body),
         }
     }

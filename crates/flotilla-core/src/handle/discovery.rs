@@ -169,7 +169,7 @@ impl EngineHandle {
             match done {
                 Ok(Ok(r)) => match r.state.as_str() {
                     "found" => out.found.push(r),
-                    "authentication_required" => out.authentication_required.push(r),
+                    "authentication_required" | "authentication_failed" => out.authentication_required.push(r),
                     "unrecognised" => out.unrecognised += 1,
                     _ => out.unreachable += 1,
                 },
@@ -198,7 +198,15 @@ impl EngineHandle {
     }
 
     async fn probe_socket(&self, addr: SocketAddr, hint: Option<Family>) -> Result<ProbeResult> {
-        let outcome = prober()?.probe(addr, hint).await;
+        // The Tasmota login: the device's own when a known device has this address, else the family's.
+        let known = self
+            .fleet()?
+            .inventory
+            .iter()
+            .find(|e| e.device.ip.as_deref() == Some(addr.ip().to_string().as_str()))
+            .map(|e| e.device.mac.clone());
+        let login = self.shared.vendor_credentials.for_device(known.as_deref(), Family::Tasmota);
+        let outcome = prober()?.probe(addr, hint, login.as_ref()).await;
         let mut result = ProbeResult {
             address: addr.to_string(),
             state: String::new(),
@@ -224,6 +232,12 @@ impl EngineHandle {
                     Observed::Provisional => {}
                 }
             }
+            Outcome::AuthenticationFailed { family } => {
+                result.state = "authentication_failed".into();
+                result.family = Some(family);
+                result.auth_required = true;
+                result.detail = Some("it refused the credential Flotilla has for it".into());
+            }
             Outcome::AuthenticationRequired { family } => {
                 result.state = "authentication_required".into();
                 result.family = Some(family);
@@ -244,5 +258,39 @@ impl EngineHandle {
             }
         }
         Ok(result)
+    }
+}
+
+impl EngineHandle {
+    /// Vendor device credentials, without their passwords.
+    pub fn list_credentials(&self) -> Result<Vec<flotilla_proto::device::CredentialInfo>> {
+        self.shared.vendor_credentials.list()
+    }
+
+    /// Sets the credential of a family or a device (by MAC); recorded (never the password).
+    pub async fn set_credential(
+        &self,
+        scope: &str,
+        req: flotilla_proto::device::CredentialRequest,
+        actor: &str,
+    ) -> Result<flotilla_proto::device::CredentialInfo> {
+        let info = self.shared.vendor_credentials.set(scope, req.username, req.password)?;
+        self.record(
+            "credentials.set",
+            actor,
+            None,
+            serde_json::json!({ "scope": info.scope, "username": info.username }),
+        )
+        .await?;
+        Ok(info)
+    }
+
+    /// Removes the credential of a family or a device.
+    pub async fn remove_credential(&self, scope: &str, actor: &str) -> Result<()> {
+        if !self.shared.vendor_credentials.remove(scope)? {
+            return Err(CoreError::NotFound(format!("credential {scope}")));
+        }
+        self.record("credentials.removed", actor, None, serde_json::json!({ "scope": scope })).await?;
+        Ok(())
     }
 }

@@ -150,6 +150,8 @@ pub(crate) struct Shared {
     pub admission: crate::limits::Admission,
     /// Import locks per firmware file and the firmware files found missing.
     pub storage: crate::storage::Storage,
+    /// Vendor device credentials (never shown, never logged).
+    pub vendor_credentials: crate::credentials::Credentials,
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.

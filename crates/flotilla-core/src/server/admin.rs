@@ -22,7 +22,9 @@ use bytes::Bytes;
 use flotilla_proto::api::{
     BackupRequest, BackupSummary, DemoInfo, EngineStatus, FleetMetrics, SettingsView, SiteSettings,
 };
-use flotilla_proto::device::{ChannelRequest, LabelChannel, ProbeRequest, ProbeResult, ScanRequest, ScanResult};
+use flotilla_proto::device::{
+    ChannelRequest, CredentialInfo, CredentialRequest, LabelChannel, ProbeRequest, ProbeResult, ScanRequest, ScanResult,
+};
 use flotilla_proto::rollout::{
     CreateRollout, DeviceHistory, FirmwareSuggestion, Rollout, RolloutDetail, RolloutPreview,
 };
@@ -187,6 +189,8 @@ fn routes() -> OpenApiRouter<EngineHandle> {
         .routes(routes!(list_devices, add_device))
         .routes(routes!(probe_device))
         .routes(routes!(scan_devices))
+        .routes(routes!(list_credentials))
+        .routes(routes!(set_credential, remove_credential))
         .routes(routes!(get_device, forget_device))
         .routes(routes!(device_history))
         .routes(routes!(label_device))
@@ -638,6 +642,42 @@ async fn scan_devices(
     ApiJson(r): ApiJson<ScanRequest>,
 ) -> ApiResult<Json<ScanResult>> {
     Ok(Json(engine.scan_subnet(&r).await?))
+}
+
+/// Vendor device credentials (Tasmota, Shelly, ArduinoOTA, ESPHome), per family and per device:
+/// scopes and usernames, never a password.
+#[utoipa::path(get, path = "/api/v1/credentials", tag = "devices", responses((status = OK, body = Vec<CredentialInfo>)))]
+async fn list_credentials(State(engine): State<EngineHandle>) -> ApiResult<Json<Vec<CredentialInfo>>> {
+    Ok(Json(engine.list_credentials()?))
+}
+
+/// Sets the credential of a family (`tasmota`, `shelly-gen1`, `shelly-gen2`, `arduino-ota`,
+/// `esphome`) or of one device (its MAC); a device's own wins over its family's.
+#[utoipa::path(
+    put, path = "/api/v1/credentials/{scope}", tag = "devices", request_body = CredentialRequest,
+    params(("scope" = String, Path, description = "a family or a MAC")),
+    responses((status = OK, body = CredentialInfo), (status = BAD_REQUEST, body = ErrorBody))
+)]
+async fn set_credential(
+    State(engine): State<EngineHandle>,
+    ApiPath(scope): ApiPath<String>,
+    ApiJson(r): ApiJson<CredentialRequest>,
+) -> ApiResult<Json<CredentialInfo>> {
+    Ok(Json(engine.set_credential(&scope, r, ACTOR).await?))
+}
+
+/// Removes a credential.
+#[utoipa::path(
+    delete, path = "/api/v1/credentials/{scope}", tag = "devices",
+    params(("scope" = String, Path, description = "a family or a MAC")),
+    responses((status = NO_CONTENT), (status = NOT_FOUND, body = ErrorBody))
+)]
+async fn remove_credential(
+    State(engine): State<EngineHandle>,
+    ApiPath(scope): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    engine.remove_credential(&scope, ACTOR).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// One device by MAC.

@@ -2,6 +2,8 @@ export type * from "./Channel";
 export type * from "./ChannelRequest";
 export type * from "./Chip";
 export type * from "./CreateRollout";
+export type * from "./CredentialInfo";
+export type * from "./CredentialRequest";
 export type * from "./DemoInfo";
 export type * from "./DemoStatus";
 export type * from "./Device";
