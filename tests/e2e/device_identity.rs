@@ -307,6 +307,11 @@ async fn approval_revocation_and_rekey() {
     assert_eq!(a["approval"], "pending", "{a}");
     let d: Value = server.get_json(&format!("/api/v1/devices/{VICTIM}")).await;
     assert_eq!((d["auth"].clone(), d["authenticated"].clone()), (json!("pending"), json!(false)));
+    // A rollout leaves it out until it is approved, and says why.
+    server.upload(image("2.0.0", 30_000), &[]).await;
+    let preview: Value =
+        server.post_json("/api/v1/rollouts/preview", &json!({ "firmware": "2.0.0", "target": "all" })).await;
+    assert_eq!(preview["skipped"][0]["reason"], "waiting for approval (devices approve)", "{preview:#}");
     let d: Value = server.post_json("/api/v1/devices/pump-1/approve", &json!({})).await;
     assert_eq!(d["auth"], "enrolled", "{d}");
     let (status, a) = server.device_check_in(&body("pump-1", VICTIM, "1.0.0")).await;

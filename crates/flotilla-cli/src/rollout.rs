@@ -531,6 +531,17 @@ fn print_status(d: &RolloutDetail) {
             w.counts.summary()
         );
     }
+    // What the successes rest on: an unauthenticated one is said so.
+    let mut evidence: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+    for j in &d.jobs {
+        if let Some(e) = j.evidence.as_deref() {
+            *evidence.entry(e).or_default() += 1;
+        }
+    }
+    if !evidence.is_empty() {
+        let parts: Vec<String> = evidence.iter().map(|(e, n)| format!("{n} {e}")).collect();
+        outln!("  evidence of the successes: {}", parts.join(", "));
+    }
     let mut errors: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
     for j in d.jobs.iter().filter(|j| j.state.is_failure()) {
         *errors.entry(j.error.clone().unwrap_or_default()).or_default() += 1;

@@ -627,8 +627,9 @@ pub(super) fn offline_locked(fleet: &mut Fleet, mac: &str, actor: &str, why: &st
     }
 }
 
-/// Who sent a device request, as far as its transport can tell.
-#[derive(Debug, Clone, Default)]
+/// Who sent a device request, as far as its transport can tell. Its `Debug` never shows the
+/// secret.
+#[derive(Clone, Default)]
 pub struct Caller {
     /// The bearer secret of its `Authorization` header (HTTP).
     pub secret: Option<String>,
@@ -641,6 +642,18 @@ pub struct Caller {
     /// Came through a site's broker, which has no device logins: nothing can be proven, so an
     /// enrolled device's report is taken as unauthenticated rather than refused.
     pub site_broker: bool,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("native", &self.native)
+            .field("ip", &self.ip)
+            .field("mqtt_device", &self.mqtt_device)
+            .field("site_broker", &self.site_broker)
+            .finish()
+    }
 }
 
 /// What a check-in answers once its credential passed.

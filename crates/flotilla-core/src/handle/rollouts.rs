@@ -163,6 +163,16 @@ impl EngineHandle {
                     busy_in,
                 };
                 let slot = self.shared.config.max_image_size_for(d.model.as_deref().unwrap_or(&fw.model));
+                // A device that may not be believed yet (or any more) is not commanded.
+                let refused = match d.auth {
+                    flotilla_proto::device::DeviceAuth::Pending => Some("waiting for approval (devices approve)"),
+                    flotilla_proto::device::DeviceAuth::Revoked => Some("its credential is revoked"),
+                    _ => None,
+                };
+                if let Some(why) = refused {
+                    skipped.push((e.snapshot(), why.to_owned()));
+                    continue;
+                }
                 match plan::check_device(&fw, &df, spec.allow_downgrade, slot) {
                     Ok(()) => eligible.push(e.snapshot()),
                     Err(why) => skipped.push((e.snapshot(), why)),

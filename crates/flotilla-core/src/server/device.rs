@@ -5,7 +5,9 @@
 //! gzip form (what Tasmota on ESP8266 takes), when it has one. Both come with `Content-Length`,
 //! `ETag` (the SHA-256 of the bytes served), `Accept-Ranges` and single byte ranges (ESP-IDF's
 //! partial download and resumption, see `shared/reference/protocols.md` §5.4). A download needs a
-//! per-job token unless the firmware is public; one token serves both forms. Paths are content
+//! per-job token unless the firmware is public; one token serves both forms. The token of an
+//! enrolled device's job also needs the device's `Authorization: Bearer <secret>` (401 without);
+//! the image served to the end on a job's token is that job's download evidence. Paths are content
 //! addresses, never file names: nothing outside the firmware store can be reached. This server
 //! must never expose an admin operation.
 
@@ -87,26 +89,28 @@ async fn firmware(
     }
     // The job whose token opened the download: its image served to the end is its evidence.
     let mut served_job: Option<String> = None;
-    if !rule.public {
-        let Some(token) = q.t.as_deref() else {
-            return refuse(m, StatusCode::FORBIDDEN, "a download token is required (?t=...)");
-        };
-        match shared.tokens.check(token, sha256, crate::handle::unix_now()) {
-            Err(e) => return refuse(m, StatusCode::FORBIDDEN, &e.to_string()),
-            Ok(job) => {
-                // The job of an enrolled device: the device must prove who it is.
-                let caller = crate::handle::Caller {
-                    secret: crate::auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
-                        .map(str::to_owned),
-                    ip: Some(addr.ip().to_canonical().to_string()),
-                    ..Default::default()
-                };
-                if let Err(e) = shared.may_download(job, &caller) {
-                    return refuse(m, StatusCode::UNAUTHORIZED, &e.to_string());
-                }
-                served_job = Some(job.to_owned());
+    // A public firmware needs no token, but a valid one still credits its job with the download.
+    let checked = match q.t.as_deref() {
+        Some(token) => Some(shared.tokens.check(token, sha256, crate::handle::unix_now())),
+        None if rule.public => None,
+        None => return refuse(m, StatusCode::FORBIDDEN, "a download token is required (?t=...)"),
+    };
+    match checked {
+        Some(Err(e)) if !rule.public => return refuse(m, StatusCode::FORBIDDEN, &e.to_string()),
+        Some(Ok(job)) => {
+            // The job of an enrolled device: the device must prove who it is.
+            let caller = crate::handle::Caller {
+                secret: crate::auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+                    .map(str::to_owned),
+                ip: Some(addr.ip().to_canonical().to_string()),
+                ..Default::default()
+            };
+            if let Err(e) = shared.may_download(job, &caller) {
+                return refuse(m, StatusCode::UNAUTHORIZED, &e.to_string());
             }
+            served_job = Some(job.to_owned());
         }
+        Some(Err(_)) | None => {}
     }
     // The SHA-256 the served bytes must have: the firmware's own for the image, the recorded one
     // of its gzip file for the gzip form.

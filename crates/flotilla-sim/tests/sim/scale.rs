@@ -83,7 +83,9 @@ async fn scale_fleet_memory() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let started = Instant::now();
     let on = |version: &str| {
-        let pull = engine.latest_versions().values().filter(|v| *v == version).count();
+        // MQTT devices check in once too (their enrolment): count the pull devices' check-ins.
+        let checkins = engine.latest_versions();
+        let pull = checkins.iter().filter(|(id, v)| id.contains("native-pull") && *v == version).count();
         let mqtt = online.lock().unwrap().values().filter(|v| *v == version).count();
         (pull, mqtt)
     };
