@@ -13,7 +13,7 @@ const SHELLY = {
   fw_id: '20231219-133934/1.1.0-g34b5d4f', ver: '1.1.0', app: 'Plus1PM', auth_en: false, auth_domain: null,
 };
 
-test('add by address probes a device and lists it; a silent address adds nothing', { timeout: 120_000 }, async (t) => {
+test('add by address probes a device and lists it; a silent address adds nothing; credentials are set and never shown', { timeout: 120_000 }, async (t) => {
   const engine = await startEngine(t, { args: ['--mqtt', 'off'] });
   const device = http.createServer((req, res) => {
     if (req.url === '/shelly') {
@@ -56,6 +56,25 @@ test('add by address probes a device and lists it; a silent address adds nothing
 
     await page.getByTestId('devices-scan').click();
     await until(async () => (await textOf(page, 'find-result'))?.includes('mDNS'), { timeout: 15_000, what: 'scan now answered' });
+    await page.keyboard.press('Escape');
+
+    // Settings: a Tasmota login, listed without its password, then removed.
+    const PASSWORD = 'Vb9-browser-web-password';
+    await page.getByRole('link', { name: 'Settings' }).click();
+    await page.getByTestId('settings-credentials').waitFor();
+    await page.getByTestId('credential-scope').selectOption('tasmota');
+    await page.getByTestId('credential-username').fill('admin');
+    await page.getByTestId('credential-password').fill(PASSWORD);
+    await page.getByTestId('credential-save').click();
+    const row = page.getByTestId('credentials-list').locator('tbody tr');
+    await until(async () => (await row.count()) === 1, { timeout: 10_000, what: 'the credential listed' });
+    assert.deepEqual((await row.locator('td').allTextContents()).map((c) => c.trim()), ['Tasmota', 'admin', 'set', 'Remove']);
+    assert.equal(await page.getByTestId('credential-password').inputValue(), '', 'the password field is cleared');
+    assert.ok(!(await page.content()).includes(PASSWORD), 'the page never shows the password');
+    assert.deepEqual(await engine.api('GET', 'credentials'), [{ scope: 'tasmota', username: 'admin', password_set: true }]);
+    await page.getByTestId('credential-remove-tasmota').click();
+    await page.getByTestId('credentials-none').waitFor({ timeout: 10_000 });
+    assert.deepEqual(await engine.api('GET', 'credentials'), []);
     assert.deepEqual(problems.filter((p) => p.startsWith('pageerror')), [], 'no uncaught error in the page');
   } catch (e) {
     await screenshot(page, '9-find-devices-failure').catch(() => {});

@@ -6,6 +6,7 @@ import type {
   Channel, Device, DeviceHistory, EngineStatus, Event, EventPage, Firmware, FirmwarePatch, FirmwareSuggestion,
   FleetMetrics, ImportOptions, ImportResponse, InspectReport, LabelChannel, PublicKey, Rollout, RolloutDetail, RolloutPreview,
   RolloutRequest, RuntimeInfo, DemoInfo, SettingsView, SiteSettings, ProbeRequest, ProbeResult, ScanRequest, ScanResult,
+  CredentialInfo, CredentialRequest,
 } from './types';
 
 export class ApiError extends Error {
@@ -106,6 +107,10 @@ export const api = {
   probe: (body: ProbeRequest) => request<ProbeResult>('POST', 'devices/probe', body),
   /** Queries mDNS again and, with a subnet, probes every address of it. */
   scan: (body: ScanRequest) => request<ScanResult>('POST', 'devices/scan', body),
+  /** Vendor device logins: scopes and usernames, never a password. */
+  credentials: () => request<CredentialInfo[]>('GET', 'credentials'),
+  setCredential: (scope: string, body: CredentialRequest) => request<CredentialInfo>('PUT', `credentials/${enc(scope)}`, body),
+  removeCredential: (scope: string) => request<unknown>('DELETE', `credentials/${enc(scope)}`),
   /** Forgets a device (409 while a rollout works on it); it is found anew if it shows up again. */
   forgetDevice: (mac: string) => request<Device>('DELETE', `devices/${enc(mac)}`),
   labelChannels: () => request<LabelChannel[]>('GET', 'channels'),

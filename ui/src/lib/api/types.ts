@@ -14,7 +14,7 @@ export type {
   SignedManifest, SiteSettings, SkippedDevice, Threshold, TlsStatus, Verdict, WaveSize, WaveStatus, JsonValue,
   RolloutWait, WaitingDevice, WaitReason, RolloutEstimate, RolloutOutcome, FirmwareSuggestion, LabelChannel, ChannelRequest,
   FleetMetrics, VersionSample, RolloutResult, ReasonCount, StorageStatus, ProbeRequest, ProbeResult, ScanRequest,
-  ScanResult,
+  ScanResult, CredentialInfo, CredentialRequest,
 } from './generated';
 
 export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly-gen1', 'shelly-gen2', 'arduino-ota', 'esphome', 'unknown'];
