@@ -8,17 +8,21 @@
 //! thread per service type turns them into one tokio channel.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use tokio::sync::mpsc;
 
+use super::arp;
 use super::classify::{self, MdnsRecord, Observation};
 use crate::error::{CoreError, Result};
 use crate::handle::{EngineHandle, Observed};
 
 /// How often instances still announced are merged again (keeps `last_seen` fresh).
 pub const REFRESH: Duration = Duration::from_secs(60);
+/// Neighbour-table lookups running at once.
+pub const LOOKUPS: usize = 16;
 /// Instances remembered at most: a hostile LAN cannot grow this without bound.
 pub const MAX_INSTANCES: usize = 10_000;
 
@@ -116,12 +120,20 @@ pub async fn run(engine: EngineHandle, browser: Browser, mut rx: mpsc::Receiver<
     let stop = engine.stop_token();
     // Full name → what it last said, for removals and refreshes.
     let mut known: HashMap<String, Observation> = HashMap::new();
+    // Records whose MAC the neighbour table gave, back from their lookup.
+    let (resolved_tx, mut resolved) = mpsc::channel::<(String, Observation)>(64);
+    let lookups = Arc::new(tokio::sync::Semaphore::new(LOOKUPS));
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = REQUERY.notified() => browser.requery(),
+            Some((name, o)) = resolved.recv() => {
+                if let Some(k) = known.get_mut(&name) {
+                    *k = o;
+                }
+            }
             _ = refresh.tick() => {
                 for o in known.values() {
                     merge(&engine, o).await;
@@ -134,10 +146,31 @@ pub async fn run(engine: EngineHandle, browser: Browser, mut rx: mpsc::Receiver<
                         tracing::trace!(name = %r.fullname, "mDNS record is not a device we know");
                         continue;
                     };
-                    merge(&engine, &o).await;
-                    if known.len() < MAX_INSTANCES || known.contains_key(&r.fullname) {
-                        known.insert(r.fullname, o);
+                    if known.len() >= MAX_INSTANCES && !known.contains_key(&r.fullname) {
+                        continue;
                     }
+                    if o.mac.is_none() {
+                        // No MAC in the records: ask the neighbour table, off this loop.
+                        if let (Some(ip), Some(port)) = (o.ip, o.port) {
+                            let (engine, name, mut o) = (engine.clone(), r.fullname.clone(), o.clone());
+                            let tx = resolved_tx.clone();
+                            // At most LOOKUPS at once: a flood of records cannot flood the LAN.
+                            let Ok(permit) = Arc::clone(&lookups).try_acquire_owned() else { continue };
+                            tokio::spawn(async move {
+                                let _permit = permit;
+                                if let Some(mac) = arp::mac_of(ip, port).await {
+                                    o.mac = Some(mac);
+                                    merge(&engine, &o).await;
+                                    let _ = tx.send((name, o)).await;
+                                } else {
+                                    tracing::debug!(name, %ip, "no MAC for this mDNS record yet (not on this segment?)");
+                                }
+                            });
+                        }
+                    } else {
+                        merge(&engine, &o).await;
+                    }
+                    known.insert(r.fullname, o);
                 }
                 Some(MdnsEvent::Removed(fullname)) => {
                     if let Some(o) = known.remove(&fullname)

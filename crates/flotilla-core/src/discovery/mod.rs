@@ -3,6 +3,7 @@
 //! ([`browse`]) and reads vendor MQTT discovery topics ([`vendor_mqtt`]); what each says is
 //! classified by [`classify`]. [`probe`] asks an address what it is over HTTP.
 
+pub mod arp;
 pub mod browse;
 pub mod classify;
 pub mod mdns;
