@@ -4,7 +4,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, image, stored_files};
+use std::time::Duration;
+
+use crate::support::{Server, image, next_event, stored_files};
 
 #[tokio::test]
 async fn every_route_but_health_answers_401_without_the_token() {
@@ -203,31 +205,6 @@ async fn devices_are_keyed_by_mac_and_labelled() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
-/// Reads SSE frames until one of `kind` arrives; returns its data.
-async fn next_event(resp: &mut reqwest::Response, buf: &mut String, kind: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let mut ev = None;
-            let mut data = None;
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    ev = Some(v.trim().to_owned());
-                }
-                if let Some(v) = line.strip_prefix("data:") {
-                    data = Some(v.trim().to_owned());
-                }
-            }
-            if ev.as_deref() == Some(kind) {
-                return serde_json::from_str(&data.unwrap()).unwrap();
-            }
-        }
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk()).await.expect("event within 10 s").unwrap().unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
-}
-
 #[tokio::test]
 async fn live_events_stream_and_replay_after_reconnect() {
     let server = Server::start().await;
@@ -235,7 +212,7 @@ async fn live_events_stream_and_replay_after_reconnect() {
     assert_eq!(stream.status(), 200);
     let mut buf = String::new();
     let (_, body) = server.upload(image("5.0.0", 20_000), &[]).await;
-    let ev = next_event(&mut stream, &mut buf, "firmware.imported").await;
+    let ev = next_event(&mut stream, &mut buf, "firmware.imported", Duration::from_secs(10)).await;
     assert_eq!(ev["data"]["id"], body["firmware"]["id"]);
     assert_eq!(ev["actor"], "admin-api");
     let seen = ev["id"].as_i64().unwrap();
@@ -247,6 +224,6 @@ async fn live_events_stream_and_replay_after_reconnect() {
     let mut again = reqwest::Client::new().get(url).header("Last-Event-ID", seen.to_string()).send().await.unwrap();
     assert_eq!(again.status(), 200);
     let mut buf = String::new();
-    let ev = next_event(&mut again, &mut buf, "device.discovered").await;
+    let ev = next_event(&mut again, &mut buf, "device.discovered", Duration::from_secs(10)).await;
     assert_eq!(ev["data"]["mac"], "aa:bb:cc:00:00:01");
 }

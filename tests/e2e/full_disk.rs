@@ -17,13 +17,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    Server, flotilla_bin, image, namespaces_permitted, require_program, stored_files, wait_for_runtime_of,
+    Server, flotilla_bin, image, namespaces_permitted, next_event, require_program, stored_files, wait_for_runtime_of,
 };
 
 /// Room for the database, the engine's 8 MiB free-space reserve and a few [`BIG`] firmware.
@@ -136,7 +137,7 @@ async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
     }
     let status: Value = server.get_json("/api/v1/status").await;
     assert_eq!(status["storage"]["disk_full"], true, "{status}");
-    let ev = next_event(&mut stream, &mut buf, "storage.changed").await;
+    let ev = next_event(&mut stream, &mut buf, "storage.changed", Duration::from_secs(30)).await;
     assert_eq!(ev["data"]["disk_full"], true, "{ev}");
 
     // Admin changes answer 507 too: one written behind (labels), one written at once (firmware).
@@ -159,7 +160,7 @@ async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
     // Free the space: what was kept lands by itself, the stream says so, and a rollout over every
     // device (its jobs refer to their rows) is created without a restart.
     std::fs::remove_file(&filler).unwrap();
-    let ev = next_event(&mut stream, &mut buf, "storage.changed").await;
+    let ev = next_event(&mut stream, &mut buf, "storage.changed", Duration::from_secs(30)).await;
     assert_eq!(ev["data"]["disk_full"], false, "{ev}");
     let status: Value = server.get_json("/api/v1/status").await;
     assert_eq!(status["storage"]["disk_full"], false, "{status}");
@@ -226,32 +227,6 @@ async fn check_in(server: &Server, mac: &str) -> StatusCode {
     let id = format!("fd-{}", mac.replace(':', ""));
     let body = serde_json::json!({ "device_id": id, "mac": mac, "model": "demo", "chip": "esp32", "version": "1.0.0" });
     server.http.post(server.device("/api/v1/check")).json(&body).send().await.unwrap().status()
-}
-
-/// The next live event of `kind` on an SSE stream (within 30 s).
-async fn next_event(resp: &mut reqwest::Response, buf: &mut String, kind: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let mut ev = None;
-            let mut data = None;
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    ev = Some(v.trim().to_owned());
-                }
-                if let Some(v) = line.strip_prefix("data:") {
-                    data = Some(v.trim().to_owned());
-                }
-            }
-            if ev.as_deref() == Some(kind) {
-                return serde_json::from_str(&data.unwrap()).unwrap();
-            }
-        }
-        let chunk =
-            tokio::time::timeout_at(deadline, resp.chunk()).await.expect("the event within 30 s").unwrap().unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
 }
 
 /// Starts `flotilla serve` with its data dir on a fresh tmpfs of [`TMPFS_SIZE`] in a private mount

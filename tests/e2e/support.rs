@@ -377,3 +377,38 @@ impl Server {
         Server::spawn(tempfile::tempdir().unwrap(), &["--http", "127.0.0.1:0", "--mqtt", url]).await
     }
 }
+
+/// The next event of `kind` on a live stream (`GET /api/v1/events/stream`), reading more of it into
+/// `buf` as needed; fails after `within`.
+pub async fn next_event(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    kind: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut ev = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    ev = Some(v.trim().to_owned());
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(v.trim().to_owned());
+                }
+            }
+            if ev.as_deref() == Some(kind) {
+                return serde_json::from_str(&data.unwrap()).unwrap();
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} event within {within:?}"))
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
