@@ -1,0 +1,3 @@
+.PHONY: all
+all:
+	@true
