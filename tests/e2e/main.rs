@@ -12,6 +12,7 @@ mod data_safety;
 mod device_profiles;
 mod device_server;
 mod discovery;
+mod firmware_client;
 mod firmware_forms;
 mod firmware_verdicts;
 mod fleet;
