@@ -1,5 +1,5 @@
 /* Flotilla reference OTA client: the portable core. See include/flotilla_ota.h. */
-#include "flotilla_ota.h"
+#include "../include/flotilla_ota.h"
 
 #include <cJSON.h>
 #include <stdio.h>
