@@ -73,7 +73,7 @@ async fn proxy(upstream: String, mode: Mode) -> Proxy {
             let Ok((client, _)) = listener.accept().await else { return };
             let (upstream, seen, cuts, own) = (upstream.clone(), seen.clone(), cuts.clone(), own_url.clone());
             tokio::spawn(async move {
-                let _ = relay(client, &upstream, &own, mode, seen, cuts).await;
+                let _ = relay(client, &upstream, &own, mode, &seen, &cuts).await;
             });
         }
     });
@@ -108,8 +108,8 @@ async fn relay(
     upstream: &str,
     own: &str,
     mode: Mode,
-    seen: Arc<Mutex<Vec<String>>>,
-    cuts: Arc<AtomicUsize>,
+    seen: &Mutex<Vec<String>>,
+    cuts: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut req = read_request(&mut client).await?;
     let text = String::from_utf8_lossy(&req).into_owned();
@@ -189,8 +189,13 @@ fn replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 /// The site key as the device bakes it in (hex, as `flotilla keys export --format hex` prints).
 async fn site_key(server: &Server) -> String {
+    site_key_as(server, "public_key_hex").await
+}
+
+/// The site key in the given field of `GET /api/v1/site-key` (`public_key_hex`, `public_key_pem`).
+async fn site_key_as(server: &Server, field: &str) -> String {
     let key: Value = server.http.get(server.device("/api/v1/site-key")).send().await.unwrap().json().await.unwrap();
-    key["public_key_hex"].as_str().unwrap().to_owned()
+    key[field].as_str().unwrap().to_owned()
 }
 
 struct Device {
@@ -205,10 +210,21 @@ impl Drop for Device {
     }
 }
 
-fn start_device(server_url: &str, id: &str, chip: &str, version: &str, pubkey_hex: &str) -> Device {
+fn start_device(server_url: &str, id: &str, chip: &str, version: &str, pubkey: &str) -> Device {
+    start_device_env(server_url, id, chip, version, pubkey, &[])
+}
+
+fn start_device_env(
+    server_url: &str,
+    id: &str,
+    chip: &str,
+    version: &str,
+    pubkey: &str,
+    env: &[(&str, &str)],
+) -> Device {
     let state = tempfile::tempdir().unwrap();
     let key = state.path().join("site.pub");
-    std::fs::write(&key, pubkey_hex).unwrap();
+    std::fs::write(&key, pubkey).unwrap();
     let child = Command::new(host_bin())
         .args(["--server", server_url, "--device-id", id, "--model", "demo", "--chip", chip, "--version", version])
         .arg("--state-dir")
@@ -216,6 +232,7 @@ fn start_device(server_url: &str, id: &str, chip: &str, version: &str, pubkey_he
         .arg("--pubkey")
         .arg(&key)
         .args(["--interval", "1"])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -279,7 +296,9 @@ async fn the_c_client_updates_with_a_resumed_download_in_a_staged_rollout() {
     let (status, fw) = server.upload(bytes.clone(), &[]).await;
     assert_eq!(status, 201, "{fw}");
     let proxy = proxy(server.info.device_url.clone(), Mode::CutFirstDownload(100_000)).await;
-    let key = site_key(&server).await;
+    // The key as `flotilla keys export` prints it by default (PEM).
+    let key = site_key_as(&server, "public_key_pem").await;
+    assert!(key.starts_with("-----BEGIN PUBLIC KEY-----"), "{key}");
 
     let fleet = Fleet::start(FleetConfig {
         api: Some(server.info.device_url.clone()),
@@ -391,4 +410,77 @@ async fn the_c_client_refuses_a_downgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_c_client_refuses_another_chip() {
     refused(Mode::Misreport, "esp32s3", "1.0.0", false, "device rejected the update: wrong_chip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_client_rolls_back_when_the_new_image_fails_its_health_check() {
+    let _ = host_bin();
+    let server = Server::start().await;
+    let bytes = image("2.0.0", 80_000);
+    let (status, fw) = server.upload(bytes, &[]).await;
+    assert_eq!(status, 201, "{fw}");
+    let key = site_key(&server).await;
+    let dev = start_device_env(
+        &server.info.device_url,
+        "c-unhealthy",
+        "esp32",
+        "1.0.0",
+        &key,
+        &[("FLOTILLA_OTA_HOST_UNHEALTHY", "1")],
+    );
+    wait_registered(&server, "c-unhealthy").await;
+    let id =
+        rollout(&server, json!({ "firmware": "2.0.0", "target": "all", "start": true, "step_timeout_secs": 60 })).await;
+    let job = final_job(&server, id, "c-unhealthy").await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["error"].as_str().unwrap().contains("rollback"), "{job:#}");
+    // It wrote the image, booted it on trial, then went back to the old one.
+    assert!(dev.state.path().join("state/app-2.0.0.bin").is_file());
+    assert_eq!(state_file(&dev, "pending-version"), None);
+    assert_eq!(state_file(&dev, "running-version"), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = devices(&server).await.into_iter().find(|d| d["device_id"] == "c-unhealthy").unwrap();
+        if d["version"] == "1.0.0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never back on 1.0.0: {d:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn the_host_device_refuses_bad_arguments_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, "not a key").unwrap();
+    let state = dir.path().join("s");
+    let base = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--server", "http://127.0.0.1:9", "--device-id", "d", "--model", "m", "--chip"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["esp32", "--version", "1.0.0", "--state-dir"].iter().map(|s| s.to_string()));
+        args.push(state.display().to_string());
+        args.push("--pubkey".into());
+        args.push(key.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--bogus".into()], "unknown argument: --bogus"),
+        (vec!["--server".into()], "missing value for: --server"),
+        (base(&[]), "--pubkey is not an Ed25519 key"),
+        (base(&["--interval", "0"]), "--interval wants 1..86400 seconds"),
+        (base(&["--version", "one"]), "--version is not SemVer"),
+        (base(&["--mqtt", "mqtt://127.0.0.1"]), "MQTT push is not implemented in the host build"),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(host_bin()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert!(err.contains("usage: flotilla-ota-host"), "{err}");
+    }
+    assert!(!state.exists(), "nothing is created on bad arguments");
 }
