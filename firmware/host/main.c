@@ -15,6 +15,7 @@ static const char *USAGE =
     "                         [--secure-version N] [--slot-size BYTES] [--allow-downgrade] [--no-reenrol]\n"
     "                         [--pin sha256//BASE64|FILE] [--cacert FILE] [--once]\n"
     "  --pubkey FILE   the site key: `flotilla keys export` (PEM) or its 64 hex digits\n"
+    "  --no-reenrol    keep the first secret: refuse a new credential (a re-key)\n"
     "  --once          check in once (and once more after an update), then exit\n"
     "  FLOTILLA_OTA_HOST_UNHEALTHY=1 makes the health check after an update fail (rollback)\n";
 

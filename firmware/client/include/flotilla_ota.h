@@ -97,7 +97,7 @@ typedef struct fl_config {
     uint8_t pubkey[FL_PUBKEY_LEN]; /* the site key (flotilla keys export), compiled in */
     uint64_t slot_size;      /* bytes available in the OTA slot */
     int allow_downgrade;     /* accept an older version (the manifest may also say so) */
-    int allow_reenrol;       /* after a 401, forget the secret and enrol again */
+    int allow_reenrol;       /* take a new credential in place of the one held (a re-key) */
     uint32_t progress_interval_ms; /* at most one `downloading` report per this (0: 2000) */
     uint32_t max_retries;    /* download attempts after a dropped connection (0: 5) */
     const char *tls_pin;     /* for the port: pinned key/cert (e.g. "sha256//…"), NULL: none */

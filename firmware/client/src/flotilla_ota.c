@@ -343,16 +343,14 @@ static int post_check(fl_client *c, char *resp, size_t cap) {
 fl_result fl_check_in(fl_client *c) {
     static char resp[CHECK_RESP_MAX]; /* one client per device: kept off the stack */
     int attempt, status;
-    for (attempt = 0; attempt < 3; attempt++) {
+    for (attempt = 0; attempt < 2; attempt++) {
         cJSON *ans, *cred;
         status = post_check(c, resp, sizeof resp);
         if (status < 0) return FL_ERR_NETWORK;
         if (status == 401) {
-            if (!c->cfg.allow_reenrol || !c->secret[0]) return FL_ERR_UNAUTHORIZED;
-            /* Our secret was re-keyed or revoked: forget it and enrol again (if the site lets us). */
-            c->secret[0] = '\0';
-            c->port->kv_set(c->port->ctx, FL_KV_SECRET, NULL);
-            continue;
+            /* Refused (a wrong or revoked credential). The secret is kept: after a re-key the
+             * engine's answer to the next check-in carries a new credential by itself. */
+            return FL_ERR_UNAUTHORIZED;
         }
         if (status != 200) return FL_ERR_NETWORK;
         ans = cJSON_Parse(resp);
@@ -361,7 +359,7 @@ fl_result fl_check_in(fl_client *c) {
             return FL_ERR_NETWORK;
         }
         cred = cJSON_GetObjectItemCaseSensitive(ans, "credential");
-        if (cJSON_IsObject(cred)) {
+        if (cJSON_IsObject(cred) && (!c->secret[0] || c->cfg.allow_reenrol)) {
             /* Enrolled (or re-keyed): keep the new secret and check in again at once with it. */
             store_credential(c, cred);
             cJSON_Delete(ans);

@@ -733,28 +733,54 @@ static void test_auth_paths(void) {
     fl_client cl;
     fl_config c = config();
     fl_port p = port_for(&F);
+    /* re-keyed: the engine answers the old secret with a new credential; it replaces the old */
     free(setup(&F, 10, "x"));
     fake_kv_set(&F, FL_KV_SECRET, "OLD");
-    script(&F, 401, "{\"error\":{\"code\":\"unauthorized\",\"message\":\"no\"}}");
     script(&F, 200, "{\"update_available\":false,\"credential\":{\"secret\":\"NEW-2\",\"generation\":2}}");
     script(&F, 200, "{\"update_available\":false}");
     fl_init(&cl, &c, &p);
     CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
     CHECK_STR(F.check_bearer[0], "OLD");
-    CHECK_STR(F.check_bearer[1], "");
-    CHECK_STR(F.check_bearer[2], "NEW-2");
+    CHECK_STR(F.check_bearer[1], "NEW-2");
     CHECK_STR(kv(&F, FL_KV_SECRET), "NEW-2");
     CHECK_STR(kv(&F, FL_KV_GEN), "2");
 
-    /* re-enrolment not allowed: the secret is kept, the device stops */
+    /* refused (revoked, wrong secret): the secret is kept, nothing else is sent */
     free(setup(&F, 10, "x"));
     fake_kv_set(&F, FL_KV_SECRET, "OLD");
-    script(&F, 401, "{}");
-    c.allow_reenrol = 0;
+    script(&F, 401, "{\"error\":{\"code\":\"unauthorized\",\"message\":\"revoked\"}}");
     fl_init(&cl, &c, &p);
     CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
-    CHECK(F.check_i == 1);
+    CHECK(F.check_i == 1 && F.n_reports == 0);
     CHECK_STR(kv(&F, FL_KV_SECRET), "OLD");
+
+    /* a device set not to take a replacement keeps its secret */
+    free(setup(&F, 10, "x"));
+    fake_kv_set(&F, FL_KV_SECRET, "OLD");
+    script(&F, 200, "{\"update_available\":false,\"credential\":{\"secret\":\"NEW-2\",\"generation\":2}}");
+    c.allow_reenrol = 0;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
+    CHECK_STR(kv(&F, FL_KV_SECRET), "OLD");
+    CHECK(F.check_i == 1);
+    /* ... but enrols when it has none */
+    free(setup(&F, 10, "x"));
+    script(&F, 200, CRED);
+    script(&F, 200, "{\"update_available\":false}");
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
+    CHECK_STR(kv(&F, FL_KV_SECRET), "S3CRET-1");
+    CHECK_STR(F.check_bearer[1], "S3CRET-1");
+
+    /* an answer that keeps sending credentials does not loop */
+    free(setup(&F, 10, "x"));
+    script(&F, 200, CRED);
+    script(&F, 200, CRED);
+    script(&F, 200, CRED);
+    c.allow_reenrol = 1;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
+    CHECK(F.check_i == 2);
 
     /* approval pending, server errors, garbage answers */
     free(setup(&F, 10, "x"));
