@@ -1,6 +1,7 @@
 /* flotilla-ota-host: the Flotilla OTA core on a POSIX port, a real device process for tests.
  * It checks in until stopped, "flashes" into its state directory and "reboots" by re-executing
  * itself, then runs the version it flashed (a trial boot confirmed by a health check). */
+#include "mqtt.h"
 #include "posix_port.h"
 
 #include <sodium.h>
@@ -18,6 +19,23 @@ static const char *USAGE =
     "  --no-reenrol    keep the first secret: refuse a new credential (a re-key)\n"
     "  --once          check in once (and once more after an update), then exit\n"
     "  FLOTILLA_OTA_HOST_UNHEALTHY=1 makes the health check after an update fail (rollback)\n";
+
+static host_mqtt *g_mqtt;
+
+static int publish(void *ctx, const char *topic, const char *payload, int retain) {
+    (void)ctx;
+    return g_mqtt ? host_mqtt_publish(g_mqtt, topic, payload, retain) : -1;
+}
+
+/* Re-executes this program: the "reboot" into what the state dir now holds. */
+static int reboot(char **argv) {
+    fprintf(stderr, "flotilla-ota-host: rebooting\n");
+    if (g_mqtt) host_mqtt_stop(g_mqtt);
+    fflush(NULL);
+    execv("/proc/self/exe", argv);
+    perror("flotilla-ota-host: re-exec");
+    return 1;
+}
 
 static int die(const char *msg, const char *arg) {
     fprintf(stderr, "flotilla-ota-host: %s%s%s\n%s", msg, arg ? ": " : "", arg ? arg : "", USAGE);
@@ -134,7 +152,7 @@ int main(int argc, char **argv) {
         fl_semver_cmp(cfg.version, "0.0.0", &ok);
         if (!ok) return die("--version is not SemVer", cfg.version);
     }
-    if (mqtt) return die("--mqtt: MQTT push is not implemented in the host build yet (use HTTP pull)", mqtt);
+    if (mqtt && strncmp(mqtt, "mqtt://", 7) != 0) return die("--mqtt must be mqtt://[user:pass@]host[:port]", mqtt);
     if (sodium_init() < 0) return die("libsodium failed to initialise", NULL);
     if (read_pubkey(pubkey, cfg.pubkey) != 0) return die("--pubkey is not an Ed25519 key (PEM or hex)", pubkey);
     if (posix_port_init(&pp, &port, state) != 0) return die("cannot use --state-dir", state);
@@ -151,30 +169,45 @@ int main(int argc, char **argv) {
     if (posix_read_file(&pp, "pending-version", version, sizeof version) ||
         posix_read_file(&pp, "running-version", version, sizeof version))
         cfg.version = version;
+    if (mqtt) port.mqtt_publish = publish;
     if (fl_init(&cl, &cfg, &port) != 0) return die("bad configuration", NULL);
     fprintf(stderr, "flotilla-ota-host: %s running %s (%s, %s)\n", cfg.device_id, cfg.version, cfg.model, cfg.chip);
 
     booted = fl_after_boot(&cl, getenv("FLOTILLA_OTA_HOST_UNHEALTHY") == NULL);
     if (booted < 0) {
         fprintf(stderr, "flotilla-ota-host: health check failed: rolled back\n");
-        fflush(NULL);
-        execv("/proc/self/exe", argv);
-        return 1;
+        return reboot(argv);
     }
     if (booted > 0) fprintf(stderr, "flotilla-ota-host: update to %s confirmed\n", cfg.version);
 
     for (;;) {
+        uint64_t until;
         fl_result r = fl_check_in(&cl);
         fprintf(stderr, "flotilla-ota-host: check-in: %s\n", result_str(r));
-        if (r == FL_OK_REBOOT) {
-            fprintf(stderr, "flotilla-ota-host: rebooting\n");
-            fflush(NULL);
-            execv("/proc/self/exe", argv);
-            perror("flotilla-ota-host: re-exec");
-            return 1;
-        }
+        if (r == FL_OK_REBOOT) return reboot(argv);
         if (once) return (r == FL_OK_NO_UPDATE || r == FL_OK_IGNORED) ? 0 : 1;
-        /* the interval with +-20 % jitter */
-        port.sleep_ms(port.ctx, (uint32_t)(interval * 1000u * (80u + randombytes_uniform(41)) / 100u));
+        if (mqtt && !g_mqtt && (r == FL_OK_NO_UPDATE || r == FL_OK_IGNORED)) {
+            /* After the check-in that enrolled us: our own broker login, if we were given one. */
+            char user[96], pass[128], presence[512];
+            int have = port.kv_get(port.ctx, FL_KV_MQTT_USER, user, sizeof user) > 0 &&
+                       port.kv_get(port.ctx, FL_KV_MQTT_PASS, pass, sizeof pass) > 0;
+            if (fl_presence_json(presence, sizeof presence, &cfg, NULL) < 0) return 1;
+            g_mqtt = host_mqtt_start(mqtt, cfg.device_id, have ? user : NULL, have ? pass : NULL, presence);
+            if (!g_mqtt) return die("--mqtt: cannot connect", mqtt);
+            cl.cfg.report_via_mqtt = 1;
+        }
+        /* the interval with +-20 % jitter; MQTT offers are taken as they come */
+        until = port.now_ms(port.ctx) + interval * 10u * (80u + randombytes_uniform(41));
+        while (port.now_ms(port.ctx) < until) {
+            size_t len;
+            char *offer = g_mqtt ? host_mqtt_take(g_mqtt, &len) : NULL;
+            if (offer) {
+                r = fl_handle_offer(&cl, offer, len);
+                free(offer);
+                fprintf(stderr, "flotilla-ota-host: mqtt offer: %s\n", result_str(r));
+                if (r == FL_OK_REBOOT) return reboot(argv);
+            }
+            port.sleep_ms(port.ctx, 50);
+        }
     }
 }

@@ -473,7 +473,7 @@ fn the_host_device_refuses_bad_arguments_with_a_message() {
         (base(&[]), "--pubkey is not an Ed25519 key"),
         (base(&["--interval", "0"]), "--interval wants 1..86400 seconds"),
         (base(&["--version", "one"]), "--version is not SemVer"),
-        (base(&["--mqtt", "mqtt://127.0.0.1"]), "MQTT push is not implemented in the host build"),
+        (base(&["--mqtt", "tcp://127.0.0.1"]), "--mqtt must be mqtt://[user:pass@]host[:port]"),
     ];
     for (args, message) in cases {
         let out = Command::new(host_bin()).args(&args).output().unwrap();
@@ -483,4 +483,51 @@ fn the_host_device_refuses_bad_arguments_with_a_message() {
         assert!(err.contains("usage: flotilla-ota-host"), "{err}");
     }
     assert!(!state.exists(), "nothing is created on bad arguments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_client_takes_an_offer_pushed_over_mqtt() {
+    let _ = host_bin();
+    let server = Server::start().await;
+    let bytes = image("2.0.0", 90_000);
+    let (status, fw) = server.upload(bytes.clone(), &[]).await;
+    assert_eq!(status, 201, "{fw}");
+    let key = site_key(&server).await;
+    let state = tempfile::tempdir().unwrap();
+    let key_file = state.path().join("site.pub");
+    std::fs::write(&key_file, key).unwrap();
+    let log = state.path().join("log");
+    // Pull once at boot (enrolment), then only MQTT: an hour between check-ins.
+    let child = Command::new(host_bin())
+        .args(["--server", &server.info.device_url, "--device-id", "c-mqtt", "--model", "demo", "--chip", "esp32"])
+        .args(["--version", "1.0.0", "--interval", "3600", "--mqtt", &server.mqtt_url()])
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .arg("--pubkey")
+        .arg(&key_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("flotilla-ota-host starts");
+    let dev = Device { child, state };
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_log().contains("mqtt: connected, presence published") {
+        assert!(Instant::now() < deadline, "never connected: {}", read_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_registered(&server, "c-mqtt").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the presence is the latest sighting
+
+    let id =
+        rollout(&server, json!({ "firmware": "2.0.0", "target": "all", "start": true, "step_timeout_secs": 60 })).await;
+    let job = final_job(&server, id, "c-mqtt").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", read_log());
+    let log_text = read_log();
+    assert!(log_text.contains("mqtt: offer received"), "{log_text}");
+    assert!(log_text.contains("mqtt offer: update applied"), "{log_text}");
+    let states: Vec<&str> = job["history"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert!(states.contains(&"installing") && states.contains(&"rebooting"), "reported over MQTT: {states:?}");
+    assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
+    assert_eq!(state_file(&dev, "running-version").as_deref(), Some("2.0.0"));
 }
