@@ -531,3 +531,95 @@ async fn the_c_client_takes_an_offer_pushed_over_mqtt() {
     assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
     assert_eq!(state_file(&dev, "running-version").as_deref(), Some("2.0.0"));
 }
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl CLI: (cert DER, key PKCS#8 DER,
+/// cert PEM file, libcurl pin `sha256//…` of its public key).
+fn certificate(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>, PathBuf, String) {
+    let pem = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    sh(&format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key \
+         -out {name}.pem -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null"
+    ));
+    let cert_der = sh(&format!("openssl x509 -in {name}.pem -outform DER"));
+    let key_der = sh(&format!("openssl pkcs8 -topk8 -nocrypt -in {name}.key -outform DER"));
+    let pin = sh(&format!(
+        "openssl x509 -in {name}.pem -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary \
+         | openssl base64 -A"
+    ));
+    assert!(key.is_file());
+    (cert_der, key_der, pem, format!("sha256//{}", String::from_utf8(pin).unwrap().trim()))
+}
+
+/// A TLS terminator presenting `cert` in front of the device server (plain HTTP behind it).
+async fn tls_front(upstream: String, cert: Vec<u8>, key: Vec<u8>) -> String {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert)], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut up) = TcpStream::connect(upstream.trim_start_matches("http://")).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_port_pins_the_server_key_over_tls() {
+    // Not Flotilla's own HTTPS (still to come): a TLS terminator in front of it, to test that the
+    // host port checks in with the pinned key and refuses a server presenting another one.
+    let _ = host_bin();
+    let server = Server::start().await;
+    let key = site_key(&server).await;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, cert_key, pem, pin) = certificate(certs.path(), "right");
+    let (_, _, _, other_pin) = certificate(certs.path(), "other");
+    let front = tls_front(server.info.device_url.clone(), cert, cert_key).await;
+
+    let run = |id: &str, pin: &str| {
+        let state = tempfile::tempdir().unwrap();
+        let key_file = state.path().join("site.pub");
+        std::fs::write(&key_file, &key).unwrap();
+        let out = Command::new(host_bin())
+            .args(["--server", &front, "--device-id", id, "--model", "demo", "--chip", "esp32", "--version", "1.0.0"])
+            .arg("--state-dir")
+            .arg(state.path().join("state"))
+            .arg("--pubkey")
+            .arg(&key_file)
+            .arg("--cacert")
+            .arg(&pem)
+            .args(["--pin", pin, "--once"])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, log) = run("c-tls-pinned", &pin);
+    assert!(ok, "{log}");
+    assert!(log.contains("check-in: no update"), "{log}");
+    assert!(devices(&server).await.iter().any(|d| d["device_id"] == "c-tls-pinned"));
+
+    // The same trusted certificate, but another key pinned: refused before a byte is sent.
+    let (ok, log) = run("c-tls-other", &other_pin);
+    assert!(!ok, "{log}");
+    assert!(log.contains("pinned public key"), "{log}");
+    assert!(!devices(&server).await.iter().any(|d| d["device_id"] == "c-tls-other"));
+}
