@@ -44,6 +44,8 @@ fn host_bin() -> PathBuf {
 enum Mode {
     /// Cuts the first firmware download after this many bytes of the response.
     CutFirstDownload(usize),
+    /// Sends firmware bodies slowly (4 KiB every 10 ms), so a test can stop the device mid-way.
+    Throttle,
     /// Flips one byte of every firmware body.
     Tamper,
     /// Rewrites the check-in body so the engine believes the device runs 1.0.0 on an esp32
@@ -55,6 +57,8 @@ struct Proxy {
     url: String,
     /// Request heads of firmware downloads, in order.
     downloads: Arc<Mutex<Vec<String>>>,
+    /// Firmware body bytes relayed so far (headers included).
+    relayed: Arc<AtomicUsize>,
 }
 
 /// A TCP relay in front of the device server; one upstream connection per client connection.
@@ -67,17 +71,20 @@ async fn proxy(upstream: String, mode: Mode) -> Proxy {
     let downloads = Arc::new(Mutex::new(Vec::new()));
     let seen = downloads.clone();
     let cuts = Arc::new(AtomicUsize::new(0));
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let counted = relayed.clone();
     let own_url = url.clone();
     tokio::spawn(async move {
         loop {
             let Ok((client, _)) = listener.accept().await else { return };
             let (upstream, seen, cuts, own) = (upstream.clone(), seen.clone(), cuts.clone(), own_url.clone());
+            let counted = counted.clone();
             tokio::spawn(async move {
-                let _ = relay(client, &upstream, &own, mode, &seen, &cuts).await;
+                let _ = relay(client, &upstream, &own, mode, &seen, &cuts, &counted).await;
             });
         }
     });
-    Proxy { url, downloads }
+    Proxy { url, downloads, relayed }
 }
 
 /// Reads one whole HTTP request (head and Content-Length body).
@@ -110,6 +117,7 @@ async fn relay(
     mode: Mode,
     seen: &Mutex<Vec<String>>,
     cuts: &AtomicUsize,
+    relayed: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut req = read_request(&mut client).await?;
     let text = String::from_utf8_lossy(&req).into_owned();
@@ -165,7 +173,18 @@ async fn relay(
             client.flush().await?;
             return Ok(()); // dropped: both sockets close mid-body
         }
-        client.write_all(&out).await?;
+        if mode == Mode::Throttle && is_download {
+            for piece in out.chunks(4096) {
+                client.write_all(piece).await?;
+                relayed.fetch_add(piece.len(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            client.write_all(&out).await?;
+            if is_download {
+                relayed.fetch_add(out.len(), Ordering::SeqCst);
+            }
+        }
         sent += out.len();
     }
     client.shutdown().await
@@ -223,12 +242,26 @@ fn start_device_env(
     env: &[(&str, &str)],
 ) -> Device {
     let state = tempfile::tempdir().unwrap();
-    let key = state.path().join("site.pub");
+    let child = spawn_host(server_url, id, chip, version, pubkey, env, state.path());
+    Device { child, state }
+}
+
+/// Starts the host device on the state kept in `dir` (a fresh one, or what a killed one left).
+fn spawn_host(
+    server_url: &str,
+    id: &str,
+    chip: &str,
+    version: &str,
+    pubkey: &str,
+    env: &[(&str, &str)],
+    dir: &Path,
+) -> Child {
+    let key = dir.join("site.pub");
     std::fs::write(&key, pubkey).unwrap();
-    let child = Command::new(host_bin())
+    Command::new(host_bin())
         .args(["--server", server_url, "--device-id", id, "--model", "demo", "--chip", chip, "--version", version])
         .arg("--state-dir")
-        .arg(state.path().join("state"))
+        .arg(dir.join("state"))
         .arg("--pubkey")
         .arg(key)
         .args(["--interval", "1"])
@@ -236,8 +269,7 @@ fn start_device_env(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("flotilla-ota-host starts");
-    Device { child, state }
+        .expect("flotilla-ota-host starts")
 }
 
 fn state_file(d: &Device, name: &str) -> Option<String> {
@@ -622,4 +654,47 @@ async fn the_host_port_pins_the_server_key_over_tls() {
     assert!(!ok, "{log}");
     assert!(log.contains("pinned public key"), "{log}");
     assert!(!devices(&server).await.iter().any(|d| d["device_id"] == "c-tls-other"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_client_resumes_a_download_after_a_power_cut() {
+    let _ = host_bin();
+    let server = Server::start().await;
+    let bytes = image("2.0.0", 400_000);
+    let (status, fw) = server.upload(bytes.clone(), &[]).await;
+    assert_eq!(status, 201, "{fw}");
+    let proxy = proxy(server.info.device_url.clone(), Mode::Throttle).await;
+    let key = site_key(&server).await;
+    let mut dev = start_device(&proxy.url, "c-power-cut", "esp32", "1.0.0", &key);
+    wait_registered(&server, "c-power-cut").await;
+    let id = rollout(&server, json!({ "firmware": "2.0.0", "target": "all", "start": true, "step_timeout_secs": 120 }))
+        .await;
+
+    // Pull the plug (SIGKILL) a third of the way in, then power up on the same state.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.relayed.load(Ordering::SeqCst) < 130_000 {
+        assert!(Instant::now() < deadline, "the download never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
+    let before = proxy.downloads.lock().unwrap().len();
+    assert!(
+        std::fs::metadata(dev.state.path().join("state/slot.bin")).unwrap().len() >= 16_384,
+        "part of the image was written before the cut"
+    );
+    dev.child = spawn_host(&proxy.url, "c-power-cut", "esp32", "1.0.0", &key, &[], dev.state.path());
+
+    let job = final_job(&server, id, "c-power-cut").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let downloads = proxy.downloads.lock().unwrap().clone();
+    let resumed = downloads[before..]
+        .iter()
+        .find_map(|h| h.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_owned)))
+        .unwrap_or_else(|| panic!("no Range after the power cut: {downloads:#?}"));
+    let from: usize = resumed.trim_end_matches('-').parse().unwrap();
+    assert!((16_384..400_000).contains(&from), "resumed from {from}");
+    assert!(!downloads[before].to_ascii_lowercase().contains("range: bytes=0-"), "{downloads:#?}");
+    assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
+    assert_eq!(state_file(&dev, "running-version").as_deref(), Some("2.0.0"));
 }

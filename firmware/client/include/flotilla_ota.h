@@ -185,7 +185,8 @@ int fl_presence_json(char *buf, size_t cap, const fl_config *cfg, const char *ip
 /* ---- the client ---- */
 
 int fl_init(fl_client *c, const fl_config *cfg, const fl_port *port);
-/* Checks in (enrolling first if there is no secret), and handles an offer to the end. */
+/* Finishes a download a reboot interrupted (its offer is kept in storage and verified again),
+ * else checks in (enrolling first if there is no secret), and handles an offer to the end. */
 fl_result fl_check_in(fl_client *c);
 /* Handles an offer received another way (MQTT push). */
 fl_result fl_handle_offer(fl_client *c, const char *json, size_t len);
@@ -203,6 +204,7 @@ int fl_report(fl_client *c, const char *job, const char *state, int progress, co
 #define FL_KV_MQTT_PASS "fl_mqtt_pass"
 #define FL_KV_DL_JOB "fl_dl_job"
 #define FL_KV_DL_OFF "fl_dl_off"
+#define FL_KV_DL_OFFER "fl_dl_offer"
 #define FL_KV_DONE_JOB "fl_done_job"
 #define FL_KV_PENDING_JOB "fl_pend_job"
 #define FL_KV_PENDING_VER "fl_pend_ver"

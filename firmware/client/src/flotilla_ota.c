@@ -330,6 +330,8 @@ static void store_credential(fl_client *c, const cJSON *cred) {
     p->kv_set(p->ctx, FL_KV_MQTT_PASS, jstr(cred, "mqtt_password"));
 }
 
+static void clear_download(const fl_port *p);
+
 /* One POST /api/v1/check; fills resp. Returns the HTTP status or -1. */
 static int post_check(fl_client *c, char *resp, size_t cap) {
     char body[512], url[FL_URL_MAX];
@@ -342,7 +344,13 @@ static int post_check(fl_client *c, char *resp, size_t cap) {
 
 fl_result fl_check_in(fl_client *c) {
     static char resp[CHECK_RESP_MAX]; /* one client per device: kept off the stack */
-    int attempt, status;
+    int attempt, status, n;
+    /* A download a reboot interrupted comes first: the engine does not offer its job again. */
+    if (c->port->flash_read && (n = c->port->kv_get(c->port->ctx, FL_KV_DL_OFFER, resp, sizeof resp)) > 0) {
+        fl_result r = fl_handle_offer(c, resp, (size_t)n);
+        if (r != FL_OK_REBOOT) clear_download(c->port);
+        if (r != FL_OK_IGNORED) return r;
+    }
     for (attempt = 0; attempt < 2; attempt++) {
         cJSON *ans, *cred;
         status = post_check(c, resp, sizeof resp);
@@ -452,6 +460,7 @@ static uint64_t resume_point(fl_client *c, const fl_offer *o) {
 }
 
 static void clear_download(const fl_port *p) {
+    p->kv_set(p->ctx, FL_KV_DL_OFFER, NULL);
     p->kv_set(p->ctx, FL_KV_DL_JOB, NULL);
     p->kv_set(p->ctx, FL_KV_DL_OFF, NULL);
 }
@@ -525,6 +534,8 @@ fl_result fl_handle_offer(fl_client *c, const char *json, size_t len) {
         fl_report(c, o.job, "rejected", -1, fl_error_str(e));
         return FL_REJECTED;
     }
+    /* Where the slot can be read back, keep the offer so a reboot can finish this download. */
+    if (c->port->flash_read && strlen(json) == len) c->port->kv_set(c->port->ctx, FL_KV_DL_OFFER, json);
     return download_and_apply(c, &o);
 }
 

@@ -60,7 +60,7 @@ typedef struct {
     size_t writes_before_verify; /* bytes written at the time of the last report */
     size_t written;
     /* kv */
-    char keys[KV_MAX][32], vals[KV_MAX][128];
+    char keys[KV_MAX][32], vals[KV_MAX][1024];
     int n_dl_off_sets;
     /* clock */
     uint64_t now, step;
@@ -184,7 +184,7 @@ static int fake_kv_set(void *ctx, const char *k, const char *v) {
         }
     if (i >= KV_MAX) return -1;
     snprintf(f->keys[i], 32, "%s", k);
-    snprintf(f->vals[i], 128, "%s", v);
+    snprintf(f->vals[i], sizeof f->vals[i], "%s", v);
     return 0;
 }
 static const char *kv(fake *f, const char *k) {
@@ -700,6 +700,46 @@ static void test_resume_after_reboot(void) {
     CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_OK_REBOOT);
     CHECK(F.get_offsets[0] == 32768 && F.n_gets == 1 && F.resume_flag == 1);
     CHECK(memcmp(F.flash, F.img, 60000) == 0 && F.commits == 1);
+    free(offer);
+
+    /* the offer itself is kept: after a reboot, the next fl_check_in finishes the download
+     * before asking the engine anything (it will not offer an in-flight job again) */
+    offer = setup(&F, 60000, "j-kept");
+    F.cut_after[0] = 40000;
+    F.cut_after[1] = 0; /* the link stays down: the attempt fails */
+    F.cut_after[2] = 0;
+    c.max_retries = 2;
+    fl_init(&cl, &c, &p);
+    {
+        /* power cut mid-download: simulated by running the sink until the link dies, then
+         * restoring what a reboot keeps (flash and storage) */
+        fl_handle_offer(&cl, offer, strlen(offer));
+    }
+    CHECK(F.commits == 0);
+    CHECK_STR(kv(&F, FL_KV_DL_OFFER), ""); /* a failed download is over, nothing kept */
+    free(offer);
+    offer = setup(&F, 60000, "j-kept2");
+    memcpy(F.flash, F.img, 20000);
+    fake_kv_set(&F, FL_KV_DL_OFFER, offer);
+    fake_kv_set(&F, FL_KV_DL_JOB, "j-kept2");
+    fake_kv_set(&F, FL_KV_DL_OFF, "20000");
+    c.max_retries = 0;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_OK_REBOOT);
+    CHECK(F.check_i == 0);                       /* no check-in was needed */
+    CHECK(F.get_offsets[0] == 20000 && F.n_gets == 1);
+    CHECK(memcmp(F.flash, F.img, 60000) == 0 && F.commits == 1);
+    CHECK_STR(kv(&F, FL_KV_DL_OFFER), "");
+    free(offer);
+    /* a kept offer that no longer verifies is reported, dropped, and the next check-in is normal */
+    offer = setup(&F, 60000, "j-bad");
+    fake_kv_set(&F, FL_KV_DL_OFFER, "{\"job\":\"j-bad\",\"url\":\"u\",\"manifest_json\":\"{}\",\"signature\":\"AAAA\"}");
+    script(&F, 200, "{\"update_available\":false}");
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_REJECTED);
+    CHECK(F.begun == 0 && F.commits == 0);
+    CHECK_STR(kv(&F, FL_KV_DL_OFFER), "");
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE && F.check_i == 1);
     free(offer);
 
     /* an offset of another job, or past the end, is not believed */
