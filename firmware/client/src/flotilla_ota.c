@@ -535,7 +535,15 @@ fl_result fl_handle_offer(fl_client *c, const char *json, size_t len) {
         return FL_REJECTED;
     }
     /* Where the slot can be read back, keep the offer so a reboot can finish this download. */
-    if (c->port->flash_read && strlen(json) == len) c->port->kv_set(c->port->ctx, FL_KV_DL_OFFER, json);
+    if (c->port->flash_read && !memchr(json, '\0', len)) {
+        char *copy = (char *)malloc(len + 1); /* json need not be NUL-terminated (MQTT payloads) */
+        if (copy) {
+            memcpy(copy, json, len);
+            copy[len] = '\0';
+            c->port->kv_set(c->port->ctx, FL_KV_DL_OFFER, copy);
+            free(copy);
+        }
+    }
     return download_and_apply(c, &o);
 }
 

@@ -567,6 +567,22 @@ static void test_enrol_download_resume_apply(void) {
     free(offer);
 }
 
+static void test_offer_not_nul_terminated(void) {
+    fl_client cl;
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    char *offer = setup(&F, 20000, "j-mqtt");
+    size_t n = strlen(offer);
+    char *exact = malloc(n); /* exactly the payload's bytes, as an MQTT library hands them */
+    memcpy(exact, offer, n);
+    F.cut_after[0] = 5000;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_handle_offer(&cl, exact, n) == FL_OK_REBOOT);
+    CHECK(F.commits == 1 && memcmp(F.flash, F.img, 20000) == 0);
+    free(exact);
+    free(offer);
+}
+
 static void test_progress_rate_limited(void) {
     fl_client cl;
     fl_config c = config();
@@ -894,6 +910,7 @@ int main(void) {
     test_verify();
     test_enrol_download_resume_apply();
     test_progress_rate_limited();
+    test_offer_not_nul_terminated();
     test_tampered_image();
     test_rejections_write_nothing();
     test_download_failures();
