@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets up what the tests need and runs all of them, in this order (each stops the run on failure):
 #   1. the UI: npm ci, svelte-check, vitest, the production build (which the engine embeds);
+#   1b. the device client in firmware/ (C): its unit tests under ASan/UBSan, the compile checks of
+#      the ESP-IDF and Arduino ports against API stubs, the host device build (used by the
+#      end-to-end tests of step 3);
 #   2. the test lint (scripts/lint-tests.mjs: no test file without an assertion, no assertion on
 #      a constant), cargo fmt --check, and clippy with warnings as errors on the whole workspace
 #      (engine, CLI, simulator, desktop app);
@@ -20,13 +23,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
 command -v node >/dev/null || { echo "node not found: install Node.js 20+ first" >&2; exit 1; }
 ensure_packages pkg-config build-essential ca-certificates mosquitto mosquitto-clients iproute2 mount util-linux faketime \
-  chromium
+  chromium libcjson-dev libsodium-dev libcurl4-openssl-dev libmosquitto-dev
 ensure_desktop_deps
 cd "$ROOT"
 
 say "UI: npm ci, svelte-check, vitest, build"
 ensure_ui
 (cd ui && npm run --silent check && npm test --silent)
+
+say "device client (firmware/): unit tests (ASan, UBSan), port compile checks, host build"
+make -C firmware test host size
 
 say "test lint: every test can fail"
 node scripts/lint-tests.mjs

@@ -13,6 +13,7 @@ mod device_identity;
 mod device_profiles;
 mod device_server;
 mod discovery;
+mod firmware_client;
 mod firmware_forms;
 mod firmware_verdicts;
 mod fleet;
