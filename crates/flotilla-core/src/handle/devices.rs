@@ -254,6 +254,7 @@ impl EngineHandle {
         if self.shared.writer.disk_full() {
             return Err(CoreError::disk_full());
         }
+        let tls = req.tls;
         let mac = normalize(&req.mac)?;
         if req.device_id.is_empty() || req.device_id.len() > 128 {
             return Err(CoreError::BadRequest("device_id must be 1-128 characters".into()));
@@ -296,7 +297,9 @@ impl EngineHandle {
             self.kick();
         }
         match ticket {
-            Some((fw, token, step)) => Ok(CheckResponse::Offer(Box::new(self.offer(&fw, &token, step)?))),
+            Some((fw, token, step)) => {
+                Ok(CheckResponse::Offer(Box::new(self.offer_for(self.offer(&fw, &token, step)?, tls))))
+            }
             None => Ok(CheckResponse::none()),
         }
     }

@@ -27,6 +27,7 @@ mod metrics;
 mod rollouts;
 mod settings;
 mod status;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -147,6 +148,8 @@ pub(crate) struct Shared {
     pub admission: crate::limits::Admission,
     /// Import locks per firmware file and the firmware files found missing.
     pub storage: crate::storage::Storage,
+    /// The site certificate and where it is served (`None`: no certificate could be made).
+    pub tls: Option<crate::tls::TlsRuntime>,
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.

@@ -161,6 +161,7 @@ async fn check_update(
         labels: (!b.labels.is_empty()).then_some(b.labels),
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     answer(&engine, addr, req).await
 }
@@ -212,6 +213,7 @@ async fn firmware_check(
         labels: None,
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     answer(&engine, addr, req).await
 }
@@ -284,6 +286,7 @@ async fn ota_check(
         labels: None,
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     answer(&engine, addr, req).await
 }

@@ -77,6 +77,7 @@ async fn check(device: &Device, ctx: &Ctx, http: &reqwest::Client, url: &Url) ->
         secure_version: None,
         // As Flotilla's device client does: the engine shows it offline after ~3 missed check-ins.
         interval_secs: u32::try_from(ctx.config.poll_interval.as_secs().max(1)).ok(),
+        tls: None,
     };
     let response = match http.post(url.clone()).timeout(ctx.config.http_timeout).json(&body).send().await {
         Ok(r) if r.status().is_success() => r,
