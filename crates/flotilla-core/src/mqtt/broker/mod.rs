@@ -896,6 +896,9 @@ async fn read_packet(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Optio
         match rd.read_buf(buf).await {
             Ok(0) => return Ok(None),
             Ok(_) => {}
+            // A TLS client that closed its socket without close_notify (most devices losing
+            // power or Wi-Fi do) has simply gone, as a plain TCP client whose socket closed.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.to_string()),
         }
     }
