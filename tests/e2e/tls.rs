@@ -474,3 +474,33 @@ async fn external_broker_mosquitto_over_tls_with_ca_file_with_pin_and_refused_fo
     }
     assert!(!mqtt_connected(&server).await, "a wrong pin must not connect");
 }
+
+#[tokio::test]
+async fn a_silent_connection_to_the_https_port_is_closed_after_the_header_timeout() {
+    let server = Server::start_with_args(&["--device-header-timeout", "1"]).await;
+    let https = server.info.device_https_url.clone().expect("HTTPS is on");
+    let mut tcp = tokio::net::TcpStream::connect(https.strip_prefix("https://").unwrap()).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    // No ClientHello: the handshake never starts, and the header timeout ends it.
+    let read = tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut buf)).await;
+    let n = read.expect("closed well within 15 s").unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the header timeout");
+}
+
+#[tokio::test]
+async fn an_https_address_given_but_taken_is_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(crate::support::flotilla_bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mqtt", "off", "--no-mdns"])
+        .args(["--https", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr) && stderr.contains("HTTPS"), "{stderr}");
+}
