@@ -260,6 +260,38 @@ mod tests {
         demo: DemoArgs,
     }
 
+    #[derive(Debug, Parser)]
+    struct Engine {
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    #[test]
+    fn tls_listeners_default_on_and_step_aside_unless_given_and_client_tls_needs_mqtts() {
+        // A data dir that does not exist: no saved settings.
+        let dir = std::env::temp_dir().join(format!("flotilla-cli-tls-test-{}", std::process::id()));
+        let d = dir.to_str().unwrap();
+        let config = |args: &[&str]| {
+            Engine::try_parse_from(["x", "--data-dir", d].iter().chain(args.iter()).copied())
+                .map_err(|e| e.to_string())
+                .and_then(|e| e.engine.to_config())
+        };
+        let c = config(&[]).unwrap();
+        assert_eq!(c.https_listen, Some(SocketAddr::from(([0, 0, 0, 0], 8443))));
+        assert_eq!(c.mqtt_tls_listen, Some(SocketAddr::from(([0, 0, 0, 0], 8883))));
+        assert!(c.https_optional && c.mqtt_tls_optional);
+        let c = config(&["--https", "127.0.0.1:9443", "--mqtt-tls-listen", "off"]).unwrap();
+        assert_eq!((c.https_listen, c.mqtt_tls_listen), (Some(SocketAddr::from(([127, 0, 0, 1], 9443))), None));
+        assert!(!c.https_optional);
+        assert!(config(&["--https", "nope"]).is_err());
+        let pin = "ab".repeat(32);
+        let e = config(&["--mqtt-pin", &pin]).unwrap_err();
+        assert!(e.contains("mqtts://"), "{e}");
+        assert!(config(&["--mqtt", "mqtts://b:8883", "--mqtt-pin", "xyz"]).unwrap_err().contains("--mqtt-pin"));
+        let c = config(&["--mqtt", "mqtts://b:8883", "--mqtt-pin", &pin]).unwrap();
+        assert!(c.mqtt_client_tls.pin.is_some());
+    }
+
     #[test]
     fn timeouts_are_seconds() {
         assert_eq!(parse_seconds("10").unwrap(), Duration::from_secs(10));
