@@ -136,6 +136,12 @@ impl Engine {
         };
         let admin_url = format!("http://{}", reachable(admin_addr));
         let tls = start_tls(&config, &data, &device_url).await?;
+        let tls_runtime = match &tls {
+            Some((t, _)) => {
+                Some(crate::tls::TlsRuntime::new(t.site.clone(), data.tls_dir(), t.https_addr, t.https_url.clone())?)
+            }
+            None => None,
+        };
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let store = Arc::new(Mutex::new(store));
         let writer = Writer::start(Arc::clone(&store), events_tx.clone())?;
@@ -166,12 +172,7 @@ impl Engine {
             started: std::time::Instant::now(),
             admission,
             storage: crate::storage::Storage::default(),
-            tls: tls.as_ref().map(|(t, _)| crate::tls::TlsRuntime {
-                site: t.site.clone(),
-                https_addr: t.https_addr,
-                https_url: t.https_url.clone(),
-                mqtt_tls_addr: std::sync::OnceLock::new(),
-            }),
+            tls: tls_runtime,
         });
         let https = tls.and_then(|(_, l)| l);
         shared.storage.set_missing(missing);
@@ -185,7 +186,7 @@ impl Engine {
                     .https_addr
                     .map(|a| ("tls", a.port().to_string()))
                     .into_iter()
-                    .chain([("fps", t.site.spki_sha256().to_owned())])
+                    .chain(t.site().map(|site| ("fps", site.spki_sha256().to_owned())))
                     .collect(),
                 None => Vec::new(),
             };
@@ -235,7 +236,7 @@ impl Engine {
         // One connection cap for the device server, plain and HTTPS together.
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
         if let (Some(listener), Some(t)) = (https, &handle.shared.tls) {
-            let acceptor = tokio_rustls::TlsAcceptor::from(t.site.server_config(&[b"http/1.1"])?);
+            let acceptor = tokio_rustls::TlsAcceptor::from(t.server_config(&[b"http/1.1"])?);
             let (router, limits, permits) = (router.clone(), limits.clone(), Arc::clone(&permits));
             handle.tracker.spawn(server::device_conn::serve_tls(
                 listener,
@@ -422,6 +423,7 @@ async fn housekeeping(engine: EngineHandle) {
                 if let Err(e) = engine.sample_versions().await {
                     tracing::warn!(error = %e, "version sample not written");
                 }
+                engine.refresh_tls().await;
             }
             _ = prune.tick() => {
                 if let Err(e) = engine.apply_retention().await {

@@ -206,15 +206,40 @@ impl SiteTls {
 
     /// A rustls server configuration with this certificate, offering `alpn` protocols.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+        let resolver = Arc::new(SiteResolver { current: std::sync::RwLock::new(self.certified_key()?) });
+        server_config_with(resolver, alpn)
+    }
+
+    /// The certificate and its signing key, as rustls serves them.
+    fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.as_ref().clone()));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(device_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(tls_error)?
-            .with_no_client_auth()
-            .with_single_cert(vec![self.cert_der.clone()], key)
-            .map_err(tls_error)?;
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
+        let signer = device_provider().key_provider.load_private_key(key).map_err(tls_error)?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(vec![self.cert_der.clone()], signer)))
+    }
+}
+
+/// rustls server configuration serving what `resolver` holds now (TLS 1.2 and 1.3, the device
+/// suites), offering `alpn` protocols.
+fn server_config_with(resolver: Arc<SiteResolver>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(device_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_error)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The certificate a server configuration hands out: replaced in place when it is made again,
+/// so listeners keep running and new handshakes get the new one.
+#[derive(Debug)]
+struct SiteResolver {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for SiteResolver {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
     }
 }
 
@@ -402,16 +427,72 @@ pub fn dir_of(data_root: &Path) -> PathBuf {
     data_root.join("tls")
 }
 
-/// The engine's TLS: the site certificate and where it is served.
+/// The engine's TLS: the site certificate and where it is served. The certificate is made
+/// again (same key) when the local names change ([`TlsRuntime::refresh`]); every listener's
+/// configuration serves the current one.
 #[derive(Debug)]
 pub struct TlsRuntime {
-    pub site: SiteTls,
+    site: std::sync::RwLock<SiteTls>,
+    dir: PathBuf,
+    resolver: Arc<SiteResolver>,
     /// Where the device server's HTTPS listener is bound, when it is on.
     pub https_addr: Option<SocketAddr>,
     /// `https://host:port` devices use, when HTTPS is on.
     pub https_url: Option<String>,
     /// Where the embedded broker listens for MQTT over TLS, once it does.
     pub mqtt_tls_addr: OnceLock<SocketAddr>,
+}
+
+impl TlsRuntime {
+    /// `site`, loaded from `dir`, served from then on.
+    pub fn new(
+        site: SiteTls,
+        dir: PathBuf,
+        https_addr: Option<SocketAddr>,
+        https_url: Option<String>,
+    ) -> Result<TlsRuntime> {
+        let resolver = Arc::new(SiteResolver { current: std::sync::RwLock::new(site.certified_key()?) });
+        Ok(TlsRuntime {
+            site: std::sync::RwLock::new(site),
+            dir,
+            resolver,
+            https_addr,
+            https_url,
+            mqtt_tls_addr: OnceLock::new(),
+        })
+    }
+
+    /// The certificate served now.
+    pub fn site(&self) -> Option<SiteTls> {
+        self.site.read().ok().map(|s| s.clone())
+    }
+
+    /// A server configuration that serves the current certificate, whatever it becomes.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
+        server_config_with(Arc::clone(&self.resolver), alpn)
+    }
+
+    /// Makes the certificate again (same key) when the local names are no longer those it was
+    /// made for; true when it did. Blocking (file I/O): call it from a blocking thread.
+    pub fn refresh(&self) -> Result<bool> {
+        self.refresh_for(local_names())
+    }
+
+    /// [`TlsRuntime::refresh`] for the given names (tests).
+    pub fn refresh_for(&self, names: Vec<String>) -> Result<bool> {
+        if self.site().is_some_and(|s| s.names() == names.as_slice()) {
+            return Ok(false);
+        }
+        let site = SiteTls::load_or_create_for(&self.dir, names)?;
+        let key = site.certified_key()?;
+        if let Ok(mut current) = self.resolver.current.write() {
+            *current = key;
+        }
+        if let Ok(mut s) = self.site.write() {
+            *s = site;
+        }
+        Ok(true)
+    }
 }
 
 /// `<scheme>://<host of url>:<port>`: the host devices already use for `url` (the device server's
@@ -544,6 +625,25 @@ mod tests {
         assert!(!other.matches(&der));
         assert!("abc".parse::<Pin>().is_err());
         assert!(t.server_config(&[b"http/1.1"]).is_ok());
+    }
+
+    #[test]
+    fn tls_runtime_serves_the_certificate_made_again_for_new_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = dir_of(tmp.path());
+        let site = SiteTls::load_or_create_for(&dir, names()).unwrap();
+        let rt = TlsRuntime::new(site.clone(), dir, None, None).unwrap();
+        assert!(rt.server_config(&[]).is_ok());
+        assert!(!rt.refresh_for(names()).unwrap(), "same names: nothing to do");
+        let mut more = names();
+        more.insert(0, "10.9.8.7".into());
+        assert!(rt.refresh_for(more.clone()).unwrap());
+        let now = rt.site().unwrap();
+        assert_eq!(now.names(), more.as_slice());
+        assert_ne!(now.cert_sha256(), site.cert_sha256());
+        assert_eq!(now.spki_sha256(), site.spki_sha256(), "same key");
+        let served = rt.resolver.current.read().unwrap().cert[0].clone();
+        assert_eq!(sha256_hex(&served), now.cert_sha256(), "handshakes get the new certificate");
     }
 
     #[test]

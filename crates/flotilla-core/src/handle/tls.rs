@@ -11,7 +11,7 @@ use crate::error::{CoreError, Result};
 impl EngineHandle {
     /// `tls` of `GET /api/v1/status` (and `flotilla keys tls`).
     pub fn tls_status(&self) -> TlsStatus {
-        let Some(t) = &self.shared.tls else {
+        let Some((t, site)) = self.shared.tls.as_ref().and_then(|t| Some((t, t.site()?))) else {
             return TlsStatus {
                 enabled: false,
                 fingerprint: None,
@@ -30,12 +30,12 @@ impl EngineHandle {
         });
         TlsStatus {
             enabled: t.https_url.is_some(),
-            fingerprint: Some(t.site.cert_sha256().to_owned()),
-            cert_sha256: Some(t.site.cert_sha256().to_owned()),
-            spki_sha256: Some(t.site.spki_sha256().to_owned()),
-            spki_sha256_base64: Some(t.site.spki_sha256_base64().to_owned()),
-            cert_pem: Some(t.site.cert_pem().to_owned()),
-            names: t.site.names().to_vec(),
+            fingerprint: Some(site.cert_sha256().to_owned()),
+            cert_sha256: Some(site.cert_sha256().to_owned()),
+            spki_sha256: Some(site.spki_sha256().to_owned()),
+            spki_sha256_base64: Some(site.spki_sha256_base64().to_owned()),
+            cert_pem: Some(site.cert_pem().to_owned()),
+            names: site.names().to_vec(),
             https_url: t.https_url.clone(),
             mqtt_tls_url,
         }
@@ -58,6 +58,22 @@ impl EngineHandle {
         offer
     }
 
+    /// Makes the site certificate again (same key) when the local names changed (another
+    /// network, a new address); the listeners serve it from the next handshake.
+    pub(crate) async fn refresh_tls(&self) {
+        let Some(shared) = self.shared.tls.is_some().then(|| std::sync::Arc::clone(&self.shared)) else { return };
+        let done = tokio::task::spawn_blocking(move || shared.tls.as_ref().map(|t| t.refresh())).await;
+        match done {
+            Ok(Some(Ok(true))) => {
+                tracing::info!("the local names changed: the TLS certificate was made again (same key)");
+            }
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e, "the TLS certificate could not be made again for new local names");
+            }
+            _ => {}
+        }
+    }
+
     /// Starts the embedded broker's MQTT-over-TLS listener when one is configured.
     pub(crate) async fn start_broker_tls(&self) -> Result<()> {
         let s = &self.shared;
@@ -67,7 +83,7 @@ impl EngineHandle {
         };
         let broker = self.broker.lock().await;
         let Some(broker) = broker.as_ref() else { return Ok(()) };
-        let config = tls.site.server_config(&[])?;
+        let config = tls.server_config(&[])?;
         match broker.listen_tls(addr, config).await {
             Ok(bound) => {
                 let _ = tls.mqtt_tls_addr.set(bound);
