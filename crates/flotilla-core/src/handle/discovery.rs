@@ -38,7 +38,8 @@ impl EngineHandle {
         }
         // A native device speaks for itself (check-ins, presence, with its credential): what
         // others say about it changes nothing, whatever family they claim.
-        let known_native = self.fleet()?.inventory.get(&mac).is_some_and(|e| e.device.family == Family::Native);
+        let known_native =
+            self.fleet()?.inventory.get(&mac).is_some_and(|e| e.device.family == Family::Native);
         if known_native {
             return Ok(Observed::Ignored("a native device is described only by itself"));
         }
