@@ -30,7 +30,11 @@ async fn status_and_metrics_say_what_the_engine_runs() {
         format!("data dir:      {}", server.data_dir().display()),
         "MQTT:          embedded, mqtt://".into(),
         "mDNS:          off".into(),
-        "TLS:           off".into(),
+        format!(
+            "TLS:           {}, public key SHA-256 {}",
+            s["tls"]["https_url"].as_str().unwrap(),
+            s["tls"]["spki_sha256"].as_str().unwrap()
+        ),
         "demo fleet:    available, not running".into(),
     ] {
         assert!(text.contains(&line), "{line:?} missing from:\n{text}");

@@ -28,4 +28,5 @@ mod secrets;
 mod serve;
 mod steering;
 mod support;
+mod tls;
 mod web_ui;

@@ -64,6 +64,11 @@ async fn the_device_server_is_advertised_to_the_lan() {
     assert_eq!(service["txt"]["api"], "/api/v1", "{report}");
     assert_eq!(service["txt"]["v"], info.version, "{report}");
     assert_eq!(service["txt"]["fp"], site_key_id(&link.a, data.path()), "fp pins the site key: {report}");
+    // The site TLS certificate: its HTTPS port and the SHA-256 of its public key, to pin.
+    let https_port = info.device_https_url.as_deref().and_then(|u| u.rsplit(':').next()).expect("HTTPS is on");
+    assert_eq!(service["txt"]["tls"], https_port, "{report}");
+    let fps = service["txt"]["fps"].as_str().unwrap_or_default();
+    assert!(fps.len() == 64 && fps.bytes().all(|b| b.is_ascii_hexdigit()), "fps is a SHA-256: {report}");
     // A device that found the server this way can reach it there.
     let health = &report["health"][format!("{}:{port}", link.a_addr)];
     assert!(health.as_str().is_some_and(|s| s.contains(" 200 ")), "GET /health from B: {report}");

@@ -66,6 +66,7 @@ impl Server {
     async fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Server {
         let child = Command::new(flotilla_bin())
             .args(["serve", "--admin", "127.0.0.1:0", "--no-mdns", "--log", "warn"])
+            .args(["--https", "127.0.0.1:0", "--mqtt-tls-listen", "127.0.0.1:0"])
             .args(args)
             .arg("--data-dir")
             .arg(dir.path())

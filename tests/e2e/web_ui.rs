@@ -46,7 +46,9 @@ async fn status_reports_each_connection_without_secrets() {
     assert_eq!(status["mqtt"]["url"], server.info.mqtt_url.clone().unwrap());
     assert_eq!(status["mqtt"]["username"], "flotilla");
     assert_eq!(status["mdns"]["enabled"], false, "started with --no-mdns");
-    assert_eq!(status["tls"]["enabled"], false);
+    assert_eq!(status["tls"]["enabled"], true, "HTTPS on the device server");
+    assert_eq!(status["tls"]["https_url"], server.info.device_https_url.clone().unwrap());
+    assert!(!status.to_string().contains("PRIVATE KEY"), "the certificate, never its key");
     assert_eq!(status["demo"], json!({"available": true, "running": null}), "the first-run button can start one");
     let key: Value = server.get_json("/api/v1/keys/public").await;
     assert_eq!(status["signing_key_id"], key["key_id"]);

@@ -1,11 +1,13 @@
-//! `flotilla keys …`: the site signing key's public half, to bake into device firmware.
+//! `flotilla keys …`: the site signing key's public half and the site TLS certificate, to bake
+//! into device firmware.
 
 use clap::{Subcommand, ValueEnum};
 use flotilla_proto::PublicKey;
+use flotilla_proto::api::EngineStatus;
 
 use crate::client::{Api, print_json};
 use crate::output::{out, outln};
-use crate::{ApiArgs, CliResult};
+use crate::{ApiArgs, CliError, CliResult};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
@@ -16,6 +18,18 @@ pub enum KeysCmd {
         /// The same as --format json.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The site TLS certificate (HTTPS, MQTT over TLS): its fingerprints and PEM. `--pem >
+    /// server.pem` is what `esp_https_ota`'s `cert_pem` takes.
+    Tls {
+        /// The `tls` block of `GET /api/v1/status` as JSON.
+        #[arg(long, conflicts_with = "pem")]
+        json: bool,
+        /// Only the certificate, PEM.
+        #[arg(long)]
+        pem: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -40,6 +54,29 @@ pub async fn run(cmd: KeysCmd) -> CliResult {
                 KeyFormat::Hex => outln!("{}", key.public_key_hex),
                 KeyFormat::Json => print_json(&key)?,
             }
+            Ok(())
+        }
+        KeysCmd::Tls { json, pem, api } => {
+            let status: EngineStatus = Api::resolve(&api)?.get("/api/v1/status").await?;
+            let tls = status.tls;
+            if json {
+                return print_json(&tls);
+            }
+            let Some(cert_pem) = &tls.cert_pem else {
+                return Err(CliError::failure("the engine has no TLS certificate (see its log)"));
+            };
+            if pem {
+                out!("{cert_pem}");
+                return Ok(());
+            }
+            let or_off = |v: &Option<String>| v.clone().unwrap_or_else(|| "off".into());
+            outln!("certificate SHA-256:  {}", tls.cert_sha256.as_deref().unwrap_or("-"));
+            outln!("public key SHA-256:   {}", tls.spki_sha256.as_deref().unwrap_or("-"));
+            outln!("public key (base64):  sha256//{}", tls.spki_sha256_base64.as_deref().unwrap_or("-"));
+            outln!("HTTPS:                {}", or_off(&tls.https_url));
+            outln!("MQTT over TLS:        {}", or_off(&tls.mqtt_tls_url));
+            outln!("names:                {}", tls.names.join(" "));
+            out!("{cert_pem}");
             Ok(())
         }
     }

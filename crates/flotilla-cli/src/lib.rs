@@ -26,6 +26,11 @@ pub struct EngineArgs {
     /// Device HTTP server address (LAN) [default: the data dir's settings, else 0.0.0.0:8070].
     #[arg(long, env = "FLOTILLA_HTTP")]
     pub http: Option<SocketAddr>,
+    /// HTTPS on the device server, with the site's self-signed certificate (`<data>/tls/`):
+    /// an address, or `off` [default: 0.0.0.0:8443; if that port is taken, HTTPS is off with a
+    /// warning].
+    #[arg(long, env = "FLOTILLA_HTTPS", value_name = "ADDR|off", value_parser = parse_listen)]
+    pub https: Option<Listen>,
     /// Admin API address, keep it on loopback [default: the settings, else 127.0.0.1:8071].
     #[arg(long, env = "FLOTILLA_ADMIN")]
     pub admin: Option<SocketAddr>,
@@ -39,6 +44,24 @@ pub struct EngineArgs {
     /// Where the embedded broker listens [default: the settings, else 0.0.0.0:1883].
     #[arg(long, env = "FLOTILLA_MQTT_LISTEN")]
     pub mqtt_listen: Option<SocketAddr>,
+    /// Where the embedded broker listens for MQTT over TLS (the site certificate): an address, or
+    /// `off` [default: 0.0.0.0:8883; if that port is taken, it is off with a warning].
+    #[arg(long, env = "FLOTILLA_MQTT_TLS_LISTEN", value_name = "ADDR|off", value_parser = parse_listen)]
+    pub mqtt_tls_listen: Option<Listen>,
+    /// PEM file of the CA certificate(s) an external `mqtts://` broker is trusted by (instead of
+    /// the system's root certificates).
+    #[arg(long, env = "FLOTILLA_MQTT_CA", value_name = "FILE")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Trust exactly the external `mqtts://` broker whose certificate or public key (SPKI) has this
+    /// SHA-256 fingerprint (64 hex digits; either fingerprint matches). Wins over --mqtt-ca.
+    #[arg(long, env = "FLOTILLA_MQTT_PIN", value_name = "SHA256")]
+    pub mqtt_pin: Option<String>,
+    /// PEM certificate (chain) the engine presents to an external `mqtts://` broker (with --mqtt-key).
+    #[arg(long, env = "FLOTILLA_MQTT_CERT", value_name = "FILE")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// PEM private key of --mqtt-cert.
+    #[arg(long, env = "FLOTILLA_MQTT_KEY", value_name = "FILE")]
+    pub mqtt_key: Option<PathBuf>,
     /// User name for an external broker.
     #[arg(long, env = "FLOTILLA_MQTT_USER")]
     pub mqtt_user: Option<String>,
@@ -75,6 +98,21 @@ pub struct EngineArgs {
     /// admin API, the broker, the database and firmware files].
     #[arg(long, env = "FLOTILLA_DEVICE_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub device_max_connections: Option<u32>,
+}
+
+/// A listener address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    At(SocketAddr),
+    Off,
+}
+
+/// `ADDR` or `off`.
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    match s.trim() {
+        "off" | "none" => Ok(Listen::Off),
+        a => a.parse().map(Listen::At).map_err(|_| format!("`{s}`: an address such as 0.0.0.0:8443, or off")),
+    }
 }
 
 /// A duration in seconds (`10`, `2.5`, `10s`, `500ms`), from 1 ms to a day.
@@ -150,6 +188,30 @@ impl EngineArgs {
             }
             other => return Err(format!("--mqtt {other:?}: use embedded, off or mqtt://host:port")),
         };
+        // TLS listeners: a given address must be bound; the defaults step aside when taken.
+        let at = |l: Option<Listen>, default: u16| match l {
+            Some(Listen::At(a)) => Some(a),
+            Some(Listen::Off) => None,
+            None => Some(SocketAddr::from(([0, 0, 0, 0], default))),
+        };
+        config.https_listen = at(self.https, 8443);
+        config.mqtt_tls_listen = at(self.mqtt_tls_listen, 8883);
+        config.https_optional = self.https.is_none();
+        config.mqtt_tls_optional = self.mqtt_tls_listen.is_none();
+        config.mqtt_client_tls = flotilla_core::tls::ClientTls {
+            ca_file: self.mqtt_ca.clone(),
+            pin: self.mqtt_pin.as_deref().map(str::parse).transpose().map_err(|e| format!("--mqtt-pin: {e}"))?,
+            client_cert: self.mqtt_cert.clone(),
+            client_key: self.mqtt_key.clone(),
+        };
+        if config.mqtt_client_tls.is_set() {
+            let tls_url = matches!(&config.mqtt, MqttMode::External { url, .. } if url.starts_with("mqtts://"));
+            if !tls_url {
+                return Err("--mqtt-ca, --mqtt-pin, --mqtt-cert and --mqtt-key are for an external mqtts:// broker \
+                            (--mqtt mqtts://host:port)"
+                    .into());
+            }
+        }
         config.settings = saved;
         Ok(config)
     }
@@ -196,6 +258,38 @@ mod tests {
     struct Demo {
         #[command(flatten)]
         demo: DemoArgs,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Engine {
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    #[test]
+    fn tls_listeners_default_on_and_step_aside_unless_given_and_client_tls_needs_mqtts() {
+        // A data dir that does not exist: no saved settings.
+        let dir = std::env::temp_dir().join(format!("flotilla-cli-tls-test-{}", std::process::id()));
+        let d = dir.to_str().unwrap();
+        let config = |args: &[&str]| {
+            Engine::try_parse_from(["x", "--data-dir", d].iter().chain(args.iter()).copied())
+                .map_err(|e| e.to_string())
+                .and_then(|e| e.engine.to_config())
+        };
+        let c = config(&[]).unwrap();
+        assert_eq!(c.https_listen, Some(SocketAddr::from(([0, 0, 0, 0], 8443))));
+        assert_eq!(c.mqtt_tls_listen, Some(SocketAddr::from(([0, 0, 0, 0], 8883))));
+        assert!(c.https_optional && c.mqtt_tls_optional);
+        let c = config(&["--https", "127.0.0.1:9443", "--mqtt-tls-listen", "off"]).unwrap();
+        assert_eq!((c.https_listen, c.mqtt_tls_listen), (Some(SocketAddr::from(([127, 0, 0, 1], 9443))), None));
+        assert!(!c.https_optional);
+        assert!(config(&["--https", "nope"]).is_err());
+        let pin = "ab".repeat(32);
+        let e = config(&["--mqtt-pin", &pin]).unwrap_err();
+        assert!(e.contains("mqtts://"), "{e}");
+        assert!(config(&["--mqtt", "mqtts://b:8883", "--mqtt-pin", "xyz"]).unwrap_err().contains("--mqtt-pin"));
+        let c = config(&["--mqtt", "mqtts://b:8883", "--mqtt-pin", &pin]).unwrap();
+        assert!(c.mqtt_client_tls.pin.is_some());
     }
 
     #[test]

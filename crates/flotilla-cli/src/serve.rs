@@ -71,6 +71,14 @@ pub async fn run(args: ServeArgs) -> CliResult {
         say!("  web UI:        not built into this binary (npm ci && npm run build in ui/, then rebuild)");
     }
     say!("  device server: {} (bound to {})", engine.device_url(), engine.device_addr());
+    let tls = engine.tls_status();
+    match (&tls.https_url, &tls.spki_sha256) {
+        (Some(url), Some(fp)) => say!("  HTTPS:         {url} (public key SHA-256 {fp})"),
+        _ => say!("  HTTPS:         off"),
+    }
+    if let Some(url) = &tls.mqtt_tls_url {
+        say!("  MQTT over TLS: {url}");
+    }
     match engine.mqtt_url() {
         Some(url) if config_mqtt_embedded => {
             say!("  MQTT broker:   {url} (embedded; credentials in {})", data_dir.join("mqtt-credentials").display());

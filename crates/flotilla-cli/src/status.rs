@@ -70,10 +70,10 @@ fn print_status(s: &EngineStatus) {
             parts.join(", ")
         }
     };
-    let tls = match (s.tls.enabled, &s.tls.fingerprint) {
-        (true, Some(fp)) => format!("on, certificate SHA-256 {fp}"),
-        (true, None) => "on".to_owned(),
-        (false, _) => "off (plain HTTP; firmware and manifests are signed)".to_owned(),
+    let tls = match (&s.tls.https_url, &s.tls.spki_sha256) {
+        (Some(url), Some(fp)) => format!("{url}, public key SHA-256 {fp} (flotilla keys tls)"),
+        (Some(url), None) => url.clone(),
+        (None, _) => "off (plain HTTP; firmware and manifests are signed)".to_owned(),
     };
     let demo = match (&s.demo.running, s.demo.available) {
         (Some(d), _) => format!("running: {}", d.summary),

@@ -44,6 +44,17 @@ pub struct EngineConfig {
     pub settings: flotilla_proto::api::SiteSettings,
     /// Timeouts and the connection cap of the device server.
     pub device_limits: DeviceServerLimits,
+    /// HTTPS on the device server (the site certificate, `<data>/tls/`); `None`: off.
+    pub https_listen: Option<SocketAddr>,
+    /// MQTT over TLS on the embedded broker (the same certificate); `None`: off.
+    pub mqtt_tls_listen: Option<SocketAddr>,
+    /// `https_listen` is a default nobody asked for: when it cannot be bound (the port is
+    /// taken), HTTPS is off with a warning instead of failing start-up.
+    pub https_optional: bool,
+    /// The same for `mqtt_tls_listen`.
+    pub mqtt_tls_optional: bool,
+    /// How the MQTT client trusts an external `mqtts://` broker, and its client certificate.
+    pub mqtt_client_tls: crate::tls::ClientTls,
 }
 
 /// Timeouts and caps of the device server, so no LAN client can starve the engine (see
@@ -96,6 +107,11 @@ impl EngineConfig {
             demo: None,
             settings: flotilla_proto::api::SiteSettings::default(),
             device_limits: DeviceServerLimits::default(),
+            https_listen: None,
+            mqtt_tls_listen: None,
+            https_optional: false,
+            mqtt_tls_optional: false,
+            mqtt_client_tls: crate::tls::ClientTls::default(),
         }
     }
 
@@ -143,6 +159,10 @@ impl DataDir {
     }
     pub fn runtime_json(&self) -> PathBuf {
         self.root.join("runtime.json")
+    }
+    /// The site's TLS key and certificate ([`crate::tls`]).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
     }
 }
 

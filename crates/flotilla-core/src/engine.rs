@@ -136,6 +136,13 @@ impl Engine {
             None => format!("http://{}", reachable(device_addr)),
         };
         let admin_url = format!("http://{}", reachable(admin_addr));
+        let tls = start_tls(&config, &data, &device_url).await?;
+        let tls_runtime = match &tls {
+            Some((t, _)) => {
+                Some(crate::tls::TlsRuntime::new(t.site.clone(), data.tls_dir(), t.https_addr, t.https_url.clone())?)
+            }
+            None => None,
+        };
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
         let store = Arc::new(Mutex::new(store));
         let writer = Writer::start(Arc::clone(&store), events_tx.clone())?;
@@ -168,14 +175,25 @@ impl Engine {
             admission,
             storage: crate::storage::Storage::default(),
             vendor_credentials,
+            tls: tls_runtime,
         });
+        let https = tls.and_then(|(_, l)| l);
         shared.storage.set_missing(missing);
 
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
         let advertiser = if shared.config.mdns {
-            match Advertiser::start(device_addr.port(), shared.key.key_id()) {
+            let tls_txt: Vec<(&str, String)> = match &shared.tls {
+                Some(t) => t
+                    .https_addr
+                    .map(|a| ("tls", a.port().to_string()))
+                    .into_iter()
+                    .chain(t.site().map(|site| ("fps", site.spki_sha256().to_owned())))
+                    .collect(),
+                None => Vec::new(),
+            };
+            match Advertiser::start_with(device_addr.port(), shared.key.key_id(), &tls_txt) {
                 Ok(a) => Some(a),
                 Err(e) => {
                     tracing::warn!(error = %e, "mDNS advertising is off");
@@ -207,6 +225,10 @@ impl Engine {
                 return Err(e);
             }
         }
+        if let Err(e) = handle.start_broker_tls().await {
+            handle.shutdown().await;
+            return Err(e);
+        }
         let router =
             server::device::router(Arc::clone(&handle.shared)).merge(server::device_api::router(handle.clone()));
         let limits = handle.shared.config.device_limits.clone();
@@ -214,7 +236,28 @@ impl Engine {
         let max_connections =
             limits.max_connections.unwrap_or_else(|| server::device_conn::default_max_connections(open_files));
         tracing::info!(max_connections, open_files, "device server connection limit");
-        handle.tracker.spawn(server::device_conn::serve(device, router, limits, max_connections, handle.stop.clone()));
+        // One connection cap for the device server, plain and HTTPS together.
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        if let (Some(listener), Some(t)) = (https, &handle.shared.tls) {
+            let acceptor = tokio_rustls::TlsAcceptor::from(t.server_config(&[b"http/1.1"])?);
+            let (router, limits, permits) = (router.clone(), limits.clone(), Arc::clone(&permits));
+            handle.tracker.spawn(server::device_conn::serve_tls(
+                listener,
+                acceptor,
+                router,
+                limits,
+                permits,
+                handle.stop.clone(),
+            ));
+        }
+        handle.tracker.spawn(server::device_conn::serve_with(
+            device,
+            None,
+            router,
+            limits,
+            permits,
+            handle.stop.clone(),
+        ));
         let router = server::admin::router(handle.clone());
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
         if handle.shared.config.mdns {
@@ -235,6 +278,7 @@ impl Engine {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             mqtt_url: handle.mqtt_url().map(str::to_owned),
+            device_https_url: handle.device_https_url().map(str::to_owned),
         };
         let runtime_json = serde_json::to_vec_pretty(&runtime).map_err(|e| CoreError::BadRequest(e.to_string()))?;
         secrets::write_private(&handle.shared.data.runtime_json(), &runtime_json)?;
@@ -248,6 +292,56 @@ impl Engine {
             .await?;
         Ok(handle)
     }
+}
+
+/// What [`start_tls`] made: the certificate, and where HTTPS is served.
+struct TlsStart {
+    site: crate::tls::SiteTls,
+    https_addr: Option<std::net::SocketAddr>,
+    https_url: Option<String>,
+}
+
+/// Loads (or makes) the site certificate and binds the HTTPS listener when configured. Without
+/// TLS listeners asked for, a certificate that cannot be made is a warning, not a failure.
+async fn start_tls(
+    config: &EngineConfig,
+    data: &DataDir,
+    device_url: &str,
+) -> Result<Option<(TlsStart, Option<TcpListener>)>> {
+    let wanted = config.https_listen.is_some()
+        || (config.mqtt_tls_listen.is_some() && matches!(config.mqtt, crate::config::MqttMode::Embedded { .. }));
+    let dir = data.tls_dir();
+    let site = match tokio::task::spawn_blocking(move || crate::tls::SiteTls::load_or_create(&dir))
+        .await
+        .map_err(|_| CoreError::ShuttingDown)?
+    {
+        Ok(site) => site,
+        Err(e) if !wanted => {
+            tracing::warn!(error = %e, "no TLS certificate: HTTPS and MQTT over TLS are off");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let listener = match config.https_listen {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) if config.https_optional => {
+                tracing::warn!(%addr, error = %e, "HTTPS is off: cannot listen (give --https ADDR to choose another address)");
+                None
+            }
+            Err(e) => return Err(CoreError::io(format!("cannot listen for HTTPS on {addr}"), e)),
+        },
+    };
+    let https_addr = match &listener {
+        Some(l) => Some(l.local_addr().map_err(|e| CoreError::io("HTTPS listener has no address", e))?),
+        None => None,
+    };
+    let https_url = https_addr.map(|a| crate::tls::same_host(device_url, "https", a.port()));
+    if let Some(url) = &https_url {
+        tracing::info!(%url, spki_sha256 = site.spki_sha256(), "device server speaks HTTPS");
+    }
+    Ok(Some((TlsStart { site, https_addr, https_url }, listener)))
 }
 
 fn load_admin_token(path: &Path) -> Result<String> {
@@ -332,6 +426,7 @@ async fn housekeeping(engine: EngineHandle) {
                 if let Err(e) = engine.sample_versions().await {
                     tracing::warn!(error = %e, "version sample not written");
                 }
+                engine.refresh_tls().await;
             }
             _ = prune.tick() => {
                 if let Err(e) = engine.apply_retention().await {

@@ -51,6 +51,7 @@ mod secrets;
 pub mod server;
 pub mod settings;
 pub mod storage;
+pub mod tls;
 mod writer;
 
 pub use config::{DataDir, EngineConfig};

@@ -330,6 +330,7 @@ mod tests {
             labels: Some(vec!["floor-2".into(), "line/a".into()]),
             secure_version: None,
             interval_secs: None,
+            tls: None,
         }
     }
 

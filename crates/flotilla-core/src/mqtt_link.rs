@@ -204,6 +204,7 @@ pub(crate) async fn start(
                 password,
                 client_id: format!("flotilla-{}", engine.shared.key.key_id()),
                 subscriptions,
+                tls: engine.shared.config.mqtt_client_tls.clone(),
             };
             let (client, rx) = MqttClient::start(config, engine.stop_token(), engine.tracker())
                 .map_err(|e| CoreError::BadRequest(format!("MQTT: {e}")))?;

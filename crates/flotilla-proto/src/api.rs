@@ -31,6 +31,9 @@ pub struct RuntimeInfo {
     /// are in `<data>/mqtt-credentials`.
     #[serde(default)]
     pub mqtt_url: Option<String>,
+    /// `https://…` of the device server, when HTTPS is on.
+    #[serde(default)]
+    pub device_https_url: Option<String>,
 }
 
 /// `GET /health` on either server.
@@ -163,10 +166,35 @@ pub struct MdnsStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TlsStatus {
-    /// Does the device server speak HTTPS? (Not yet: plain HTTP, firmware is signed.)
+    /// Does the device server speak HTTPS (`--https`)? Plain HTTP stays on beside it for devices
+    /// that cannot fetch over TLS; signed manifests are the guarantee either way.
     pub enabled: bool,
-    /// SHA-256 fingerprint of the certificate, when enabled.
+    /// SHA-256 of the certificate (DER), lowercase hex, when the site has one (the same as
+    /// `cert_sha256`; kept for older clients).
     pub fingerprint: Option<String>,
+    /// SHA-256 of the certificate (DER), lowercase hex. Changes when the certificate is made
+    /// again for new local names.
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
+    /// SHA-256 of the certificate's public key (SubjectPublicKeyInfo DER), lowercase hex. Stays
+    /// the same when the certificate is made again (same key): the better pin.
+    #[serde(default)]
+    pub spki_sha256: Option<String>,
+    /// The same as `spki_sha256`, base64 (curl `--pinnedpubkey sha256//<this>`).
+    #[serde(default)]
+    pub spki_sha256_base64: Option<String>,
+    /// The certificate in PEM (`esp_https_ota`'s `cert_pem`).
+    #[serde(default)]
+    pub cert_pem: Option<String>,
+    /// The host names and addresses the certificate covers.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// `https://…` of the device server, when HTTPS is on.
+    #[serde(default)]
+    pub https_url: Option<String>,
+    /// `mqtts://…` of the embedded broker, when it listens for MQTT over TLS.
+    #[serde(default)]
+    pub mqtt_tls_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

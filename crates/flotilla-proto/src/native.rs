@@ -37,6 +37,10 @@ pub struct CheckRequest {
     /// ones); learnt from the check-ins themselves when not given.
     #[serde(default)]
     pub interval_secs: Option<u32>,
+    /// The device can download over HTTPS (it has the site certificate or its fingerprint): its
+    /// offers carry `https://` URLs when the device server speaks HTTPS. Absent or false: `http://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
 }
 
 /// What a device is told to install: the signed manifest plus where to get the bytes.

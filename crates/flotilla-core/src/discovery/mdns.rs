@@ -1,6 +1,7 @@
 //! Advertises the device server as `_flotilla._tcp.local.` so Flotilla-client firmware can find it
 //! without a configured address. TXT: `api` (path of the device API), `fp` (site key id, for
-//! pinning), `v` (engine version).
+//! pinning), `v` (engine version), and with the site certificate `tls` (the HTTPS port, when
+//! HTTPS is on) and `fps` (SHA-256 of the certificate's public key, hex: pin it).
 //!
 //! mdns-sd runs its own thread; [`Advertiser::stop`] unregisters (a goodbye packet) and ends it.
 
@@ -34,13 +35,20 @@ fn host_name() -> String {
 impl Advertiser {
     /// Advertises the device server on `port` on every interface with an address.
     pub fn start(port: u16, key_id: &str) -> Result<Advertiser> {
+        Advertiser::start_with(port, key_id, &[])
+    }
+
+    /// [`Advertiser::start`] with more TXT properties (`tls`: the HTTPS port, `fps`: SHA-256 of
+    /// the site certificate's public key).
+    pub fn start_with(port: u16, key_id: &str, extra: &[(&str, String)]) -> Result<Advertiser> {
         let err = |what: &str, e: mdns_sd::Error| {
             CoreError::io(format!("mDNS: {what}"), std::io::Error::other(e.to_string()))
         };
         let daemon = ServiceDaemon::new().map_err(|e| err("cannot start", e))?;
         let host = host_name();
         let instance = format!("Flotilla on {host}");
-        let props = [("api", "/api/v1"), ("fp", key_id), ("v", env!("CARGO_PKG_VERSION"))];
+        let mut props = vec![("api", "/api/v1"), ("fp", key_id), ("v", env!("CARGO_PKG_VERSION"))];
+        props.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
         let info = ServiceInfo::new(SERVICE_TYPE, &instance, &format!("{host}.local."), "", port, &props[..])
             .map_err(|e| err("bad service description", e))?
             .enable_addr_auto();

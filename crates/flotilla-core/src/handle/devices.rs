@@ -309,6 +309,7 @@ impl EngineHandle {
         if self.shared.writer.disk_full() {
             return Err(CoreError::disk_full());
         }
+        let tls = req.tls;
         let mac = normalize(&req.mac)?;
         if req.device_id.is_empty() || req.device_id.len() > 128 {
             return Err(CoreError::BadRequest("device_id must be 1-128 characters".into()));
@@ -406,7 +407,9 @@ impl EngineHandle {
             return Ok(CheckResponse::NoUpdate { update_available: false, credential: Some(credential), approval });
         }
         match outcome {
-            Outcome::Offer((fw, token, step)) => Ok(CheckResponse::Offer(Box::new(self.offer(&fw, &token, step)?))),
+            Outcome::Offer((fw, token, step)) => {
+                Ok(CheckResponse::Offer(Box::new(self.offer_for(self.offer(&fw, &token, step)?, tls))))
+            }
             Outcome::Pending => Ok(CheckResponse::NoUpdate {
                 update_available: false,
                 credential: None,

@@ -28,6 +28,7 @@ mod metrics;
 mod rollouts;
 mod settings;
 mod status;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -152,6 +153,8 @@ pub(crate) struct Shared {
     pub storage: crate::storage::Storage,
     /// Vendor device credentials (never shown, never logged).
     pub vendor_credentials: crate::credentials::Credentials,
+    /// The site certificate and where it is served (`None`: no certificate could be made).
+    pub tls: Option<crate::tls::TlsRuntime>,
 }
 
 /// An address others can use: the unspecified address becomes a LAN (or loopback) address.

@@ -1,6 +1,6 @@
 //! What the engine runs and the state of its connections (`GET /api/v1/status`).
 
-use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, StorageStatus, TlsStatus};
+use flotilla_proto::api::{DemoStatus, EngineStatus, ListenerStatus, MdnsStatus, MqttStatus, StorageStatus};
 
 use super::EngineHandle;
 use crate::config::MqttMode;
@@ -46,7 +46,7 @@ impl EngineHandle {
             device_server: ListenerStatus { listen: s.device_addr.to_string(), url: s.device_url.clone() },
             mqtt,
             mdns: MdnsStatus { enabled: mdns_on, service: crate::discovery::mdns::SERVICE_TYPE.into() },
-            tls: TlsStatus { enabled: false, fingerprint: None },
+            tls: self.tls_status(),
             demo: DemoStatus { available: self.demo_available(), running: self.demo_running().await },
             signing_key_id: s.key.key_id().to_owned(),
             updatable_families: crate::protocols::UPDATABLE.to_vec(),

@@ -74,6 +74,9 @@ pub struct MqttConfig {
     pub client_id: String,
     /// Topic filters subscribed with QoS 1 after every connect.
     pub subscriptions: Vec<String>,
+    /// How an `mqtts://` broker is trusted (CA file, pinned fingerprint, system roots) and the
+    /// client's own certificate.
+    pub tls: crate::tls::ClientTls,
 }
 
 impl MqttConfig {
@@ -84,6 +87,7 @@ impl MqttConfig {
             username: None,
             password: None,
             client_id: client_id.into(),
+            tls: crate::tls::ClientTls::default(),
             subscriptions: Vec::new(),
         }
     }
@@ -218,27 +222,20 @@ fn options(url: &BrokerUrl, config: &MqttConfig) -> Result<MqttOptions, MqttErro
         _ => {}
     }
     if url.tls {
-        options.set_transport(tls_transport()?);
+        options.set_transport(tls_transport(&config.tls)?);
+    } else if config.tls.is_set() {
+        return Err(MqttError::InvalidConfig(
+            "a CA file, pin or client certificate was given for a broker that is not mqtts://".into(),
+        ));
     }
     Ok(options)
 }
 
-/// TLS with rustls and ring (the workspace's one TLS stack), trusting the system's root
-/// certificates.
-fn tls_transport() -> Result<Transport, MqttError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
-        return Err(MqttError::Tls(format!("no trusted root certificates found on this system{why}")));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| MqttError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+/// TLS with rustls and ring (the workspace's one TLS stack): the broker is trusted by its pinned
+/// fingerprint, else by the CA file, else by the system's root certificates
+/// ([`crate::tls::ClientTls::client_config`]).
+fn tls_transport(tls: &crate::tls::ClientTls) -> Result<Transport, MqttError> {
+    let config = tls.client_config().map_err(MqttError::Tls)?;
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))))
 }
 
@@ -460,10 +457,18 @@ mod tests {
         assert!(tracker.is_empty());
     }
 
-    /// Only the configuration: `mqtts://` picks rustls with the system's roots (no connection is
-    /// made here; a TLS connection to a real broker is issue 12's test).
+    /// Configuration only, no connection: `mqtts://` picks rustls, and TLS settings for a plain
+    /// `mqtt://` broker are refused. The real TLS connections (mosquitto with a CA, pinned, a wrong
+    /// pin refused) are the e2e tests `mqtt_tls::external_broker_*`.
     #[test]
-    fn mqtts_configures_rustls_with_the_system_roots() {
-        assert!(matches!(tls_transport(), Ok(Transport::Tls(TlsConfiguration::Rustls(_)))));
+    fn mqtts_url_selects_the_rustls_transport_config_only() {
+        assert!(matches!(
+            tls_transport(&crate::tls::ClientTls::default()),
+            Ok(Transport::Tls(TlsConfiguration::Rustls(_)))
+        ));
+        let mut c = MqttConfig::new("mqtt://host", "c");
+        c.tls.pin = Some("ab".repeat(32).parse().unwrap());
+        let url = parse_url("mqtt://host").unwrap();
+        assert!(matches!(options(&url, &c), Err(MqttError::InvalidConfig(_))));
     }
 }

@@ -367,6 +367,7 @@ async fn info(State(engine): State<EngineHandle>) -> Json<RuntimeInfo> {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         mqtt_url: engine.mqtt_url().map(str::to_owned),
+        device_https_url: engine.device_https_url().map(str::to_owned),
     })
 }
 

@@ -188,6 +188,7 @@ async fn check_update(
         labels: (!b.labels.is_empty()).then_some(b.labels),
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     answer(&engine, req, caller(addr, &headers, false)).await
 }
@@ -231,6 +232,7 @@ async fn firmware_check(
         labels: None,
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     answer(&engine, req, caller(addr, &headers, false)).await
 }
@@ -306,6 +308,7 @@ async fn ota_check(
         labels: None,
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     answer(&engine, req, caller(addr, &headers, false)).await
 }

@@ -19,6 +19,10 @@
 //!   files always have descriptors; [`raise_open_files`] first raises the soft limit to the hard
 //!   one.
 //!
+//! - **HTTPS**: the same loop serves the HTTPS listener ([`serve_tls`], the site certificate of
+//!   [`crate::tls`]); a TLS handshake must end within the header timeout, and both listeners
+//!   share one connection cap.
+//!
 //! Every limit hit is logged, rate-limited ([`crate::log_limit`]).
 
 use std::net::SocketAddr;
@@ -115,6 +119,7 @@ async fn request_timeout(State(after): State<Duration>, req: Request, next: Next
 /// Warnings of the device server: the cap reached, accept errors, timeouts.
 static WARNINGS: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
 static TIMEOUTS: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
+static TLS_FAILURES: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
 
 /// The device router with the body cap and the request timeout.
 pub(crate) fn with_limits(router: Router, limits: &DeviceServerLimits) -> Router {
@@ -123,17 +128,32 @@ pub(crate) fn with_limits(router: Router, limits: &DeviceServerLimits) -> Router
         .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
 }
 
-/// Serves `router` (the device server's) on `listener` with `limits` (the connection cap
-/// already decided) until `stop`, then drains for at most [`GRACE`].
-pub(crate) async fn serve(
+/// [`serve_with`] over TLS: each accepted connection's handshake must end within the header timeout,
+/// then it is served like a plain one. `permits` is the connection cap, shared with the plain
+/// listener (one cap for the device server).
+pub(crate) async fn serve_tls(
     listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
     limits: DeviceServerLimits,
-    max_connections: usize,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
+    serve_with(listener, Some(acceptor), router, limits, permits, stop).await;
+}
+
+/// Serves `router` (the device server's) on `listener` with `limits` and the connection cap
+/// `permits` until `stop`, then drains for at most [`GRACE`]; plain HTTP when `tls` is `None`.
+pub(crate) async fn serve_with(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    limits: DeviceServerLimits,
+    permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
     let router = with_limits(router, &limits);
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let max_connections = permits.available_permits();
     let connections = TaskTracker::new();
     let limits = Arc::new(limits);
     loop {
@@ -161,7 +181,15 @@ pub(crate) async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection(stream, peer, router.clone(), Arc::clone(&limits), stop.clone(), permit));
+                connections.spawn(connection(
+                    stream,
+                    peer,
+                    router.clone(),
+                    Arc::clone(&limits),
+                    stop.clone(),
+                    permit,
+                    tls.clone(),
+                ));
             }
             Err(e) => {
                 // Out of file descriptors, mostly: wait rather than spin.
@@ -273,9 +301,45 @@ async fn connection(
     limits: Arc<DeviceServerLimits>,
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { stream, activity: Arc::clone(&activity) });
+    let tracked = Tracked { stream, activity: Arc::clone(&activity) };
+    let Some(acceptor) = tls else {
+        return http(TokioIo::new(tracked), activity, peer, router, limits, stop).await;
+    };
+    // The handshake counts as the first request's head: it must end within the header timeout.
+    let handshake = tokio::select! {
+        () = stop.cancelled() => return,
+        r = tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked)) => r,
+    };
+    match handshake {
+        Ok(Ok(stream)) => http(TokioIo::new(stream), activity, peer, router, limits, stop).await,
+        Ok(Err(e)) => {
+            warn_limited!(limit = TLS_FAILURES, %peer, error = %e, "device TLS handshake failed");
+        }
+        Err(_) => {
+            warn_limited!(
+                limit = TIMEOUTS,
+                %peer,
+                after_s = limits.header_timeout.as_secs_f64(),
+                "device connection closed: TLS handshake not complete in time"
+            );
+        }
+    }
+}
+
+/// Serves HTTP/1 on one connection (plain or TLS) until it ends, times out or the engine stops.
+async fn http<I>(
+    io: I,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    router: Router,
+    limits: Arc<DeviceServerLimits>,
+    stop: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();

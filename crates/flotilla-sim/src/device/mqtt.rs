@@ -86,6 +86,7 @@ async fn enrol(device: &Device, ctx: &Ctx) -> Option<(String, String)> {
         labels: None,
         secure_version: None,
         interval_secs: None,
+        tls: None,
     };
     let answer = http.post(url).timeout(ctx.config.http_timeout).json(&body).send().await.ok()?;
     if !answer.status().is_success() {

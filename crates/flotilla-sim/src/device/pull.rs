@@ -96,6 +96,7 @@ async fn check_once(device: &Device, ctx: &Ctx, http: &reqwest::Client, url: &Ur
         secure_version: None,
         // As Flotilla's device client does: the engine shows it offline after ~3 missed check-ins.
         interval_secs: u32::try_from(ctx.config.poll_interval.as_secs().max(1)).ok(),
+        tls: None,
     };
     let mut request = http.post(url.clone()).timeout(ctx.config.http_timeout).json(&body);
     if let Some(secret) = device.secret() {
@@ -152,6 +153,7 @@ async fn impostor(device: &Device, victim: &Device, ctx: &Ctx, check_url: &Url, 
             labels: None,
             secure_version: None,
             interval_secs: None,
+            tls: None,
         };
         let check = http.post(check_url.clone()).timeout(ctx.config.http_timeout).json(&body).send().await;
         let job = victim.snapshot().jobs_seen.last().cloned();

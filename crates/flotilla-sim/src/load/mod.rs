@@ -164,6 +164,7 @@ impl LoadConfig {
             labels: None,
             secure_version: None,
             interval_secs: None,
+            tls: None,
         };
         serde_json::to_vec(&request).map(Bytes::from).map_err(|e| SimError::Config(e.to_string()))
     }

@@ -47,8 +47,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+/// A client connection's byte stream: TCP, or TLS over TCP ([`EmbeddedBroker::listen_tls`]).
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+type OwnedReadHalf = tokio::io::ReadHalf<Box<dyn Stream>>;
+type OwnedWriteHalf = tokio::io::WriteHalf<Box<dyn Stream>>;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -231,6 +236,28 @@ impl EmbeddedBroker {
     /// The address the broker listens on (the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Also listens for MQTT over TLS on `addr` (port 0 allowed) with `config` (the site
+    /// certificate), until the broker stops; returns the bound address.
+    pub async fn listen_tls(
+        &self,
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<SocketAddr, MqttError> {
+        let bind_error = |source| MqttError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        self.tracker.spawn(accept_with(
+            listener,
+            Some(acceptor),
+            Arc::clone(&self.state),
+            self.stop.clone(),
+            self.tracker.clone(),
+        ));
+        tracing::info!(addr = %bound, "embedded MQTT broker listening for MQTT over TLS");
+        Ok(bound)
     }
 
     /// Clients connected now.
@@ -542,6 +569,18 @@ impl State {
 }
 
 async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToken, tracker: TaskTracker) {
+    accept_with(listener, None, state, stop, tracker).await;
+}
+
+/// The accept loop, plain (`tls` `None`) or TLS: a TLS handshake must end within the CONNECT
+/// timeout, then the connection is served as a plain one.
+async fn accept_with(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<State>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -557,7 +596,34 @@ async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToke
                     warn_limited!(state, %peer, max = MAX_UNAUTHENTICATED, "MQTT connection refused: too many connections waiting to log in");
                     continue;
                 }
-                tracker.spawn(connection(Arc::clone(&state), stream, peer, stop.clone(), tracker.clone()));
+                let _ = stream.set_nodelay(true);
+                let Some(acceptor) = &tls else {
+                    tracker.spawn(connection(
+                        Arc::clone(&state),
+                        Box::new(stream),
+                        peer,
+                        stop.clone(),
+                        tracker.clone(),
+                    ));
+                    continue;
+                };
+                let (acceptor, state, stop, inner) =
+                    (acceptor.clone(), Arc::clone(&state), stop.clone(), tracker.clone());
+                tracker.spawn(async move {
+                    // Counted as waiting to log in while the handshake runs.
+                    state.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                    let waiting = Counted(&state.unauthenticated);
+                    let handshake = tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)) => r,
+                    };
+                    drop(waiting);
+                    match handshake {
+                        Ok(Ok(tls)) => connection(state, Box::new(tls), peer, stop, inner).await,
+                        Ok(Err(e)) => warn_limited!(state, %peer, error = %e, "MQTT TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "MQTT TLS connection closed: no handshake in time"),
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors, mostly: wait rather than spin.
@@ -590,7 +656,7 @@ enum End {
 
 async fn connection(
     state: Arc<State>,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     peer: SocketAddr,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -598,8 +664,7 @@ async fn connection(
     let close = stop.child_token();
     state.connections.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(&state.connections);
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
 
     state.unauthenticated.fetch_add(1, Ordering::Relaxed);
@@ -831,6 +896,9 @@ async fn read_packet(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Optio
         match rd.read_buf(buf).await {
             Ok(0) => return Ok(None),
             Ok(_) => {}
+            // A TLS client that closed its socket without close_notify (most devices losing
+            // power or Wi-Fi do) has simply gone, as a plain TCP client whose socket closed.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.to_string()),
         }
     }

@@ -8,4 +8,8 @@ export type RuntimeInfo = { admin_url: string, device_url: string, pid: number, 
  * MQTT broker URL devices use (`None` when MQTT is off). The embedded broker's credentials
  * are in `<data>/mqtt-credentials`.
  */
-mqtt_url: string | null, };
+mqtt_url: string | null, 
+/**
+ * `https://…` of the device server, when HTTPS is on.
+ */
+device_https_url: string | null, };

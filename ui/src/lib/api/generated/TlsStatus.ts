@@ -2,10 +2,42 @@
 
 export type TlsStatus = { 
 /**
- * Does the device server speak HTTPS? (Not yet: plain HTTP, firmware is signed.)
+ * Does the device server speak HTTPS (`--https`)? Plain HTTP stays on beside it for devices
+ * that cannot fetch over TLS; signed manifests are the guarantee either way.
  */
 enabled: boolean, 
 /**
- * SHA-256 fingerprint of the certificate, when enabled.
+ * SHA-256 of the certificate (DER), lowercase hex, when the site has one (the same as
+ * `cert_sha256`; kept for older clients).
  */
-fingerprint: string | null, };
+fingerprint: string | null, 
+/**
+ * SHA-256 of the certificate (DER), lowercase hex. Changes when the certificate is made
+ * again for new local names.
+ */
+cert_sha256: string | null, 
+/**
+ * SHA-256 of the certificate's public key (SubjectPublicKeyInfo DER), lowercase hex. Stays
+ * the same when the certificate is made again (same key): the better pin.
+ */
+spki_sha256: string | null, 
+/**
+ * The same as `spki_sha256`, base64 (curl `--pinnedpubkey sha256//<this>`).
+ */
+spki_sha256_base64: string | null, 
+/**
+ * The certificate in PEM (`esp_https_ota`'s `cert_pem`).
+ */
+cert_pem: string | null, 
+/**
+ * The host names and addresses the certificate covers.
+ */
+names: Array<string>, 
+/**
+ * `https://…` of the device server, when HTTPS is on.
+ */
+https_url: string | null, 
+/**
+ * `mqtts://…` of the embedded broker, when it listens for MQTT over TLS.
+ */
+mqtt_tls_url: string | null, };
