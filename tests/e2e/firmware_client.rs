@@ -617,8 +617,8 @@ async fn tls_front(upstream: String, cert: Vec<u8>, key: Vec<u8>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_port_pins_the_server_key_over_tls() {
-    // Not Flotilla's own HTTPS (still to come): a TLS terminator in front of it, to test that the
-    // host port checks in with the pinned key and refuses a server presenting another one.
+    // A TLS terminator in front of the device server, then Flotilla's own HTTPS: the host port
+    // checks in with the pinned key and refuses a server presenting another one.
     let _ = host_bin();
     let server = Server::start().await;
     let key = site_key(&server).await;
@@ -654,6 +654,37 @@ async fn the_host_port_pins_the_server_key_over_tls() {
     assert!(!ok, "{log}");
     assert!(log.contains("pinned public key"), "{log}");
     assert!(!devices(&server).await.iter().any(|d| d["device_id"] == "c-tls-other"));
+
+    // Flotilla's own HTTPS, pinned as a firmware team would: the PEM and the public-key pin that
+    // `flotilla keys tls` prints.
+    let tls: Value = serde_json::from_slice(&server.cli(&["keys", "tls", "--json"]).stdout).unwrap();
+    let https = tls["https_url"].as_str().unwrap().to_owned();
+    let site_pem = certs.path().join("site.pem");
+    std::fs::write(&site_pem, server.cli(&["keys", "tls", "--pem"]).stdout).unwrap();
+    let site_pin = format!("sha256//{}", tls["spki_sha256_base64"].as_str().unwrap());
+    let own = |id: &str, pin: &str| {
+        let state = tempfile::tempdir().unwrap();
+        let key_file = state.path().join("site.pub");
+        std::fs::write(&key_file, &key).unwrap();
+        let out = Command::new(host_bin())
+            .args(["--server", &https, "--device-id", id, "--model", "demo", "--chip", "esp32", "--version", "1.0.0"])
+            .arg("--state-dir")
+            .arg(state.path().join("state"))
+            .arg("--pubkey")
+            .arg(key_file)
+            .arg("--cacert")
+            .arg(site_pem.as_path())
+            .args(["--pin", pin, "--once"])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, log) = own("c-https-own", &site_pin);
+    assert!(ok, "{log}");
+    assert!(devices(&server).await.iter().any(|d| d["device_id"] == "c-https-own"), "enrolled over Flotilla's HTTPS");
+    let (ok, log) = own("c-https-wrong-pin", &other_pin);
+    assert!(!ok && log.contains("pinned public key"), "{log}");
+    assert!(!devices(&server).await.iter().any(|d| d["device_id"] == "c-https-wrong-pin"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
