@@ -290,11 +290,11 @@ pub(crate) fn mqtt_messages(
                 "new_fw": false, "fw_ver": SHELLY1_FW,
             });
             Some((
-                names.id.clone(),
+                names.id,
                 will,
                 vec![
                     retained(online, b"true".to_vec()),
-                    (format!("shellies/announce"), announce.to_string().into_bytes(), false),
+                    ("shellies/announce".to_owned(), announce.to_string().into_bytes(), false),
                 ],
             ))
         }
@@ -302,7 +302,7 @@ pub(crate) fn mqtt_messages(
             let online = format!("{}/online", names.id);
             let will = LastWill::new(online.clone(), b"false".to_vec(), QoS::AtLeastOnce, true);
             let _ = http_port;
-            Some((names.id.clone(), will, vec![retained(online, b"true".to_vec())]))
+            Some((names.id, will, vec![retained(online, b"true".to_vec())]))
         }
         DeviceKind::Esphome => {
             let status = format!("{}/status", names.id);
@@ -316,7 +316,7 @@ pub(crate) fn mqtt_messages(
                 });
                 out.push(retained(format!("esphome/discover/{}", names.id), discover.to_string().into_bytes()));
             }
-            Some((names.id.clone(), will, out))
+            Some((names.id, will, out))
         }
         DeviceKind::Arduino | DeviceKind::NativePull | DeviceKind::NativeMqtt => None,
     }
