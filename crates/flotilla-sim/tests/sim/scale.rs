@@ -83,7 +83,12 @@ async fn scale_fleet_memory() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let started = Instant::now();
     let on = |version: &str| {
-        let pull = engine.latest_versions().values().filter(|v| *v == version).count();
+        // MQTT devices check in once to enrol: only pull devices count here.
+        let pull = engine
+            .latest_versions()
+            .iter()
+            .filter(|(id, v)| id.starts_with("sim-native-pull-") && *v == version)
+            .count();
         let mqtt = online.lock().unwrap().values().filter(|v| *v == version).count();
         (pull, mqtt)
     };
