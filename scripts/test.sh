@@ -43,7 +43,7 @@ cargo fmt --all -- --check
 say "cargo clippy (warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-say "Python test tools (PyPI: paho-mqtt, schemathesis, zeroconf)"
+say "Python test tools (PyPI: paho-mqtt, schemathesis, zeroconf, hatasmota, aioshelly)"
 FLOTILLA_PYTHON="$(ensure_py_venv)"
 export FLOTILLA_PYTHON
 

@@ -26,6 +26,7 @@ mod rollout;
 mod rollout_views;
 mod secrets;
 mod serve;
+mod sim_discovery;
 mod steering;
 mod support;
 mod tls;

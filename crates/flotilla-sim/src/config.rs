@@ -63,6 +63,15 @@ pub struct FleetConfig {
     pub download_attempts: u32,
     /// How long [`crate::Fleet::start`] keeps trying to fetch the site key.
     pub startup_timeout: Duration,
+    /// Vendor devices advertise themselves over mDNS (one responder for the whole fleet).
+    pub mdns: bool,
+    /// Tasmota devices also advertise `_http._tcp devicetype=tasmota` (builds with
+    /// `USE_DISCOVERY`; default builds advertise nothing).
+    pub tasmota_mdns: bool,
+    /// Tasmota's web password (user `admin`): `/cm` then answers 401 without it.
+    pub tasmota_password: Option<String>,
+    /// ESPHome devices publish `esphome/discover/<name>` (their `mqtt: discovery` is on).
+    pub esphome_mqtt: bool,
 }
 
 impl Default for FleetConfig {
@@ -91,6 +100,10 @@ impl Default for FleetConfig {
             http_timeout: Duration::from_secs(10),
             download_attempts: 5,
             startup_timeout: Duration::from_secs(10),
+            mdns: true,
+            tasmota_mdns: false,
+            tasmota_password: None,
+            esphome_mqtt: true,
         }
     }
 }
@@ -160,7 +173,8 @@ impl FleetConfig {
         if self.count(DeviceKind::NativePull) > 0 && api.is_none() {
             return bad("pull devices need the engine's device server URL (--api)".into());
         }
-        if self.site_key.is_none() && api.is_none() {
+        let natives = self.count(DeviceKind::NativePull) + self.count(DeviceKind::NativeMqtt);
+        if natives > 0 && self.site_key.is_none() && api.is_none() {
             return bad("without --api the site key must be given (--site-key)".into());
         }
         let mqtt = self.mqtt.as_deref().map(parse_mqtt).transpose()?;
@@ -253,7 +267,17 @@ mod tests {
             vec![(DeviceKind::NativePull, 50), (DeviceKind::NativeMqtt, 2)]
         );
         assert_eq!(parse_fleet("native-mqtt").unwrap(), vec![(DeviceKind::NativeMqtt, 1)]);
-        assert!(parse_fleet("tasmota=3").unwrap_err().contains("unknown device kind `tasmota`"));
+        assert!(parse_fleet("tasmotta=3").unwrap_err().contains("unknown device kind `tasmotta`"));
+        assert_eq!(
+            parse_fleet("tasmota=3,shelly1=1,shelly2=2,esphome,arduino=4").unwrap(),
+            vec![
+                (DeviceKind::Tasmota, 3),
+                (DeviceKind::Shelly1, 1),
+                (DeviceKind::Shelly2, 2),
+                (DeviceKind::Esphome, 1),
+                (DeviceKind::Arduino, 4)
+            ]
+        );
         assert!(parse_fleet("native-pull=x").unwrap_err().contains("whole number"));
         assert!(parse_fleet("native-pull=1,native-pull=2").unwrap_err().contains("twice"));
         assert!(parse_fleet("native-pull=0").unwrap_err().contains("no devices"));

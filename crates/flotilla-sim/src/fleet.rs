@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use crate::config::{FleetConfig, parse_site_key};
+use crate::device::vendor::{self, Responder};
 use crate::device::{Ctx, Device, DeviceSnapshot, DeviceState, TrustedKey, mqtt, pull};
 use crate::error::{Result, SimError};
 use crate::failures::{FailureKind, Failures};
@@ -25,8 +26,11 @@ impl Fleet {
     /// Devices start at once; pull devices spread their first check-in over one poll interval.
     pub async fn start(config: FleetConfig) -> Result<FleetHandle> {
         let validated = config.validate()?;
+        let natives = config.fleet.iter().any(|(k, n)| k.is_native() && *n > 0);
         let key = match config.site_key {
             Some(public) => TrustedKey::new(public),
+            // Vendor devices trust no site key: nothing to fetch.
+            None if !natives => TrustedKey::new([0; 32]),
             None => match &validated.api {
                 Some(api) => fetch_site_key(api, config.startup_timeout).await?,
                 None => return Err(SimError::Config("no site key and no engine to fetch it from".into())),
@@ -52,8 +56,36 @@ impl Fleet {
         let devices: Vec<Arc<Device>> = identities
             .into_iter()
             .zip(failures)
-            .map(|(ident, f)| Arc::new(Device::new(ident, config.version.clone(), f)))
+            .map(|(ident, f)| {
+                let version = vendor::version_of(ident.kind).map_or_else(|| config.version.clone(), str::to_owned);
+                Arc::new(Device::new(ident, version, f))
+            })
             .collect();
+        // Vendor web servers: one port for all where it is free (a subnet scan asks one port),
+        // the first one chosen by the OS when `device_port` is 0.
+        let mut servers = Vec::new();
+        let mut shared_port = config.device_port;
+        for d in devices.iter().filter(|d| vendor::has_http(d.ident.kind)) {
+            let Some(listener) = vendor::bind(d.ident.ip, shared_port).await else { continue };
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            d.set_port(port);
+            if shared_port == 0 {
+                shared_port = port;
+            }
+            let router = vendor::router(Arc::clone(d), config.tasmota_password.clone());
+            servers.push(tokio::spawn(vendor::serve(listener, router, d.ident.id.clone())));
+        }
+        let responder = if config.mdns && devices.iter().any(|d| !d.ident.kind.is_native()) {
+            let mut r = Responder::start().map_err(|e| SimError::io("mDNS responder", std::io::Error::other(e)))?;
+            for d in devices.iter().filter(|d| !d.ident.kind.is_native()) {
+                for s in vendor::services(d, d.port(), config.tasmota_mdns) {
+                    r.register(d.ident.ip, &s);
+                }
+            }
+            Some(r)
+        } else {
+            None
+        };
         // An impostor pretends to be the first honest pull device of the fleet.
         let victim = devices.iter().find(|d| d.ident.kind == DeviceKind::NativePull && !d.failures().impostor);
         for d in devices.iter().filter(|d| d.failures().impostor) {
@@ -63,17 +95,20 @@ impl Fleet {
         }
         let summary = FleetSummary::new(&config, &devices, &key.key_id);
         let ctx = Arc::new(Ctx { config, api: validated.api, mqtt: validated.mqtt, key });
-        let tasks = devices
+        let mut tasks: Vec<JoinHandle<()>> = devices
             .iter()
-            .map(|d| {
+            .filter_map(|d| {
                 let (d, ctx) = (Arc::clone(d), Arc::clone(&ctx));
                 match d.ident.kind {
-                    DeviceKind::NativePull => tokio::spawn(pull::run(d, ctx)),
-                    DeviceKind::NativeMqtt => tokio::spawn(mqtt::run(d, ctx)),
+                    DeviceKind::NativePull => Some(tokio::spawn(pull::run(d, ctx))),
+                    DeviceKind::NativeMqtt => Some(tokio::spawn(mqtt::run(d, ctx))),
+                    _ if ctx.mqtt.is_some() => Some(tokio::spawn(vendor::run(d, ctx))),
+                    _ => None,
                 }
             })
             .collect();
-        Ok(FleetHandle { devices, tasks, summary })
+        tasks.extend(servers);
+        Ok(FleetHandle { devices, tasks, summary, responder })
     }
 }
 
@@ -131,6 +166,8 @@ pub struct FleetHandle {
     devices: Vec<Arc<Device>>,
     tasks: Vec<JoinHandle<()>>,
     summary: FleetSummary,
+    /// The vendor devices' mDNS records; dropped (goodbyes sent) when the fleet stops.
+    responder: Option<Responder>,
 }
 
 impl FleetHandle {
@@ -185,6 +222,7 @@ impl FleetHandle {
     /// Stops every device and waits until all are gone. MQTT devices drop their connections
     /// without DISCONNECT, so the broker publishes their LWT, as for a power cut.
     pub async fn stop(mut self) {
+        drop(self.responder.take());
         let tasks = std::mem::take(&mut self.tasks);
         for t in &tasks {
             t.abort();

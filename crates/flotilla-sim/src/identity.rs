@@ -16,18 +16,46 @@ pub enum DeviceKind {
     NativePull,
     /// Firmware with Flotilla's client driven over MQTT (push).
     NativeMqtt,
+    /// Tasmota (ESP8266): MQTT discovery + LWT, `/cm?cmnd=Status%200`.
+    Tasmota,
+    /// Shelly Gen1 (ESP8266): `_http._tcp` `shelly…` instance, `shellies/announce`, `/shelly`.
+    Shelly1,
+    /// Shelly Gen2+ (ESP32): `_shelly._tcp` + `_http._tcp`, `<id>/online`, `/rpc/…`.
+    Shelly2,
+    /// ESPHome: `_esphomelib._tcp` with version/mac/platform/board, `esphome/discover/<name>`.
+    Esphome,
+    /// An Arduino sketch with ArduinoOTA: `_arduino._tcp` with board/auth_upload.
+    Arduino,
 }
 
 impl DeviceKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DeviceKind; 2] = [DeviceKind::NativePull, DeviceKind::NativeMqtt];
+    pub const ALL: [DeviceKind; 7] = [
+        DeviceKind::NativePull,
+        DeviceKind::NativeMqtt,
+        DeviceKind::Tasmota,
+        DeviceKind::Shelly1,
+        DeviceKind::Shelly2,
+        DeviceKind::Esphome,
+        DeviceKind::Arduino,
+    ];
 
     /// The name used on the command line and in device ids (`native-pull`).
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceKind::NativePull => "native-pull",
             DeviceKind::NativeMqtt => "native-mqtt",
+            DeviceKind::Tasmota => "tasmota",
+            DeviceKind::Shelly1 => "shelly1",
+            DeviceKind::Shelly2 => "shelly2",
+            DeviceKind::Esphome => "esphome",
+            DeviceKind::Arduino => "arduino",
         }
+    }
+
+    /// Flotilla's own client (pull or MQTT), as opposed to a vendor personality.
+    pub fn is_native(self) -> bool {
+        matches!(self, DeviceKind::NativePull | DeviceKind::NativeMqtt)
     }
 
     /// Parses [`DeviceKind::as_str`] output.

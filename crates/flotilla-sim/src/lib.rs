@@ -37,6 +37,8 @@
 //! - [`load`]: the check-in load generator behind the `flotilla-load` binary (not a fleet: many
 //!   devices' check-ins on a few keep-alive connections, as fast as the engine answers).
 
+#![recursion_limit = "256"]
+
 pub mod config;
 pub mod demo;
 mod device;

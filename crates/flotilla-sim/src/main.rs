@@ -10,10 +10,11 @@ use clap::Parser;
 use flotilla_proto::firmware::Chip;
 use flotilla_proto::native::TopicProfile;
 use flotilla_sim::config::{parse_duration, parse_fleet, parse_site_key};
-use flotilla_sim::{FailureRates, Fleet, FleetConfig, SimError, format_tally};
+use flotilla_sim::{DeviceKind, FailureRates, Fleet, FleetConfig, SimError, format_tally};
 use tracing_subscriber::EnvFilter;
 
-/// A simulated fleet of ESP32/ESP8266 devices speaking Flotilla's native protocol.
+/// A simulated fleet of ESP32/ESP8266 devices: Flotilla's native client, and Tasmota, Shelly Gen1/Gen2+,
+/// ESPHome and ArduinoOTA as discovery sees them.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-sim", about, after_help = EXAMPLE)]
 struct Cli {
@@ -23,9 +24,37 @@ struct Cli {
     /// MQTT broker for MQTT devices: mqtt://[user:pass@]host:port.
     #[arg(long, env = "FLOTILLA_SIM_MQTT")]
     mqtt: Option<String>,
-    /// Devices per kind: native-pull=N,native-mqtt=N.
-    #[arg(long, default_value = "native-pull=10")]
-    fleet: String,
+    /// Devices per kind: native-pull=N,native-mqtt=N,tasmota=N,shelly1=N,shelly2=N,esphome=N,arduino=N
+    /// (default native-pull=10 when no kind is given here or by the flags below).
+    #[arg(long)]
+    fleet: Option<String>,
+    /// Simulated Tasmota plugs (added to --fleet).
+    #[arg(long, default_value_t = 0)]
+    tasmota: usize,
+    /// Simulated Shelly Gen1 relays (added to --fleet).
+    #[arg(long, default_value_t = 0)]
+    shelly1: usize,
+    /// Simulated Shelly Gen2+ relays (added to --fleet).
+    #[arg(long, default_value_t = 0)]
+    shelly2: usize,
+    /// Simulated ESPHome nodes (added to --fleet).
+    #[arg(long, default_value_t = 0)]
+    esphome: usize,
+    /// Simulated ArduinoOTA sketches (added to --fleet).
+    #[arg(long, default_value_t = 0)]
+    arduino: usize,
+    /// Vendor devices do not advertise over mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Tasmota devices also advertise `_http._tcp devicetype=tasmota` (builds with USE_DISCOVERY).
+    #[arg(long)]
+    tasmota_mdns: bool,
+    /// Tasmota web password (user admin): /cm answers 401 without it.
+    #[arg(long, env = "FLOTILLA_SIM_TASMOTA_PASSWORD")]
+    tasmota_password: Option<String>,
+    /// ESPHome devices do not publish esphome/discover/<name>.
+    #[arg(long)]
+    no_esphome_discovery: bool,
     /// Chip every device has (esp32, esp32s3, esp8266, …).
     #[arg(long, default_value = "esp32")]
     chip: String,
@@ -59,7 +88,8 @@ struct Cli {
     /// The site's public key (64 hex digits) instead of fetching it from --api.
     #[arg(long)]
     site_key: Option<String>,
-    /// Port of each device's HTTP endpoint on its own address (0: any free port).
+    /// Port of each device's HTTP endpoint on its own address (0: any free port; vendor devices
+    /// then all share the port the first one got, so `flotilla devices scan --port` finds them).
     #[arg(long, default_value_t = 0)]
     device_port: u16,
     /// Second octet of the devices' addresses (127.<block>.x.y).
@@ -76,12 +106,37 @@ struct Cli {
     startup_timeout: String,
 }
 
-const EXAMPLE: &str = "Example:\n  flotilla-sim --api http://127.0.0.1:8070 --mqtt mqtt://127.0.0.1:1883 \\\n    --fleet native-pull=50,native-mqtt=50 --chip esp32 --model demo --version 1.0.0 \\\n    --fail boot=5%,hash=2%,vanish=1% --seed 7";
+const EXAMPLE: &str = "Example:\n  flotilla-sim --api http://127.0.0.1:8070 --mqtt mqtt://127.0.0.1:1883 \\\n    --fleet native-pull=50,native-mqtt=50 --chip esp32 --model demo --version 1.0.0 \\\n    --fail boot=5%,hash=2%,vanish=1% --seed 7\n\nA mixed vendor site (discovery side: mDNS, MQTT discovery, HTTP probe endpoints):\n  flotilla-sim --mqtt mqtt://127.0.0.1:1883 --tasmota 20 --shelly1 20 --shelly2 20 --esphome 20 \\\n    --arduino 20 --address-block 30 --device-port 8080";
 
 impl Cli {
+    /// `--fleet` plus the per-family counts.
+    fn fleet_spec(&self) -> Result<Vec<(DeviceKind, usize)>, String> {
+        let extra = [
+            (DeviceKind::Tasmota, self.tasmota),
+            (DeviceKind::Shelly1, self.shelly1),
+            (DeviceKind::Shelly2, self.shelly2),
+            (DeviceKind::Esphome, self.esphome),
+            (DeviceKind::Arduino, self.arduino),
+        ];
+        let any_extra = extra.iter().any(|(_, n)| *n > 0);
+        let mut fleet = match (&self.fleet, any_extra) {
+            (Some(spec), _) => parse_fleet(spec).map_err(|e| format!("--fleet: {e}"))?,
+            (None, true) => Vec::new(),
+            (None, false) => vec![(DeviceKind::NativePull, 10)],
+        };
+        for (kind, n) in extra.into_iter().filter(|(_, n)| *n > 0) {
+            if fleet.iter().any(|(k, _)| *k == kind) {
+                return Err(format!("--{kind}: `{kind}` is also given in --fleet"));
+            }
+            fleet.push((kind, n));
+        }
+        Ok(fleet)
+    }
+
     /// Turns the arguments into a fleet configuration; every message names the flag at fault.
     fn config(self) -> Result<FleetConfig, String> {
         let flag = |name: &'static str| move |e: String| format!("--{name}: {e}");
+        let fleet = self.fleet_spec()?;
         let profile = TopicProfile::named(&self.profile)
             .ok_or_else(|| format!("--profile: unknown profile `{}` (flotilla, cercollettiva, paku)", self.profile))?;
         Ok(FleetConfig {
@@ -89,7 +144,7 @@ impl Cli {
             mqtt: self.mqtt,
             profile,
             owner: self.owner,
-            fleet: parse_fleet(&self.fleet).map_err(flag("fleet"))?,
+            fleet,
             chip: Chip::parse(&self.chip).ok_or_else(|| format!("--chip: unknown chip `{}`", self.chip))?,
             model: self.model,
             version: self.firmware_version,
@@ -104,6 +159,10 @@ impl Cli {
             slow_bps: self.slow_bps,
             site_key: self.site_key.as_deref().map(parse_site_key).transpose().map_err(flag("site-key"))?,
             startup_timeout: parse_duration(&self.startup_timeout).map_err(flag("startup-timeout"))?,
+            mdns: !self.no_mdns,
+            tasmota_mdns: self.tasmota_mdns,
+            tasmota_password: self.tasmota_password,
+            esphome_mqtt: !self.no_esphome_discovery,
             ..FleetConfig::default()
         })
     }

@@ -12,12 +12,15 @@
 //! - `update`: the update itself, the same for both: verify, download, check, install, reboot.
 //! - `download`: the firmware download with `Range` resume and throttling.
 //! - `endpoint`: the device's tiny HTTP endpoint on its own address.
+//! - `vendor`: the vendor personalities (Tasmota, Shelly Gen1/Gen2+, ESPHome, ArduinoOTA): their
+//!   mDNS records, MQTT discovery messages and HTTP identification endpoints.
 
 pub(crate) mod download;
 pub(crate) mod endpoint;
 pub(crate) mod mqtt;
 pub(crate) mod pull;
 pub(crate) mod update;
+pub(crate) mod vendor;
 
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -119,6 +122,7 @@ impl Device {
         let state = match ident.kind {
             DeviceKind::NativePull => DeviceState::Idle,
             DeviceKind::NativeMqtt => DeviceState::Offline,
+            _ => DeviceState::Idle,
         };
         Device {
             ident,

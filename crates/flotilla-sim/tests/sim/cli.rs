@@ -16,7 +16,7 @@ fn sim() -> Command {
 fn bad_arguments_exit_2_naming_the_flag() {
     let key = "00".repeat(32);
     let cases: [(&[&str], &str); 6] = [
-        (&["--fleet", "tasmota=3"], "--fleet: unknown device kind `tasmota`"),
+        (&["--fleet", "tasmotta=3"], "--fleet: unknown device kind `tasmotta`"),
         (&["--fail", "boot=lots"], "--fail: rate of `boot`"),
         (&["--chip", "z80"], "--chip: unknown chip `z80`"),
         (&["--poll-interval", "soon"], "--poll-interval"),
