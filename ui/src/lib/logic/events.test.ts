@@ -32,6 +32,22 @@ describe('events in words', () => {
     expect(actorName('device:aa:bb:cc:dd:ee:ff', look)).toBe('aa:bb:cc:dd:ee:ff');
   });
 
+  it('says how a device proved itself, and what was refused', () => {
+    expect(say(ev('device.enrolled', { mac: MAC, device_id: 'x', generation: 1, state: 'approved' }, `device:${MAC}`))).toBe('demo-native-pull-15 enrolled');
+    expect(say(ev('device.enrolled', { mac: MAC, state: 'pending' }))).toBe('demo-native-pull-15 enrolled: it waits for approval');
+    expect(say(ev('device.approved', { mac: MAC }))).toBe('demo-native-pull-15 approved: it gets updates');
+    expect(say(ev('device.rekeyed', { mac: MAC }))).toBe('demo-native-pull-15 re-keyed: its next check-in enrols it again');
+    const refused = ev('security.refused', { what: 'check-in', mac: MAC, device_id: 'x', ip: '10.0.0.9', reason: 'no credential' }, `device:${MAC}`);
+    expect(say(refused)).toBe('Refused a check-in from 10.0.0.9 as demo-native-pull-15: no credential');
+    expect(describeEvent(refused, look).bad).toBe(true);
+    expect(say(ev('security.refused', { what: 'report', mac: null, device_id: 'ghost', ip: null, reason: 'unknown job' }))).toBe(
+      'Refused a report as ghost: unknown job',
+    );
+    expect(say(ev('discovery.scan', { subnet: '10.0.0.0/24', addresses: 254, found: 3 }))).toBe('Scan of 10.0.0.0/24: 3 devices found among 254 addresses');
+    expect(say(ev('credentials.set', { scope: 'tasmota', username: 'admin' }))).toBe('Credential of tasmota set (user admin)');
+    expect(say(ev('credentials.removed', { scope: 'tasmota' }))).toBe('Credential of tasmota removed');
+  });
+
   it('says what happened to a device', () => {
     expect(say(ev('device.discovered', { mac: MAC, device_id: 'x', ip: '10.0.0.5', version: '1.0.0', online: true }, `device:${MAC}`))).toBe(
       'demo-native-pull-15 discovered: runs 1.0.0 at 10.0.0.5',

@@ -183,7 +183,34 @@ export function describeEvent(e: Event, look: Lookup): Described {
         parts = [deviceLink(mac, look), ` follows the ${ch} channel`, ` (${channelSource(str(d.from))})`];
       } else if (what === 'forgotten') {
         parts = [str(d.name) ?? str(d.device_id) ?? mac, ' forgotten: it leaves the inventory until it shows up again'];
+      } else if (what === 'enrolled') {
+        parts = [deviceLink(mac, look), ' enrolled', str(d.state) === 'pending' ? ': it waits for approval' : ''];
+      } else if (what === 'approved') {
+        parts = [deviceLink(mac, look), ' approved: it gets updates'];
+      } else if (what === 'revoked') {
+        parts = [deviceLink(mac, look), ' revoked: every request of it is refused until it is re-keyed'];
+        bad = true;
+      } else if (what === 'rekeyed') {
+        parts = [deviceLink(mac, look), ' re-keyed: its next check-in enrols it again'];
       }
+      break;
+    case 'security':
+      if (what === 'refused') {
+        const from = str(d.ip) ? ` from ${d.ip}` : '';
+        const claim: Part[] = mac ? [' as ', deviceLink(mac, look)] : str(d.device_id) ? [` as ${d.device_id}`] : [];
+        parts = [`Refused a ${str(d.what) ?? 'request'}${from}`, ...claim, str(d.reason) ? `: ${d.reason}` : ''];
+        bad = true;
+      }
+      break;
+    case 'discovery':
+      if (what === 'scan') {
+        const found = int(d.found) ?? 0;
+        parts = [`Scan of ${str(d.subnet) ?? 'the network'}: ${plural(found, 'device')} found`, int(d.addresses) !== null ? ` among ${plural(int(d.addresses) ?? 0, 'address', 'addresses')}` : ''];
+      }
+      break;
+    case 'credentials':
+      if (what === 'set') parts = [`Credential of ${str(d.scope) ?? '?'} set`, str(d.username) ? ` (user ${d.username})` : ''];
+      else if (what === 'removed') parts = [`Credential of ${str(d.scope) ?? '?'} removed`];
       break;
     case 'rollout': {
       if (rid === null || !Number.isFinite(rid)) break;
