@@ -206,7 +206,7 @@ impl Engine {
 
         let handle = EngineHandle {
             shared,
-            stop,
+            stop: Arc::new(stop),
             tracker,
             advertiser: Arc::new(Mutex::new(advertiser)),
             broker: Arc::new(tokio::sync::Mutex::new(None)),
@@ -247,7 +247,7 @@ impl Engine {
                 router,
                 limits,
                 permits,
-                handle.stop.clone(),
+                handle.stop_token(),
             ));
         }
         handle.tracker.spawn(server::device_conn::serve_with(
@@ -256,10 +256,10 @@ impl Engine {
             router,
             limits,
             permits,
-            handle.stop.clone(),
+            handle.stop_token(),
         ));
         let router = server::admin::router(handle.clone());
-        handle.tracker.spawn(server::serve("admin", admin, router, handle.stop.clone()));
+        handle.tracker.spawn(server::serve("admin", admin, router, handle.stop_token()));
         if handle.shared.config.mdns {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             match crate::discovery::browse::Browser::start(&tx) {

@@ -175,7 +175,7 @@ pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) stop: CancellationToken,
+    pub(crate) stop: Arc<CancellationToken>,
     pub(crate) tracker: TaskTracker,
     pub(crate) advertiser: Arc<Mutex<Option<Advertiser>>>,
     /// The embedded broker, when the engine runs one (stopped last, after every client task).
@@ -231,7 +231,7 @@ impl EngineHandle {
     }
 
     pub(crate) fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
+        CancellationToken::clone(&self.stop)
     }
 
     pub(crate) fn tracker(&self) -> &TaskTracker {
