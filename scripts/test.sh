@@ -23,7 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
 command -v node >/dev/null || { echo "node not found: install Node.js 20+ first" >&2; exit 1; }
 ensure_packages pkg-config build-essential ca-certificates mosquitto mosquitto-clients iproute2 mount util-linux faketime \
-  chromium libcjson-dev libsodium-dev libcurl4-openssl-dev libmosquitto-dev
+  chromium libcjson-dev libsodium-dev libcurl4-openssl-dev libmosquitto-dev curl openssl python3 python3-venv
 ensure_desktop_deps
 cd "$ROOT"
 

@@ -90,7 +90,8 @@ fn esp_like_client(pin: &str, tls13: bool) -> tokio_rustls::TlsConnector {
 }
 
 /// `GET url` (`https://host:port/path`) over `tls`: the status and the body, or why not.
-async fn https_get(url: &str, tls: &tokio_rustls::TlsConnector) -> Result<(u16, Vec<u8>), String> {
+/// `GET url` over `tls`, with `Authorization: Bearer <secret>` when a device secret is given.
+async fn https_get(url: &str, tls: &tokio_rustls::TlsConnector, secret: Option<&str>) -> Result<(u16, Vec<u8>), String> {
     let rest = url.strip_prefix("https://").ok_or_else(|| format!("not https: {url}"))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
@@ -98,7 +99,8 @@ async fn https_get(url: &str, tls: &tokio_rustls::TlsConnector) -> Result<(u16, 
     let host = authority.rsplit_once(':').unwrap().0.trim_matches(['[', ']']);
     let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
     let mut s = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes())
+    let auth = secret.map(|s| format!("Authorization: Bearer {s}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
@@ -121,13 +123,14 @@ fn keys_tls(server: &Server) -> Value {
 }
 
 async fn check_in(server: &Server, mac: &str, tls: Option<bool>) -> Value {
-    let mut body = json!({ "device_id": format!("dev-{}", &mac[12..14]), "mac": mac, "model": "demo", "chip": "esp32", "version": "1.0.0" });
+    let mut body = json!({ "device_id": format!("dev-{}", mac.replace(':', "")), "mac": mac, "model": "demo", "chip": "esp32", "version": "1.0.0" });
     if let Some(t) = tls {
         body["tls"] = json!(t);
     }
-    let resp = server.http.post(server.device("/api/v1/check")).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    // Enrols on first contact; later check-ins carry the device's secret.
+    let (status, answer) = server.device_check_in(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 /// Checks in until an offer comes (bounded).
@@ -162,12 +165,12 @@ async fn https_download_pinned_by_fingerprint_and_refused_for_another_pin() {
 
     for tls13 in [false, true] {
         let client = esp_like_client(&pin, tls13);
-        let (status, body) = https_get(&format!("{https}/health"), &client).await.unwrap();
+        let (status, body) = https_get(&format!("{https}/health"), &client, None).await.unwrap();
         assert_eq!(status, 200, "TLS 1.3: {tls13}");
         assert!(String::from_utf8_lossy(&body).contains("\"ok\""));
     }
     let other = esp_like_client(&"ab".repeat(32), false);
-    let refused = https_get(&format!("{https}/health"), &other).await.unwrap_err();
+    let refused = https_get(&format!("{https}/health"), &other, None).await.unwrap_err();
     assert!(refused.contains("pin"), "{refused}");
 
     // A rollout: the device that declared TLS is offered https://, the others http://.
@@ -192,10 +195,14 @@ async fn https_download_pinned_by_fingerprint_and_refused_for_another_pin() {
         let plain = offer(&server, mac, declared).await;
         assert!(plain["url"].as_str().unwrap().starts_with(&format!("{}/fw/", server.info.device_url)), "{plain}");
     }
-    let (status, got) = https_get(url, &esp_like_client(&pin, false)).await.unwrap();
+    let secret = server.device_secret(with_tls).expect("the device enrolled");
+    // The download is the device's: without its secret it is refused.
+    let (status, _) = https_get(url, &esp_like_client(&pin, false), None).await.unwrap();
+    assert_eq!(status, 401, "a download of an enrolled device's job without its credential");
+    let (status, got) = https_get(url, &esp_like_client(&pin, false), Some(&secret)).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(Sha256::digest(&got), Sha256::digest(&bytes), "the firmware over HTTPS is the image");
-    assert!(https_get(url, &other).await.is_err(), "another pin gets no firmware");
+    assert!(https_get(url, &other, Some(&secret)).await.is_err(), "another pin gets no firmware");
 
     // curl pinned by public key (the form `spki_sha256_base64` is for), with the PEM as its CA
     // and only ESP-IDF's TLS 1.2 suite; and Python's ssl with the PEM as the only CA.
@@ -207,7 +214,7 @@ async fn https_download_pinned_by_fingerprint_and_refused_for_another_pin() {
         Command::new("curl")
             .args(["-sS", "--fail", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256", "--cacert"])
             .arg(&pem_file)
-            .args(["--pinnedpubkey", pin, "-o", "-", url])
+            .args(["--pinnedpubkey", pin, "-H", &format!("Authorization: Bearer {secret}"), "-o", "-", url])
             .output()
             .unwrap()
     };
@@ -225,10 +232,12 @@ async fn https_download_pinned_by_fingerprint_and_refused_for_another_pin() {
              c.load_verify_locations(cafile=sys.argv[1])\n\
              c.maximum_version=ssl.TLSVersion.TLSv1_2\n\
              c.set_ciphers('ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384')\n\
-             sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[2],context=c).read())",
+             r=urllib.request.Request(sys.argv[2],headers={'Authorization':'Bearer '+sys.argv[3]})\n\
+             sys.stdout.buffer.write(urllib.request.urlopen(r,context=c).read())",
         )
         .arg(&pem_file)
         .arg(url)
+        .arg(&secret)
         .output()
         .unwrap();
     assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
@@ -259,6 +268,7 @@ async fn tls_certificate_is_kept_across_restarts_in_private_files() {
     let (status, _) = https_get(
         &format!("{}/health", after["https_url"].as_str().unwrap()),
         &esp_like_client(before["cert_sha256"].as_str().unwrap(), false),
+        None,
     )
     .await
     .unwrap();
@@ -403,9 +413,11 @@ impl TlsMosquitto {
         TlsMosquitto { port, log, child }
     }
 
-    /// Connections it has seen so far (each attempt logs `New connection from`).
+    /// Connections it has seen so far: mosquitto 2.0 logs `New connection from` once the TLS
+    /// handshake is done, and `Client connection from … failed` when it is not.
     fn attempts(&self) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().matches("New connection from").count()
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|l| l.contains("New connection from") || l.contains("Client connection from")).count()
     }
 }
 
@@ -469,7 +481,11 @@ async fn external_broker_mosquitto_over_tls_with_ca_file_with_pin_and_refused_fo
     let deadline = Instant::now() + Duration::from_secs(20);
     // Two attempts: the first one ended (refused) and the client tried again.
     while broker.attempts() < seen + 2 {
-        assert!(Instant::now() < deadline, "the engine did not try to connect to mosquitto");
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not try to connect to mosquitto twice; its log:\n{}",
+            std::fs::read_to_string(&broker.log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!mqtt_connected(&server).await, "a wrong pin must not connect");
