@@ -23,7 +23,7 @@ use flotilla_proto::RuntimeInfo;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use serde_json::{Value, json};
 
-use crate::support::{flotilla_bin, namespaces_permitted, require_program, wait_for_runtime_of};
+use crate::support::{family_kind, flotilla_bin, namespaces_permitted, require_program, wait_for_runtime_of};
 
 /// The service type `flotilla serve` advertises.
 const SERVICE_TYPE: &str = "_flotilla._tcp.local.";
@@ -415,7 +415,85 @@ fn test_python() -> std::path::PathBuf {
 
 /// What real firmware of each family advertises (`shared/reference/protocols.md` §1.8, §2.5, §6,
 /// §7.6), from B's address.
+/// `flotilla devices list --json` of the engine in `ns` (data dir `data`), by MAC.
+fn devices_in(ns: &Netns, data: &Path) -> BTreeMap<String, Value> {
+    let mut cmd = ns.exec(&flotilla_bin());
+    cmd.args(["devices", "list", "--json", "--data-dir"]).arg(data);
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "devices list: {}", String::from_utf8_lossy(&out.stderr));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.into_iter().map(|d| (d["mac"].as_str().unwrap_or_default().to_owned(), d)).collect()
+}
+
+/// The devices once `ok` holds for them (polled), failing with `what` after `limit`.
+fn devices_until(
+    ns: &Netns,
+    data: &Path,
+    what: &str,
+    limit: Duration,
+    ok: &dyn Fn(&BTreeMap<String, Value>) -> bool,
+) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let devices = devices_in(ns, data);
+        if ok(&devices) {
+            return devices;
+        }
+        assert!(Instant::now() < deadline, "{what} within {limit:?}: {devices:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// python-zeroconf advertising `services` from `address` in `ns`, once it said "advertised".
+fn advertiser(ns: &Netns, address: &str, ttl: u32, services: Value) -> Running {
+    let mut cmd = ns.exec(&test_python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mdns/advertise.py"));
+    cmd.arg(json!({ "address": address, "ttl": ttl, "services": services }).to_string());
+    let mut running =
+        Running(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap());
+    assert_eq!(tell(&mut running, None), "advertised", "zeroconf registered every service");
+    running
+}
+
+/// Sends `command` (if any) to an advertiser and returns its next line.
+fn tell(advertiser: &mut Running, command: Option<&str>) -> String {
+    if let Some(c) = command {
+        let stdin = advertiser.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{c}").unwrap();
+        stdin.flush().unwrap();
+    }
+    let mut said = String::new();
+    let stdout = advertiser.0.stdout.as_mut().unwrap();
+    // One byte at a time: a buffered reader dropped here would lose what follows the line.
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        said.push(byte[0] as char);
+    }
+    said.trim().to_owned()
+}
+
+/// The address each device of [`device_records`] answers at in namespace B (a LAN gives every
+/// device its own; the Arduino sketch answers at B's own address).
+fn device_address(mac_or_name: &str) -> &'static str {
+    match mac_or_name {
+        "a8:03:2a:b1:00:01" | "living-room" => "10.213.3.11",
+        "a8:03:2a:b1:00:02" | "ShellyPlus1PM-A8032AB10002" => "10.213.3.12",
+        "a8:03:2a:b1:00:03" | "shellyswitch25-A8032AB10003" => "10.213.3.13",
+        "a8:03:2a:b1:00:04" | "pump-4" => "10.213.3.14",
+        _ => "10.213.3.2",
+    }
+}
+
 fn device_records() -> Value {
+    let mut records = device_records_at_b();
+    for r in records.as_array_mut().unwrap() {
+        r["address"] = json!(device_address(r["name"].as_str().unwrap()));
+    }
+    records
+}
+
+fn device_records_at_b() -> Value {
     json!([
         { "type": "_esphomelib._tcp.local.", "name": "living-room", "host": "living-room", "port": 6053,
           "txt": { "friendly_name": "Living room", "version": "2025.10.0", "mac": "a8032ab10001",
@@ -445,35 +523,12 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
     let b_addr = Ipv4Addr::new(10, 213, 3, 2).to_string();
 
     // python-zeroconf in B plays the devices: an mDNS implementation that is not Flotilla's.
-    let mut cmd = link.b.exec(&test_python());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mdns/advertise.py"));
-    cmd.arg(json!({ "address": b_addr, "services": device_records() }).to_string());
-    let mut advertiser =
-        Running(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap());
-    let mut said = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(advertiser.0.stdout.as_mut().unwrap()), &mut said)
-        .unwrap();
-    assert_eq!(said.trim(), "advertised", "zeroconf registered every service");
-
-    let list = || {
-        let mut cmd = link.a.exec(&flotilla_bin());
-        cmd.args(["devices", "list", "--json", "--data-dir"]).arg(data.path());
-        cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
-        let out = run_bounded(cmd, Duration::from_secs(20));
-        assert!(out.status.success(), "devices list: {}", String::from_utf8_lossy(&out.stderr));
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-        list.into_iter().map(|d| (d["mac"].as_str().unwrap_or_default().to_owned(), d)).collect::<BTreeMap<_, _>>()
-    };
+    for n in 11..=14 {
+        link.b.ip(&["addr", "add", &format!("10.213.3.{n}/24"), "dev", "flo-b"]);
+    }
+    let mut advertiser = advertiser(&link.b, &b_addr, 120, device_records());
     let until = |what: &str, ok: &dyn Fn(&BTreeMap<String, Value>) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let devices = list();
-            if ok(&devices) {
-                return devices;
-            }
-            assert!(Instant::now() < deadline, "{what} within 30 s: {devices:#?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        devices_until(&link.a, data.path(), what, Duration::from_secs(30), ok)
     };
     // The sketch's records carry no MAC: the engine learns it from its neighbour table (B's veth).
     let link_b = link.b.ip(&["-o", "link", "show", "dev", "flo-b"]);
@@ -486,14 +541,14 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
         ("a8:03:2a:b1:00:03", "shelly-gen1", Some("1.14.0"), "switch25"),
         // A native device's version counts only from its own authenticated reports.
         ("a8:03:2a:b1:00:04", "native", None, "pump"),
-        (b_mac.as_str(), "arduino-ota", None, "esp32"),
+        (b_mac.as_str(), "arduino", None, "esp32"),
     ];
     for (mac, family, version, model) in want {
         let d = &devices[mac];
-        assert_eq!(d["family"], family, "{d}");
+        assert_eq!(family_kind(d), family, "{d}");
         assert_eq!(d["version"].as_str(), version, "{d}");
         assert_eq!(d["model"], model, "{d}");
-        assert_eq!(d["ip"], b_addr.as_str(), "{d}");
+        assert_eq!(d["ip"], device_address(mac), "{d}");
         assert_eq!(d["online"], true, "{d}");
         assert_eq!(d["sources"], json!(["mdns"]), "{d}");
     }
@@ -506,4 +561,43 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
     stdin.flush().unwrap();
     until("every device offline after the goodbye", &|d| macs.iter().all(|m| d[*m]["online"] == false));
     let _ = advertiser.0.wait();
+}
+
+#[tokio::test]
+#[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
+async fn a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire() {
+    if !namespaces_permitted("mdns::a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire") {
+        return;
+    }
+    let link = Link::create("move", 4);
+    let data = tempfile::tempdir().unwrap();
+    let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
+    let (first, second) = ("10.213.4.2", "10.213.4.9");
+    // DHCP will hand the node a second address on the same network.
+    link.b.ip(&["addr", "add", &format!("{second}/24"), "dev", "flo-b"]);
+    let node = json!([{ "type": "_esphomelib._tcp.local.", "name": "boiler", "host": "boiler", "port": 6053,
+        "txt": { "version": "2025.10.0", "mac": "a8032ab10042", "platform": "ESP32", "board": "esp32dev" } }]);
+    // Records that live 8 s (real firmware says 120): their expiry is what this test waits for.
+    let mut node_b = advertiser(&link.b, first, 8, node);
+    let mac = "a8:03:2a:b1:00:42";
+    let until = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        devices_until(&link.a, data.path(), what, Duration::from_secs(30), &|d| d.get(mac).is_some_and(ok))
+    };
+    until("the node listed at its first address", &|d| d["ip"] == first && d["online"] == true);
+
+    // It moves: the same row follows it.
+    assert_eq!(tell(&mut node_b, Some(&format!("move {second}"))), "moved");
+    let devices = until("the node listed at its new address", &|d| d["ip"] == second);
+    assert_eq!(devices.len(), 1, "one row per device, whatever its address: {devices:#?}");
+    assert_eq!(devices[mac]["online"], true);
+
+    // It loses power: no goodbye, so only the expiry of its records takes it offline.
+    assert_eq!(tell(&mut node_b, Some("vanish")), "vanished");
+    let gone = Instant::now();
+    let d = until("the node offline once its records expired", &|d| d["online"] == false);
+    let after = gone.elapsed();
+    assert!(after >= Duration::from_secs(4), "offline after {after:?}: before its records could expire");
+    let mdns = d[mac]["seen"].as_array().unwrap().iter().find(|s| s["source"] == "mdns").cloned().unwrap();
+    assert_eq!(mdns["online"], false, "mDNS said it left: {mdns}");
+    assert_eq!(devices_in(&link.a, data.path()).len(), 1);
 }

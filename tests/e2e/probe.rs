@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::{Server, flotilla_bin};
+use crate::support::{Server, family_kind, flotilla_bin};
 
 #[derive(Clone, Copy)]
 enum Plays {
@@ -144,13 +144,13 @@ async fn devices_add_probes_vendor_devices_and_survives_broken_ones() {
     assert_eq!(gen1.0, 0, "{:?}", gen1.1);
     let d = &gen1.1["device"];
     assert_eq!(
-        (d["family"].as_str(), d["version"].as_str(), d["model"].as_str()),
-        (Some("shelly-gen1"), Some("1.14.0"), Some("SHSW-25")),
+        (family_kind(d).as_str(), d["version"].as_str(), d["model"].as_str()),
+        ("shelly-gen1", Some("1.14.0"), Some("SHSW-25")),
         "{d}"
     );
     assert_eq!(gen1.1["auth_required"], true, "the Gen1 device said auth: true");
     let d = &gen2.1["device"];
-    assert_eq!((d["family"].as_str(), d["mac"].as_str()), (Some("shelly-gen2"), Some("a8:03:2a:b2:00:02")), "{d}");
+    assert_eq!((family_kind(d).as_str(), d["mac"].as_str()), ("shelly-gen2", Some("a8:03:2a:b2:00:02")), "{d}");
     assert_eq!(d["ip"], "127.0.0.1", "the address probed, not one the device claims");
     let d = &tasmota.1["device"];
     assert_eq!(
@@ -243,7 +243,7 @@ async fn devices_scan_finds_a_whole_subnet_at_a_bounded_rate() {
     assert!(took >= 125 * 1000 / u64::from(rate), "126 addresses at {rate}/s cannot take {took} ms");
     let all: Vec<Value> = server.get_json("/api/v1/devices").await;
     assert_eq!(all.len(), 100, "one row per device");
-    let families = |f: &str| all.iter().filter(|d| d["family"] == f).count();
+    let families = |f: &str| all.iter().filter(|d| family_kind(d) == f).count();
     assert_eq!((families("shelly-gen2"), families("shelly-gen1"), families("tasmota")), (33, 34, 33));
     assert!(all.iter().all(|d| d["sources"] == serde_json::json!(["probe"])));
     // A scan is in the audit log; a subnet too wide is refused with the widest allowed.

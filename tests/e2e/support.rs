@@ -413,3 +413,13 @@ pub async fn next_event(
         buf.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// A device's family with its generation, as tests name them: `shelly-gen1`, `shelly-gen3`,
+/// `shelly` (generation unknown), `tasmota`.
+pub fn family_kind(d: &serde_json::Value) -> String {
+    let family = d["family"].as_str().unwrap_or("?");
+    match d["generation"].as_u64() {
+        Some(g) => format!("{family}-gen{g}"),
+        None => family.to_owned(),
+    }
+}

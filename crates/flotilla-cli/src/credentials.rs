@@ -15,7 +15,7 @@ use crate::{ApiArgs, CliError, CliResult};
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCmd {
-    /// Set the login of a family (tasmota, shelly-gen1, shelly-gen2, arduino-ota, esphome) or of
+    /// Set the login of a family (tasmota, shelly, arduino, esphome) or of
     /// one device (its MAC); the password is read from standard input.
     Set {
         /// A family or a MAC.

@@ -79,7 +79,7 @@ pub enum DevicesCmd {
     Add {
         /// HOST or HOST:PORT (port 80 when absent).
         address: String,
-        /// The family to try first: tasmota, shelly-gen1, shelly-gen2 (all are tried).
+        /// The family to try first: tasmota or shelly (all are tried).
         #[arg(long, value_parser = parse_family)]
         family: Option<Family>,
         /// Print the admin API's JSON (stable; see docs/cli.md).
@@ -97,7 +97,7 @@ pub enum DevicesCmd {
         /// The port probed on each address.
         #[arg(long, default_value_t = 80)]
         port: u16,
-        /// The family to try first: tasmota, shelly-gen1, shelly-gen2 (all are tried).
+        /// The family to try first: tasmota or shelly (all are tried).
         #[arg(long, value_parser = parse_family)]
         family: Option<Family>,
         /// Addresses started per second (1–1000).
@@ -200,7 +200,7 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
                 vec![
                     d.mac.clone(),
                     opt(d.name.as_deref().or(d.device_id.as_deref())),
-                    d.family.as_str().into(),
+                    d.family_text(),
                     opt(d.model.as_deref()),
                     opt(d.version.as_deref()),
                     opt(d.ip.as_deref()),
@@ -477,7 +477,7 @@ fn print_device(d: &Device, events: &[Event]) {
         ("name", opt(d.name.as_deref())),
         ("device_id", opt(d.device_id.as_deref())),
         ("mac", d.mac.clone()),
-        ("family", d.family.as_str().into()),
+        ("family", d.family_text()),
         ("model", opt(d.model.as_deref())),
         ("chip", opt(d.chip.as_deref())),
         ("version", opt(d.version.as_deref())),
@@ -489,8 +489,28 @@ fn print_device(d: &Device, events: &[Event]) {
         ("channel", channel_text(d)),
         ("labels", if d.labels.is_empty() { "-".into() } else { d.labels.join(", ") }),
         ("credential", format!("{}{}", d.auth.as_str(), if d.authenticated { "" } else { " (unauthenticated)" })),
-        ("sources", if d.sources.is_empty() { "-".into() } else { d.sources.join(", ") }),
+        ("sources", sources_text(d)),
     ]);
+}
+
+/// Each source with when it last spoke and what it last said:
+/// `checkin (2 min ago, 1.2.0 at 10.0.0.5), mdns (gone 5 s ago)`.
+fn sources_text(d: &Device) -> String {
+    if d.seen.is_empty() {
+        return if d.sources.is_empty() { "-".into() } else { d.sources.join(", ") };
+    }
+    let each: Vec<String> = d
+        .seen
+        .iter()
+        .map(|s| {
+            let said: Vec<String> =
+                [s.version.clone(), s.ip.as_ref().map(|ip| format!("at {ip}"))].into_iter().flatten().collect();
+            let said = if said.is_empty() { String::new() } else { format!(", {}", said.join(" ")) };
+            let left = if s.online { "" } else { ", said it left" };
+            format!("{} ({}{said}{left})", s.source, when(&s.last_seen))
+        })
+        .collect();
+    each.join("; ")
 }
 
 fn print_history(h: &DeviceHistory) {
@@ -563,6 +583,7 @@ mod tests {
             device_id: id.map(Into::into),
             name: name.map(Into::into),
             family: Family::Native,
+            generation: None,
             model: None,
             chip: None,
             version: None,
@@ -577,6 +598,7 @@ mod tests {
             auth: flotilla_proto::device::DeviceAuth::None,
             authenticated: false,
             sources: vec![],
+            seen: vec![],
             first_seen: "2026-01-01T00:00:00Z".into(),
             last_seen: "2026-01-01T00:00:00Z".into(),
         }

@@ -32,8 +32,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// The families a credential may be set for.
-pub const FAMILIES: [Family; 5] =
-    [Family::Tasmota, Family::ShellyGen1, Family::ShellyGen2, Family::ArduinoOta, Family::Esphome];
+pub const FAMILIES: [Family; 4] = [Family::Tasmota, Family::Shelly, Family::Arduino, Family::Esphome];
 
 /// Every credential, by scope: a family name (`tasmota`) or a MAC (`aa:bb:cc:dd:ee:ff`).
 #[derive(Debug)]
@@ -68,6 +67,9 @@ impl Credentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(CoreError::io(format!("cannot read {}", path.display()), e)),
         };
+        // Scopes as this release names them (`shelly-gen1` of earlier files is `shelly`).
+        let by_scope: BTreeMap<String, Secret> =
+            by_scope.into_iter().map(|(k, v): (String, Secret)| (scope(&k).unwrap_or(k), v)).collect();
         Ok(Credentials { path: path.to_owned(), by_scope: Mutex::new(by_scope) })
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use flotilla_proto::device::SourceSeen;
 use flotilla_proto::{Channel, Device, Family};
 use flotilla_store::clock;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub struct Sighting {
     pub device_id: Option<String>,
     pub name: Option<String>,
     pub family: Option<Family>,
+    /// Shelly's generation.
+    pub generation: Option<u8>,
     pub model: Option<String>,
     pub chip: Option<String>,
     pub version: Option<String>,
@@ -56,6 +59,9 @@ pub struct Change {
     pub labels_changed: bool,
     /// Anything at all changed that the store should know (last_seen alone does not count).
     pub fields_changed: bool,
+    /// The device took an address another device had (a DHCP swap): that device's MAC. Its
+    /// address was cleared, so nothing meant for it goes to this one.
+    pub ip_taken_from: Option<String>,
 }
 
 /// Shown offline after this long without news, when nothing better is known (no check-in
@@ -83,6 +89,20 @@ pub(crate) struct Entry {
     /// The embedded broker's session its presence came through: when that session ends, the
     /// device has left (even without a Last Will).
     pub broker_client: Option<String>,
+    /// Each source's last word, by source (a handful at most).
+    pub seen: Vec<SourceState>,
+}
+
+/// What one source last said about a device (times in ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SourceState {
+    pub source: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub version: Option<String>,
+    pub ip: Option<String>,
+    /// False once this source said the device left.
+    pub online: bool,
 }
 
 /// Every device, by MAC, with an index by device id.
@@ -90,6 +110,8 @@ pub(crate) struct Entry {
 pub(crate) struct Inventory {
     by_mac: HashMap<String, Entry>,
     by_id: HashMap<String, String>,
+    /// MAC by IP address: one device per address.
+    by_ip: HashMap<String, String>,
     /// The channel of each label that has one.
     label_channels: HashMap<String, Channel>,
 }
@@ -103,7 +125,24 @@ impl Inventory {
             if let Some(id) = &device.device_id {
                 inv.by_id.insert(id.clone(), device.mac.clone());
             }
+            if let Some(ip) = &device.ip
+                && !matches!(device.family, Family::Native | Family::Unknown)
+            {
+                inv.by_ip.insert(ip.clone(), device.mac.clone());
+            }
             let own_channel = (device.channel_from.as_deref() == Some("device")).then_some(device.channel);
+            let seen = device
+                .seen
+                .iter()
+                .map(|s| SourceState {
+                    source: s.source.clone(),
+                    first_ms: clock::parse_rfc3339(&s.first_seen).unwrap_or(last_seen_ms),
+                    last_ms: clock::parse_rfc3339(&s.last_seen).unwrap_or(last_seen_ms),
+                    version: s.version.clone(),
+                    ip: s.ip.clone(),
+                    online: s.online,
+                })
+                .collect();
             let mut entry = Entry {
                 device,
                 transport,
@@ -112,6 +151,7 @@ impl Inventory {
                 declared_interval_ms: None,
                 learned_interval_ms: None,
                 broker_client: None,
+                seen,
             };
             refresh_channel(&inv.label_channels, &mut entry);
             inv.by_mac.insert(entry.device.mac.clone(), entry);
@@ -153,6 +193,11 @@ impl Inventory {
         {
             self.by_id.remove(id);
         }
+        if let Some(ip) = &e.device.ip
+            && self.by_ip.get(ip).is_some_and(|m| m == mac)
+        {
+            self.by_ip.remove(ip);
+        }
         Some(e)
     }
 
@@ -161,10 +206,7 @@ impl Inventory {
         self.by_mac
             .values()
             .filter(|e| e.device.online)
-            .filter_map(|e| {
-                let after = e.offline_after_ms()?;
-                (now - e.last_seen_ms >= after).then(|| (e.device.mac.clone(), e.silence_reason(now)))
-            })
+            .filter_map(|e| (now >= e.stale_at_ms()?).then(|| (e.device.mac.clone(), e.silence_reason(now))))
             .collect()
     }
 
@@ -213,6 +255,7 @@ impl Inventory {
                     device_id: None,
                     name: None,
                     family: Family::Unknown,
+                    generation: None,
                     model: None,
                     chip: None,
                     version: None,
@@ -227,6 +270,7 @@ impl Inventory {
                     auth: flotilla_proto::device::DeviceAuth::None,
                     authenticated: false,
                     sources: Vec::new(),
+                    seen: Vec::new(),
                     first_seen: clock::rfc3339(now_ms),
                     last_seen: clock::rfc3339(now_ms),
                 },
@@ -236,6 +280,7 @@ impl Inventory {
                 declared_interval_ms: None,
                 learned_interval_ms: None,
                 broker_client: None,
+                seen: Vec::new(),
             };
             self.by_mac.insert(s.mac.clone(), entry);
         }
@@ -275,8 +320,10 @@ impl Inventory {
         let mut version_changed = false;
         merge(&mut d.version, &s.version, &mut version_changed);
         let mut ip_changed = false;
+        let old_ip = if s.ip.is_some() && s.ip != d.ip { d.ip.clone() } else { None };
         merge(&mut d.ip, &s.ip, &mut ip_changed);
         merge(&mut d.secure_version, &s.secure_version, &mut changed);
+        merge(&mut d.generation, &s.generation, &mut changed);
         if let Some(f) = s.family
             && (d.family != f)
             && (f != Family::Unknown)
@@ -303,6 +350,29 @@ impl Inventory {
             d.sources.push(s.source.clone());
             d.sources.sort();
             changed = true;
+        }
+        if !s.source.is_empty() {
+            // This source's own record: when it first and last spoke, and what it last said.
+            match entry.seen.iter_mut().find(|x| x.source == s.source) {
+                Some(x) => {
+                    x.last_ms = now_ms;
+                    x.online = true;
+                    merge(&mut x.version, &s.version, &mut changed);
+                    merge(&mut x.ip, &s.ip, &mut changed);
+                }
+                None => {
+                    entry.seen.push(SourceState {
+                        source: s.source.clone(),
+                        first_ms: now_ms,
+                        last_ms: now_ms,
+                        version: s.version.clone(),
+                        ip: s.ip.clone(),
+                        online: true,
+                    });
+                    entry.seen.sort_by(|a, b| a.source.cmp(&b.source));
+                    changed = true;
+                }
+            }
         }
         if !d.online {
             d.online = true;
@@ -332,18 +402,54 @@ impl Inventory {
                 self.by_id.insert(new, s.mac.clone());
             }
         }
+        // One vendor device per address: they are commanded at it. Native devices are not (they
+        // pull, or listen on MQTT), and several may check in through one address (NAT, a proxy).
+        if ip_changed
+            && s.source != "checkin"
+            && self.is_addressed(&s.mac)
+            && let Some(ip) = &s.ip
+        {
+            if let Some(old) = old_ip
+                && self.by_ip.get(&old).is_some_and(|m| m == &s.mac)
+            {
+                self.by_ip.remove(&old);
+            }
+            if let Some(holder) = self.by_ip.insert(ip.clone(), s.mac.clone())
+                && holder != s.mac
+                && let Some(other) = self.by_mac.get_mut(&holder)
+                && other.device.ip.as_deref() == Some(ip.as_str())
+                && !matches!(other.device.family, Family::Native | Family::Unknown)
+            {
+                // The newest claim wins the address; the other device's is no longer known.
+                other.device.ip = None;
+                for x in other.seen.iter_mut().filter(|x| x.ip.as_deref() == Some(ip.as_str())) {
+                    x.ip = None;
+                }
+                change.ip_taken_from = Some(holder);
+            }
+        }
         change
     }
 
-    /// Marks a device offline; false when unknown or already offline.
-    pub fn set_offline(&mut self, mac: &str) -> bool {
-        match self.by_mac.get_mut(mac) {
-            Some(e) if e.device.online => {
-                e.device.online = false;
-                true
-            }
-            _ => false,
+    /// Is the device one the engine commands at its address (a vendor device)?
+    fn is_addressed(&self, mac: &str) -> bool {
+        self.by_mac.get(mac).is_some_and(|e| !matches!(e.device.family, Family::Native | Family::Unknown))
+    }
+
+    /// Marks a device offline (the freshest news says it left); with the source that said so,
+    /// that source's record too. False when unknown or already offline.
+    pub fn set_offline(&mut self, mac: &str, source: Option<&str>) -> bool {
+        let Some(e) = self.by_mac.get_mut(mac) else { return false };
+        if let Some(src) = source
+            && let Some(x) = e.seen.iter_mut().find(|x| x.source == src)
+        {
+            x.online = false;
         }
+        if e.device.online {
+            e.device.online = false;
+            return true;
+        }
+        false
     }
 
     /// Adds and removes labels; `None` when the device is unknown.
@@ -413,10 +519,22 @@ fn refresh_channel(label_channels: &HashMap<String, Channel>, e: &mut Entry) -> 
 }
 
 impl Entry {
-    /// The device with an up-to-date `last_seen`.
+    /// The device with an up-to-date `last_seen` and each source's record.
     pub fn snapshot(&self) -> Device {
         let mut d = self.device.clone();
         d.last_seen = clock::rfc3339(self.last_seen_ms);
+        d.seen = self
+            .seen
+            .iter()
+            .map(|x| SourceSeen {
+                source: x.source.clone(),
+                first_seen: clock::rfc3339(x.first_ms),
+                last_seen: clock::rfc3339(x.last_ms),
+                version: x.version.clone(),
+                ip: x.ip.clone(),
+                online: x.online,
+            })
+            .collect();
         d
     }
 
@@ -441,6 +559,33 @@ impl Entry {
             }),
             None => Some(OFFLINE_AFTER_MS),
         }
+    }
+
+    /// How long after a source's last word its news goes stale; `None` when that source has a
+    /// liveness of its own (MQTT: a Last Will, a session's end, retained presence).
+    fn window_ms(&self, source: &str) -> Option<i64> {
+        match source {
+            "checkin" => Some(match self.interval_ms() {
+                Some(i) => (3 * i + 30_000).clamp(MIN_OFFLINE_MS, MAX_OFFLINE_MS),
+                None => OFFLINE_AFTER_MS,
+            }),
+            "mqtt" => None,
+            // mDNS records are re-read every minute (goodbyes and expiry take a device offline
+            // at once); probes and manual additions are news of the moment.
+            _ => Some(OFFLINE_AFTER_MS),
+        }
+    }
+
+    /// When the device goes stale, from the freshest source still saying it is here (each with
+    /// its own staleness rule); `None` while one of them has a liveness of its own.
+    pub fn stale_at_ms(&self) -> Option<i64> {
+        let mut at: Option<i64> = None;
+        for x in self.seen.iter().filter(|x| x.online) {
+            let t = x.last_ms + self.window_ms(&x.source)?;
+            at = Some(at.map_or(t, |a| a.max(t)));
+        }
+        // Devices without per-source records (none yet): the device-wide rule.
+        at.or_else(|| Some(self.last_seen_ms + self.offline_after_ms()?))
     }
 
     /// Why a device is shown offline after a silence, in words.
@@ -494,7 +639,7 @@ mod tests {
         // Nothing new: only last_seen moves.
         let c = inv.sight(&sighting(mac, "mdns"), 3_000);
         assert!(!c.fields_changed);
-        assert!(inv.set_offline(mac));
+        assert!(inv.set_offline(mac, None));
         assert!(inv.sight(&sighting(mac, "mdns"), 4_000).came_online);
     }
 
@@ -533,6 +678,72 @@ mod tests {
         assert!(inv.lapsed(30 * 60_000).iter().all(|(m, _)| m != slow), "600 s × 3 + 30 s not yet passed");
         assert_eq!(inv.of_broker_client("dev-2"), vec![mqtt.to_owned()]);
         assert!(inv.of_broker_client("dev-9").is_empty());
+    }
+
+    #[test]
+    fn each_source_keeps_its_own_record_and_staleness() {
+        let mut inv = Inventory::default();
+        let mac = "a8:03:2a:b1:23:45";
+        let shelly = Sighting {
+            family: Some(Family::Shelly),
+            generation: Some(2),
+            version: Some("1.1.0".into()),
+            ip: Some("10.0.0.7".into()),
+            ..sighting(mac, "mdns")
+        };
+        inv.sight(&shelly, 1_000);
+        // Gen2+'s `<id>/online` says neither generation nor version: both are kept.
+        inv.sight(&Sighting { family: Some(Family::Shelly), ..sighting(mac, "mqtt") }, 5_000);
+        let d = inv.get(mac).map(Entry::snapshot).unwrap();
+        assert_eq!((d.family, d.generation, d.version.as_deref()), (Family::Shelly, Some(2), Some("1.1.0")));
+        let seen: Vec<(&str, Option<&str>, bool)> =
+            d.seen.iter().map(|s| (s.source.as_str(), s.version.as_deref(), s.online)).collect();
+        assert_eq!(seen, [("mdns", Some("1.1.0"), true), ("mqtt", None, true)]);
+        assert_eq!(d.seen[0].last_seen, clock::rfc3339(1_000));
+        assert_eq!(d.seen[1].first_seen, clock::rfc3339(5_000));
+        // MQTT presence has a liveness of its own (a Last Will): no time-out while it says here.
+        assert_eq!(inv.get(mac).and_then(Entry::stale_at_ms), None);
+        assert!(inv.lapsed(86_400_000).is_empty());
+        // Its Last Will: that source says it left; mDNS alone then times out in ten minutes.
+        assert!(inv.set_offline(mac, Some("mqtt")));
+        inv.sight(&sighting(mac, "mdns"), 20_000);
+        let d = inv.get(mac).map(Entry::snapshot).unwrap();
+        assert!(d.online && !d.seen[1].online, "{:?}", d.seen);
+        assert_eq!(inv.get(mac).and_then(Entry::stale_at_ms), Some(20_000 + OFFLINE_AFTER_MS));
+        assert!(inv.lapsed(20_000 + OFFLINE_AFTER_MS - 1).is_empty());
+        assert_eq!(inv.lapsed(20_000 + OFFLINE_AFTER_MS).len(), 1);
+    }
+
+    #[test]
+    fn the_newest_claim_to_an_address_holds_it() {
+        let mut inv = Inventory::default();
+        let (a, b) = ("aa:bb:cc:00:00:0a", "aa:bb:cc:00:00:0b");
+        let at = |mac: &str, ip: &str, source: &str| Sighting {
+            ip: Some(ip.into()),
+            family: Some(Family::Tasmota),
+            ..sighting(mac, source)
+        };
+        inv.sight(&at(a, "10.0.0.5", "probe"), 0);
+        inv.sight(&at(b, "10.0.0.6", "mdns"), 0);
+        // DHCP swaps them: B now answers at A's address.
+        let c = inv.sight(&at(b, "10.0.0.5", "mdns"), 1_000);
+        assert_eq!(c.ip_taken_from.as_deref(), Some(a));
+        fn ip(inv: &Inventory, mac: &str) -> Option<String> {
+            inv.get(mac).and_then(|e| e.device.ip.clone())
+        }
+        assert_eq!((ip(&inv, a), ip(&inv, b)), (None, Some("10.0.0.5".into())), "nothing meant for A goes to B");
+        assert_eq!(inv.get(a).map(|e| e.seen[0].ip.clone()), Some(None));
+        // A says where it is now: nobody held that address.
+        assert_eq!(inv.sight(&at(a, "10.0.0.6", "probe"), 2_000).ip_taken_from, None);
+        assert_eq!(ip(&inv, a), Some("10.0.0.6".into()));
+        // The same device again at its address takes nothing from anyone.
+        assert_eq!(inv.sight(&at(b, "10.0.0.5", "mdns"), 3_000).ip_taken_from, None);
+        inv.forget(b);
+        assert_eq!(
+            inv.sight(&at(a, "10.0.0.5", "probe"), 4_000).ip_taken_from,
+            None,
+            "a forgotten device holds nothing"
+        );
     }
 
     #[test]

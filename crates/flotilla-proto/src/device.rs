@@ -3,46 +3,67 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Which update protocol family a device speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+/// Which update protocol family a device speaks. Shelly's generations (Gen1's HTTP API, Gen2+'s
+/// RPC) are one family told apart by [`Device::generation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// Custom firmware with Flotilla's client (HTTP pull or MQTT push).
     Native,
     Tasmota,
-    ShellyGen1,
-    ShellyGen2,
-    ArduinoOta,
+    Shelly,
+    /// Arduino sketches with ArduinoOTA (espota).
+    Arduino,
     Esphome,
     Unknown,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
-        Family::Native,
-        Family::Tasmota,
-        Family::ShellyGen1,
-        Family::ShellyGen2,
-        Family::ArduinoOta,
-        Family::Esphome,
-        Family::Unknown,
-    ];
+    pub const ALL: [Family; 6] =
+        [Family::Native, Family::Tasmota, Family::Shelly, Family::Arduino, Family::Esphome, Family::Unknown];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Native => "native",
             Family::Tasmota => "tasmota",
-            Family::ShellyGen1 => "shelly-gen1",
-            Family::ShellyGen2 => "shelly-gen2",
-            Family::ArduinoOta => "arduino-ota",
+            Family::Shelly => "shelly",
+            Family::Arduino => "arduino",
             Family::Esphome => "esphome",
             Family::Unknown => "unknown",
         }
     }
 
+    /// A family by name, case-insensitively; the names of earlier releases (`shelly-gen1`,
+    /// `shelly-gen2`, `arduino-ota`) still parse. See [`Family::parse_with_generation`] to keep
+    /// the generation such a name carries.
     pub fn parse(s: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(s))
+        Family::parse_with_generation(s).map(|(f, _)| f)
+    }
+
+    /// A family by name with the generation its name implies: `shelly-gen1` → Shelly, 1.
+    pub fn parse_with_generation(s: &str) -> Option<(Family, Option<u8>)> {
+        if let Some(f) = Family::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(s)) {
+            return Some((f, None));
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "shelly-gen1" | "shelly1" => Some((Family::Shelly, Some(1))),
+            "shelly-gen2" | "shelly2" => Some((Family::Shelly, Some(2))),
+            "arduino-ota" | "arduinoota" => Some((Family::Arduino, None)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads every name [`Family::parse`] knows (the names of earlier releases too).
+impl<'de> Deserialize<'de> for Family {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Family::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown family {s:?}: native, tasmota, shelly, arduino, esphome or unknown"
+            ))
+        })
     }
 }
 
@@ -86,6 +107,9 @@ pub struct Device {
     pub device_id: Option<String>,
     pub name: Option<String>,
     pub family: Family,
+    /// The family's generation where it has several: Shelly 1 (Gen1's HTTP API), 2, 3, 4 (RPC).
+    #[serde(default)]
+    pub generation: Option<u8>,
     pub model: Option<String>,
     pub chip: Option<String>,
     pub version: Option<String>,
@@ -118,10 +142,43 @@ pub struct Device {
     pub authenticated: bool,
     /// Where the device was seen: `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
     pub sources: Vec<String>,
+    /// Each source's last word about the device, by source name.
+    #[serde(default)]
+    pub seen: Vec<SourceSeen>,
     /// RFC 3339 UTC.
     pub first_seen: String,
     /// RFC 3339 UTC.
     pub last_seen: String,
+}
+
+impl Device {
+    /// The family as people read it: `shelly gen2`, `tasmota`.
+    pub fn family_text(&self) -> String {
+        match self.generation {
+            Some(g) => format!("{} gen{g}", self.family.as_str()),
+            None => self.family.as_str().to_owned(),
+        }
+    }
+}
+
+/// What one source last said about a device, and when it first and last did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SourceSeen {
+    /// `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
+    pub source: String,
+    /// RFC 3339 UTC.
+    pub first_seen: String,
+    /// RFC 3339 UTC.
+    pub last_seen: String,
+    /// The firmware version this source last reported, if it reports one.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The address this source last reported.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// False once this source said the device left (an mDNS goodbye, a Last Will).
+    pub online: bool,
 }
 
 /// Replace or edit a device's labels.
@@ -219,7 +276,7 @@ pub struct ScanResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct CredentialInfo {
-    /// A family (`tasmota`, `shelly-gen1`, `shelly-gen2`, `arduino-ota`, `esphome`) or a MAC.
+    /// A family (`tasmota`, `shelly`, `arduino`, `esphome`) or a MAC.
     pub scope: String,
     pub username: Option<String>,
     /// Always true: a credential has a password, which is never returned.

@@ -1,30 +1,126 @@
 //! The inventory: devices keyed by MAC, and the labels people set (`labels`; the labels devices
 //! report are in [`crate::auth`]).
 
+use flotilla_proto::device::SourceSeen;
 use flotilla_proto::{Channel, Device, Family};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Result, StoreError, clock};
 
-const COLUMNS: &str = "mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen, secure_version, channel";
+const COLUMNS: &str = "mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen, secure_version, channel, generation";
+
+/// One source's sighting as the `sources` column keeps it (times in ms).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSource {
+    source: String,
+    first: i64,
+    last: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    online: bool,
+}
+
+/// The `sources` column: each source's sighting, or (rows written before 0006) their names.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredSources {
+    Seen(Vec<StoredSource>),
+    Names(Vec<String>),
+}
+
+/// The `sources` column of a device: its per-source sightings, or for a device that has none
+/// (written by hand, by a test), its source names seen when the device was.
+fn sources_json(d: &Device) -> Result<String> {
+    let ms = |s: &str| clock::parse_rfc3339(s).unwrap_or(0);
+    let stored: Vec<StoredSource> = if d.seen.is_empty() {
+        d.sources
+            .iter()
+            .map(|s| StoredSource {
+                source: s.clone(),
+                first: ms(&d.first_seen),
+                last: ms(&d.last_seen),
+                version: None,
+                ip: None,
+                online: d.online,
+            })
+            .collect()
+    } else {
+        d.seen
+            .iter()
+            .map(|s| StoredSource {
+                source: s.source.clone(),
+                first: ms(&s.first_seen),
+                last: ms(&s.last_seen),
+                version: s.version.clone(),
+                ip: s.ip.clone(),
+                online: s.online,
+            })
+            .collect()
+    };
+    serde_json::to_string(&stored)
+        .map_err(|e| StoreError::Corrupt { what: "device sources".into(), detail: e.to_string() })
+}
+
+/// Fills `sources` and `seen` of a device read back from its `sources` column.
+fn read_sources(device: &mut Device, json: &str) -> Result<()> {
+    let parsed: StoredSources = serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: format!("sources of device {}", device.mac),
+        detail: e.to_string(),
+    })?;
+    match parsed {
+        StoredSources::Names(names) => {
+            device.seen = names
+                .iter()
+                .map(|n| SourceSeen {
+                    source: n.clone(),
+                    first_seen: device.first_seen.clone(),
+                    last_seen: device.last_seen.clone(),
+                    version: None,
+                    ip: None,
+                    online: device.online,
+                })
+                .collect();
+            device.sources = names;
+        }
+        StoredSources::Seen(seen) => {
+            device.sources = seen.iter().map(|s| s.source.clone()).collect();
+            device.seen = seen
+                .into_iter()
+                .map(|s| SourceSeen {
+                    source: s.source,
+                    first_seen: clock::rfc3339(s.first),
+                    last_seen: clock::rfc3339(s.last),
+                    version: s.version,
+                    ip: s.ip,
+                    online: s.online,
+                })
+                .collect();
+        }
+    }
+    device.sources.sort();
+    device.seen.sort_by(|a, b| a.source.cmp(&b.source));
+    Ok(())
+}
 
 /// Writes a device as it is (the engine's inventory merges sightings; the store keeps the result),
 /// with `transport`, how the engine reaches it (JSON). Labels and the device's own channel are
 /// kept apart: see [`set_labels`] and [`set_channel`]. A forgotten device written again comes back
 /// as new (its first sighting is this one).
 pub fn put(conn: &Connection, d: &Device, transport: Option<&str>) -> Result<()> {
-    let sources = serde_json::to_string(&d.sources)
-        .map_err(|e| StoreError::Corrupt { what: "device sources".into(), detail: e.to_string() })?;
+    let sources = sources_json(d)?;
     let ms = |s: &str| clock::parse_rfc3339(s).unwrap_or_else(clock::now_ms);
     conn.prepare_cached(
         "INSERT INTO devices (mac, device_id, name, family, model, chip, version, ip, online, sources, first_seen, last_seen,
-                              transport, secure_version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                              transport, secure_version, generation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (mac) DO UPDATE SET
             device_id = excluded.device_id, name = excluded.name, family = excluded.family,
             model = excluded.model, chip = excluded.chip, version = excluded.version, ip = excluded.ip,
             online = excluded.online, sources = excluded.sources, last_seen = excluded.last_seen,
             transport = coalesce(excluded.transport, transport), secure_version = excluded.secure_version,
+            generation = excluded.generation,
             first_seen = CASE WHEN forgotten = 1 THEN excluded.first_seen ELSE first_seen END,
             forgotten = 0",
     )?
@@ -42,7 +138,8 @@ pub fn put(conn: &Connection, d: &Device, transport: Option<&str>) -> Result<()>
         ms(&d.first_seen),
         ms(&d.last_seen),
         transport,
-        d.secure_version
+        d.secure_version,
+        d.generation
     ])?;
     Ok(())
 }
@@ -135,6 +232,7 @@ fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
             device_id: row.get(1)?,
             name: row.get(2)?,
             family: Family::parse(&family).unwrap_or(Family::Unknown),
+            generation: row.get(14)?,
             model: row.get(4)?,
             chip: row.get(5)?,
             version: row.get(6)?,
@@ -149,6 +247,7 @@ fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
             auth: flotilla_proto::device::DeviceAuth::None,
             authenticated: false,
             sources: Vec::new(),
+            seen: Vec::new(),
             first_seen: clock::rfc3339(row.get(10)?),
             last_seen: clock::rfc3339(row.get(11)?),
         },
@@ -157,10 +256,7 @@ fn raw_device(row: &Row<'_>) -> rusqlite::Result<(Device, String)> {
 }
 
 fn finish(conn: &Connection, (mut device, sources): (Device, String)) -> Result<Device> {
-    device.sources = serde_json::from_str(&sources).map_err(|e| StoreError::Corrupt {
-        what: format!("sources of device {}", device.mac),
-        detail: e.to_string(),
-    })?;
+    read_sources(&mut device, &sources)?;
     device.labels = labels_of(conn, &device.mac)?;
     device.admin_labels = device.labels.clone();
     Ok(device)
@@ -188,10 +284,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Device>> {
     }
     raws.into_iter()
         .map(|(mut device, sources)| {
-            device.sources = serde_json::from_str(&sources).map_err(|e| StoreError::Corrupt {
-                what: format!("sources of device {}", device.mac),
-                detail: e.to_string(),
-            })?;
+            read_sources(&mut device, &sources)?;
             device.labels = labels.remove(&device.mac).unwrap_or_default();
             device.admin_labels = device.labels.clone();
             Ok(device)
@@ -218,6 +311,7 @@ mod tests {
             device_id: Some("pump-1".into()),
             name: None,
             family: Family::Native,
+            generation: None,
             model: Some("pump".into()),
             chip: Some("esp32".into()),
             version: Some("1.0.0".into()),
@@ -232,6 +326,7 @@ mod tests {
             auth: flotilla_proto::device::DeviceAuth::None,
             authenticated: false,
             sources: vec!["checkin".into()],
+            seen: vec![],
             first_seen: clock::rfc3339(1_000),
             last_seen: clock::rfc3339(2_000),
         }
@@ -245,9 +340,26 @@ mod tests {
         store.write(|tx| set_labels(tx, mac, &["line-a".into(), "floor-2".into()])).unwrap();
         let mut d = device(mac);
         d.ip = Some("10.0.0.9".into());
+        d.generation = Some(3);
+        let seen = |source: &str, last: i64, online: bool| SourceSeen {
+            source: source.into(),
+            first_seen: clock::rfc3339(1_000),
+            last_seen: clock::rfc3339(last),
+            version: Some("1.0.0".into()),
+            ip: Some("10.0.0.9".into()),
+            online,
+        };
+        d.sources = vec!["checkin".into(), "mdns".into()];
+        d.seen = vec![seen("checkin", 2_000, true), seen("mdns", 1_500, false)];
         store.write(|tx| put(tx, &d, None)).unwrap();
         let got = get(store.conn(), mac).unwrap().unwrap();
         assert_eq!(got.ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(got.generation, Some(3));
+        assert_eq!(
+            (got.sources.clone(), got.seen.clone()),
+            (d.sources.clone(), d.seen.clone()),
+            "each source's record"
+        );
         assert_eq!(got.labels, vec!["floor-2", "line-a"]);
         assert_eq!(got.first_seen, clock::rfc3339(1_000));
         let all = list_with_transport(store.conn()).unwrap();

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_device_history.sql", include_str!("../../../migrations/0003_device_history.sql")),
     ("0004_steering.sql", include_str!("../../../migrations/0004_steering.sql")),
     ("0005_device_auth.sql", include_str!("../../../migrations/0005_device_auth.sql")),
+    ("0006_family_generation.sql", include_str!("../../../migrations/0006_family_generation.sql")),
 ];
 
 /// The migrations, ready to apply. Each runs in its own transaction with `user_version` bumped in it.
@@ -47,6 +48,35 @@ mod tests {
             let prefix = format!("{:04}_", i + 1);
             assert!(name.starts_with(&prefix), "{name} should start with {prefix}");
         }
+    }
+
+    #[test]
+    fn shelly_generations_and_arduino_are_renamed_and_old_source_lists_still_read() {
+        let all = migrations();
+        let mut conn = Connection::open_in_memory().unwrap();
+        all.to_version(&mut conn, 5).unwrap();
+        for (mac, family) in [
+            ("aa:bb:cc:00:00:01", "shelly-gen1"),
+            ("aa:bb:cc:00:00:02", "shelly-gen2"),
+            ("aa:bb:cc:00:00:03", "arduino-ota"),
+            ("aa:bb:cc:00:00:04", "tasmota"),
+        ] {
+            conn.execute(
+                "INSERT INTO devices (mac, family, sources, first_seen, last_seen) VALUES (?1, ?2, '[\"mdns\"]', 1000, 2000)",
+                [mac, family],
+            )
+            .unwrap();
+        }
+        all.to_latest(&mut conn).unwrap();
+        let devices = crate::devices::list(&conn).unwrap();
+        let got: Vec<(&str, Option<u8>)> = devices.iter().map(|d| (d.family.as_str(), d.generation)).collect();
+        assert_eq!(got, [("shelly", Some(1)), ("shelly", Some(2)), ("arduino", None), ("tasmota", None)]);
+        let d = &devices[0];
+        assert_eq!(d.sources, ["mdns"]);
+        assert_eq!(
+            (d.seen.len(), d.seen[0].source.as_str(), d.seen[0].last_seen.as_str()),
+            (1, "mdns", d.last_seen.as_str())
+        );
     }
 
     #[test]

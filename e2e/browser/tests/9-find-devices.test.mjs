@@ -45,14 +45,23 @@ test('add by address probes a device and lists it; a silent address adds nothing
     await page.getByTestId('find-address').fill(`127.0.0.1:${device.address().port}`);
     await page.getByTestId('find-probe').click();
     await until(async () => (await textOf(page, 'find-result'))?.includes('added as a8:03:2a:b4:00:01'), { timeout: 15_000, what: 'the Shelly added' });
-    assert.match(await textOf(page, 'find-result'), /Shelly Gen2\+ SNSW-001P16EU 1\.1\.0/);
+    assert.match(await textOf(page, 'find-result'), /Shelly Gen2 SNSW-001P16EU 1\.1\.0/);
     await screenshot(page, '9-find-devices');
 
     await page.keyboard.press('Escape');
     await until(async () => (await textOf(page, 'devices-count'))?.startsWith('1 device'), { timeout: 10_000, what: 'the row listed' });
     const listed = await engine.api('GET', 'devices');
     assert.equal(listed.length, 1, 'the silent address added nothing');
-    assert.deepEqual([listed[0].family, listed[0].version, listed[0].sources], ['shelly-gen2', '1.1.0', ['probe']]);
+    assert.deepEqual([listed[0].family, listed[0].generation, listed[0].version, listed[0].sources], ['shelly', 2, '1.1.0', ['probe']]);
+
+    // Its page: the family with its generation, what the probe said and when, and "Probe again".
+    await page.getByTestId('device-link').first().click();
+    await page.getByTestId('device-detail').waitFor();
+    assert.match(await textOf(page, 'device-family'), /^Shelly Gen2\b/);
+    assert.match(await textOf(page, 'device-sources'), /HTTP probe: 1\.1\.0 at 127\.0\.0\.1, (just now|\d+ s ago)/);
+    assert.ok(await page.getByTestId('device-probe').isVisible(), 'a vendor device can be probed again');
+    await page.goBack();
+    await page.getByTestId('devices-scan').waitFor();
 
     await page.getByTestId('devices-scan').click();
     await until(async () => (await textOf(page, 'find-result'))?.includes('mDNS'), { timeout: 15_000, what: 'scan now answered' });

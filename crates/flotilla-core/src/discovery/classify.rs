@@ -25,6 +25,8 @@ pub struct Observation {
     /// What identifies the record until its MAC is known: the mDNS instance, the MQTT topic id.
     pub key: String,
     pub family: Option<Family>,
+    /// Shelly's generation: 1 for Gen1, 2, 3, 4 for the RPC generations.
+    pub generation: Option<u8>,
     /// The device's own id (Shelly id, Tasmota topic, ESPHome/ArduinoOTA host name).
     pub device_id: Option<String>,
     pub name: Option<String>,
@@ -123,7 +125,7 @@ pub fn mdns(r: &MdnsRecord) -> Option<Observation> {
             o.chip = r.get("platform").map(|p| p.to_ascii_lowercase());
         }
         "_arduino._tcp.local." => {
-            o.family = Some(Family::ArduinoOta);
+            o.family = Some(Family::Arduino);
             o.device_id = Some(instance.clone());
             o.name = Some(instance.clone());
             o.model = r.get("board");
@@ -134,10 +136,10 @@ pub fn mdns(r: &MdnsRecord) -> Option<Observation> {
                 _ => None,
             };
         }
-        "_shelly._tcp.local." => shelly(r, &instance, &mut o, true),
+        "_shelly._tcp.local." => shelly(r, &instance, &mut o),
         "_http._tcp.local." => {
             if instance.to_ascii_lowercase().starts_with("shelly") {
-                shelly(r, &instance, &mut o, r.txt.contains_key("gen"));
+                shelly(r, &instance, &mut o);
             } else if r.get("devicetype").is_some_and(|t| t.eq_ignore_ascii_case("tasmota")) {
                 o.family = Some(Family::Tasmota);
                 o.device_id = clean(host).or_else(|| Some(instance.clone()));
@@ -162,8 +164,15 @@ pub fn mdns(r: &MdnsRecord) -> Option<Observation> {
     Some(o)
 }
 
-fn shelly(r: &MdnsRecord, instance: &str, o: &mut Observation, gen2: bool) {
-    o.family = Some(if gen2 { Family::ShellyGen2 } else { Family::ShellyGen1 });
+/// A Shelly's records: Gen2+ publish `_shelly._tcp` (and `_http._tcp`) with TXT `gen`; Gen1
+/// publishes `_http._tcp` without it.
+fn shelly(r: &MdnsRecord, instance: &str, o: &mut Observation) {
+    o.family = Some(Family::Shelly);
+    o.generation = match r.get("gen") {
+        Some(g) => g.parse().ok().filter(|g| (2..=9).contains(g)),
+        None if r.service.eq_ignore_ascii_case("_http._tcp.local.") => Some(1),
+        None => None,
+    };
     let id = r.get("id").unwrap_or_else(|| instance.to_owned());
     o.mac = mac_in_id(&id).or_else(|| mac_in_id(instance));
     o.device_id = Some(id);
@@ -219,7 +228,8 @@ pub fn shelly_announce(payload: &[u8]) -> Option<Observation> {
     Some(Observation {
         key: format!("mqtt:shelly:{mac}"),
         mac: Some(mac),
-        family: Some(Family::ShellyGen1),
+        family: Some(Family::Shelly),
+        generation: Some(1),
         name: Some(id.clone()),
         device_id: Some(id),
         model: a.model.as_deref().and_then(clean),
@@ -246,7 +256,9 @@ pub fn shelly_online(id: &str, payload: &[u8], gen1: bool) -> Option<Observation
     Some(Observation {
         key: format!("mqtt:shelly:{mac}"),
         mac: Some(mac),
-        family: Some(if gen1 { Family::ShellyGen1 } else { Family::ShellyGen2 }),
+        family: Some(Family::Shelly),
+        // Gen2+'s `<id>/online` does not say which of the RPC generations.
+        generation: gen1.then_some(1),
         name: Some(id.clone()),
         device_id: Some(id),
         online,
@@ -311,13 +323,15 @@ pub fn shelly_info(body: &[u8], ip: Option<IpAddr>) -> Option<(Observation, bool
     }
     let i: Info = serde_json::from_slice(body).ok()?;
     let mac = normalize_mac(&i.mac)?;
-    let gen2 = i.generation.is_some_and(|g| g >= 2);
+    let generation = i.generation.filter(|g| (2..=9).contains(g));
+    let gen2 = generation.is_some();
     if !gen2 && i.kind.is_none() {
         return None;
     }
     let o = Observation {
         key: format!("probe:shelly:{mac}"),
-        family: Some(if gen2 { Family::ShellyGen2 } else { Family::ShellyGen1 }),
+        family: Some(Family::Shelly),
+        generation: Some(generation.unwrap_or(1)),
         device_id: i.id.as_deref().and_then(clean),
         name: i.name.as_deref().and_then(clean).or_else(|| i.id.as_deref().and_then(clean)),
         model: if gen2 { i.model.as_deref().or(i.app.as_deref()) } else { i.kind.as_deref() }.and_then(clean),
@@ -449,7 +463,7 @@ mod tests {
             &[("board", "nodemcuv2"), ("tcp_check", "no"), ("ssh_upload", "no"), ("auth_upload", "yes")],
         );
         let o = mdns(&r).unwrap();
-        assert_eq!(o.family, Some(Family::ArduinoOta));
+        assert_eq!(o.family, Some(Family::Arduino));
         assert_eq!(o.mac, None);
         assert_eq!(o.model.as_deref(), Some("nodemcuv2"));
         assert_eq!(o.chip.as_deref(), Some("esp8266"));
@@ -474,7 +488,7 @@ mod tests {
             ],
         );
         let o = mdns(&r).unwrap();
-        assert_eq!(o.family, Some(Family::ShellyGen1));
+        assert_eq!((o.family, o.generation), (Some(Family::Shelly), Some(1)));
         assert_eq!(o.mac.as_deref(), Some("34:94:54:79:3b:a5"));
         assert_eq!(o.version.as_deref(), Some("1.14.0"));
         assert_eq!(o.model.as_deref(), Some("switch25"));
@@ -485,12 +499,16 @@ mod tests {
             &[("gen", "2"), ("app", "Plus1PM"), ("ver", "1.1.0"), ("id", "shellyplus1pm-a8032ab12345")],
         );
         let o = mdns(&r).unwrap();
-        assert_eq!(o.family, Some(Family::ShellyGen2));
+        assert_eq!((o.family, o.generation), (Some(Family::Shelly), Some(2)));
         assert_eq!(o.mac.as_deref(), Some("a8:03:2a:b1:23:45"));
         assert_eq!(o.version.as_deref(), Some("1.1.0"));
-        // Gen2 on `_http._tcp` carries gen too.
-        let r = record("_http._tcp.local.", "ShellyPro3EM-A8032AB12345", 80, &[("gen", "2")]);
-        assert_eq!(mdns(&r).unwrap().family, Some(Family::ShellyGen2));
+        // Gen2+ on `_http._tcp` carries gen too; Gen3 is Gen3.
+        let r = record("_http._tcp.local.", "ShellyPro3EM-A8032AB12345", 80, &[("gen", "3")]);
+        let o = mdns(&r).unwrap();
+        assert_eq!((o.family, o.generation), (Some(Family::Shelly), Some(3)));
+        // A generation that is not one: unknown, not Gen1.
+        let r = record("_shelly._tcp.local.", "ShellyPro3EM-A8032AB12345", 80, &[("gen", "x")]);
+        assert_eq!(mdns(&r).unwrap().generation, None);
     }
 
     #[test]
@@ -550,9 +568,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.mac.as_deref(), Some("c4:5b:be:7a:3f:1b"));
-        assert_eq!((o.family, o.version.as_deref()), (Some(Family::ShellyGen1), Some("1.14.0")));
+        assert_eq!((o.family, o.version.as_deref()), (Some(Family::Shelly), Some("1.14.0")));
+        assert_eq!(o.generation, Some(1));
         let o = shelly_online("shellyplus1pm-a8032ab12345", b"false", false).unwrap();
-        assert_eq!((o.family, o.online), (Some(Family::ShellyGen2), false));
+        assert_eq!((o.family, o.generation, o.online), (Some(Family::Shelly), None, false));
         assert_eq!(shelly_online("kitchen", b"true", false), None, "not a Shelly id");
         assert_eq!(shelly_online("shellyplus1pm-a8032ab12345", b"maybe", false), None);
     }
@@ -566,8 +585,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (o.family, o.model.as_deref(), o.version.as_deref(), auth),
-            (Some(Family::ShellyGen1), Some("SHPLG-S"), Some("1.14.0"), true)
+            (o.family, o.generation, o.model.as_deref(), o.version.as_deref(), auth),
+            (Some(Family::Shelly), Some(1), Some("SHPLG-S"), Some("1.14.0"), true)
         );
         let (o, auth) = shelly_info(
             br#"{"name":null,"id":"shellyplus1pm-a8032ab12345","mac":"A8032AB12345","slot":0,"model":"SNSW-001P16EU",
@@ -576,8 +595,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (o.family, o.model.as_deref(), o.version.as_deref(), auth),
-            (Some(Family::ShellyGen2), Some("SNSW-001P16EU"), Some("1.1.0"), false)
+            (o.family, o.generation, o.model.as_deref(), o.version.as_deref(), auth),
+            (Some(Family::Shelly), Some(2), Some("SNSW-001P16EU"), Some("1.1.0"), false)
         );
         assert_eq!(o.mac.as_deref(), Some("a8:03:2a:b1:23:45"));
         assert!(shelly_info(b"<html>hello</html>", None).is_none());

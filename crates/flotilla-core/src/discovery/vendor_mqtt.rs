@@ -71,9 +71,9 @@ mod tests {
         let o = classify("tasmota/discovery/A4CF12345678/config", br#"{"sw":"14.3.0","t":"plug"}"#).unwrap();
         assert_eq!((o.family, o.mac.as_deref()), (Some(Family::Tasmota), Some("a4:cf:12:34:56:78")));
         let o = classify("shellies/shelly1-C45BBE7A3F1B/online", b"true").unwrap();
-        assert_eq!(o.family, Some(Family::ShellyGen1));
+        assert_eq!((o.family, o.generation), (Some(Family::Shelly), Some(1)));
         let o = classify("shellyplus1-a8032ab12345/online", b"true").unwrap();
-        assert_eq!(o.family, Some(Family::ShellyGen2));
+        assert_eq!((o.family, o.generation), (Some(Family::Shelly), None));
         assert_eq!(classify("kitchen/online", b"true"), None);
         assert_eq!(classify("tasmota/discovery/A4CF12345678/sensors", b"{}"), None);
     }

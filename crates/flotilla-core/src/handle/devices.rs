@@ -58,6 +58,19 @@ impl EngineHandle {
     ) -> Result<()> {
         let now = clock::now_ms();
         let change = fleet.inventory.sight(s, now);
+        if let Some(other) = &change.ip_taken_from
+            && let Some(e) = fleet.inventory.get(other)
+        {
+            // Two MACs claimed one address (a DHCP swap): the newest claim holds it, and the
+            // other device is no longer reachable there until it says where it is.
+            ops.push(Op::Device { device: e.snapshot(), transport: e.transport_json() });
+            ops.push(Op::Event(NewEvent::new(
+                "device.address_moved",
+                &format!("{}:{}", s.source, s.mac),
+                Some(format!("device:{other}")),
+                json!({ "ip": s.ip, "from": other, "to": s.mac }),
+            )));
+        }
         let eventful = change.created || change.version_changed || change.ip_changed || change.came_online;
         if !change.fields_changed && !eventful {
             if !fleet.seen.contains(&s.mac) {
@@ -106,7 +119,7 @@ impl EngineHandle {
         {
             let mut fleet = self.fleet()?;
             for (mac, why) in fleet.inventory.lapsed(clock::now_ms()) {
-                offline_locked(&mut fleet, &mac, "engine", &why, &mut ops);
+                offline_locked(&mut fleet, &mac, None, "engine", &why, &mut ops);
             }
         }
         self.queue(ops);
@@ -120,7 +133,14 @@ impl EngineHandle {
         {
             let mut fleet = self.fleet()?;
             for mac in fleet.inventory.of_broker_client(client) {
-                offline_locked(&mut fleet, &mac, &format!("mqtt:{mac}"), "its MQTT session ended", &mut ops);
+                offline_locked(
+                    &mut fleet,
+                    &mac,
+                    Some("mqtt"),
+                    &format!("mqtt:{mac}"),
+                    "its MQTT session ended",
+                    &mut ops,
+                );
             }
         }
         self.queue(ops);
@@ -509,7 +529,7 @@ impl EngineHandle {
             }
             if !p.online {
                 let why = "it said so (an offline presence or its Last Will)";
-                offline_locked(&mut fleet, &mac, &format!("mqtt:{mac}"), why, &mut ops);
+                offline_locked(&mut fleet, &mac, Some("mqtt"), &format!("mqtt:{mac}"), why, &mut ops);
             } else {
                 let s = Sighting {
                     mac: mac.clone(),
@@ -616,8 +636,16 @@ impl EngineHandle {
 }
 
 /// Shows a device offline (if it was online), with the write and the event that says why.
-pub(super) fn offline_locked(fleet: &mut Fleet, mac: &str, actor: &str, why: &str, ops: &mut Vec<Op>) {
-    if fleet.inventory.set_offline(mac)
+/// `source` is the source that said the device left, if one did (not a silence).
+pub(super) fn offline_locked(
+    fleet: &mut Fleet,
+    mac: &str,
+    source: Option<&str>,
+    actor: &str,
+    why: &str,
+    ops: &mut Vec<Op>,
+) {
+    if fleet.inventory.set_offline(mac, source)
         && let Some(e) = fleet.inventory.get(mac)
     {
         ops.push(Op::Device { device: e.snapshot(), transport: None });

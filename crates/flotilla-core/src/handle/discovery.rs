@@ -54,6 +54,7 @@ impl EngineHandle {
             device_id: o.device_id.clone(),
             name: o.name.clone(),
             family: o.family,
+            generation: o.generation,
             model: o.model.clone(),
             chip: o.chip.clone(),
             // A native device's version counts only from its own check-ins and presence.
@@ -75,7 +76,7 @@ impl EngineHandle {
             if e.transport.is_some() || !e.device.online {
                 return Ok(false);
             }
-            offline_locked(&mut fleet, mac, &format!("{source}:{mac}"), why, &mut ops);
+            offline_locked(&mut fleet, mac, Some(source), &format!("{source}:{mac}"), why, &mut ops);
             true
         };
         self.queue(ops);

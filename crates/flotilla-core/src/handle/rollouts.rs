@@ -51,6 +51,7 @@ fn facts<'a>(e: &'a Entry, fw_version: &str) -> Facts<'a> {
         model: d.model.as_deref(),
         chip: d.chip.as_deref(),
         family: d.family,
+        generation: d.generation,
         outdated: d.version.as_deref().and_then(|v| plan::compare_versions(v, fw_version))
             == Some(std::cmp::Ordering::Less),
         channel: d.channel,

@@ -25,7 +25,9 @@ pub enum Term {
     Label(String),
     Model(String),
     Chip(String),
-    Family(Family),
+    /// A family, and for Shelly perhaps a generation: `family:shelly-gen1` is Gen1 only,
+    /// `family:shelly-gen2` the RPC generations (2 and later).
+    Family(Family, Option<u8>),
     /// MACs (normalised) or device ids.
     Devices(Vec<String>),
     /// Follows this firmware channel.
@@ -60,6 +62,7 @@ pub struct Facts<'a> {
     pub model: Option<&'a str>,
     pub chip: Option<&'a str>,
     pub family: Family,
+    pub generation: Option<u8>,
     /// The device's version is below the firmware's (false when unknown).
     pub outdated: bool,
     pub channel: Channel,
@@ -132,7 +135,9 @@ fn parse_term(word: &str) -> std::result::Result<Term, String> {
         "label" => Ok(Term::Label(value.to_owned())),
         "model" => Ok(Term::Model(value.to_owned())),
         "chip" => Ok(Term::Chip(value.to_ascii_lowercase())),
-        "family" => Family::parse(value).map(Term::Family).ok_or_else(|| format!("unknown family {value:?}")),
+        "family" => Family::parse_with_generation(value).map(|(f, g)| Term::Family(f, g)).ok_or_else(|| {
+            format!("unknown family {value:?}: native, tasmota, shelly, shelly-gen1, shelly-gen2, arduino or esphome")
+        }),
         "channel" => {
             Channel::parse(value).map(Term::Channel).ok_or_else(|| format!("channel {value:?}: stable or beta"))
         }
@@ -155,7 +160,14 @@ fn term_matches(t: &Term, f: &Facts<'_>) -> bool {
         Term::Label(l) => f.labels.iter().any(|x| x == l),
         Term::Model(m) => f.model == Some(m.as_str()),
         Term::Chip(c) => f.chip.map(|x| x.replace('-', "").eq_ignore_ascii_case(&c.replace('-', ""))).unwrap_or(false),
-        Term::Family(fam) => f.family == *fam,
+        Term::Family(fam, generation) => {
+            f.family == *fam
+                && match generation {
+                    None => true,
+                    Some(1) => f.generation == Some(1),
+                    Some(_) => f.generation.is_some_and(|g| g >= 2),
+                }
+        }
         Term::Devices(ids) => ids.iter().any(|id| id == f.mac || Some(id.as_str()) == f.device_id),
         Term::Channel(c) => f.channel == *c,
         Term::Not(inner) => !term_matches(inner, f),
@@ -176,9 +188,27 @@ mod tests {
             model: Some("pump"),
             chip: Some("esp32"),
             family: Family::Native,
+            generation: None,
             outdated: true,
             channel: Channel::Beta,
         }
+    }
+
+    #[test]
+    fn shelly_generations_are_one_family_and_can_be_chosen_apart() {
+        let labels = vec![];
+        let shelly = |generation| Facts { family: Family::Shelly, generation, ..facts(&labels) };
+        let matches = |expr: &str, f: &Facts<'_>| Target::parse(expr).unwrap().matches(f);
+        for g in [Some(1), Some(2), Some(3), None] {
+            assert!(matches("family:shelly", &shelly(g)), "{g:?}");
+        }
+        assert!(matches("family:shelly-gen1", &shelly(Some(1))));
+        assert!(!matches("family:shelly-gen1", &shelly(Some(2))));
+        assert!(!matches("family:shelly-gen1", &shelly(None)), "an unknown generation is not Gen1");
+        assert!(matches("family:shelly-gen2", &shelly(Some(3))), "Gen3 speaks Gen2's RPC");
+        assert!(!matches("family:shelly-gen2", &shelly(Some(1))));
+        assert!(!matches("family:shelly", &facts(&labels)));
+        assert!(matches("family:arduino-ota", &Facts { family: Family::Arduino, ..facts(&labels) }));
     }
 
     #[test]

@@ -652,7 +652,7 @@ async fn list_credentials(State(engine): State<EngineHandle>) -> ApiResult<Json<
     Ok(Json(engine.list_credentials()?))
 }
 
-/// Sets the credential of a family (`tasmota`, `shelly-gen1`, `shelly-gen2`, `arduino-ota`,
+/// Sets the credential of a family (`tasmota`, `shelly`, `arduino`,
 /// `esphome`) or of one device (its MAC); a device's own wins over its family's.
 #[utoipa::path(
     put, path = "/api/v1/credentials/{scope}", tag = "devices", request_body = CredentialRequest,

@@ -17,7 +17,7 @@ export type {
   ScanResult, CredentialInfo, CredentialRequest,
 } from './generated';
 
-export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly-gen1', 'shelly-gen2', 'arduino-ota', 'esphome', 'unknown'];
+export const FAMILIES: Family[] = ['native', 'tasmota', 'shelly', 'arduino', 'esphome', 'unknown'];
 
 /**
  * The body of `POST /rollouts` and `/rollouts/preview`: the firmware, the target and whether to

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { probeText, scanText } from './discovery';
+import { probeAddress, probeText, scanText, sourceReports } from './discovery';
 import type { ProbeResult, ScanResult } from '../api/types';
 import { dev } from './fixtures';
 
@@ -11,6 +11,34 @@ const probe = (p: Partial<ProbeResult>): ProbeResult => ({
   detail: null,
   device: null,
   ...p,
+});
+
+describe('a device seen by several sources', () => {
+  const now = Date.parse('2026-01-01T12:00:00Z');
+  const d = dev({
+    mac: 'a8:03:2a:b1:23:45', family: 'shelly', generation: 2, ip: '10.0.0.7',
+    seen: [
+      { source: 'mdns', first_seen: '2026-01-01T11:00:00Z', last_seen: '2026-01-01T11:58:00Z', version: '1.1.0', ip: '10.0.0.7', online: true },
+      { source: 'mqtt', first_seen: '2026-01-01T11:00:00Z', last_seen: '2026-01-01T11:59:30Z', version: null, ip: null, online: false },
+      { source: 'probe', first_seen: '2026-01-01T10:00:00Z', last_seen: '2026-01-01T10:00:00Z', version: '1.0.0', ip: '10.0.0.7', online: true },
+    ],
+  });
+  it("lists each source's last report, freshest first, and which said it left", () => {
+    expect(sourceReports(d, now)).toEqual([
+      { source: 'MQTT', text: 'said it left 30 s ago', left: true },
+      { source: 'mDNS', text: '1.1.0 at 10.0.0.7, 2 min ago', left: false },
+      { source: 'HTTP probe', text: '1.0.0 at 10.0.0.7, 2 h ago', left: false },
+    ]);
+  });
+  it('probes vendor devices again at their address, never a native one', () => {
+    expect(probeAddress(d)).toBe('10.0.0.7');
+    expect(probeAddress({ ...d, ip: null })).toBeNull();
+    expect(probeAddress(dev({ mac: 'aa:bb:cc:00:00:01', ip: '10.0.0.8' }))).toBeNull();
+  });
+  it('names the generation of a Shelly it found', () => {
+    const r = probeText(probe({ device: { ...d, model: 'Plus1PM', version: '1.1.0' } }));
+    expect(r.text).toBe('192.168.1.51:80: Shelly Gen2 Plus1PM 1.1.0 — added as a8:03:2a:b1:23:45.');
+  });
 });
 
 describe('add by address', () => {

@@ -55,6 +55,9 @@ describe('events in words', () => {
     expect(say(ev('device.changed', { mac: MAC, ip: null, version: null, online: false }))).toBe('demo-native-pull-15 changed: version unknown, offline');
     expect(say(ev('device.offline', { mac: MAC, reason: 'not seen' }))).toBe('demo-native-pull-15 went offline (not seen)');
     expect(say(ev('device.offline', { mac: MAC }))).toBe('demo-native-pull-15 went offline');
+    expect(say(ev('device.address_moved', { ip: '10.0.0.5', from: MAC, to: 'aa:bb:cc:00:00:0b' }, `device:${MAC}`))).toBe(
+      'demo-native-pull-15 lost its address 10.0.0.5 to aa:bb:cc:00:00:0b: its address is unknown until it reports again',
+    );
     expect(say(ev('device.labelled', { mac: MAC, added: ['line-3', 'pumps'], removed: ['old'], labels: [] }))).toBe(
       'Labels of demo-native-pull-15: added line-3, pumps; removed old',
     );

@@ -173,6 +173,11 @@ export function describeEvent(e: Event, look: Lookup): Described {
         parts = [deviceLink(mac, look), what === 'discovered' ? ' discovered: ' : ' changed: ', where, d.online === false ? ', offline' : ''];
       } else if (what === 'offline') {
         parts = [deviceLink(mac, look), ' went offline', str(d.reason) ? ` (${d.reason})` : ''];
+      } else if (what === 'address_moved') {
+        // `mac` (the subject) lost its address to `to` (a DHCP swap).
+        const to = str(d.to);
+        parts = [deviceLink(mac, look), ' lost its address', str(d.ip) ? ` ${d.ip}` : '', ' to ', to ? deviceLink(to, look) : 'another device', ': its address is unknown until it reports again'];
+        bad = true;
       } else if (what === 'labelled') {
         const added = list(d.added);
         const removed = list(d.removed);

@@ -4,8 +4,8 @@ import type { Device, Firmware, RolloutSpec } from '../api/types';
 
 export function dev(p: Partial<Device> & { mac: string }): Device {
   return {
-    device_id: null, name: null, family: 'native', model: 'demo', chip: 'esp32', version: '1.0.0', ip: null,
-    online: true, secure_version: null, channel: 'stable', channel_from: null, labels: [], admin_labels: [], device_labels: [], auth: 'enrolled', authenticated: true, sources: ['mqtt'], first_seen: '2024-01-01T00:00:00Z', last_seen: '2024-01-01T00:00:00Z', ...p,
+    device_id: null, name: null, family: 'native', generation: null, model: 'demo', chip: 'esp32', version: '1.0.0', ip: null,
+    online: true, secure_version: null, channel: 'stable', channel_from: null, labels: [], admin_labels: [], device_labels: [], auth: 'enrolled', authenticated: true, sources: ['mqtt'], seen: [], first_seen: '2024-01-01T00:00:00Z', last_seen: '2024-01-01T00:00:00Z', ...p,
   };
 }
 export function fw(p: Partial<Firmware> & { version: string }): Firmware {

@@ -105,12 +105,17 @@ export function plural(n: number, one: string, many = one + 's'): string {
 export const FAMILY_LABEL: Record<string, string> = {
   native: 'Native',
   tasmota: 'Tasmota',
-  'shelly-gen1': 'Shelly Gen1',
-  'shelly-gen2': 'Shelly Gen2+',
-  'arduino-ota': 'ArduinoOTA',
+  shelly: 'Shelly',
+  arduino: 'ArduinoOTA',
   esphome: 'ESPHome',
   unknown: 'Unknown',
 };
+
+/** A device's family as people name it, with its generation: "Shelly Gen2", "Tasmota". */
+export function familyName(family: string, generation?: number | null): string {
+  const name = FAMILY_LABEL[family] ?? family;
+  return generation ? `${name} Gen${generation}` : name;
+}
 
 export const STATE_LABEL: Record<string, string> = {
   queued: 'queued',

@@ -5,7 +5,7 @@
  */
 export type CredentialInfo = { 
 /**
- * A family (`tasmota`, `shelly-gen1`, `shelly-gen2`, `arduino-ota`, `esphome`) or a MAC.
+ * A family (`tasmota`, `shelly`, `arduino`, `esphome`) or a MAC.
  */
 scope: string, username: string | null, 
 /**

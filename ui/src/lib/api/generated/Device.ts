@@ -2,6 +2,7 @@
 import type { Channel } from "./Channel";
 import type { DeviceAuth } from "./DeviceAuth";
 import type { Family } from "./Family";
+import type { SourceSeen } from "./SourceSeen";
 
 /**
  * A device in the inventory.
@@ -14,7 +15,11 @@ mac: string,
 /**
  * The device's own id (hostname, topic id) if it has one.
  */
-device_id: string | null, name: string | null, family: Family, model: string | null, chip: string | null, version: string | null, ip: string | null, online: boolean, 
+device_id: string | null, name: string | null, family: Family, 
+/**
+ * The family's generation where it has several: Shelly 1 (Gen1's HTTP API), 2, 3, 4 (RPC).
+ */
+generation: number | null, model: string | null, chip: string | null, version: string | null, ip: string | null, online: boolean, 
 /**
  * The anti-rollback version the device reports (ESP-IDF `secure_version` of the running
  * app): an image with a lower one would be refused or brick the device.
@@ -56,6 +61,10 @@ authenticated: boolean,
  * Where the device was seen: `mdns`, `mqtt`, `checkin`, `probe`, `manual`.
  */
 sources: Array<string>, 
+/**
+ * Each source's last word about the device, by source name.
+ */
+seen: Array<SourceSeen>, 
 /**
  * RFC 3339 UTC.
  */

@@ -65,6 +65,7 @@ export type * from "./SettingsView";
 export type * from "./SignedManifest";
 export type * from "./SiteSettings";
 export type * from "./SkippedDevice";
+export type * from "./SourceSeen";
 export type * from "./StorageStatus";
 export type * from "./Threshold";
 export type * from "./TlsStatus";
