@@ -601,3 +601,38 @@ async fn a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_exp
     assert_eq!(mdns["online"], false, "mDNS said it left: {mdns}");
     assert_eq!(devices_in(&link.a, data.path()).len(), 1);
 }
+
+#[tokio::test]
+#[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
+async fn what_mdns_leaves_out_is_asked_of_the_device_over_http() {
+    if !namespaces_permitted("mdns::what_mdns_leaves_out_is_asked_of_the_device_over_http") {
+        return;
+    }
+    let link = Link::create("tasm", 5);
+    let data = tempfile::tempdir().unwrap();
+    let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
+    let b_addr = "10.213.5.2";
+    let link_b = link.b.ip(&["-o", "link", "show", "dev", "flo-b"]);
+    let b_mac = link_b.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    // A Tasmota: its web API on port 80, its mDNS record saying only that it is one.
+    let mut web = link.b.exec(&test_python());
+    web.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mdns/tasmota_http.py")).args([b_addr, &b_mac]);
+    let mut web = Running(web.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap());
+    assert_eq!(tell(&mut web, None), "listening");
+    let record = json!([{ "type": "_http._tcp.local.", "name": "kitchen-5678", "host": "kitchen-5678", "port": 80,
+                          "txt": { "devicetype": "tasmota" } }]);
+    let _node = advertiser(&link.b, b_addr, 120, record);
+    let devices =
+        devices_until(&link.a, data.path(), "the Tasmota enriched by its own answer", Duration::from_secs(30), &|d| {
+            d.get(b_mac.as_str()).is_some_and(|t| t["version"] == "14.3.0")
+        });
+    let t = &devices[b_mac.as_str()];
+    assert_eq!(
+        (t["family"].as_str(), t["device_id"].as_str(), t["chip"].as_str()),
+        (Some("tasmota"), Some("kitchen"), Some("esp8266")),
+        "{t}"
+    );
+    assert_eq!(t["ip"], b_addr, "{t}");
+    assert_eq!(t["sources"], json!(["mdns", "probe"]), "mDNS found it, the probe said what it runs: {t}");
+    assert_eq!(devices.len(), 1, "one row: {devices:#?}");
+}

@@ -9,10 +9,10 @@
 //! address never overlap ([`Prober`] keeps one in flight per address) and the whole prober runs
 //! at most [`Prober::CONCURRENCY`] at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_proto::Family;
 use serde::Serialize;
@@ -53,12 +53,20 @@ pub enum Outcome {
     Busy,
 }
 
+/// First wait before an address that did not answer an automatic probe is probed again; it
+/// doubles with each failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
 /// Probes addresses; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Prober {
     http: reqwest::Client,
     limit: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<SocketAddr>>>,
+    /// Automatic probes: per address, when it may be probed again and the wait after the next
+    /// failure.
+    backoff: Arc<Mutex<HashMap<IpAddr, (Instant, Duration)>>>,
 }
 
 /// Removes an address from the in-flight set when its probe ends, however it ends.
@@ -94,7 +102,40 @@ impl Prober {
             http,
             limit: Arc::new(Semaphore::new(Self::CONCURRENCY)),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            backoff: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// An automatic probe (to confirm and enrich what mDNS or MQTT said): `None` while the
+    /// address is backed off after failures (30 s, doubling to an hour); a success clears it.
+    /// Probes people ask for ([`Prober::probe`]) are never held back.
+    pub async fn probe_auto(&self, addr: SocketAddr, hint: Option<Family>, login: Option<&Secret>) -> Option<Outcome> {
+        if !self.may_probe(addr.ip(), Instant::now()) {
+            return None;
+        }
+        let outcome = self.probe(addr, hint, login).await;
+        self.note(addr.ip(), matches!(outcome, Outcome::Found { .. }), Instant::now());
+        Some(outcome)
+    }
+
+    fn may_probe(&self, ip: IpAddr, now: Instant) -> bool {
+        let Ok(map) = self.backoff.lock() else { return false };
+        map.get(&ip).is_none_or(|(next, _)| now >= *next)
+    }
+
+    /// Records how an automatic probe of `ip` went: a success forgets it, a failure backs off.
+    fn note(&self, ip: IpAddr, success: bool, now: Instant) {
+        let Ok(mut map) = self.backoff.lock() else { return };
+        if success {
+            map.remove(&ip);
+            return;
+        }
+        let wait = map.get(&ip).map_or(FIRST_BACKOFF, |(_, w)| *w);
+        map.insert(ip, (now + wait, (wait * 2).min(MAX_BACKOFF)));
+        // Bounded: a LAN of addresses that never answer cannot grow it without end.
+        if map.len() > 4096 {
+            map.retain(|_, (next, _)| *next > now);
+        }
     }
 
     /// Probes `addr` (port 80 for both families by default); `hint` tries that family first;
@@ -248,6 +289,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn automatic_probes_back_off_exponentially_per_address_and_a_success_resets() {
+        let p = Prober::new().unwrap();
+        let (ip, other): (IpAddr, IpAddr) = ("10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap());
+        let t0 = Instant::now();
+        assert!(p.may_probe(ip, t0));
+        p.note(ip, false, t0);
+        assert!(!p.may_probe(ip, t0 + FIRST_BACKOFF - Duration::from_secs(1)));
+        assert!(p.may_probe(ip, t0 + FIRST_BACKOFF));
+        assert!(p.may_probe(other, t0), "per address");
+        let t1 = t0 + FIRST_BACKOFF;
+        p.note(ip, false, t1);
+        assert!(!p.may_probe(ip, t1 + FIRST_BACKOFF), "the wait doubled");
+        assert!(p.may_probe(ip, t1 + 2 * FIRST_BACKOFF));
+        let mut t = t1;
+        for _ in 0..20 {
+            p.note(ip, false, t);
+        }
+        assert!(p.may_probe(ip, t + MAX_BACKOFF), "never more than an hour");
+        t += MAX_BACKOFF;
+        p.note(ip, true, t);
+        assert!(p.may_probe(ip, t), "an answer clears the back-off");
+    }
 
     #[test]
     fn subnets_give_their_host_addresses_within_the_cap() {

@@ -29,8 +29,47 @@ pub enum Observed {
 }
 
 impl EngineHandle {
-    /// Merges what `source` (`mdns`, `mqtt`, `probe`) observed of a device.
+    /// Merges what `source` (`mdns`, `mqtt`, `probe`) observed of a device; what mDNS or MQTT
+    /// left out (a Tasmota's version and MAC, a Shelly's generation) is then asked of the device
+    /// itself over HTTP, in the background ([`Prober::probe_auto`]: backed off per address).
     pub async fn observe(&self, o: &Observation, source: &str) -> Result<Observed> {
+        let observed = self.merge_observation(o, source).await?;
+        if let Some(addr) = enrichment(o, source) {
+            let engine = self.clone();
+            let hint = o.family;
+            tokio::spawn(async move { engine.enrich(addr, hint).await });
+        }
+        Ok(observed)
+    }
+
+    /// Probes a device mDNS or MQTT told of, and merges what it answers as the `probe` source.
+    async fn enrich(&self, addr: SocketAddr, hint: Option<Family>) {
+        let Ok(prober) = prober() else { return };
+        let login = self.tasmota_login_for(addr);
+        match prober.probe_auto(addr, hint, login.as_ref()).await {
+            Some(Outcome::Found { observation, .. }) => {
+                let mut o = *observation;
+                o.ip = Some(addr.ip());
+                if let Err(e) = self.merge_observation(&o, "probe").await {
+                    tracing::debug!(%addr, error = %e, "an enrichment probe's answer was not merged");
+                }
+            }
+            Some(other) => tracing::debug!(%addr, outcome = ?other, "enrichment probe found nothing new"),
+            None => {}
+        }
+    }
+
+    /// The Tasmota login for `addr`: the device's own when a known device has this address,
+    /// else the family's.
+    fn tasmota_login_for(&self, addr: SocketAddr) -> Option<crate::credentials::Secret> {
+        let known = self.fleet().ok().and_then(|f| {
+            let ip = addr.ip().to_string();
+            f.inventory.iter().find(|e| e.device.ip.as_deref() == Some(ip.as_str())).map(|e| e.device.mac.clone())
+        });
+        self.shared.vendor_credentials.for_device(known.as_deref(), Family::Tasmota)
+    }
+
+    async fn merge_observation(&self, o: &Observation, source: &str) -> Result<Observed> {
         let Some(mac) = o.mac.clone() else { return Ok(Observed::Provisional) };
         if !o.online {
             self.discovery_offline(&mac, source, "it said goodbye")?;
@@ -82,6 +121,22 @@ impl EngineHandle {
         self.queue(ops);
         Ok(changed)
     }
+}
+
+/// Where to ask a device what its announcement left out, if anywhere: Tasmota over mDNS says
+/// neither version nor MAC, Shelly Gen1 over MQTT not its model, Shelly Gen2+ not always its
+/// generation. Both answer on port 80. Native devices speak for themselves.
+fn enrichment(o: &Observation, source: &str) -> Option<SocketAddr> {
+    if !o.online || !matches!(source, "mdns" | "mqtt") {
+        return None;
+    }
+    let missing = match o.family? {
+        Family::Tasmota => o.version.is_none() || o.mac.is_none() || o.model.is_none(),
+        Family::Shelly => o.generation.is_none() || o.version.is_none() || o.model.is_none(),
+        _ => false,
+    };
+    let ip = o.ip.filter(|_| missing)?;
+    Some(SocketAddr::new(ip, 80))
 }
 
 /// Addresses one scan may probe (a /20).
@@ -199,14 +254,7 @@ impl EngineHandle {
     }
 
     async fn probe_socket(&self, addr: SocketAddr, hint: Option<Family>) -> Result<ProbeResult> {
-        // The Tasmota login: the device's own when a known device has this address, else the family's.
-        let known = self
-            .fleet()?
-            .inventory
-            .iter()
-            .find(|e| e.device.ip.as_deref() == Some(addr.ip().to_string().as_str()))
-            .map(|e| e.device.mac.clone());
-        let login = self.shared.vendor_credentials.for_device(known.as_deref(), Family::Tasmota);
+        let login = self.tasmota_login_for(addr);
         let outcome = prober()?.probe(addr, hint, login.as_ref()).await;
         let mut result = ProbeResult {
             address: addr.to_string(),
