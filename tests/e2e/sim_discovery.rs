@@ -206,7 +206,7 @@ trap 'kill $S $T 2>/dev/null || true' EXIT
 for i in $(seq 1 150); do
   sleep 0.2
   if "{f}" devices list --json --data-dir "{d}" >"{d}/list.json" 2>/dev/null &&
-     [ "$(grep -o '"online": *true' "{d}/list.json" | wc -l)" -ge 6 ]; then break; fi
+     [ "$(grep -o '"admin_labels"' "{d}/list.json" | wc -l)" -ge 6 ]; then break; fi
 done
 cat "{d}/list.json""#,
         f = flotilla.display(),

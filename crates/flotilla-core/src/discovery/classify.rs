@@ -211,6 +211,46 @@ pub fn tasmota_config(topic_mac: &str, payload: &[u8]) -> Option<Observation> {
     })
 }
 
+/// Tasmota's `tele/<topic>/INFO1` (`{"Info1":{"Module","Version":"14.3.0(release-tasmota)",…}}`)
+/// and `INFO2` (`{"Info2":{"WebServerMode","Hostname","IPAddress"}}`), published on each MQTT
+/// connect (§3.1). They name the device by its topic only: `mac` is the one the inventory knows
+/// for that topic. `None` for anything else.
+pub fn tasmota_info(mac: &str, payload: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Info {
+        #[serde(rename = "Info1")]
+        info1: Option<Info1>,
+        #[serde(rename = "Info2")]
+        info2: Option<Info2>,
+    }
+    #[derive(Deserialize)]
+    struct Info1 {
+        #[serde(rename = "Version")]
+        version: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Info2 {
+        #[serde(rename = "IPAddress")]
+        ip: Option<String>,
+    }
+    let i: Info = serde_json::from_slice(payload).ok()?;
+    let version = i.info1.as_ref().and_then(|i| i.version.as_deref()).map(|v| v.split('(').next().unwrap_or(v));
+    let ip = i.info2.as_ref().and_then(|i| i.ip.as_deref()).and_then(|ip| ip.parse().ok());
+    if version.is_none() && ip.is_none() {
+        return None;
+    }
+    let mac = normalize_mac(mac)?;
+    Some(Observation {
+        key: format!("mqtt:tasmota:{mac}"),
+        mac: Some(mac),
+        family: Some(Family::Tasmota),
+        version: version.and_then(clean),
+        ip,
+        online: true,
+        ..Observation::default()
+    })
+}
+
 /// Shelly Gen1's `shellies/announce`:
 /// `{"id":"shellyplug-s-7A3F1B","model":"SHPLG-S","mac":"…","ip":"…","fw_ver":"…"}`.
 pub fn shelly_announce(payload: &[u8]) -> Option<Observation> {
@@ -558,6 +598,25 @@ mod tests {
         assert_eq!(o.ip, Some("192.168.1.51".parse().unwrap()));
         assert_eq!(tasmota_config("A4CF12345678", b""), None);
         assert_eq!(tasmota_config("A4CF12345678", b"{not json"), None);
+    }
+
+    #[test]
+    fn tasmota_info_messages_say_version_and_address() {
+        let mac = "a4:cf:12:34:56:78";
+        let o = tasmota_info(mac, br#"{"Info1":{"Module":"Sonoff Basic","Version":"14.3.0(release-tasmota)","FallbackTopic":"cmnd/DVES_345678_fb/","GroupTopic":"cmnd/tasmotas/"}}"#).unwrap();
+        assert_eq!((o.family, o.version.as_deref(), o.ip), (Some(Family::Tasmota), Some("14.3.0"), None));
+        let o = tasmota_info(
+            mac,
+            br#"{"Info2":{"WebServerMode":"Admin","Hostname":"kitchen-5678","IPAddress":"192.168.1.51"}}"#,
+        )
+        .unwrap();
+        assert_eq!((o.version, o.ip), (None, Some("192.168.1.51".parse().unwrap())));
+        assert_eq!(o.mac.as_deref(), Some(mac));
+        assert!(
+            tasmota_info(mac, br#"{"Info3":{"RestartReason":"Software/System restart","BootCount":12}}"#).is_none()
+        );
+        assert!(tasmota_info(mac, br#"{"Info2":{"IPAddress":"not an address"}}"#).is_none());
+        assert!(tasmota_info(mac, b"garbage").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Vendor MQTT discovery on whichever broker the engine uses: Tasmota's retained
-//! `tasmota/discovery/<MAC>/config` and its Last Will (`tele/<topic>/LWT`), Shelly Gen1's
+//! `tasmota/discovery/<MAC>/config`, its Last Will (`tele/<topic>/LWT`) and the `INFO1`/`INFO2`
+//! it publishes on connect (version, address), Shelly Gen1's
 //! `shellies/announce` and `shellies/<id>/online`, Shelly Gen2+'s `<id>/online`, and ESPHome's
 //! `esphome/discover/<name>`
 //! (`shared/reference/protocols.md` §3.7, §4.2, §7.2). Native devices' presence is handled by the
@@ -10,9 +11,11 @@ use crate::handle::{EngineHandle, Observed};
 use crate::mqtt::Incoming;
 
 /// The topic filters the engine subscribes to for vendor discovery.
-pub const SUBSCRIPTIONS: [&str; 6] = [
+pub const SUBSCRIPTIONS: [&str; 8] = [
     "tasmota/discovery/+/config",
     "tele/+/LWT",
+    "tele/+/INFO1",
+    "tele/+/INFO2",
     "shellies/announce",
     "shellies/+/online",
     "+/online",
@@ -38,18 +41,40 @@ pub async fn dispatch(engine: &EngineHandle, msg: &Incoming) -> bool {
     if msg.device.is_some() {
         return false;
     }
-    // Tasmota's Last Will names its topic, not its MAC: the topic is the device id its
-    // discovery config gave.
-    if let ["tele", topic, "LWT"] = msg.topic.split('/').collect::<Vec<_>>().as_slice() {
-        if &msg.payload[..] == b"Offline"
-            && let Some(mac) = engine.find_device_mac(topic)
-            && let Err(e) = engine.discovery_offline(&mac, "mqtt", "its Tasmota Last Will")
-        {
-            tracing::debug!(topic = %msg.topic, error = %e, "Tasmota LWT not applied");
+    // Tasmota's Last Will and INFO messages name its topic, not its MAC: the topic is the
+    // device id its discovery config gave. Topics no Tasmota announced are not ours to guess.
+    let o = match msg.topic.split('/').collect::<Vec<_>>().as_slice() {
+        ["tele", topic, what @ ("LWT" | "INFO1" | "INFO2")] => {
+            let Some(mac) = engine.find_device_mac(topic) else { return true };
+            if engine.family_of(&mac) != Some(flotilla_proto::Family::Tasmota) {
+                return true;
+            }
+            match (*what, &msg.payload[..]) {
+                ("LWT", b"Offline") => {
+                    if let Err(e) = engine.discovery_offline(&mac, "mqtt", "its Tasmota Last Will") {
+                        tracing::debug!(topic = %msg.topic, error = %e, "Tasmota LWT not applied");
+                    }
+                    return true;
+                }
+                ("LWT", b"Online") => Observation {
+                    key: format!("mqtt:tasmota:{mac}"),
+                    mac: Some(mac),
+                    family: Some(flotilla_proto::Family::Tasmota),
+                    online: true,
+                    ..Observation::default()
+                },
+                ("LWT", _) => return true,
+                (_, payload) => match classify::tasmota_info(&mac, payload) {
+                    Some(o) => o,
+                    None => return true,
+                },
+            }
         }
-        return true;
-    }
-    let Some(o) = classify(&msg.topic, &msg.payload) else { return false };
+        _ => match classify(&msg.topic, &msg.payload) {
+            Some(o) => o,
+            None => return false,
+        },
+    };
     match engine.observe(&o, "mqtt").await {
         Ok(Observed::Ignored(why)) => tracing::debug!(topic = %msg.topic, why, "MQTT discovery ignored"),
         Ok(_) => {}

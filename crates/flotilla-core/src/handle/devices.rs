@@ -98,6 +98,11 @@ impl EngineHandle {
         self.fleet().ok()?.inventory.resolve(device_id).map(str::to_owned)
     }
 
+    /// The family the inventory has for a device.
+    pub fn family_of(&self, mac: &str) -> Option<Family> {
+        self.fleet().ok()?.inventory.get(mac).map(|e| e.device.family)
+    }
+
     pub async fn list_devices(&self) -> Result<Vec<Device>> {
         Ok(self.fleet()?.inventory.list())
     }

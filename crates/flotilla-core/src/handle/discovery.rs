@@ -34,9 +34,13 @@ impl EngineHandle {
     /// itself over HTTP, in the background ([`Prober::probe_auto`]: backed off per address).
     pub async fn observe(&self, o: &Observation, source: &str) -> Result<Observed> {
         let observed = self.merge_observation(o, source).await?;
-        if let Some(addr) = enrichment(o, source) {
+        if let Observed::Device(d) = &observed
+            && o.online
+            && matches!(source, "mdns" | "mqtt")
+            && let Some(addr) = enrichment(d)
+        {
             let engine = self.clone();
-            let hint = o.family;
+            let hint = Some(d.family);
             tokio::spawn(async move { engine.enrich(addr, hint).await });
         }
         Ok(observed)
@@ -123,20 +127,17 @@ impl EngineHandle {
     }
 }
 
-/// Where to ask a device what its announcement left out, if anywhere: Tasmota over mDNS says
-/// neither version nor MAC, Shelly Gen1 over MQTT not its model, Shelly Gen2+ not always its
-/// generation. Both answer on port 80. Native devices speak for themselves.
-fn enrichment(o: &Observation, source: &str) -> Option<SocketAddr> {
-    if !o.online || !matches!(source, "mdns" | "mqtt") {
-        return None;
-    }
-    let missing = match o.family? {
-        Family::Tasmota => o.version.is_none() || o.mac.is_none() || o.model.is_none(),
-        Family::Shelly => o.generation.is_none() || o.version.is_none() || o.model.is_none(),
+/// Where to ask a device what discovery has not told (a Tasmota found by mDNS: its version and
+/// model; a Shelly Gen2+ known from `<id>/online` and mDNS: its generation), if anywhere. Both
+/// families answer on port 80. Native devices speak for themselves.
+fn enrichment(d: &flotilla_proto::Device) -> Option<SocketAddr> {
+    let missing = match d.family {
+        Family::Tasmota => d.version.is_none() || d.model.is_none(),
+        Family::Shelly => d.generation.is_none() || d.version.is_none() || d.model.is_none(),
         _ => false,
     };
-    let ip = o.ip.filter(|_| missing)?;
-    Some(SocketAddr::new(ip, 80))
+    let ip: std::net::IpAddr = d.ip.as_deref()?.parse().ok()?;
+    missing.then_some(SocketAddr::new(ip, 80))
 }
 
 /// Addresses one scan may probe (a /20).
