@@ -91,7 +91,11 @@ fn esp_like_client(pin: &str, tls13: bool) -> tokio_rustls::TlsConnector {
 
 /// `GET url` (`https://host:port/path`) over `tls`: the status and the body, or why not.
 /// `GET url` over `tls`, with `Authorization: Bearer <secret>` when a device secret is given.
-async fn https_get(url: &str, tls: &tokio_rustls::TlsConnector, secret: Option<&str>) -> Result<(u16, Vec<u8>), String> {
+async fn https_get(
+    url: &str,
+    tls: &tokio_rustls::TlsConnector,
+    secret: Option<&str>,
+) -> Result<(u16, Vec<u8>), String> {
     let rest = url.strip_prefix("https://").ok_or_else(|| format!("not https: {url}"))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
