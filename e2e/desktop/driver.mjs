@@ -86,6 +86,9 @@ const visible = (id) =>
 
 const count = (id) => js((sel) => document.querySelectorAll(sel).length, tid(id));
 
+/** The text of the first element with this test id, whitespace collapsed. */
+const text = (id) => js((sel) => (document.querySelector(sel)?.textContent ?? '').replace(/\s+/g, ' ').trim(), tid(id));
+
 async function click(id) {
   const el = await until(`${id} to be clickable`, async () => {
     const found = await wd('POST', s('/elements'), { using: 'css selector', value: tid(id) });
@@ -114,6 +117,34 @@ async function api(path) {
   return res.json();
 }
 
+/** A list from the admin API (a bare array, or an object holding it under `key`). */
+const apiList = async (path, key) => {
+  const v = await api(path);
+  return Array.isArray(v) ? v : v[key] || [];
+};
+
+/**
+ * What the overview should count, by the engine: every device, and how many of them run another
+ * version than the one firmware of their model (the demo imports one firmware, 2.0.0 for model
+ * "demo").
+ */
+async function fleetByEngine() {
+  const devices = await apiList('/api/v1/devices', 'devices');
+  const library = await apiList('/api/v1/firmware', 'firmware');
+  const fws = library.filter((f) => !f.archived);
+  const fw = fws.find((f) => f.version === '2.0.0');
+  if (!fw) throw new Error(`the demo firmware 2.0.0 is not listed: ${fws.map((f) => f.version).join(', ')}`);
+  const outdated = devices.filter((d) => d.model === fw.model && d.version !== fw.version).length;
+  return { devices, library, fws, fw, outdated };
+}
+
+/** Waits until the overview tile `id` reads `want` at its start ("48 devices", "0 outdated"…). */
+const tileSays = (id, want) =>
+  until(`the overview's ${id} to say “${want}”`, async () => {
+    const t = await text(id);
+    return t.startsWith(want) ? t : null;
+  });
+
 /** Opens a view from the navigation and waits until one of `ready` (test ids) shows. */
 async function view(nav, ...ready) {
   await click(`nav-${nav}`);
@@ -131,7 +162,7 @@ let fatal = false;
 async function step(name, fn) {
   if (fatal) {
     results.push({ name, ok: false, detail: 'not run (an earlier step failed)' });
-    console.log(`SKIP ${name}`);
+    console.log(`FAIL ${name}: not run (an earlier step failed)`);
     return;
   }
   const t = performance.now();
@@ -212,15 +243,34 @@ await essential('demo fleet devices appear', async () => {
 
 await step('overview shows the fleet', async () => {
   await view('overview', 'tile-devices');
-  await until('48 devices on the overview', () => js((sel) => /48/.test(document.querySelector(sel)?.textContent ?? ''), tid('tile-devices')));
-  await sleep(300);
+  // Before the rollout: every demo device counted, all of them outdated (they run 1.0.0 and the
+  // library has 2.0.0 for their model), one firmware, no rollout in progress.
+  const { devices, library, outdated } = await fleetByEngine();
+  if (outdated !== devices.length) throw new Error(`${outdated} of ${devices.length} demo devices are outdated by the engine's list, not all`);
+  await tileSays('tile-devices', `${devices.length} devices`);
+  const tile = await tileSays('tile-outdated', `${outdated} outdated`);
+  await tileSays('tile-firmware', `${library.length} firmware`);
+  await tileSays('tile-rollouts', '0 rollouts in progress');
   await shot('overview');
+  return `${devices.length} devices; “${tile}”`;
 });
 
 await step('firmware view lists the demo firmware', async () => {
   await view('firmware', 'firmware-table');
-  await until('firmware 2.0.0', () => js(() => document.body.innerText.includes('2.0.0')));
+  // One row per firmware in the library, the demo's by its id with its version, model and a
+  // usable status.
+  const { fws, fw } = await fleetByEngine();
+  await until(`${fws.length} firmware rows`, async () => (await count('firmware-row')) === fws.length);
+  const cells = await js(
+    (sel) => [...(document.querySelector(sel)?.children ?? [])].map((c) => c.textContent.replace(/\s+/g, ' ').trim()),
+    `${tid('firmware-row')}[data-id="${fw.id}"]`,
+  );
+  const [version, model, , , , , , , status] = cells;
+  if (version !== fw.version || model !== fw.model || status !== 'usable') {
+    throw new Error(`the demo firmware's row says version “${version}”, model “${model}”, status “${status}”; the engine: ${fw.version}, ${fw.model}, usable`);
+  }
   await shot('firmware');
+  return `${fws.length} row(s); ${version} for ${model}, ${status}`;
 });
 
 await essential('a rollout started from the UI completes', async () => {
@@ -234,6 +284,9 @@ await essential('a rollout started from the UI completes', async () => {
   }
   await click('wizard-start');
   await until('the live rollout', () => visible('rollout-live'), 15_000);
+  // The live view's address names the rollout the later steps check.
+  const hash = await until('the rollout in the address', async () => (await js(() => location.hash)).match(/rollouts\/(\d+)$/));
+  rolloutId = Number(hash[1]);
   let sawProgress = false;
   let resumed = 0;
   const state = await until(
@@ -241,9 +294,8 @@ await essential('a rollout started from the UI completes', async () => {
     async () => {
       const st = (await js((sel) => document.querySelector(sel)?.dataset.state ?? '', tid('rollout-state'))) || '';
       if (!sawProgress && st.includes('running')) {
-        const done = await api('/api/v1/rollouts').then((rs) => (Array.isArray(rs) ? rs : rs.rollouts || []));
-        rolloutId = done[0]?.id ?? rolloutId;
-        if (done[0] && done[0].counts.succeeded >= 5) {
+        const r = (await apiList('/api/v1/rollouts', 'rollouts')).find((x) => x.id === rolloutId);
+        if (r && r.counts.succeeded >= 5) {
           sawProgress = true;
           await shot('rollout-live');
         }
@@ -265,11 +317,19 @@ await essential('a rollout started from the UI completes', async () => {
 });
 
 await step('engine agrees the rollout completed', async () => {
-  const rs = await api('/api/v1/rollouts');
-  const list = Array.isArray(rs) ? rs : rs.rollouts || [];
-  const r = list.find((x) => x.id === rolloutId) ?? list[0];
-  if (!r || r.state !== 'completed') throw new Error(`rollout state is ${r?.state}`);
-  return `${r.counts.succeeded}/${r.counts.total} devices updated`;
+  const r = (await apiList('/api/v1/rollouts', 'rollouts')).find((x) => x.id === rolloutId);
+  if (!r || r.state !== 'completed') throw new Error(`rollout ${rolloutId}'s state is ${r?.state}`);
+  // The live view's numbers are the engine's; with no failing demo device, every one updated.
+  const c = r.counts;
+  const want = JSON.stringify({ succeeded: String(c.succeeded), failed: String(c.failed + c.timed_out) });
+  await until(`the live view to count ${want}, as the engine does`, async () => {
+    const shown = { succeeded: await text('rollout-count-succeeded'), failed: await text('rollout-count-failed') };
+    return JSON.stringify(shown) === want;
+  });
+  if (Number(process.env.E2E_DEMO_FAILURES ?? 0) === 0 && c.succeeded !== c.total) {
+    throw new Error(`${c.succeeded} of ${c.total} devices updated with no failing demo device`);
+  }
+  return `${c.succeeded}/${c.total} devices updated, as the live view shows`;
 });
 
 await step('the UI may write an export through the shell, absolute paths only', async () => {
@@ -292,12 +352,18 @@ await step('the UI may write an export through the shell, absolute paths only', 
 
 await step('events view', async () => {
   await view('events', 'events-table');
-  await until('some events', () => js(() => document.body.innerText.includes('rollout')));
+  // The audit log has the rollout's completion, about this rollout.
+  const ids = await until('the rollout.completed event', async () => {
+    const found = await js(
+      (sel) => [...document.querySelectorAll(sel)].map((r) => JSON.parse(r.querySelector('[data-testid="event-raw"]')?.textContent || '{}').id),
+      `${tid('event-row')}[data-kind="rollout.completed"]`,
+    );
+    return found.length ? found : null;
+  });
+  if (!ids.includes(rolloutId)) throw new Error(`rollout.completed is listed for rollout(s) ${ids.join(', ')}, not ${rolloutId}`);
   await shot('events');
+  return `rollout.completed for rollout ${rolloutId}`;
 });
-
-/** The text of the first element with this test id, whitespace collapsed. */
-const text = (id) => js((sel) => (document.querySelector(sel)?.textContent ?? '').replace(/\s+/g, ' ').trim(), tid(id));
 
 await step('settings view', async () => {
   await view('settings', 'settings-engine');
@@ -314,21 +380,15 @@ await step('overview after the rollout', async () => {
   await view('overview', 'tile-devices');
   // The tiles agree with the engine: every device counted; outdated = the devices of the
   // rollout's model not on its version (the demo has one firmware), at most those it did not update.
-  const devices = await api('/api/v1/devices').then((l) => (Array.isArray(l) ? l : l.devices || []));
-  const rs = await api('/api/v1/rollouts').then((l) => (Array.isArray(l) ? l : l.rollouts || []));
-  const r = rs.find((x) => x.id === rolloutId) ?? rs[0];
-  const fws = await api('/api/v1/firmware').then((l) => (Array.isArray(l) ? l : l.firmware || []));
-  const fw = fws.find((f) => f.version === r.firmware_version);
-  if (!fw) throw new Error(`firmware ${r.firmware_version} is not listed`);
-  const outdated = devices.filter((d) => d.model === fw.model && d.version !== fw.version).length;
+  const { devices, outdated } = await fleetByEngine();
+  const r = (await apiList('/api/v1/rollouts', 'rollouts')).find((x) => x.id === rolloutId);
+  if (!r) throw new Error(`rollout ${rolloutId} is not listed`);
   if (outdated > r.counts.total - r.counts.succeeded) {
     throw new Error(`${outdated} devices outdated after a rollout that updated ${r.counts.succeeded} of ${r.counts.total}`);
   }
-  await until(`${devices.length} devices on the devices tile`, async () => (await text('tile-devices')).startsWith(`${devices.length} devices`));
-  const tile = await until(`${outdated} outdated on the outdated tile`, async () => {
-    const t = await text('tile-outdated');
-    return t.startsWith(`${outdated} outdated`) ? t : null;
-  });
+  await tileSays('tile-devices', `${devices.length} devices`);
+  const tile = await tileSays('tile-outdated', `${outdated} outdated`);
+  await tileSays('tile-rollouts', '0 rollouts in progress');
   await shot('overview-after');
   return `${devices.length} devices; “${tile}”`;
 });

@@ -3,8 +3,10 @@
 # through tauri-driver + WebKitWebDriver by driver.mjs with plain W3C WebDriver calls.
 #   e2e/desktop/run.sh                   the test
 #   e2e/desktop/run.sh --cold-starts 5   only measure 5 cold starts and print their median
-# Checks: the window opens (cold start printed), the demo fleet's devices appear, a rollout
-# started from the UI completes; screenshots of each main view go to
+# Checks: the window opens (cold start printed), the demo fleet's devices appear, the overview's
+# tiles, the firmware row, a rollout started from the UI completes with the live view counting
+# what the engine counts, its rollout.completed event, the settings' data dir and site key, the
+# tiles after the rollout (each against the admin API); screenshots of each main view go to
 # $CARGO_TARGET_DIR/e2e-screenshots/desktop-*.png (default target/). Prints `N passed, M failed`
 # and exits non-zero on failure.
 # Environment: CARGO_TARGET_DIR (where the app is built), FLOTILLA_DESKTOP_BIN (use this binary,

@@ -12,7 +12,7 @@
 //!
 //! Needs root (and `unshare` and `mount`, from util-linux and mount); CI runs as root. Without
 //! root the test fails; built with `FLOTILLA_SKIP_NETNS=1` it is reported as ignored
-//! ([`crate::support::namespaces_permitted`]).
+//! ([`crate::support::require_namespaces`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    Server, flotilla_bin, image, namespaces_permitted, next_event, require_program, stored_files, wait_for_runtime_of,
+    Server, flotilla_bin, image, next_event, require_namespaces, require_program, stored_files, wait_for_runtime_of,
 };
 
 /// Room for the database, the engine's 8 MiB free-space reserve and a few [`BIG`] firmware.
@@ -34,9 +34,7 @@ const BIG: usize = 3_000_000;
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn a_full_disk_refuses_the_import_and_loses_nothing() {
-    if !namespaces_permitted("full_disk::a_full_disk_refuses_the_import_and_loses_nothing") {
-        return;
-    }
+    require_namespaces("full_disk::a_full_disk_refuses_the_import_and_loses_nothing");
     let (server, view) = serve_on_tmpfs().await;
 
     // Import distinct big firmware until the disk is full.
@@ -99,9 +97,7 @@ async fn a_full_disk_refuses_the_import_and_loses_nothing() {
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
-    if !namespaces_permitted("full_disk::a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed") {
-        return;
-    }
+    require_namespaces("full_disk::a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed");
     let (server, view) = serve_on_tmpfs().await;
     let (status, body) = server.upload(image("1.0.0", 64 * 1024), &[]).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

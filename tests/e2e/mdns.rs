@@ -9,7 +9,7 @@
 //! These tests must never send anything outside the two namespaces they create (only
 //! `10.213.x.0/24` and mDNS's own 5353 inside them). They need root and the `ip` tool (Debian
 //! package `iproute2`); CI runs as root. Without root they fail; built with `FLOTILLA_SKIP_NETNS=1` they are
-//! reported as ignored ([`crate::support::namespaces_permitted`]).
+//! reported as ignored ([`crate::support::require_namespaces`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -23,7 +23,7 @@ use flotilla_proto::RuntimeInfo;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use serde_json::{Value, json};
 
-use crate::support::{family_kind, flotilla_bin, namespaces_permitted, require_program, wait_for_runtime_of};
+use crate::support::{family_kind, flotilla_bin, require_namespaces, require_program, wait_for_runtime_of};
 
 /// The service type `flotilla serve` advertises.
 const SERVICE_TYPE: &str = "_flotilla._tcp.local.";
@@ -37,9 +37,7 @@ const RESULT_PREFIX: &str = "FLOTILLA_E2E_MDNS_RESULT ";
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn the_device_server_is_advertised_to_the_lan() {
-    if !namespaces_permitted("mdns::the_device_server_is_advertised_to_the_lan") {
-        return;
-    }
+    require_namespaces("mdns::the_device_server_is_advertised_to_the_lan");
     let link = Link::create("adv", 1);
     let data = tempfile::tempdir().unwrap();
     let (server, info) = serve_in(&link.a, data.path(), &[]).await;
@@ -78,9 +76,7 @@ async fn the_device_server_is_advertised_to_the_lan() {
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn no_mdns_advertises_nothing() {
-    if !namespaces_permitted("mdns::no_mdns_advertises_nothing") {
-        return;
-    }
+    require_namespaces("mdns::no_mdns_advertises_nothing");
     let link = Link::create("quiet", 2);
     let data = tempfile::tempdir().unwrap();
     let (server, info) = serve_in(&link.a, data.path(), &["--no-mdns"]).await;
@@ -514,9 +510,7 @@ fn device_records_at_b() -> Value {
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye() {
-    if !namespaces_permitted("mdns::devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye") {
-        return;
-    }
+    require_namespaces("mdns::devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye");
     let link = Link::create("disc", 3);
     let data = tempfile::tempdir().unwrap();
     let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
@@ -566,9 +560,7 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire() {
-    if !namespaces_permitted("mdns::a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire") {
-        return;
-    }
+    require_namespaces("mdns::a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire");
     let link = Link::create("move", 4);
     let data = tempfile::tempdir().unwrap();
     let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
@@ -605,9 +597,7 @@ async fn a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_exp
 #[tokio::test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn what_mdns_leaves_out_is_asked_of_the_device_over_http() {
-    if !namespaces_permitted("mdns::what_mdns_leaves_out_is_asked_of_the_device_over_http") {
-        return;
-    }
+    require_namespaces("mdns::what_mdns_leaves_out_is_asked_of_the_device_over_http");
     let link = Link::create("tasm", 5);
     let data = tempfile::tempdir().unwrap();
     let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;

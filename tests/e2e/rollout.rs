@@ -104,6 +104,7 @@ async fn two_hundred_devices_update_in_waves_and_every_one_is_verified() {
     assert_all_on_new_version(&fleet, 200);
     // The engine's inventory agrees with the devices themselves.
     let devices: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert_eq!(devices.len(), 200, "every device in the inventory");
     assert!(devices.iter().all(|d| d["version"] == NEW));
     for d in fleet.devices() {
         assert_eq!(d.commands_received, 1, "{} was commanded {} times", d.id, d.commands_received);
@@ -151,6 +152,7 @@ async fn failures_pause_the_rollout_and_it_completes_once_devices_are_repaired()
         assert_eq!(d.version, "1.0.0");
     }
     let failed: Vec<&Value> = jobs.iter().filter(|j| j["state"] == "failed").collect();
+    assert!(!failed.is_empty(), "a pause for failures with no failed job: {reason}");
     assert!(failed.iter().all(|j| j["error"].as_str().unwrap().contains("came back on 1.0.0")), "{failed:?}");
 
     // Repair the devices and retry those that failed: a retry resumes the paused rollout in the

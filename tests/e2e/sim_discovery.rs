@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use flotilla_sim::{DeviceKind, Fleet, FleetConfig};
 use serde_json::Value;
 
-use crate::support::{Server, family_kind, flotilla_bin, namespaces_permitted, require_program};
+use crate::support::{Server, family_kind, flotilla_bin, require_namespaces, require_program};
 
 /// The `flotilla-sim` binary, built once per test run.
 fn sim_bin() -> PathBuf {
@@ -190,9 +190,7 @@ fn in_namespace(script: &str, limit: Duration) -> (bool, String, String) {
 #[test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 fn a_simulated_fleet_is_discovered_over_mdns() {
-    if !namespaces_permitted("sim_discovery::a_simulated_fleet_is_discovered_over_mdns") {
-        return;
-    }
+    require_namespaces("sim_discovery::a_simulated_fleet_is_discovered_over_mdns");
     let data = tempfile::tempdir().unwrap();
     let (flotilla, sim, dir) = (flotilla_bin(), sim_bin(), data.path());
     // No broker for the simulator: everything it is known by comes from its mDNS records.
@@ -238,9 +236,7 @@ cat "{d}/list.json""#,
 #[test]
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 fn home_assistant_libraries_read_the_simulator_as_real_devices() {
-    if !namespaces_permitted("sim_discovery::home_assistant_libraries_read_the_simulator_as_real_devices") {
-        return;
-    }
+    require_namespaces("sim_discovery::home_assistant_libraries_read_the_simulator_as_real_devices");
     require_program("mosquitto", "-h", "mosquitto");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/fidelity.py");
     let request = serde_json::json!({ "sim": sim_bin(), "block": 55 }).to_string();

@@ -255,21 +255,20 @@ pub fn stored_files(dir: &Path) -> Vec<String> {
 
 // ---- namespaces (tests that need root) -----------------------------------------------------------
 
-/// Checks that a test that creates namespaces (network, mount) can: those need root, which CI
-/// has. Without root it fails with a message saying so. Such tests carry
-/// `#[cfg_attr(skip_netns, ignore = …)]`: built with `FLOTILLA_SKIP_NETNS=1` they are reported as
-/// ignored by the test runner (see `tests/build.rs`), never as passed. Always true when it returns.
-pub fn namespaces_permitted(test: &str) -> bool {
+/// Fails the calling test unless it can create namespaces (network, mount): those need root,
+/// which CI has. Such tests carry `#[cfg_attr(skip_netns, ignore = …)]`: built with
+/// `FLOTILLA_SKIP_NETNS=1` they are reported as ignored by the test runner (see `tests/build.rs`),
+/// never as passed. There is no way back from here but a panic, so a test can never turn green
+/// having checked nothing.
+pub fn require_namespaces(test: &str) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1));
-    if euid != Some("0") {
-        panic!(
-            "{test} needs root to create namespaces (CI runs as root) but runs as uid {}; run it as root, \
-             or build and run the tests with FLOTILLA_SKIP_NETNS=1 to have it ignored",
-            euid.unwrap_or("?")
-        );
-    }
-    true
+    assert!(
+        euid == Some("0"),
+        "{test} needs root to create namespaces (CI runs as root) but runs as uid {}; run it as root, \
+         or build and run the tests with FLOTILLA_SKIP_NETNS=1 to have it ignored",
+        euid.unwrap_or("?")
+    );
 }
 
 /// Panics with the Debian package to install when `program` cannot be run.

@@ -27,7 +27,7 @@ test('firmware → "Roll it out…" → Start: two clicks to a staged rollout th
   try {
     // --- The overview's outdated tile: one model outdated → straight to its review.
     await page.goto(engine.uiUrl());
-    await until(async () => (await page.getByTestId('tile-outdated').textContent())?.includes(`${N} outdated`), { timeout: 15_000, what: `the outdated tile to count ${N}` });
+    await until(async () => (await page.getByTestId('tile-outdated').textContent())?.replace(/\s+/g, ' ').trim().startsWith(`${N} outdated`), { timeout: 15_000, what: `the outdated tile to count ${N}` });
     await page.getByTestId('tile-outdated').click();
     await reviewReady();
     assert.match(page.url(), /#\/rollouts\/review$/);
@@ -93,11 +93,14 @@ test('firmware → "Roll it out…" → Start: two clicks to a staged rollout th
     const done = await engine.api('GET', `rollouts/${id}`);
     assert.equal(done.rollout.state, 'completed');
     assert.ok(done.jobs.length === N && done.jobs.every((j) => j.state === 'succeeded'), 'the API agrees: every job succeeded');
-    assert.ok((await engine.api('GET', 'devices')).every((d) => d.version === '2.0.0'), 'every device runs 2.0.0');
+    const devices = await engine.api('GET', 'devices');
+    assert.equal(devices.length, N);
+    assert.ok(devices.every((d) => d.version === '2.0.0'), 'every device runs 2.0.0');
 
     // --- Nothing is outdated any more: the tile's review says so.
     await page.getByTestId('nav-overview').click();
-    await until(async () => (await page.getByTestId('tile-outdated').textContent())?.includes('0 outdated'), { timeout: 15_000, what: 'the outdated tile at 0' });
+    // Anchored: "10 outdated" contains "0 outdated" too.
+    await until(async () => /^0 outdated/.test((await page.getByTestId('tile-outdated').textContent())?.replace(/\s+/g, ' ').trim()), { timeout: 15_000, what: 'the outdated tile at 0' });
     await page.getByTestId('tile-outdated').click();
     await page.getByTestId('review-nothing').waitFor();
     assert.deepEqual(problems.filter((p) => p.startsWith('pageerror')), [], 'no uncaught error in the page');

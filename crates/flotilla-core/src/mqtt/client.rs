@@ -457,9 +457,10 @@ mod tests {
         assert!(tracker.is_empty());
     }
 
-    /// Configuration only, no connection: `mqtts://` picks rustls, and TLS settings for a plain
-    /// `mqtt://` broker are refused. The real TLS connections (mosquitto with a CA, pinned, a wrong
-    /// pin refused) are the e2e tests `mqtt_tls::external_broker_*`.
+    /// Configuration only, no connection (not a TLS test): `mqtts://` picks rustls, and TLS
+    /// settings for a plain `mqtt://` broker are refused. The real TLS connections (mosquitto with
+    /// a CA, pinned, a wrong pin refused) are the e2e test
+    /// `tls::external_broker_mosquitto_over_tls_with_ca_file_with_pin_and_refused_for_a_wrong_pin`.
     #[test]
     fn mqtts_url_selects_the_rustls_transport_config_only() {
         assert!(matches!(

@@ -14,7 +14,7 @@ use flotilla_proto::native::{Presence, TopicProfile};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::broker::Mosquitto;
-use crate::engine::{FakeEngine, Signing};
+use crate::engine::{FakeEngine, Seen, Signing};
 use crate::{image, wait_within};
 
 /// Resident memory of the simulator with no device (runtime, buffers, the binary), KiB.
@@ -93,7 +93,20 @@ async fn scale_fleet_memory() {
     let every = Duration::from_millis(250);
     wait_within("every device up", limit, every, || (on("1.0.0") == (pulls, mqtts)).then_some(())).await;
     let up = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(6)).await; // one full poll interval of steady state
+    // Steady state, observed rather than slept for: every pull device has polled again since it
+    // came up (a full poll interval each), so what is measured is the idle fleet, not its start.
+    wait_within("every pull device polling for the second time", limit, every, || {
+        let mut polls = std::collections::HashMap::<String, usize>::new();
+        for e in engine.log() {
+            if let Seen::Checkin { device, .. } = e.seen
+                && device.contains("native-pull")
+            {
+                *polls.entry(device).or_default() += 1;
+            }
+        }
+        (polls.len() == pulls && polls.values().all(|&n| n >= 2)).then_some(())
+    })
+    .await;
     let (idle_rss, _) = memory(pid);
 
     let offer = engine.make_offer("job-scale", &sha, "2.0.0", Chip::Esp32, Signing::Good);

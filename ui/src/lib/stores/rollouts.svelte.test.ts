@@ -72,7 +72,7 @@ describe('LiveRollout', () => {
     l.applyProgress(progress({ jobs: [{ job: 2, mac: 'm2', state: 'succeeded', progress: null, error: null }] }));
     expect(l.jobs.get(1)?.currentVersion).toBe('2.0.0');
     expect(l.jobs.get(2)?.currentVersion).toBe('2.0.0');
-    expect(l.jobs.get(2)?.doneAt).not.toBeNull();
+    expect(l.jobs.get(2)?.doneAt).toBeTypeOf('number');
   });
   it('reloads once when the rollout completes, and the answer wins', async () => {
     const l = new LiveRollout(1);
