@@ -1,6 +1,7 @@
 /* flotilla-ota-host: the Flotilla OTA core on a POSIX port, a real device process for tests.
  * It checks in until stopped, "flashes" into its state directory and "reboots" by re-executing
  * itself, then runs the version it flashed (a trial boot confirmed by a health check). */
+#include "mdns.h"
 #include "mqtt.h"
 #include "posix_port.h"
 
@@ -11,10 +12,12 @@
 #include <unistd.h>
 
 static const char *USAGE =
-    "usage: flotilla-ota-host --server URL --device-id ID --model M --chip C --version V --state-dir DIR\n"
+    "usage: flotilla-ota-host [--server URL|mdns] --device-id ID --model M --chip C --version V --state-dir DIR\n"
     "                         --pubkey FILE [--interval SECONDS] [--mqtt URL] [--mac MAC]\n"
     "                         [--secure-version N] [--slot-size BYTES] [--allow-downgrade] [--no-reenrol]\n"
     "                         [--pin sha256//BASE64|FILE] [--cacert FILE] [--once]\n"
+    "  --server        the device server; `mdns` or none: found by mDNS (_flotilla._tcp), over\n"
+    "                  HTTPS with the --pin'ed key if --pin is given, else plain HTTP\n"
     "  --pubkey FILE   the site key: `flotilla keys export` (PEM) or its 64 hex digits\n"
     "  --no-reenrol    keep the first secret: refuse a new credential (a re-key)\n"
     "  --once          check in once (and once more after an update), then exit\n"
@@ -95,8 +98,9 @@ int main(int argc, char **argv) {
     fl_port port;
     fl_config cfg;
     const char *state = NULL, *pubkey = NULL, *mqtt = NULL;
-    char version[FL_VERSION_MAX], mac[18];
+    char version[FL_VERSION_MAX], mac[18], found[FL_SERVER_MAX] = "";
     unsigned long interval = 600;
+    uint32_t mqtt_login = 0;
     int once = 0, i, booted;
     char *end;
 
@@ -142,10 +146,11 @@ int main(int argc, char **argv) {
             return die("unknown argument", a);
         i += takes;
     }
-    if (!cfg.server || !cfg.device_id || !cfg.model || !cfg.chip || !cfg.version || !state || !pubkey)
-        return die("--server, --device-id, --model, --chip, --version, --state-dir and --pubkey are required", NULL);
-    if (strncmp(cfg.server, "http://", 7) != 0 && strncmp(cfg.server, "https://", 8) != 0)
-        return die("--server must be an http:// or https:// URL", cfg.server);
+    if (!cfg.device_id || !cfg.model || !cfg.chip || !cfg.version || !state || !pubkey)
+        return die("--device-id, --model, --chip, --version, --state-dir and --pubkey are required", NULL);
+    if (cfg.server && !strcmp(cfg.server, "mdns")) cfg.server = NULL;
+    if (cfg.server && strncmp(cfg.server, "http://", 7) != 0 && strncmp(cfg.server, "https://", 8) != 0)
+        return die("--server must be an http:// or https:// URL, or mdns", cfg.server);
     if (strlen(cfg.device_id) >= FL_ID_MAX) return die("--device-id is too long", cfg.device_id);
     {
         int ok;
@@ -170,6 +175,7 @@ int main(int argc, char **argv) {
         posix_read_file(&pp, "running-version", version, sizeof version))
         cfg.version = version;
     if (mqtt) port.mqtt_publish = publish;
+    port.mdns_query = host_mdns_query;
     if (fl_init(&cl, &cfg, &port) != 0) return die("bad configuration", NULL);
     fprintf(stderr, "flotilla-ota-host: %s running %s (%s, %s)\n", cfg.device_id, cfg.version, cfg.model, cfg.chip);
 
@@ -183,9 +189,19 @@ int main(int argc, char **argv) {
     for (;;) {
         uint64_t until;
         fl_result r = fl_check_in(&cl);
+        if (cl.cfg.server && cl.cfg.server == cl.found && strcmp(found, cl.found) != 0) {
+            snprintf(found, sizeof found, "%s", cl.found);
+            fprintf(stderr, "flotilla-ota-host: server found by mDNS: %s\n", found);
+        }
         fprintf(stderr, "flotilla-ota-host: check-in: %s\n", result_str(r));
         if (r == FL_OK_REBOOT) return reboot(argv);
         if (once) return (r == FL_OK_NO_UPDATE || r == FL_OK_IGNORED) ? 0 : 1;
+        if (g_mqtt && cl.credentials != mqtt_login) {
+            /* A new credential (a re-key): its broker login replaces the old one. */
+            host_mqtt_stop(g_mqtt);
+            g_mqtt = NULL;
+            cl.cfg.report_via_mqtt = 0;
+        }
         if (mqtt && !g_mqtt && (r == FL_OK_NO_UPDATE || r == FL_OK_IGNORED)) {
             /* After the check-in that enrolled us: our own broker login, if we were given one. */
             char user[96], pass[128], presence[512];
@@ -194,10 +210,11 @@ int main(int argc, char **argv) {
             if (fl_presence_json(presence, sizeof presence, &cfg, NULL) < 0) return 1;
             g_mqtt = host_mqtt_start(mqtt, cfg.device_id, have ? user : NULL, have ? pass : NULL, presence);
             if (!g_mqtt) return die("--mqtt: cannot connect", mqtt);
+            mqtt_login = cl.credentials;
             cl.cfg.report_via_mqtt = 1;
         }
-        /* the interval with +-20 % jitter; MQTT offers are taken as they come */
-        until = port.now_ms(port.ctx) + interval * 10u * (80u + randombytes_uniform(41));
+        /* the interval with +-20 % jitter, longer after refusals; MQTT offers are taken as they come */
+        until = port.now_ms(port.ctx) + fl_next_check_in_ms(&cl, randombytes_random());
         while (port.now_ms(port.ctx) < until) {
             size_t len;
             char *offer = g_mqtt ? host_mqtt_take(g_mqtt, &len) : NULL;

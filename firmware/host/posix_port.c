@@ -135,6 +135,9 @@ static int http_get(void *ctx, const char *url, const char *bearer, uint64_t off
     long code = 0;
     char range[32];
     if (!c) return -1;
+    /* which server, by which scheme (not the query: it holds the job's download token) */
+    fprintf(stderr, "flotilla-ota-host: GET %.*s from byte %llu\n", (int)strcspn(url, "?"), url,
+            (unsigned long long)offset);
     if (offset) {
         snprintf(range, sizeof range, "%llu-", (unsigned long long)offset);
         curl_easy_setopt(c, CURLOPT_RANGE, range);
@@ -156,6 +159,8 @@ static int http_get(void *ctx, const char *url, const char *bearer, uint64_t off
     if (rc != CURLE_OK) {
         fprintf(stderr, "flotilla-ota-host: GET from byte %llu: %s after %llu bytes\n", (unsigned long long)offset,
                 curl_easy_strerror(rc), (unsigned long long)pp->got);
+        /* the server is not the pinned (or a trusted) one: the core does not retry */
+        if (rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH || rc == CURLE_PEER_FAILED_VERIFICATION) return FL_HTTP_TLS_REFUSED;
         return -1;
     }
     return 0;

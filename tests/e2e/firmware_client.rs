@@ -3,7 +3,10 @@
 //! download mid-body, resumes with `Range`, verifies, "flashes" into its state dir, re-executes
 //! itself on the new version and is a success in a staged rollout beside simulated devices. A
 //! tampered image, a key that is not the site's, a downgrade and a wrong chip are each refused
-//! with the right report and nothing flashed.
+//! with the right report and nothing flashed. It finds the server by mDNS (in network
+//! namespaces), declares `tls` over HTTPS and downloads only from the pinned server, re-enrols
+//! after a revoke only as the admin and the approval setting allow, and keeps a retained
+//! presence with a Last Will through its own broker login.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +21,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Server, image};
+use crate::mdns::{Link, Netns, device_port, run_bounded, serve_in};
+use crate::support::{Server, flotilla_bin, image, namespaces_permitted};
 
 /// `make -C firmware host`, once per run: the binary under test is always fresh.
 fn host_bin() -> PathBuf {
@@ -517,6 +521,50 @@ fn the_host_device_refuses_bad_arguments_with_a_message() {
     assert!(!state.exists(), "nothing is created on bad arguments");
 }
 
+/// The message retained on `topic` of the embedded broker, as a new subscriber with the site's
+/// login gets it: (its retain flag, its JSON), or `None` if none comes within 3 s.
+async fn retained(server: &Server, topic: &str) -> Option<(bool, Value)> {
+    static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(server.data_dir().join("mqtt-credentials")).unwrap()).unwrap();
+    let url = server.info.mqtt_url.clone().expect("MQTT is on");
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let id = format!("e2e-retained-{}", CLIENTS.fetch_add(1, Ordering::SeqCst));
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_credentials(creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap());
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if p.topic == topic => {
+                    return Some((p.retain, serde_json::from_slice(&p.payload).unwrap_or(Value::Null)));
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Waits (at most 30 s) until what is retained on `topic` satisfies `ok`; returns it.
+async fn wait_retained(server: &Server, topic: &str, what: &str, ok: impl Fn(&Value) -> bool) -> (bool, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = retained(server, topic).await;
+        if let Some((retain, v)) = &got
+            && ok(v)
+        {
+            return (*retain, v.clone());
+        }
+        assert!(Instant::now() < deadline, "{what} never retained on {topic}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_c_client_takes_an_offer_pushed_over_mqtt() {
     let _ = host_bin();
@@ -529,10 +577,14 @@ async fn the_c_client_takes_an_offer_pushed_over_mqtt() {
     let key_file = state.path().join("site.pub");
     std::fs::write(&key_file, key).unwrap();
     let log = state.path().join("log");
+    // The broker's address without any login: the embedded broker refuses anonymous clients, so
+    // the device can connect only with the broker login its enrolment gave it.
+    let broker = server.info.mqtt_url.clone().expect("MQTT is on");
+    assert!(broker.starts_with("mqtt://127.0.0.1:") && !broker.contains('@'), "{broker}");
     // Pull once at boot (enrolment), then only MQTT: an hour between check-ins.
     let child = Command::new(host_bin())
         .args(["--server", &server.info.device_url, "--device-id", "c-mqtt", "--model", "demo", "--chip", "esp32"])
-        .args(["--version", "1.0.0", "--interval", "3600", "--mqtt", &server.mqtt_url()])
+        .args(["--version", "1.0.0", "--interval", "3600", "--mqtt", &broker])
         .arg("--state-dir")
         .arg(state.path().join("state"))
         .arg("--pubkey")
@@ -541,15 +593,33 @@ async fn the_c_client_takes_an_offer_pushed_over_mqtt() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("flotilla-ota-host starts");
-    let dev = Device { child, state };
+    let mut dev = Device { child, state };
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !read_log().contains("mqtt: connected, presence published") {
         assert!(Instant::now() < deadline, "never connected: {}", read_log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_registered(&server, "c-mqtt").await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the presence is the latest sighting
+    assert!(dev.state.path().join("state/kv/fl_mqtt_user").is_file(), "the enrolment's broker login");
+    // Its presence is retained on its status topic, and the engine believes it (its own login).
+    let (retain, presence) = wait_retained(&server, "flotilla/c-mqtt/status", "online presence", |v| {
+        v["online"] == true && v["version"] == "1.0.0"
+    })
+    .await;
+    assert!(retain, "{presence}");
+    assert_eq!((presence["model"].as_str(), presence["chip"].as_str()), (Some("demo"), Some("esp32")), "{presence}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = devices(&server).await.into_iter().find(|d| d["device_id"] == "c-mqtt");
+        if let Some(d) = &d
+            && d["sources"].as_array().is_some_and(|s| s.iter().any(|s| s == "mqtt"))
+        {
+            assert_eq!(d["authenticated"], true, "{d:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "its presence was never believed: {d:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let id =
         rollout(&server, json!({ "firmware": "2.0.0", "target": "all", "start": true, "step_timeout_secs": 60 })).await;
@@ -562,6 +632,28 @@ async fn the_c_client_takes_an_offer_pushed_over_mqtt() {
     assert!(states.contains(&"installing") && states.contains(&"rebooting"), "reported over MQTT: {states:?}");
     assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
     assert_eq!(state_file(&dev, "running-version").as_deref(), Some("2.0.0"));
+    // After the "reboot" it publishes presence again, on its new version.
+    wait_retained(&server, "flotilla/c-mqtt/status", "presence on 2.0.0", |v| {
+        v["online"] == true && v["version"] == "2.0.0"
+    })
+    .await;
+
+    // Power cut: the broker publishes its Last Will, retained, and the engine marks it offline.
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
+    let (retain, will) =
+        wait_retained(&server, "flotilla/c-mqtt/status", "the Last Will", |v| v["online"] == false).await;
+    assert!(retain, "{will}");
+    assert_eq!(will, json!({ "online": false }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = devices(&server).await.into_iter().find(|d| d["device_id"] == "c-mqtt").unwrap();
+        if d["online"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still online after its will: {d:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A self-signed certificate for 127.0.0.1 made with the openssl CLI: (cert DER, key PKCS#8 DER,
@@ -728,4 +820,249 @@ async fn the_c_client_resumes_a_download_after_a_power_cut() {
     assert!(!downloads[before].to_ascii_lowercase().contains("range: bytes=0-"), "{downloads:#?}");
     assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
     assert_eq!(state_file(&dev, "running-version").as_deref(), Some("2.0.0"));
+}
+
+// ---- mDNS: the device finds the server -------------------------------------------------------
+
+/// `flotilla <args> --data-dir <dir>` inside `ns` (where the admin API listens on loopback); its
+/// stdout.
+fn cli_in(ns: &Netns, dir: &Path, args: &[&str]) -> Vec<u8> {
+    let mut cmd = ns.exec(&flotilla_bin());
+    cmd.args(args).arg("--data-dir").arg(dir);
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "flotilla {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
+async fn the_c_client_finds_the_server_by_mdns() {
+    // `flotilla serve` in namespace A advertises `_flotilla._tcp`; the host device in namespace B,
+    // joined to A by a veth pair, is given no server: it asks by multicast DNS and checks in
+    // where the answer points — over plain HTTP, or over HTTPS when it holds a pin, and not at
+    // all when the advertised key is not the pinned one.
+    if !namespaces_permitted("firmware_client::the_c_client_finds_the_server_by_mdns") {
+        return;
+    }
+    let host = host_bin();
+    let link = Link::create("fwmdns", 4);
+    let data = tempfile::tempdir().unwrap();
+    let (_server, info) = serve_in(&link.a, data.path(), &["--https", "0.0.0.0:0", "--mqtt-tls-listen", "off"]).await;
+    let port = device_port(&info);
+    let https_port = info.device_https_url.as_deref().and_then(|u| u.rsplit(':').next()).expect("HTTPS is on");
+    let key: Value = serde_json::from_slice(&cli_in(&link.a, data.path(), &["keys", "export", "--format", "json"]))
+        .expect("keys export --format json");
+    let tls: Value = serde_json::from_slice(&cli_in(&link.a, data.path(), &["keys", "tls", "--json"])).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let pubkey = files.path().join("site.pub");
+    std::fs::write(&pubkey, key["public_key_hex"].as_str().expect("public_key_hex")).unwrap();
+    let pem = files.path().join("site.pem");
+    std::fs::write(&pem, cli_in(&link.a, data.path(), &["keys", "tls", "--pem"])).unwrap();
+    let pin = format!("sha256//{}", tls["spki_sha256_base64"].as_str().unwrap());
+
+    let run = |id: &str, extra: &[&str]| {
+        let mut cmd = link.b.exec(&host);
+        cmd.args(["--device-id", id, "--model", "demo", "--chip", "esp32", "--version", "1.0.0", "--once"])
+            .arg("--state-dir")
+            .arg(files.path().join(id))
+            .arg("--pubkey")
+            .arg(&pubkey)
+            .args(extra);
+        let out = run_bounded(cmd, Duration::from_secs(30));
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // No server given, no pin: plain HTTP on the advertised port.
+    let (ok, log) = run("c-mdns-http", &[]);
+    assert!(ok, "{log}");
+    assert!(log.contains(&format!("server found by mDNS: http://{}:{port}\n", link.a_addr)), "{log}");
+    assert!(log.contains("check-in: no update"), "{log}");
+    // With a pin: HTTPS on the advertised TLS port, the key checked against the pin.
+    let pem_arg = pem.display().to_string();
+    let (ok, log) = run("c-mdns-https", &["--server", "mdns", "--pin", &pin, "--cacert", &pem_arg]);
+    assert!(ok, "{log}");
+    assert!(log.contains(&format!("server found by mDNS: https://{}:{https_port}\n", link.a_addr)), "{log}");
+    // Pinned to another key: the advertised one is not taken in its place, nothing is sent.
+    let other = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (ok, log) = run("c-mdns-other", &["--pin", other, "--cacert", &pem_arg]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("mdns: 1 instance(s) of _flotilla._tcp.local"), "{log}");
+    assert!(!log.contains("server found") && log.contains("check-in: check-in failed"), "{log}");
+
+    let list: Vec<Value> =
+        serde_json::from_slice(&cli_in(&link.a, data.path(), &["devices", "list", "--json"])).unwrap();
+    for id in ["c-mdns-http", "c-mdns-https"] {
+        let d = list.iter().find(|d| d["device_id"] == id).unwrap_or_else(|| panic!("{id} checked in: {list:#?}"));
+        assert_eq!(d["ip"], "10.213.4.2", "{d}");
+        assert_eq!(d["authenticated"], true, "{d}");
+        let secret = std::fs::read_to_string(files.path().join(id).join("kv/fl_secret")).unwrap_or_default();
+        assert!(secret.len() >= 32, "{id} keeps its secret: {secret:?}");
+    }
+    assert!(!list.iter().any(|d| d["device_id"] == "c-mdns-other"), "{list:#?}");
+}
+
+// ---- TLS declared, revocation, MQTT presence ---------------------------------------------------
+
+/// Starts the host device (interval 1 s) with `extra` arguments, its stderr in a log file.
+fn spawn_logged(server_url: &str, id: &str, key: &str, extra: &[&str]) -> (Device, PathBuf) {
+    let state = tempfile::tempdir().unwrap();
+    let key_file = state.path().join("site.pub");
+    std::fs::write(&key_file, key).unwrap();
+    let log = state.path().join("log");
+    let child = Command::new(host_bin())
+        .args(["--server", server_url, "--device-id", id, "--model", "demo", "--chip", "esp32", "--version", "1.0.0"])
+        .args(["--interval", "1"])
+        .arg("--state-dir")
+        .arg(state.path().join("state"))
+        .arg("--pubkey")
+        .arg(key_file)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("flotilla-ota-host starts");
+    (Device { child, state }, log)
+}
+
+fn read_log(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits (at most 30 s) until the log, from byte `from` on, contains `what`; returns its length.
+async fn wait_log(log: &Path, from: usize, what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = read_log(log);
+        if text.get(from..).is_some_and(|t| t.contains(what)) {
+            return text.len();
+        }
+        assert!(Instant::now() < deadline, "no {what:?} in the device's log after byte {from}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `kv/<key>` the device keeps in its state dir ("flash").
+fn kv(d: &Device, key: &str) -> Option<String> {
+    state_file(d, &format!("kv/{key}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_client_declares_tls_and_downloads_over_https_from_the_pinned_server_only() {
+    let _ = host_bin();
+    let server = Server::start().await;
+    let bytes = image("2.0.0", 150_000);
+    let (status, fw) = server.upload(bytes.clone(), &[]).await;
+    assert_eq!(status, 201, "{fw}");
+    let key = site_key(&server).await;
+    let tls: Value = serde_json::from_slice(&server.cli(&["keys", "tls", "--json"]).stdout).unwrap();
+    let https = tls["https_url"].as_str().unwrap().to_owned();
+    let certs = tempfile::tempdir().unwrap();
+    let site_pem = certs.path().join("site.pem");
+    std::fs::write(&site_pem, server.cli(&["keys", "tls", "--pem"]).stdout).unwrap();
+    let site_pin = format!("sha256//{}", tls["spki_sha256_base64"].as_str().unwrap());
+    let pem_arg = site_pem.display().to_string();
+
+    // Over Flotilla's own HTTPS, pinned: the check-ins say `tls`, so the offer names the firmware
+    // by https:// on the HTTPS port, and the update completes over it.
+    let (dev, log) = spawn_logged(&https, "c-https", &key, &["--pin", &site_pin, "--cacert", &pem_arg]);
+    wait_registered(&server, "c-https").await;
+    let id = rollout(
+        &server,
+        json!({ "firmware": "2.0.0", "target": "device:c-https", "start": true, "step_timeout_secs": 60 }),
+    )
+    .await;
+    let job = final_job(&server, id, "c-https").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", read_log(&log));
+    let text = read_log(&log);
+    assert!(text.contains(&format!("GET {https}/fw/")), "downloaded over HTTPS from {https}: {text}");
+    assert!(!text.contains("GET http://"), "{text}");
+    assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
+    assert_eq!(state_file(&dev, "running-version").as_deref(), Some("2.0.0"));
+
+    // A device pinned to another server (a TLS front with a certificate of its own, in front of
+    // the same engine) checks in there, declaring `tls`; the offer points at Flotilla's own
+    // HTTPS, whose key is not the pinned one: refused at the handshake, reported, nothing flashed.
+    let (cert, cert_key, front_pem, front_pin) = certificate(certs.path(), "front");
+    let front = tls_front(server.info.device_url.clone(), cert, cert_key).await;
+    let front_pem = front_pem.display().to_string();
+    let (dev, log) = spawn_logged(&front, "c-other-cert", &key, &["--pin", &front_pin, "--cacert", &front_pem]);
+    wait_registered(&server, "c-other-cert").await;
+    let id = rollout(
+        &server,
+        json!({ "firmware": "2.0.0", "target": "device:c-other-cert", "start": true, "step_timeout_secs": 60 }),
+    )
+    .await;
+    let job = final_job(&server, id, "c-other-cert").await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["error"].as_str().unwrap_or_default().contains("tls"), "{job:#}");
+    let text = read_log(&log);
+    assert!(text.contains(&format!("GET {https}/fw/")), "{text}");
+    // curl refuses it at the certificate (not signed by the pinned PEM) or at the pinned key
+    assert!(text.contains("SSL peer certificate") || text.contains("pinned public key"), "{text}");
+    // One attempt per offer (the engine may command it again: its own retries), never a retry
+    // from the device, which is for dropped connections.
+    let mut gets = 0;
+    for line in text.lines() {
+        if line.contains("check-in:") {
+            gets = 0;
+        } else if line.contains("GET https://") {
+            gets += 1;
+            assert!(gets == 1, "the download was retried: {text}");
+        }
+    }
+    assert_eq!(flashed(&dev), Vec::<String>::new());
+    assert_eq!(state_file(&dev, "pending-version"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_c_client_re_enrols_only_as_the_settings_allow() {
+    let _ = host_bin();
+    let server = Server::start().await;
+    let bytes = image("2.0.0", 60_000);
+    let (status, fw) = server.upload(bytes.clone(), &[]).await;
+    assert_eq!(status, 201, "{fw}");
+    let key = site_key(&server).await;
+    let (dev, log) = spawn_logged(&server.info.device_url, "c-revoked", &key, &[]);
+    let mut at = wait_log(&log, 0, "check-in: no update").await;
+    let first = kv(&dev, "fl_secret").expect("enrolled: the secret is in its storage");
+    assert_eq!(kv(&dev, "fl_gen").as_deref(), Some("1"));
+
+    // Revoked: its check-ins are refused; it keeps its secret, reports nothing, gets no offers.
+    let out = server.cli(&["devices", "revoke", "c-revoked"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    at = wait_log(&log, at, "check-in: unauthorized").await;
+    let id = rollout(&server, json!({ "firmware": "2.0.0", "target": "all", "start": true })).await;
+    let job = final_job(&server, id, "c-revoked").await;
+    assert_eq!((job["state"].as_str(), job["error"].as_str()), (Some("skipped"), Some("its credential is revoked")));
+    at = wait_log(&log, at, "check-in: unauthorized").await;
+    assert_eq!(kv(&dev, "fl_secret").as_deref(), Some(first.as_str()));
+    assert_eq!(flashed(&dev), Vec::<String>::new());
+
+    // With new devices waiting for approval, a re-key lets it enrol again, with a new secret it
+    // keeps, and then wait.
+    let resp =
+        server.api(Method::PUT, "/api/v1/settings").json(&json!({ "approve_new_devices": true })).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let out = server.cli(&["devices", "rekey", "c-revoked"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    at = wait_log(&log, at, "check-in: waiting for approval").await;
+    let second = kv(&dev, "fl_secret").unwrap();
+    assert_ne!(second, first, "the new secret replaced the old one in its storage");
+    assert_eq!(kv(&dev, "fl_gen").as_deref(), Some("2"));
+    let d = devices(&server).await.into_iter().find(|d| d["device_id"] == "c-revoked").unwrap();
+    assert_eq!(d["auth"], "pending", "{d:#}");
+    let preview: Value =
+        server.post_json("/api/v1/rollouts/preview", &json!({ "firmware": "2.0.0", "target": "all" })).await;
+    assert_eq!(preview["skipped"][0]["reason"], "waiting for approval (devices approve)", "{preview:#}");
+
+    // Approved: it checks in with the new secret and takes an update.
+    let out = server.cli(&["devices", "approve", "c-revoked"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_log(&log, at, "check-in: no update").await;
+    let id =
+        rollout(&server, json!({ "firmware": "2.0.0", "target": "all", "start": true, "step_timeout_secs": 60 })).await;
+    let job = final_job(&server, id, "c-revoked").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", read_log(&log));
+    assert_eq!(std::fs::read(dev.state.path().join("state/app-2.0.0.bin")).unwrap(), bytes);
+    assert_eq!(kv(&dev, "fl_secret").as_deref(), Some(second.as_str()));
 }

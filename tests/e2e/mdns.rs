@@ -184,7 +184,7 @@ fn http_status_line(addr: SocketAddr) -> String {
 
 /// A network namespace this test created; deleted when dropped.
 #[derive(Debug)]
-struct Netns {
+pub(crate) struct Netns {
     name: String,
 }
 
@@ -220,7 +220,7 @@ impl Netns {
     }
 
     /// Runs `ip -n <this> <args>`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
+    pub(crate) fn ip(&self, args: &[&str]) -> String {
         let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().expect("ip runs");
         assert!(
             out.status.success(),
@@ -233,7 +233,7 @@ impl Netns {
     }
 
     /// A command that runs `program` inside this namespace (`ip netns exec` execs it: same pid).
-    fn exec(&self, program: &Path) -> Command {
+    pub(crate) fn exec(&self, program: &Path) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
@@ -248,15 +248,15 @@ impl Drop for Netns {
 
 /// Namespaces `a` (`10.213.<subnet>.1`) and `b` (`.2`) joined by a veth pair, multicast on.
 #[derive(Debug)]
-struct Link {
-    a: Netns,
-    b: Netns,
-    a_addr: Ipv4Addr,
+pub(crate) struct Link {
+    pub(crate) a: Netns,
+    pub(crate) b: Netns,
+    pub(crate) a_addr: Ipv4Addr,
 }
 
 impl Link {
     /// `tag` keeps the names of tests running in parallel in this process apart.
-    fn create(tag: &str, subnet: u8) -> Link {
+    pub(crate) fn create(tag: &str, subnet: u8) -> Link {
         require_program("ip", "-V", "iproute2");
         Netns::sweep_leftovers();
         let pid = std::process::id();
@@ -286,7 +286,7 @@ impl Link {
 /// A child process, killed when dropped (before the namespaces it runs in are deleted, when it is
 /// declared after them).
 #[derive(Debug)]
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -297,7 +297,7 @@ impl Drop for Running {
 
 /// Starts `flotilla serve` inside `ns`: device server on every address, admin API and MQTT broker
 /// on its loopback, all on port 0.
-async fn serve_in(ns: &Netns, dir: &Path, extra: &[&str]) -> (Running, RuntimeInfo) {
+pub(crate) async fn serve_in(ns: &Netns, dir: &Path, extra: &[&str]) -> (Running, RuntimeInfo) {
     let child = ns
         .exec(&flotilla_bin())
         .args(["serve", "--http", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--log", "warn"])
@@ -316,7 +316,7 @@ async fn serve_in(ns: &Netns, dir: &Path, extra: &[&str]) -> (Running, RuntimeIn
     (server, info)
 }
 
-fn device_port(info: &RuntimeInfo) -> u16 {
+pub(crate) fn device_port(info: &RuntimeInfo) -> u16 {
     info.device_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the device URL ends with a port")
 }
 
@@ -349,7 +349,7 @@ fn browse_from(ns: &Netns, request: &Value, limit: Duration) -> Value {
 }
 
 /// Runs `cmd` to the end; kills it and fails if it takes longer than `limit`.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+pub(crate) fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     let what = format!("{cmd:?}");
     let mut child = Running(
         cmd.stdin(Stdio::null())

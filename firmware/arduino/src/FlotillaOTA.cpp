@@ -1,6 +1,7 @@
 // ESP32 Arduino port of the Flotilla OTA core: HTTPClient, Update, Preferences, mbedTLS, libsodium.
 #include "FlotillaOTA.h"
 
+#include <ESPmDNS.h>
 #include <HTTPClient.h>
 #include <Preferences.h>
 #include <Update.h>
@@ -171,13 +172,39 @@ int b64Decode(void *, const char *in, uint8_t *out, size_t cap) {
     return (int)len;
 }
 
+// ESPmDNS's query (PTR, SRV, TXT, A; its own timeout of a few seconds).
+int mdnsQuery(void *, const char *service, const char *proto, uint32_t, fl_mdns_service *out, int max) {
+    int found = MDNS.queryService(service, proto), n = 0;
+    for (int i = 0; i < found && n < max; i++) {
+        fl_mdns_service *s = &out[n];
+        memset(s, 0, sizeof *s);
+        String addr = MDNS.IP(i).toString();
+        if (addr.length() >= sizeof s->addr || !MDNS.port(i)) continue;
+        memcpy(s->addr, addr.c_str(), addr.length() + 1);
+        s->port = MDNS.port(i);
+        for (int j = 0; j < MDNS.numTxt(i); j++) {
+            String k = MDNS.txtKey(i, j), v = MDNS.txt(i, j);
+            fl_mdns_add_txt(s, k.c_str(), k.length(), v.c_str(), v.length());
+        }
+        n++;
+    }
+    return n;
+}
+
+bool (*g_publish)(const char *topic, const char *payload, bool retain) = nullptr;
+
+int mqttPublish(void *, const char *topic, const char *payload, int retain) {
+    return g_publish && g_publish(topic, payload, retain != 0) ? 0 : -1;
+}
+
 } // namespace
 
 bool FlotillaOTAClass::begin(const char *server, const char *model, const char *version, const char *pubkeyHex,
                              const char *serverCertPem) {
     size_t len = 0;
     if (sodium_init() < 0) return false;
-    if (!serverCertPem && strncmp(server, "https://", 8) == 0) return false;
+    if (server && !server[0]) server = nullptr; // found by mDNS
+    if (!serverCertPem && server && strncmp(server, "https://", 8) == 0) return false;
     g_port.cert = serverCertPem;
     if (!g_port.prefs.begin("flotilla", false)) return false;
     g_mac = WiFi.macAddress();
@@ -192,6 +219,8 @@ bool FlotillaOTAClass::begin(const char *server, const char *model, const char *
     cfg_.version = version;
     cfg_.interval_secs = interval_s_;
     cfg_.allow_reenrol = 1;
+    cfg_.tls_pin = serverCertPem; // HTTPS only (also to a server found by mDNS) when given
+    if (!server && !MDNS.begin(id)) return false;
     const esp_partition_t *next = esp_ota_get_next_update_partition(nullptr);
     cfg_.slot_size = next ? next->size : 0;
     if (sodium_hex2bin(cfg_.pubkey, sizeof cfg_.pubkey, pubkeyHex, strlen(pubkeyHex), nullptr, &len, nullptr) != 0 ||
@@ -214,6 +243,8 @@ bool FlotillaOTAClass::begin(const char *server, const char *model, const char *
     port_.sha256_final = shaFinal;
     port_.ed25519_verify = edVerify;
     port_.base64_decode = b64Decode;
+    port_.mdns_query = mdnsQuery;
+    if (g_publish) port_.mqtt_publish = mqttPublish;
     if (fl_init(&client_, &cfg_, &port_) != 0) return false;
     fl_after_boot(&client_, health_ ? health_() : 1);
     started_ = true;
@@ -223,8 +254,10 @@ bool FlotillaOTAClass::begin(const char *server, const char *model, const char *
 
 void FlotillaOTAClass::loop() {
     if (!started_ || (int32_t)(millis() - next_ms_) < 0) return;
-    if (fl_check_in(&client_) == FL_OK_REBOOT) ESP.restart();
-    next_ms_ = millis() + interval_s_ * (800u + (uint32_t)random(0, 401)); // +-20 %
+    fl_result r = fl_check_in(&client_);
+    if (r == FL_OK_REBOOT) ESP.restart();
+    // the interval (+-20 %), longer after refusals or failures
+    next_ms_ = millis() + fl_next_check_in_ms(&client_, (uint32_t)random(0, 0x7fffffff));
 }
 
 bool FlotillaOTAClass::handlePush(const char *payload, size_t len) {
@@ -232,4 +265,23 @@ bool FlotillaOTAClass::handlePush(const char *payload, size_t len) {
     fl_result r = fl_handle_offer(&client_, payload, len);
     if (r == FL_OK_REBOOT) ESP.restart();
     return r >= 0;
+}
+
+void FlotillaOTAClass::setMqttPublisher(bool (*publish)(const char *topic, const char *payload, bool retain)) {
+    g_publish = publish;
+}
+
+bool FlotillaOTAClass::mqttLogin(char *user, size_t userCap, char *pass, size_t passCap) {
+    if (!started_) return false;
+    return kvGet(&g_port, FL_KV_MQTT_USER, user, userCap) > 0 && kvGet(&g_port, FL_KV_MQTT_PASS, pass, passCap) > 0;
+}
+
+bool FlotillaOTAClass::presence(char *buf, size_t cap) {
+    return started_ && fl_presence_json(buf, cap, &cfg_, nullptr) > 0;
+}
+
+bool FlotillaOTAClass::useMqtt(bool on) {
+    if (!started_ || (on && !port_.mqtt_publish)) return false;
+    client_.cfg.report_via_mqtt = on;
+    return true;
 }

@@ -25,6 +25,23 @@ extern "C" {
 #define FL_URL_MAX 512
 #define FL_VERSION_MAX 32
 #define FL_ID_MAX 64
+#define FL_SERVER_MAX 64 /* a discovered server: "https://255.255.255.255:65535" */
+
+/* mDNS service discovery (RFC 6763) of the device server: `_flotilla._tcp`. */
+#define FL_MDNS_SERVICE "_flotilla"
+#define FL_MDNS_PROTO "_tcp"
+#define FL_MDNS_TXT_CAP 256 /* TXT strings kept per instance */
+#define FL_MDNS_MAX 4       /* instances considered per query */
+
+/* One instance of a service found by mDNS, as the port's query fills it: the IPv4 address of
+ * the SRV target, the SRV port and the TXT strings as "key=value" pairs, each NUL-terminated,
+ * one after another (fl_mdns_add_txt appends; an empty key ends the list). */
+typedef struct {
+    char addr[16]; /* dotted quad */
+    uint16_t port;
+    uint16_t txt_len;
+    char txt[FL_MDNS_TXT_CAP];
+} fl_mdns_service;
 
 /* Opaque, aligned storage for the port's SHA-256 state (libsodium, mbedTLS: ~110 bytes). */
 typedef union {
@@ -83,10 +100,23 @@ typedef struct fl_port {
 
     /* Optional MQTT (NULL: reports go over HTTP). */
     int (*mqtt_publish)(void *ctx, const char *topic, const char *payload, int retain);
+
+    /* Optional service discovery (NULL: the server must be configured). One mDNS query for
+     * `service`.`proto`.local (PTR, then the instances' SRV, TXT and A records), waiting at
+     * most timeout_ms; fills at most `max` instances that have an IPv4 address and a port.
+     * Returns how many (0: none). What it fills is untrusted: the core picks among them. */
+    int (*mdns_query)(void *ctx, const char *service, const char *proto, uint32_t timeout_ms, fl_mdns_service *out,
+                      int max);
 } fl_port;
 
+/* http_get's return value when the TLS layer refused the server (its key or certificate is not
+ * the pinned one): not a dropped connection, so the download is not retried. */
+#define FL_HTTP_TLS_REFUSED (-2)
+
 typedef struct fl_config {
-    const char *server;      /* "http://host:port" or "https://…" (no trailing slash) */
+    const char *server;      /* "http://host:port" or "https://…" (no trailing slash); NULL: found
+                                by mDNS (needs port->mdns_query). A check-in over https:// says
+                                "tls": true, so offers name the firmware by https:// too. */
     const char *device_id;
     const char *mac;         /* "24:6F:28:AA:BB:CC" */
     const char *model;
@@ -100,7 +130,11 @@ typedef struct fl_config {
     int allow_reenrol;       /* take a new credential in place of the one held (a re-key) */
     uint32_t progress_interval_ms; /* at most one `downloading` report per this (0: 2000) */
     uint32_t max_retries;    /* download attempts after a dropped connection (0: 5) */
-    const char *tls_pin;     /* for the port: pinned key/cert (e.g. "sha256//…"), NULL: none */
+    const char *tls_pin;     /* the pinned server key or certificate the port checks ("sha256//<base64
+                                of the SPKI SHA-256>" or a PEM), NULL: none. With mDNS: set, only
+                                HTTPS servers are taken, and a "sha256//" pin must equal the TXT
+                                `fps`; unset, plain HTTP. A fingerprint from mDNS never pins. */
+    uint32_t mdns_timeout_ms; /* how long one discovery waits (0: 3000) */
     int report_via_mqtt;     /* 1: reports on flotilla/<id>/status/ota through mqtt_publish */
 } fl_config;
 
@@ -131,7 +165,8 @@ typedef enum {
     FL_E_SIZE_MISMATCH,
     FL_E_SHA256_MISMATCH,
     FL_E_FLASH,
-    FL_E_ROLLBACK
+    FL_E_ROLLBACK,
+    FL_E_TLS
 } fl_error;
 
 const char *fl_error_str(fl_error e);
@@ -161,6 +196,12 @@ typedef struct fl_client {
     uint64_t persisted_offset;
     int http_status;
     int range_check;
+    /* the server found by mDNS (cfg.server points here while it is known) */
+    char found[FL_SERVER_MAX];
+    /* consecutive check-ins that failed (network) or were refused (401), for the backoff */
+    uint32_t failures;
+    int refused;          /* the last check-in was refused: no reports until one passes */
+    uint32_t credentials; /* credentials received since fl_init (a port re-logs in to MQTT) */
 } fl_client;
 
 /* ---- pure helpers (tested on their own) ---- */
@@ -182,12 +223,30 @@ int fl_status_json(char *buf, size_t cap, const char *job, const char *state, in
 int fl_checkin_json(char *buf, size_t cap, const fl_config *cfg);
 int fl_presence_json(char *buf, size_t cap, const fl_config *cfg, const char *ip);
 
+/* Appends "key=value" to s's TXT strings (ports use it); 0, or -1 if it does not fit or the key
+ * is empty or holds '='. */
+int fl_mdns_add_txt(fl_mdns_service *s, const char *key, size_t key_len, const char *value, size_t value_len);
+/* The value of `key` in s's TXT strings, or NULL. */
+const char *fl_mdns_txt(const fl_mdns_service *s, const char *key);
+/* Picks the server among `n` discovered instances (see fl_config.server and tls_pin): the first
+ * whose `api` is "/api/v1", whose `fp` is the id of the compiled-in site key, and, with a pin,
+ * that offers HTTPS (`tls`) and, for a "sha256//" pin, whose `fps` is the pinned key. Writes its
+ * URL ("https://addr:tls" or "http://addr:port"); returns its index, or -1 if none fits. */
+int fl_mdns_pick(const fl_config *cfg, const fl_port *port, const fl_mdns_service *found, int n, char *url,
+                 size_t cap);
+
 /* ---- the client ---- */
 
 int fl_init(fl_client *c, const fl_config *cfg, const fl_port *port);
 /* Finishes a download a reboot interrupted (its offer is kept in storage and verified again),
  * else checks in (enrolling first if there is no secret), and handles an offer to the end. */
 fl_result fl_check_in(fl_client *c);
+/* Milliseconds until the next check-in after one that returned r: the interval (interval_secs,
+ * default 600 s) with +-20 % jitter from `random` (any 32-bit random number); after refusals or
+ * network failures, doubled per consecutive one up to 8 times the interval. */
+uint32_t fl_next_check_in_ms(const fl_client *c, uint32_t random);
+/* Finds the server by mDNS now (fl_check_in does it when none is known). 0 if one was found. */
+int fl_discover(fl_client *c);
 /* Handles an offer received another way (MQTT push). */
 fl_result fl_handle_offer(fl_client *c, const char *json, size_t len);
 /* Call once after boot: confirms (health_ok) or rolls back an image pending verification and

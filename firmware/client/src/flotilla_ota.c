@@ -12,7 +12,7 @@
 static const char *const ERRORS[] = {
     "",          "bad_offer",     "bad_signature", "wrong_chip",      "wrong_model",
     "not_newer", "secure_version", "min_version",  "too_large",       "download",
-    "size_mismatch", "sha256_mismatch", "flash",   "rollback",
+    "size_mismatch", "sha256_mismatch", "flash",   "rollback",        "tls",
 };
 
 const char *fl_error_str(fl_error e) {
@@ -180,6 +180,8 @@ int fl_checkin_json(char *buf, size_t cap, const fl_config *cfg) {
     cJSON_AddStringToObject(o, "version", cfg->version);
     cJSON_AddNumberToObject(o, "secure_version", cfg->secure_version);
     if (cfg->interval_secs) cJSON_AddNumberToObject(o, "interval_secs", cfg->interval_secs);
+    /* Over HTTPS the device says so: its offers then name the firmware by https:// as well. */
+    if (cfg->server && strncmp(cfg->server, "https://", 8) == 0) cJSON_AddTrueToObject(o, "tls");
     return print_to(o, buf, cap);
 }
 
@@ -271,6 +273,144 @@ done:
     return e;
 }
 
+/* ---------------- discovery (mDNS) ---------------- */
+
+static int lower(int ch) {
+    return (ch >= 'A' && ch <= 'Z') ? ch - 'A' + 'a' : ch;
+}
+
+int fl_mdns_add_txt(fl_mdns_service *s, const char *key, size_t key_len, const char *value, size_t value_len) {
+    size_t used = s->txt_len;
+    if (!key || !key_len || (value_len && !value) || memchr(key, '=', key_len) || memchr(key, '\0', key_len) ||
+        (value_len && memchr(value, '\0', value_len)) || used > FL_MDNS_TXT_CAP ||
+        key_len + value_len + 2 > FL_MDNS_TXT_CAP - used)
+        return -1;
+    memcpy(s->txt + used, key, key_len);
+    s->txt[used + key_len] = '=';
+    if (value_len) memcpy(s->txt + used + key_len + 1, value, value_len);
+    s->txt[used + key_len + 1 + value_len] = '\0';
+    s->txt_len = (uint16_t)(used + key_len + value_len + 2);
+    return 0;
+}
+
+const char *fl_mdns_txt(const fl_mdns_service *s, const char *key) {
+    size_t klen = strlen(key), end = s->txt_len < FL_MDNS_TXT_CAP ? s->txt_len : FL_MDNS_TXT_CAP, i = 0;
+    while (i < end) {
+        const char *e = s->txt + i, *nul = memchr(e, '\0', end - i);
+        size_t j;
+        if (!nul) return NULL; /* unterminated: not from fl_mdns_add_txt */
+        for (j = 0; j < klen && e + j < nul && lower(e[j]) == lower(key[j]); j++) {
+        }
+        if (j == klen && e + klen < nul && e[klen] == '=') return e + klen + 1; /* keys: any case (RFC 6763) */
+        i = (size_t)(nul - s->txt) + 1;
+    }
+    return NULL;
+}
+
+static int hex_nibble(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    ch = (char)lower(ch);
+    return (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
+}
+
+/* The site key's id as the engine advertises it (`fp`): the first 8 bytes of its SHA-256, hex. */
+static int key_id(const fl_port *p, const uint8_t pk[FL_PUBKEY_LEN], char out[17]) {
+    fl_sha256_state st;
+    uint8_t d[FL_SHA256_LEN];
+    int i;
+    if (p->sha256_init(p->ctx, &st) != 0 || p->sha256_update(p->ctx, &st, pk, FL_PUBKEY_LEN) != 0 ||
+        p->sha256_final(p->ctx, &st, d) != 0)
+        return -1;
+    for (i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    return 0;
+}
+
+/* Whether the "sha256//<base64>" pins in `pin` (libcurl's form, ';'-separated) include the key
+ * whose SHA-256 is `fps` (hex): 1 yes, 0 no, -1 `pin` has no such pin (a PEM: the TLS layer
+ * alone checks it). */
+static int pin_is(const fl_port *p, const char *pin, const char *fps) {
+    uint8_t want[FL_SHA256_LEN], got[FL_SHA256_LEN + 4];
+    char b64[64];
+    int any = 0, i;
+    const char *q;
+    for (i = 0; fps && i < 2 * FL_SHA256_LEN; i++) {
+        int hi = hex_nibble(fps[i]);
+        if (hi < 0) break;
+        if (i & 1) want[i / 2] = (uint8_t)(want[i / 2] | hi);
+        else want[i / 2] = (uint8_t)(hi << 4);
+    }
+    if (!fps || i != 2 * FL_SHA256_LEN || fps[i]) fps = NULL;
+    while ((q = strstr(pin, "sha256//")) != NULL) {
+        size_t n = strcspn(q + 8, ";");
+        any = 1;
+        if (fps && n < sizeof b64) {
+            memcpy(b64, q + 8, n);
+            b64[n] = '\0';
+            if (p->base64_decode(p->ctx, b64, got, sizeof got) == FL_SHA256_LEN && memcmp(got, want, sizeof want) == 0)
+                return 1;
+        }
+        pin = q + 8 + n;
+    }
+    return any ? 0 : -1;
+}
+
+static int valid_ipv4(const char *a) {
+    size_t n = strlen(a);
+    return n >= 7 && n <= 15 && strspn(a, "0123456789.") == n;
+}
+
+int fl_mdns_pick(const fl_config *cfg, const fl_port *port, const fl_mdns_service *found, int n, char *url,
+                 size_t cap) {
+    char id[17];
+    int i;
+    if (key_id(port, cfg->pubkey, id) != 0) return -1;
+    for (i = 0; i < n && i < FL_MDNS_MAX; i++) {
+        const fl_mdns_service *s = &found[i];
+        const char *api = fl_mdns_txt(s, "api"), *fp = fl_mdns_txt(s, "fp"), *tls = fl_mdns_txt(s, "tls");
+        char addr[sizeof s->addr + 1];
+        unsigned long tport = 0;
+        int w;
+        memcpy(addr, s->addr, sizeof s->addr);
+        addr[sizeof s->addr] = '\0';
+        /* The API this client speaks, a server signing with our site key, an address to use. */
+        if (!api || strcmp(api, "/api/v1") != 0 || !fp || strcmp(fp, id) != 0 || !valid_ipv4(addr)) continue;
+        if (cfg->tls_pin) {
+            /* Pinned: HTTPS only (an answer cannot talk the device down to plain HTTP), and
+             * the advertised key must be the pinned one where the pin says which key it is.
+             * The fingerprint advertised is only compared, never trusted in place of the pin. */
+            char *end = NULL;
+            if (tls) tport = strtoul(tls, &end, 10);
+            if (!tls || !*tls || *end || tport < 1 || tport > 65535) continue;
+            if (pin_is(port, cfg->tls_pin, fl_mdns_txt(s, "fps")) == 0) continue;
+            w = snprintf(url, cap, "https://%s:%lu", addr, tport);
+        } else {
+            if (!s->port) continue;
+            w = snprintf(url, cap, "http://%s:%u", addr, (unsigned)s->port);
+        }
+        if (w > 0 && (size_t)w < cap) return i;
+    }
+    return -1;
+}
+
+/* One buffer for the check-in answer, or for the instances a discovery found (never both at
+ * once): one client per device, kept off the stack. */
+static union {
+    char resp[CHECK_RESP_MAX];
+    fl_mdns_service found[FL_MDNS_MAX];
+} s_buf;
+
+int fl_discover(fl_client *c) {
+    const fl_port *p = c->port;
+    int n;
+    if (!p->mdns_query) return -1;
+    memset(s_buf.found, 0, sizeof s_buf.found);
+    n = p->mdns_query(p->ctx, FL_MDNS_SERVICE, FL_MDNS_PROTO, c->cfg.mdns_timeout_ms ? c->cfg.mdns_timeout_ms : 3000,
+                      s_buf.found, FL_MDNS_MAX);
+    if (n <= 0 || fl_mdns_pick(&c->cfg, p, s_buf.found, n, c->found, sizeof c->found) < 0) return -1;
+    c->cfg.server = c->found;
+    return 0;
+}
+
 /* ---------------- the client ---------------- */
 
 static char *url_join(char *buf, size_t cap, const char *base, const char *path) {
@@ -279,7 +419,7 @@ static char *url_join(char *buf, size_t cap, const char *base, const char *path)
 }
 
 int fl_init(fl_client *c, const fl_config *cfg, const fl_port *port) {
-    if (!c || !cfg || !port || !cfg->server || !cfg->device_id || !cfg->mac || !cfg->chip || !cfg->version ||
+    if (!c || !cfg || !port || (!cfg->server && !port->mdns_query) || !cfg->device_id || !cfg->mac || !cfg->chip || !cfg->version ||
         !port->http_post_json || !port->http_get || !port->flash_begin || !port->flash_write ||
         !port->flash_commit || !port->flash_abort || !port->now_ms || !port->kv_get || !port->kv_set ||
         !port->sha256_init || !port->sha256_update || !port->sha256_final || !port->ed25519_verify ||
@@ -302,12 +442,14 @@ int fl_report(fl_client *c, const char *job, const char *state, int progress, co
     char body[384], url[FL_URL_MAX], resp[128];
     int status = 0;
     const fl_port *p = c->port;
+    if (c->refused) return -1; /* refused (revoked): say nothing until a check-in passes */
     if (c->cfg.report_via_mqtt && p->mqtt_publish) {
         char topic[FL_ID_MAX + 32];
         if (fl_status_json(body, sizeof body, job, state, progress, error) < 0) return -1;
         snprintf(topic, sizeof topic, "flotilla/%s/status/ota", c->cfg.device_id);
         return p->mqtt_publish(p->ctx, topic, body, 0);
     }
+    if (!c->cfg.server && fl_discover(c) != 0) return -1;
     if (fl_report_json(body, sizeof body, c->cfg.device_id, c->cfg.mac, job, state, progress, error) < 0 ||
         !url_join(url, sizeof url, c->cfg.server, "/api/v1/report"))
         return -1;
@@ -328,6 +470,7 @@ static void store_credential(fl_client *c, const cJSON *cred) {
     }
     p->kv_set(p->ctx, FL_KV_MQTT_USER, jstr(cred, "mqtt_username"));
     p->kv_set(p->ctx, FL_KV_MQTT_PASS, jstr(cred, "mqtt_password"));
+    c->credentials++;
 }
 
 static void clear_download(const fl_port *p);
@@ -342,25 +485,33 @@ static int post_check(fl_client *c, char *resp, size_t cap) {
     return status;
 }
 
-fl_result fl_check_in(fl_client *c) {
-    static char resp[CHECK_RESP_MAX]; /* one client per device: kept off the stack */
+static fl_result check_in(fl_client *c) {
+    char *resp = s_buf.resp;
     int attempt, status, n;
     /* A download a reboot interrupted comes first: the engine does not offer its job again. */
-    if (c->port->flash_read && (n = c->port->kv_get(c->port->ctx, FL_KV_DL_OFFER, resp, sizeof resp)) > 0) {
+    if (c->port->flash_read && (n = c->port->kv_get(c->port->ctx, FL_KV_DL_OFFER, resp, CHECK_RESP_MAX)) > 0) {
         fl_result r = fl_handle_offer(c, resp, (size_t)n);
         if (r != FL_OK_REBOOT) clear_download(c->port);
         if (r != FL_OK_IGNORED) return r;
     }
     for (attempt = 0; attempt < 2; attempt++) {
         cJSON *ans, *cred;
-        status = post_check(c, resp, sizeof resp);
-        if (status < 0) return FL_ERR_NETWORK;
+        status = post_check(c, resp, CHECK_RESP_MAX);
+        if (status < 0) {
+            /* Unreachable (or not the pinned server): a server found by mDNS is looked up again
+             * next time, it may have moved. */
+            if (c->cfg.server == c->found) c->cfg.server = NULL;
+            return FL_ERR_NETWORK;
+        }
         if (status == 401) {
-            /* Refused (a wrong or revoked credential). The secret is kept: after a re-key the
-             * engine's answer to the next check-in carries a new credential by itself. */
+            /* Refused: revoked, or a wrong secret. The secret is kept (a re-key brings a new
+             * credential in the answer to the next check-in by itself), and nothing is reported
+             * until a check-in passes again. */
+            c->refused = 1;
             return FL_ERR_UNAUTHORIZED;
         }
         if (status != 200) return FL_ERR_NETWORK;
+        c->refused = 0;
         ans = cJSON_Parse(resp);
         if (!cJSON_IsObject(ans)) {
             cJSON_Delete(ans);
@@ -385,6 +536,29 @@ fl_result fl_check_in(fl_client *c) {
         return fl_handle_offer(c, resp, strlen(resp));
     }
     return FL_ERR_UNAUTHORIZED;
+}
+
+fl_result fl_check_in(fl_client *c) {
+    fl_result r = (!c->cfg.server && fl_discover(c) != 0) ? FL_ERR_NETWORK : check_in(c);
+    if (r == FL_ERR_NETWORK || r == FL_ERR_UNAUTHORIZED) {
+        if (c->failures < 0xffff) c->failures++;
+    } else {
+        c->failures = 0;
+    }
+    return r;
+}
+
+uint32_t fl_next_check_in_ms(const fl_client *c, uint32_t random) {
+    uint64_t base = (uint64_t)(c->cfg.interval_secs ? c->cfg.interval_secs : 600) * 1000u, ms = base;
+    uint32_t doublings = c->failures > 1 ? c->failures - 1 : 0;
+    if (doublings) {
+        /* Refused or unreachable again: back off, up to 8x the interval (at most an hour,
+         * unless the interval itself is longer). */
+        ms = base << (doublings < 3 ? doublings : 3);
+        if (ms > 3600000u) ms = base > 3600000u ? base : 3600000u;
+    }
+    ms = ms * (80u + random % 41u) / 100u; /* +-20 % */
+    return ms > 0xffffffffu ? 0xffffffffu : (uint32_t)ms;
 }
 
 static void progress(fl_client *c, int force) {
@@ -501,6 +675,7 @@ static fl_result download_and_apply(fl_client *c, const fl_offer *o) {
         rc = p->http_get(p->ctx, o->url, bearer(c), c->offset, sink, c, &c->http_status);
         status = c->http_status;
         if (c->sink_error) return fail(c, o, (fl_error)c->sink_error);
+        if (rc == FL_HTTP_TLS_REFUSED) return fail(c, o, FL_E_TLS); /* not the pinned server: no retry */
         if (status == 401 || status == 403 || status == 404 || status == 410 || status == 416)
             return fail(c, o, FL_E_DOWNLOAD);
         if (rc == 0 && c->offset < c->size) return fail(c, o, FL_E_SIZE_MISMATCH);

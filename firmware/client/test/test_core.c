@@ -64,12 +64,22 @@ typedef struct {
     int n_dl_off_sets;
     /* clock */
     uint64_t now, step;
+    /* TLS: GETs refused by the pin check */
+    int get_tls_refused;
+    /* the URL of every POST, in order */
+    char post_urls[16][96];
+    int n_posts;
+    /* mDNS: what the query finds, and how often it was asked */
+    fl_mdns_service mdns[FL_MDNS_MAX];
+    int n_mdns, mdns_queries;
+    char mdns_asked[40];
 } fake;
 
 static int fake_post(void *ctx, const char *url, const char *bearer, const char *body, char *resp, size_t cap,
                      int *status) {
     fake *f = ctx;
     const char *ans;
+    if (f->n_posts < 16) snprintf(f->post_urls[f->n_posts++], 96, "%s", url);
     if (strstr(url, "/api/v1/check")) {
         if (f->check_i >= f->n_checks) return -1;
         snprintf(f->check_bearer[f->check_i], FL_SECRET_MAX, "%s", bearer ? bearer : "");
@@ -98,6 +108,7 @@ static int fake_get(void *ctx, const char *url, const char *bearer, uint64_t off
         *status = f->get_status;
         return 0;
     }
+    if (f->get_tls_refused) return FL_HTTP_TLS_REFUSED;
     pos = (f->ignore_range || offset == 0) ? 0 : (size_t)offset;
     *status = pos ? 206 : 200;
     while (pos < f->img_len) {
@@ -221,6 +232,17 @@ static int publish(void *ctx, const char *topic, const char *payload, int retain
         snprintf(f->reports[f->n_reports++], 400, "%s", payload);
     }
     return 0;
+}
+
+static int fake_mdns(void *ctx, const char *service, const char *proto, uint32_t timeout_ms, fl_mdns_service *out,
+                     int max) {
+    fake *f = ctx;
+    int i;
+    (void)timeout_ms;
+    f->mdns_queries++;
+    snprintf(f->mdns_asked, sizeof f->mdns_asked, "%s.%s", service, proto);
+    for (i = 0; i < f->n_mdns && i < max; i++) out[i] = f->mdns[i];
+    return i;
 }
 
 static fl_port port_for(fake *f) {
@@ -901,10 +923,258 @@ static void test_init_args(void) {
     CHECK(fl_init(&cl, &c, &p) == -1);
 }
 
+
+/* ---------------- discovery, TLS, refusals, backoff ---------------- */
+
+static char site_fp[17];
+
+/* An instance as the engine advertises it: api, fp (the site key id), v, tls, fps. */
+static fl_mdns_service instance(const char *addr, uint16_t port, const char *fp, const char *tls, const char *fps) {
+    fl_mdns_service s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.addr, sizeof s.addr, "%s", addr);
+    s.port = port;
+    fl_mdns_add_txt(&s, "api", 3, "/api/v1", 7);
+    if (fp) fl_mdns_add_txt(&s, "fp", 2, fp, strlen(fp));
+    fl_mdns_add_txt(&s, "v", 1, "0.1.0", 5);
+    if (tls) fl_mdns_add_txt(&s, "tls", 3, tls, strlen(tls));
+    if (fps) fl_mdns_add_txt(&s, "fps", 3, fps, strlen(fps));
+    return s;
+}
+
+static void test_mdns_txt(void) {
+    fl_mdns_service s;
+    char big[300];
+    memset(&s, 0, sizeof s);
+    CHECK(fl_mdns_add_txt(&s, "api", 3, "/api/v1", 7) == 0);
+    CHECK(fl_mdns_add_txt(&s, "empty", 5, NULL, 0) == 0);
+    CHECK(s.txt_len == 12 + 7);
+    CHECK_STR(fl_mdns_txt(&s, "api"), "/api/v1");
+    CHECK_STR(fl_mdns_txt(&s, "API"), "/api/v1"); /* keys are case-insensitive (RFC 6763 6.4) */
+    CHECK_STR(fl_mdns_txt(&s, "empty"), "");
+    CHECK(fl_mdns_txt(&s, "ap") == NULL && fl_mdns_txt(&s, "apix") == NULL && fl_mdns_txt(&s, "") == NULL);
+    /* refused: an empty key, '=' or NUL in a key, NUL in a value, more than fits */
+    CHECK(fl_mdns_add_txt(&s, "", 0, "x", 1) == -1);
+    CHECK(fl_mdns_add_txt(&s, "a=b", 3, "x", 1) == -1);
+    CHECK(fl_mdns_add_txt(&s, "a\0b", 3, "x", 1) == -1);
+    CHECK(fl_mdns_add_txt(&s, "k", 1, "x\0y", 3) == -1);
+    CHECK(fl_mdns_add_txt(&s, "k", 1, NULL, 5) == -1);
+    memset(big, 'x', sizeof big);
+    CHECK(fl_mdns_add_txt(&s, "k", 1, big, FL_MDNS_TXT_CAP - s.txt_len - 2) == -1);
+    CHECK(fl_mdns_add_txt(&s, "k", 1, big, FL_MDNS_TXT_CAP - s.txt_len - 3) == 0); /* exactly full */
+    CHECK(s.txt_len == FL_MDNS_TXT_CAP);
+    CHECK(fl_mdns_add_txt(&s, "k", 1, NULL, 0) == -1);
+    CHECK(strlen(fl_mdns_txt(&s, "k")) == (size_t)(FL_MDNS_TXT_CAP - 19 - 3));
+    /* a port that filled the buffer itself, unterminated or with a lying length */
+    memset(&s, 'a', sizeof s);
+    s.txt_len = 0xffff;
+    CHECK(fl_mdns_txt(&s, "api") == NULL);
+    s.txt_len = 5;
+    CHECK(fl_mdns_txt(&s, "aaaa") == NULL);
+}
+
+static void test_mdns_pick(void) {
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    fl_mdns_service list[FL_MDNS_MAX];
+    char url[FL_SERVER_MAX], pin[80], fps[65], other_fps[65];
+    uint8_t spki[32];
+    memset(spki, 0x5a, sizeof spki);
+    sodium_bin2hex(fps, sizeof fps, spki, 32);
+    memset(other_fps, 'b', 64);
+    other_fps[64] = '\0';
+    strcpy(pin, "sha256//");
+    sodium_bin2base64(pin + 8, sizeof pin - 8, spki, 32, sodium_base64_VARIANT_ORIGINAL);
+
+    /* No pin: plain HTTP on the advertised port; instances not ours are passed over. */
+    list[0] = instance("10.0.0.9", 8070, "0011223344556677", "8443", fps); /* another site's key */
+    list[1] = instance("10.0.0.8", 8070, site_fp, "8443", fps);
+    fl_mdns_add_txt(&list[1], "x", 1, "y", 1);
+    list[1].txt[4] = 'X'; /* api=Xapi/v1: not an API this client speaks */
+    list[2] = instance("not-an-ip", 8070, site_fp, NULL, NULL);
+    list[3] = instance("10.0.0.7", 8071, site_fp, "8443", fps);
+    CHECK(fl_mdns_pick(&c, &p, list, 4, url, sizeof url) == 3);
+    CHECK_STR(url, "http://10.0.0.7:8071");
+    CHECK(fl_mdns_pick(&c, &p, list, 3, url, sizeof url) == -1);
+    list[0] = instance("10.0.0.6", 0, site_fp, NULL, NULL); /* no port */
+    CHECK(fl_mdns_pick(&c, &p, list, 1, url, sizeof url) == -1);
+    list[0] = instance("10.0.0.6", 8070, NULL, NULL, NULL); /* no fp */
+    CHECK(fl_mdns_pick(&c, &p, list, 1, url, sizeof url) == -1);
+
+    /* Pinned: HTTPS only, to the advertised TLS port, and only the pinned key. */
+    c.tls_pin = pin;
+    list[0] = instance("10.0.0.5", 8070, site_fp, NULL, fps);           /* no HTTPS: no downgrade */
+    list[1] = instance("10.0.0.4", 8070, site_fp, "8443", other_fps);   /* another key */
+    list[2] = instance("10.0.0.3", 8070, site_fp, "99999", fps);        /* a bad port */
+    list[3] = instance("10.0.0.2", 8070, site_fp, "8443", fps);
+    CHECK(fl_mdns_pick(&c, &p, list, 4, url, sizeof url) == 3);
+    CHECK_STR(url, "https://10.0.0.2:8443");
+    CHECK(fl_mdns_pick(&c, &p, list, 3, url, sizeof url) == -1);
+    list[3] = instance("10.0.0.2", 8070, site_fp, "8443", NULL); /* the pinned key not advertised */
+    CHECK(fl_mdns_pick(&c, &p, list, 4, url, sizeof url) == -1);
+    list[3] = instance("10.0.0.2", 8070, site_fp, "8443", "zz");
+    CHECK(fl_mdns_pick(&c, &p, list, 4, url, sizeof url) == -1);
+    /* libcurl's list of pins: any of them */
+    {
+        char two[200];
+        snprintf(two, sizeof two, "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=;%s", pin);
+        c.tls_pin = two;
+        list[3] = instance("10.0.0.2", 8070, site_fp, "8443", fps);
+        CHECK(fl_mdns_pick(&c, &p, list, 4, url, sizeof url) == 3);
+    }
+    /* a PEM pin says nothing comparable: the TLS layer checks it; still HTTPS only */
+    c.tls_pin = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n";
+    CHECK(fl_mdns_pick(&c, &p, list, 4, url, sizeof url) == 1);
+    CHECK_STR(url, "https://10.0.0.4:8443");
+    /* a URL that does not fit is not written half */
+    CHECK(fl_mdns_pick(&c, &p, list, 4, url, 12) == -1);
+}
+
+static void test_discovery_check_in(void) {
+    fl_client cl;
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    free(setup(&F, 10, "x"));
+    c.server = NULL;
+    CHECK(fl_init(&cl, &c, &p) == -1); /* neither a server nor a way to find one */
+    p.mdns_query = fake_mdns;
+    CHECK(fl_init(&cl, &c, &p) == 0);
+
+    /* nothing found: a network failure, nothing posted */
+    CHECK(fl_check_in(&cl) == FL_ERR_NETWORK);
+    CHECK(F.mdns_queries == 1 && F.n_posts == 0);
+    CHECK_STR(F.mdns_asked, "_flotilla._tcp");
+
+    /* found: the check-in goes there and says nothing of TLS */
+    F.mdns[0] = instance("192.168.1.20", 8070, site_fp, "8443", NULL);
+    F.n_mdns = 1;
+    script(&F, 200, CRED);
+    script(&F, 200, "{\"update_available\":false}");
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
+    CHECK_STR(F.post_urls[0], "http://192.168.1.20:8070/api/v1/check");
+    CHECK_STR(F.post_urls[1], "http://192.168.1.20:8070/api/v1/check");
+    CHECK(F.mdns_queries == 2);
+    /* known now: no query */
+    script(&F, 200, "{\"update_available\":false}");
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
+    CHECK(F.mdns_queries == 2);
+    /* unreachable (no answer scripted): forgotten, found again at the next check-in */
+    CHECK(fl_check_in(&cl) == FL_ERR_NETWORK);
+    F.mdns[0] = instance("192.168.1.21", 8070, site_fp, "8443", NULL);
+    script(&F, 200, "{\"update_available\":false}");
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
+    CHECK(F.mdns_queries == 3);
+    CHECK_STR(F.post_urls[F.n_posts - 1], "http://192.168.1.21:8070/api/v1/check");
+    /* an engine that answers, even with an error, is kept */
+    script(&F, 503, "{}");
+    CHECK(fl_check_in(&cl) == FL_ERR_NETWORK);
+    script(&F, 200, "{\"update_available\":false}");
+    CHECK(fl_check_in(&cl) == FL_OK_NO_UPDATE);
+    CHECK(F.mdns_queries == 3);
+
+    /* a configured server is never looked up */
+    free(setup(&F, 10, "x"));
+    c = config();
+    p.mdns_query = fake_mdns;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_ERR_NETWORK);
+    CHECK(fl_check_in(&cl) == FL_ERR_NETWORK);
+    CHECK(F.mdns_queries == 0);
+}
+
+static void test_tls_declared(void) {
+    char buf[512];
+    fl_client cl;
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    char *offer;
+    c.server = "https://dev.test:8443";
+    fl_checkin_json(buf, sizeof buf, &c);
+    CHECK_STR(buf, "{\"device_id\":\"pump-07\",\"mac\":\"24:6F:28:AA:BB:CC\",\"model\":\"pump-ctl\",\"chip\":\"esp32\","
+                   "\"version\":\"1.4.2\",\"secure_version\":1,\"tls\":true}");
+    c.server = "http://dev.test:8070";
+    fl_checkin_json(buf, sizeof buf, &c);
+    CHECK(strstr(buf, "tls") == NULL);
+
+    /* a download server that is not the pinned one: refused at once, not retried, nothing kept */
+    offer = setup(&F, 30000, "j-tls");
+    F.get_tls_refused = 1;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_FAILED);
+    CHECK(F.n_gets == 1 && F.written == 0 && F.commits == 0 && F.aborts == 1);
+    CHECK(strstr(F.reports[F.n_reports - 1], "\"state\":\"failed\",\"error\":\"tls\"}") != NULL);
+    CHECK_STR(kv(&F, FL_KV_DL_OFFER), "");
+    free(offer);
+}
+
+static void test_refused_quietly_with_backoff(void) {
+    fl_client cl;
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    uint32_t ms;
+    free(setup(&F, 10, "x"));
+    fake_kv_set(&F, FL_KV_SECRET, "OLD");
+    c.interval_secs = 10;
+    fl_init(&cl, &c, &p);
+    /* the interval with +-20 % jitter */
+    CHECK(fl_next_check_in_ms(&cl, 0) == 8000 && fl_next_check_in_ms(&cl, 40) == 12000);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 10000 && fl_next_check_in_ms(&cl, 41) == 8000);
+    /* revoked: refused again and again; each wait longer, up to 8x */
+    script(&F, 401, "{\"error\":{\"code\":\"unauthorized\",\"message\":\"the device's credential is revoked\"}}");
+    script(&F, 401, "{}");
+    script(&F, 401, "{}");
+    script(&F, 401, "{}");
+    script(&F, 401, "{}");
+    CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 10000); /* one refusal: the usual interval */
+    CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 20000);
+    CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 40000);
+    CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 80000);
+    CHECK(fl_check_in(&cl) == FL_ERR_UNAUTHORIZED);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 80000 && fl_next_check_in_ms(&cl, 40) == 96000);
+    /* ... and says nothing meanwhile: no report leaves, the secret stays */
+    CHECK(fl_report(&cl, "j", "failed", -1, "rollback") == -1);
+    CHECK(F.n_reports == 0);
+    CHECK_STR(kv(&F, FL_KV_SECRET), "OLD");
+    CHECK(cl.credentials == 0);
+    /* re-keyed: the next check-in brings a new credential; back to the interval, reports again */
+    script(&F, 200, "{\"update_available\":false,\"credential\":{\"secret\":\"NEW-2\",\"generation\":2,"
+                    "\"mqtt_username\":\"pump-07\",\"mqtt_password\":\"pw2\"},\"approval\":\"pending\"}");
+    script(&F, 200, "{\"update_available\":false,\"approval\":\"pending\"}");
+    CHECK(fl_check_in(&cl) == FL_PENDING_APPROVAL);
+    CHECK_STR(F.check_bearer[5], "OLD");
+    CHECK_STR(F.check_bearer[6], "NEW-2");
+    CHECK_STR(kv(&F, FL_KV_SECRET), "NEW-2");
+    CHECK_STR(kv(&F, FL_KV_MQTT_PASS), "pw2");
+    CHECK(cl.credentials == 1);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 10000);
+    CHECK(fl_report(&cl, "j", "failed", -1, "rollback") == 0 && F.n_reports == 1);
+
+    /* unreachable: backs off too; the default interval is 10 min; the cap an hour */
+    free(setup(&F, 10, "x"));
+    c.interval_secs = 0;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 600000);
+    for (ms = 0; ms < 10; ms++) CHECK(fl_check_in(&cl) == FL_ERR_NETWORK);
+    CHECK(fl_next_check_in_ms(&cl, 20) == 3600000);
+    c.interval_secs = 86400; /* an interval longer than the cap is never shortened */
+    fl_init(&cl, &c, &p);
+    CHECK(fl_check_in(&cl) == FL_ERR_NETWORK && fl_check_in(&cl) == FL_ERR_NETWORK);
+    CHECK(fl_next_check_in_ms(&cl, 40) == 103680000u);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 2;
     crypto_sign_keypair(site_pk, site_sk);
     crypto_sign_keypair(other_pk, other_sk);
+    {
+        uint8_t d[32];
+        crypto_hash_sha256(d, site_pk, 32);
+        sodium_bin2hex(site_fp, sizeof site_fp, d, 8);
+    }
     test_semver();
     test_messages();
     test_verify();
@@ -920,6 +1190,11 @@ int main(void) {
     test_after_boot();
     test_mqtt_reports();
     test_init_args();
+    test_mdns_txt();
+    test_mdns_pick();
+    test_discovery_check_in();
+    test_tls_declared();
+    test_refused_quietly_with_backoff();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -12,14 +12,22 @@ extern "C" {
 #endif
 
 typedef struct {
-    const char *server;         /* NULL: CONFIG_FLOTILLA_OTA_SERVER */
+    const char *server;         /* NULL: CONFIG_FLOTILLA_OTA_SERVER; "" (either): found by mDNS */
     const char *device_id;      /* NULL: "esp-" + the STA MAC */
     const char *model;          /* NULL: the app's project name */
-    const char *server_cert_pem; /* the pinned certificate (flotilla keys tls); NULL: plain HTTP only */
+    const char *server_cert_pem; /* the pinned certificate (flotilla keys tls --pem): HTTPS only, also to
+                                    a server found by mDNS; NULL: plain HTTP only */
     uint32_t interval_secs;     /* 0: CONFIG_FLOTILLA_OTA_INTERVAL_SECS */
     /* Decides, after an update's first boot, whether the new image is healthy. NULL: healthy. */
     int (*health_check)(void);
-    /* Optional: reports over this client's flotilla/<id>/status/ota instead of HTTP. */
+    /* Optional, one of the two:
+     * - mqtt_uri ("mqtt://192.168.1.20:1883"): the port runs its own MQTT client, logged in with
+     *   the device's own broker login from its enrolment, with a retained Last Will
+     *   {"online":false} and a retained presence on flotilla/<id>/status at every connect; it
+     *   takes offers from flotilla/<id>/cmd/ota and reports on .../status/ota.
+     * - mqtt: the application's client; reports go over it, and the application subscribes and
+     *   hands cmd/ota payloads to flotilla_ota_push. */
+    const char *mqtt_uri;
     esp_mqtt_client_handle_t mqtt;
 } flotilla_ota_idf_config;
 

@@ -13,7 +13,8 @@ void setup() {
     WiFi.begin("my-ssid", "my-password");
     while (WiFi.status() != WL_CONNECTED) delay(200);
     FlotillaOTA.setHealthCheck(healthy);
-    if (!FlotillaOTA.begin("http://flotilla.local:8070", "pump-ctl", "1.4.2", SITE_KEY))
+    // nullptr: find the server by mDNS; or give its URL ("http://192.168.1.20:8070")
+    if (!FlotillaOTA.begin(nullptr, "pump-ctl", "1.4.2", SITE_KEY))
         Serial.println("FlotillaOTA: bad configuration");
 }
 

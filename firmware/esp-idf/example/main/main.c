@@ -15,5 +15,7 @@ void app_main(void) {
     ESP_ERROR_CHECK(example_connect());
     cfg.model = "pump-ctl";
     cfg.health_check = app_is_healthy;
+    /* The server: CONFIG_FLOTILLA_OTA_SERVER, or found by mDNS when that is empty (the default).
+     * MQTT push with the device's own broker login: cfg.mqtt_uri = "mqtt://192.168.1.20:1883"; */
     ESP_ERROR_CHECK(flotilla_ota_start(&cfg));
 }

@@ -1,0 +1,7 @@
+#pragma once
+#include "Arduino.h"
+class IPAddress {
+  public:
+    IPAddress();
+    String toString() const;
+};
