@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::mdns::{Link, Netns, device_port, run_bounded, serve_in};
-use crate::support::{Server, flotilla_bin, image, namespaces_permitted};
+use crate::support::{Server, flotilla_bin, image, require_namespaces};
 
 /// `make -C firmware host`, once per run: the binary under test is always fresh.
 fn host_bin() -> PathBuf {
@@ -842,9 +842,7 @@ async fn the_c_client_finds_the_server_by_mdns() {
     // joined to A by a veth pair, is given no server: it asks by multicast DNS and checks in
     // where the answer points — over plain HTTP, or over HTTPS when it holds a pin, and not at
     // all when the advertised key is not the pinned one.
-    if !namespaces_permitted("firmware_client::the_c_client_finds_the_server_by_mdns") {
-        return;
-    }
+    require_namespaces("firmware_client::the_c_client_finds_the_server_by_mdns");
     let host = host_bin();
     let link = Link::create("fwmdns", 4);
     let data = tempfile::tempdir().unwrap();

@@ -561,10 +561,10 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
 #[cfg_attr(skip_netns, ignore = "FLOTILLA_SKIP_NETNS=1: needs root to create namespaces")]
 async fn a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire() {
     require_namespaces("mdns::a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_expire");
-    let link = Link::create("move", 4);
+    let link = Link::create("move", 6);
     let data = tempfile::tempdir().unwrap();
     let (_server, _info) = serve_in(&link.a, data.path(), &[]).await;
-    let (first, second) = ("10.213.4.2", "10.213.4.9");
+    let (first, second) = ("10.213.6.2", "10.213.6.9");
     // DHCP will hand the node a second address on the same network.
     link.b.ip(&["addr", "add", &format!("{second}/24"), "dev", "flo-b"]);
     let node = json!([{ "type": "_esphomelib._tcp.local.", "name": "boiler", "host": "boiler", "port": 6053,
