@@ -93,6 +93,11 @@ async fn vendor_discovery(server: &Server, url: &str) {
     let g2 = until(server, "a8:03:2a:b1:23:45", |_| true).await;
     // Gen2+'s `<id>/online` does not say which generation: a Shelly, generation unknown.
     assert_eq!(family_kind(&g2), "shelly", "{g2}");
+    // Its notifications (`<prefix>/events/rpc`, here a custom prefix) say where it is.
+    let full = r#"{"src":"shellyplus1pm-a8032ab12345","dst":"garage/events","method":"NotifyFullStatus",
+        "params":{"sys":{"mac":"A8032AB12345"},"wifi":{"sta_ip":"127.0.0.70","status":"got ip"}}}"#;
+    c.publish("garage/events/rpc", QoS::AtLeastOnce, false, full).await.unwrap();
+    until(server, "a8:03:2a:b1:23:45", |d| d["ip"] == "127.0.0.70").await;
 
     // Offline from the Last Will and from `online false`.
     c.publish("tele/kitchen/LWT", QoS::AtLeastOnce, true, "Offline").await.unwrap();

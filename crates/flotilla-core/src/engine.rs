@@ -204,13 +204,13 @@ impl Engine {
             None
         };
 
-        let handle = EngineHandle {
+        let handle = EngineHandle::new(crate::handle::HandleParts {
             shared,
             stop: Arc::new(stop),
             tracker,
             advertiser: Arc::new(Mutex::new(advertiser)),
             broker: Arc::new(tokio::sync::Mutex::new(None)),
-        };
+        });
         let mode = handle.shared.config.mqtt.clone();
         match crate::mqtt_link::start(&handle, &mode, &profiles).await {
             Ok(Some(link)) => {

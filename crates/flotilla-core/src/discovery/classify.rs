@@ -306,6 +306,40 @@ pub fn shelly_online(id: &str, payload: &[u8], gen1: bool) -> Option<Observation
     })
 }
 
+/// A Shelly Gen2+ notification on `<prefix>/events/rpc` (§7.2): an RPC frame
+/// `{"src":"shellyplus1pm-a8032ab12345","dst":"…/events","method":"NotifyStatus"|"NotifyFullStatus"|"NotifyEvent","params":{…}}`.
+/// `src` is the device id (with its MAC) whatever the topic prefix; a full status also carries
+/// `sys.mac` and `wifi.sta_ip`. The device is online: it is talking.
+pub fn shelly_rpc_event(payload: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Frame {
+        src: String,
+        method: String,
+        #[serde(default)]
+        params: Option<serde_json::Value>,
+    }
+    let f: Frame = serde_json::from_slice(payload).ok()?;
+    if !f.method.starts_with("Notify") {
+        return None;
+    }
+    let id = clean(&f.src)?;
+    if !id.to_ascii_lowercase().starts_with("shelly") {
+        return None;
+    }
+    let params = f.params.unwrap_or_default();
+    let mac = params["sys"]["mac"].as_str().and_then(normalize_mac).or_else(|| mac_in_id(&id))?;
+    Some(Observation {
+        key: format!("mqtt:shelly:{mac}"),
+        mac: Some(mac),
+        family: Some(Family::Shelly),
+        name: Some(id.clone()),
+        device_id: Some(id),
+        ip: params["wifi"]["sta_ip"].as_str().and_then(|ip| ip.parse().ok()),
+        online: true,
+        ..Observation::default()
+    })
+}
+
 /// ESPHome's MQTT discovery (`esphome/discover/<name>`, when `discovery` is on):
 /// `{"ip","name","port","version","mac","platform","board","network","project_name","project_version"}`.
 pub fn esphome_discover(payload: &[u8]) -> Option<Observation> {
@@ -617,6 +651,29 @@ mod tests {
         );
         assert!(tasmota_info(mac, br#"{"Info2":{"IPAddress":"not an address"}}"#).is_none());
         assert!(tasmota_info(mac, b"garbage").is_none());
+    }
+
+    #[test]
+    fn shelly_notifications_say_who_talks_and_where() {
+        let full = br#"{"src":"shellyplus1pm-a8032ab12345","dst":"shellyplus1pm-a8032ab12345/events","method":"NotifyFullStatus",
+            "params":{"ts":1733400000.12,"sys":{"mac":"A8032AB12345","restart_required":false,"available_updates":{}},
+                      "wifi":{"sta_ip":"192.168.1.70","status":"got ip","ssid":"site","rssi":-60},"switch:0":{"id":0,"output":false}}}"#;
+        let o = shelly_rpc_event(full).unwrap();
+        assert_eq!(
+            (o.family, o.mac.as_deref(), o.ip),
+            (Some(Family::Shelly), Some("a8:03:2a:b1:23:45"), Some("192.168.1.70".parse().unwrap()))
+        );
+        assert_eq!(o.device_id.as_deref(), Some("shellyplus1pm-a8032ab12345"));
+        let status = br#"{"src":"shellyplus1pm-a8032ab12345","dst":"custom/events","method":"NotifyStatus","params":{"ts":1.0,"switch:0":{"output":true}}}"#;
+        let o = shelly_rpc_event(status).unwrap();
+        assert_eq!((o.mac.as_deref(), o.ip, o.online), (Some("a8:03:2a:b1:23:45"), None, true));
+        // A reply, another device's id, garbage: not a notification of a Shelly.
+        assert!(
+            shelly_rpc_event(br#"{"src":"shellyplus1pm-a8032ab12345","id":1,"method":"Switch.Set","params":{}}"#)
+                .is_none()
+        );
+        assert!(shelly_rpc_event(br#"{"src":"kitchen-a8032ab12345","method":"NotifyStatus","params":{}}"#).is_none());
+        assert!(shelly_rpc_event(b"{not json").is_none());
     }
 
     #[test]

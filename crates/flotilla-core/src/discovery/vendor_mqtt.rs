@@ -1,7 +1,8 @@
 //! Vendor MQTT discovery on whichever broker the engine uses: Tasmota's retained
 //! `tasmota/discovery/<MAC>/config`, its Last Will (`tele/<topic>/LWT`) and the `INFO1`/`INFO2`
 //! it publishes on connect (version, address), Shelly Gen1's
-//! `shellies/announce` and `shellies/<id>/online`, Shelly Gen2+'s `<id>/online`, and ESPHome's
+//! `shellies/announce` and `shellies/<id>/online`, Shelly Gen2+'s `<id>/online` and
+//! `<prefix>/events/rpc` notifications, and ESPHome's
 //! `esphome/discover/<name>`
 //! (`shared/reference/protocols.md` §3.7, §4.2, §7.2). Native devices' presence is handled by the
 //! topic profiles before anything reaches this module.
@@ -11,7 +12,7 @@ use crate::handle::{EngineHandle, Observed};
 use crate::mqtt::Incoming;
 
 /// The topic filters the engine subscribes to for vendor discovery.
-pub const SUBSCRIPTIONS: [&str; 8] = [
+pub const SUBSCRIPTIONS: [&str; 9] = [
     "tasmota/discovery/+/config",
     "tele/+/LWT",
     "tele/+/INFO1",
@@ -19,6 +20,7 @@ pub const SUBSCRIPTIONS: [&str; 8] = [
     "shellies/announce",
     "shellies/+/online",
     "+/online",
+    "+/events/rpc",
     "esphome/discover/+",
 ];
 
@@ -31,6 +33,7 @@ pub fn classify(topic: &str, payload: &[u8]) -> Option<Observation> {
         ["esphome", "discover", _] => classify::esphome_discover(payload),
         ["shellies", id, "online"] => classify::shelly_online(id, payload, true),
         [id, "online"] => classify::shelly_online(id, payload, false),
+        [_, "events", "rpc"] => classify::shelly_rpc_event(payload),
         _ => None,
     }
 }
@@ -99,6 +102,9 @@ mod tests {
         assert_eq!((o.family, o.generation), (Some(Family::Shelly), Some(1)));
         let o = classify("shellyplus1-a8032ab12345/online", b"true").unwrap();
         assert_eq!((o.family, o.generation), (Some(Family::Shelly), None));
+        let o =
+            classify("garage/events/rpc", br#"{"src":"shellyplus1-a8032ab12345","method":"NotifyStatus","params":{}}"#);
+        assert_eq!(o.map(|o| o.family), Some(Some(Family::Shelly)));
         assert_eq!(classify("kitchen/online", b"true"), None);
         assert_eq!(classify("tasmota/discovery/A4CF12345678/sensors", b"{}"), None);
     }

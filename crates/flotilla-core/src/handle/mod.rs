@@ -171,9 +171,29 @@ pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(lan.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), addr.port())
 }
 
-/// A running engine. Cheap to clone; [`EngineHandle::shutdown`] stops it.
+/// A running engine. Cheap to clone (one reference count: axum clones it for every request);
+/// [`EngineHandle::shutdown`] stops it. Its parts are reached through `Deref`.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
+    parts: Arc<HandleParts>,
+}
+
+impl std::ops::Deref for EngineHandle {
+    type Target = HandleParts;
+    fn deref(&self) -> &HandleParts {
+        &self.parts
+    }
+}
+
+impl EngineHandle {
+    pub(crate) fn new(parts: HandleParts) -> EngineHandle {
+        EngineHandle { parts: Arc::new(parts) }
+    }
+}
+
+/// What an [`EngineHandle`] holds.
+#[derive(Debug)]
+pub struct HandleParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) stop: Arc<CancellationToken>,
     pub(crate) tracker: TaskTracker,
