@@ -61,6 +61,10 @@ struct Cli {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Write the enrolled devices to FILE (`Bearer <secret>` TAB `<check-in body>` per line), for
+    /// an independent load tool to replay the same check-ins (bench/checkin.sh drives wrk with it).
+    #[arg(long, value_name = "FILE")]
+    save_devices: Option<std::path::PathBuf>,
 }
 
 const EXAMPLE: &str = "Example:\n  flotilla-load --url http://127.0.0.1:8070 --devices 10000 --connections 64 --duration 10s \\\n    --pid \"$(pidof flotilla)\"";
@@ -92,6 +96,7 @@ impl Cli {
             chip: Chip::parse(&self.chip).ok_or_else(|| format!("--chip: unknown chip `{}`", self.chip))?,
             version: self.firmware_version.clone(),
             engine_pid: self.pid,
+            save_devices: self.save_devices.clone(),
         })
     }
 }

@@ -78,6 +78,10 @@ pub struct LoadConfig {
     pub version: String,
     /// The engine's process, for its CPU time and resident memory in the report.
     pub engine_pid: Option<u32>,
+    /// Where to write the registered devices once enrolled, one per line:
+    /// `Bearer <secret>` TAB `<check-in body>` — for an independent load tool (wrk) to replay
+    /// the same check-ins against the same engine.
+    pub save_devices: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadConfig {
@@ -95,6 +99,7 @@ impl Default for LoadConfig {
             chip: Chip::Esp32,
             version: "1.0.0".into(),
             engine_pid: None,
+            save_devices: None,
         }
     }
 }
@@ -215,6 +220,17 @@ pub async fn run(config: LoadConfig) -> Result<Report> {
             "{reg_errors} of {} devices could not be registered (check-in not answered 200 after {REGISTER_TRIES} tries)",
             config.devices
         )));
+    }
+    if let Some(path) = &config.save_devices {
+        let mut out = String::with_capacity(config.devices * 200);
+        for (body, auth) in bodies.iter().zip(auths.iter()) {
+            let auth = auth.get().and_then(|a| a.to_str().ok()).unwrap_or_default();
+            out.push_str(auth);
+            out.push('\t');
+            out.push_str(&String::from_utf8_lossy(body));
+            out.push('\n');
+        }
+        std::fs::write(path, out).map_err(|e| SimError::io(format!("cannot write {}", path.display()), e))?;
     }
     tokio::time::sleep(config.settle).await;
 
