@@ -442,7 +442,7 @@ fn devices_until(
 }
 
 /// python-zeroconf advertising `services` from `address` in `ns`, once it said "advertised".
-fn advertiser(ns: &Netns, address: &str, ttl: u32, services: Value) -> Running {
+fn advertiser(ns: &Netns, address: &str, ttl: u32, services: &Value) -> Running {
     let mut cmd = ns.exec(&test_python());
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mdns/advertise.py"));
     cmd.arg(json!({ "address": address, "ttl": ttl, "services": services }).to_string());
@@ -520,7 +520,7 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
     for n in 11..=14 {
         link.b.ip(&["addr", "add", &format!("10.213.3.{n}/24"), "dev", "flo-b"]);
     }
-    let mut advertiser = advertiser(&link.b, &b_addr, 120, device_records());
+    let mut advertiser = advertiser(&link.b, &b_addr, 120, &device_records());
     let until = |what: &str, ok: &dyn Fn(&BTreeMap<String, Value>) -> bool| {
         devices_until(&link.a, data.path(), what, Duration::from_secs(30), ok)
     };
@@ -570,7 +570,7 @@ async fn a_device_that_moves_stays_one_row_and_goes_offline_when_its_records_exp
     let node = json!([{ "type": "_esphomelib._tcp.local.", "name": "boiler", "host": "boiler", "port": 6053,
         "txt": { "version": "2025.10.0", "mac": "a8032ab10042", "platform": "ESP32", "board": "esp32dev" } }]);
     // Records that live 8 s (real firmware says 120): their expiry is what this test waits for.
-    let mut node_b = advertiser(&link.b, first, 8, node);
+    let mut node_b = advertiser(&link.b, first, 8, &node);
     let mac = "a8:03:2a:b1:00:42";
     let until = |what: &str, ok: &dyn Fn(&Value) -> bool| {
         devices_until(&link.a, data.path(), what, Duration::from_secs(30), &|d| d.get(mac).is_some_and(ok))
@@ -611,7 +611,7 @@ async fn what_mdns_leaves_out_is_asked_of_the_device_over_http() {
     assert_eq!(tell(&mut web, None), "listening");
     let record = json!([{ "type": "_http._tcp.local.", "name": "kitchen-5678", "host": "kitchen-5678", "port": 80,
                           "txt": { "devicetype": "tasmota" } }]);
-    let _node = advertiser(&link.b, b_addr, 120, record);
+    let _node = advertiser(&link.b, b_addr, 120, &record);
     let devices =
         devices_until(&link.a, data.path(), "the Tasmota enriched by its own answer", Duration::from_secs(30), &|d| {
             d.get(b_mac.as_str()).is_some_and(|t| t["version"] == "14.3.0")

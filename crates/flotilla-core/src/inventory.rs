@@ -206,7 +206,8 @@ impl Inventory {
         self.by_mac
             .values()
             .filter(|e| e.device.online)
-            .filter_map(|e| (now >= e.stale_at_ms()?).then(|| (e.device.mac.clone(), e.silence_reason(now))))
+            .filter(|e| e.stale_at_ms().is_some_and(|at| now >= at))
+            .map(|e| (e.device.mac.clone(), e.silence_reason(now)))
             .collect()
     }
 
@@ -603,6 +604,7 @@ impl Entry {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn sighting(mac: &str, source: &str) -> Sighting {
