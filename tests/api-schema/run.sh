@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The admin API against its own OpenAPI description, with schemathesis (PyPI): a real
+# The admin API and the device API against their own OpenAPI descriptions, with schemathesis
+# (PyPI). The admin API: a real
 # `flotilla serve` on a fresh data dir holding one imported firmware, the admin token, every
 # operation but the endless event stream and the backup (which writes folders wherever it is
 # told; tests/e2e/data_safety.rs covers it), for a bounded time. Fails on any 5xx, any response that
-# does not match its schema, and any operation that answers without the token.
-#   tests/api-schema/run.sh [SECONDS]      # default 90
+# does not match its schema, and any operation that answers without the token. The device API
+# (`GET /api/v1/openapi.json` on the device server): every route devices call, unauthenticated
+# as a stranger on the LAN would call them, for the same time; fails on any 5xx and any response
+# that does not match its schema.
+#   tests/api-schema/run.sh [SECONDS]      # default 90, per API
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 cd "$ROOT"
 MAX_TIME="${1:-90}"
@@ -44,6 +48,11 @@ status=0
   --checks not_a_server_error,response_schema_conformance,ignored_auth \
   --exclude-path /api/v1/events/stream \
   --exclude-path /api/v1/backup \
+  --max-time "$MAX_TIME" --workers 1 --no-color || status=$?
+device="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$work/data/runtime.json")"
+say "schemathesis: the device API against its OpenAPI description (${MAX_TIME} s)"
+"$VENV/schemathesis" run "$device/api/v1/openapi.json" \
+  --checks not_a_server_error,response_schema_conformance \
   --max-time "$MAX_TIME" --workers 1 --no-color || status=$?
 if grep -E "panicked|ERROR" "$work/engine.log" >/dev/null; then
   echo "the engine logged errors during the run:" >&2

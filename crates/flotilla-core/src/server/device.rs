@@ -42,16 +42,23 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn health() -> axum::Json<Health> {
+/// Is the device server up?
+#[utoipa::path(get, path = "/health", tag = "server", responses((status = 200, description = "Up", body = Health)))]
+pub(crate) async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+/// Download counters in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "server",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render())
 }
 
-#[derive(Debug, Deserialize)]
-struct DownloadQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DownloadQuery {
+    /// The per-job download token (not needed for a public firmware).
     t: Option<String>,
 }
 
@@ -67,7 +74,20 @@ fn refuse(metrics: &Metrics, status: StatusCode, why: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{why}\n")).into_response()
 }
 
-async fn firmware(
+/// A firmware image (`<sha256>` or `<sha256>.bin`) or its gzip form (`<sha256>.gz`,
+/// `<sha256>.bin.gz`), whole or one byte range; `HEAD` too.
+#[utoipa::path(get, path = "/fw/{file}", tag = "downloads",
+    params(("file" = String, Path, description = "`<sha256>`, `<sha256>.bin`, `<sha256>.gz` or `<sha256>.bin.gz`"), DownloadQuery),
+    security((), ("device_secret" = [])),
+    responses(
+        (status = 200, description = "The bytes", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "One byte range", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, description = "The job's device is enrolled: its credential is required", body = String, content_type = "text/plain"),
+        (status = 403, description = "No or a bad token, or a blocked firmware", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such firmware (or form)", body = String, content_type = "text/plain"),
+        (status = 416, description = "A range outside the file", body = String, content_type = "text/plain"),
+    ))]
+pub(crate) async fn firmware(
     State(shared): State<Arc<Shared>>,
     Path(file): Path<String>,
     Query(q): Query<DownloadQuery>,

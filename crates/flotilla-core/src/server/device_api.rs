@@ -28,6 +28,41 @@ use serde::de::DeserializeOwned;
 use crate::error::CoreError;
 use crate::handle::{Caller, EngineHandle};
 
+/// The device server's OpenAPI description: the device API and the firmware downloads
+/// (`docs/device-openapi.json`, kept current by a test).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Flotilla device API", description = "What devices on the LAN call: check-ins and reports (native, and the compatibility profiles of fleets in the field), the site key, firmware downloads. See docs/device-api.md."),
+    modifiers(&DeviceSecret),
+    paths(check, report, site_key, check_update, firmware_check, update_status, ota_check, ota_status, openapi_json,
+          super::device::firmware, super::device::health, super::device::metrics),
+    tags((name = "native"), (name = "compatibility"), (name = "downloads"), (name = "server"))
+)]
+struct DeviceApiDoc;
+
+/// The device's own secret, `Authorization: Bearer <secret>`.
+struct DeviceSecret;
+
+impl utoipa::Modify for DeviceSecret {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("device_secret", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The device server's OpenAPI description.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <DeviceApiDoc as utoipa::OpenApi>::openapi()
+}
+
+/// This description, for firmware teams and API tools.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server",
+    responses((status = 200, description = "The device server's OpenAPI description", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
 /// The device API routes (merged into the device server).
 pub(crate) fn router(engine: EngineHandle) -> Router {
     Router::new()
@@ -39,6 +74,7 @@ pub(crate) fn router(engine: EngineHandle) -> Router {
         .route("/api/device/{id}/update-status", post(update_status))
         .route("/api/ota/check", post(ota_check))
         .route("/api/ota/status", post(ota_status))
+        .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(engine)
 }
 
@@ -136,6 +172,19 @@ async fn acknowledge(engine: &EngineHandle, req: ReportRequest, caller: Caller) 
     Ok(Json(ReportAck { ok: true }))
 }
 
+/// Check in: the device says what it runs and is answered with an offer or none. The first
+/// check-in of a new device enrols it (the answer carries its credential); every later one
+/// carries `Authorization: Bearer <secret>`.
+#[utoipa::path(post, path = "/api/v1/check", tag = "native", request_body = CheckRequest,
+    security((), ("device_secret" = [])),
+    responses(
+        (status = 200, description = "An offer or none (with the credential on enrolment)", body = CheckResponse),
+        (status = 400, description = "A field out of bounds, named", body = ErrorBody),
+        (status = 401, description = "The device is enrolled and this request is not its", body = ErrorBody),
+        (status = 403, description = "Refused (revoked, unauthenticated devices refused by a setting)", body = ErrorBody),
+        (status = 429, description = "Too many new devices from the LAN", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ))]
 async fn check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -145,6 +194,16 @@ async fn check(
     answer(&engine, req, caller(addr, &headers, true)).await
 }
 
+/// Report the progress or outcome of a job.
+#[utoipa::path(post, path = "/api/v1/report", tag = "native", request_body = ReportRequest,
+    security((), ("device_secret" = [])),
+    responses(
+        (status = 200, description = "Recorded (or ignored: a job that is not this device's)", body = ReportAck),
+        (status = 400, description = "A field out of bounds, named", body = ErrorBody),
+        (status = 401, description = "The device is enrolled and this request is not its", body = ErrorBody),
+        (status = 403, description = "Refused", body = ErrorBody),
+        (status = 507, description = "The disk is full", body = ErrorBody),
+    ))]
 async fn report(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -154,12 +213,15 @@ async fn report(
     acknowledge(&engine, req, caller(addr, &headers, true)).await
 }
 
+/// The site's Ed25519 public key (what signs the manifests).
+#[utoipa::path(get, path = "/api/v1/site-key", tag = "native",
+    responses((status = 200, description = "The site key", body = flotilla_proto::PublicKey)))]
 async fn site_key(State(engine): State<EngineHandle>) -> Json<flotilla_proto::PublicKey> {
     Json(engine.public_key())
 }
 
 /// `POST /api/v1/check-update` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CheckUpdate {
     mac: String,
     current_version: String,
@@ -173,6 +235,15 @@ struct CheckUpdate {
     chip: Option<String>,
 }
 
+/// Check in, `{mac, current_version, labels[]}` fleets.
+#[utoipa::path(post, path = "/api/v1/check-update", tag = "compatibility", request_body = CheckUpdate,
+    responses(
+        (status = 200, description = "An offer or none", body = CheckResponse),
+        (status = 400, description = "A field out of bounds, named", body = ErrorBody),
+        (status = 401, description = "The device is enrolled: use the native check-in", body = ErrorBody),
+        (status = 403, description = "Refused", body = ErrorBody),
+        (status = 429, description = "Too many new devices from the LAN", body = ErrorBody),
+    ))]
 async fn check_update(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -194,7 +265,8 @@ async fn check_update(
 }
 
 /// `GET /api/firmware/check` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FirmwareCheck {
     device_id: String,
     #[serde(default)]
@@ -213,6 +285,15 @@ fn mac_of(given: Option<String>, headers: &HeaderMap) -> Option<String> {
     given.or(header)
 }
 
+/// Check in, query-string fleets (the MAC from `mac` or the Arduino updaters' `x-ESP32-STA-MAC`).
+#[utoipa::path(get, path = "/api/firmware/check", tag = "compatibility", params(FirmwareCheck),
+    responses(
+        (status = 200, description = "An offer or none (none without a MAC)", body = CheckResponse),
+        (status = 400, description = "A field out of bounds, named", body = ErrorBody),
+        (status = 401, description = "The device is enrolled: use the native check-in", body = ErrorBody),
+        (status = 403, description = "Refused", body = ErrorBody),
+        (status = 429, description = "Too many new devices from the LAN", body = ErrorBody),
+    ))]
 async fn firmware_check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -237,8 +318,9 @@ async fn firmware_check(
     answer(&engine, req, caller(addr, &headers, false)).await
 }
 
-/// Status body of the compatibility profiles: the native report with common spellings accepted.
-#[derive(Debug, Deserialize)]
+/// Status body of the compatibility profiles: the native report with common spellings accepted
+/// (`job_id`, `status`, `message`, `current_version`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CompatStatus {
     #[serde(default)]
     device_id: Option<String>,
@@ -270,6 +352,15 @@ impl CompatStatus {
     }
 }
 
+/// Report, query-string fleets.
+#[utoipa::path(post, path = "/api/device/{id}/update-status", tag = "compatibility", request_body = CompatStatus,
+    params(("id" = String, Path, description = "The device id")),
+    responses(
+        (status = 200, description = "Recorded (or ignored)", body = ReportAck),
+        (status = 400, description = "A field out of bounds, named", body = ErrorBody),
+        (status = 401, description = "Not this device's", body = ErrorBody),
+        (status = 403, description = "Refused", body = ErrorBody),
+    ))]
 async fn update_status(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -280,8 +371,9 @@ async fn update_status(
     acknowledge(&engine, b.into_report(id), caller(addr, &headers, false)).await
 }
 
-/// `POST /api/ota/check` body: the native check-in with common spellings accepted.
-#[derive(Debug, Deserialize)]
+/// `POST /api/ota/check` body: the native check-in with common spellings accepted
+/// (`device_model`, `current_version`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct OtaCheck {
     device_id: String,
     mac: String,
@@ -293,6 +385,15 @@ struct OtaCheck {
     version: String,
 }
 
+/// Check in, `/api/ota` fleets.
+#[utoipa::path(post, path = "/api/ota/check", tag = "compatibility", request_body = OtaCheck,
+    responses(
+        (status = 200, description = "An offer or none", body = CheckResponse),
+        (status = 400, description = "A field out of bounds, named", body = ErrorBody),
+        (status = 401, description = "The device is enrolled: use the native check-in", body = ErrorBody),
+        (status = 403, description = "Refused", body = ErrorBody),
+        (status = 429, description = "Too many new devices from the LAN", body = ErrorBody),
+    ))]
 async fn ota_check(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -313,6 +414,14 @@ async fn ota_check(
     answer(&engine, req, caller(addr, &headers, false)).await
 }
 
+/// Report, `/api/ota` fleets.
+#[utoipa::path(post, path = "/api/ota/status", tag = "compatibility", request_body = CompatStatus,
+    responses(
+        (status = 200, description = "Recorded (or ignored)", body = ReportAck),
+        (status = 400, description = "A field out of bounds, or neither device_id nor mac", body = ErrorBody),
+        (status = 401, description = "Not this device's", body = ErrorBody),
+        (status = 403, description = "Refused", body = ErrorBody),
+    ))]
 async fn ota_status(
     State(engine): State<EngineHandle>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -325,4 +434,47 @@ async fn ota_status(
         .or_else(|| b.mac.clone())
         .ok_or_else(|| DeviceError(StatusCode::BAD_REQUEST, "device_id or mac is required".into()))?;
     acknowledge(&engine, b.into_report(device_id), caller(addr, &headers, false)).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    /// `docs/device-openapi.json` is the committed description; it must match the code.
+    /// Regenerate with `FLOTILLA_BLESS=1 cargo test -p flotilla-core device_openapi`.
+    #[test]
+    fn committed_device_openapi_is_current_and_covers_every_route() {
+        let doc = super::openapi();
+        let mut paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/api/device/{id}/update-status",
+                "/api/firmware/check",
+                "/api/ota/check",
+                "/api/ota/status",
+                "/api/v1/check",
+                "/api/v1/check-update",
+                "/api/v1/openapi.json",
+                "/api/v1/report",
+                "/api/v1/site-key",
+                "/fw/{file}",
+                "/health",
+                "/metrics",
+            ],
+            "every route of the device server, documented"
+        );
+        let generated = doc.to_pretty_json().unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/device-openapi.json");
+        if std::env::var_os("FLOTILLA_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        if committed != generated {
+            panic!(
+                "docs/device-openapi.json is stale: run `FLOTILLA_BLESS=1 cargo test -p flotilla-core device_openapi`"
+            );
+        }
+    }
 }
