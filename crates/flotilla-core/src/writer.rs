@@ -35,6 +35,8 @@ pub(crate) enum Op {
         device: flotilla_proto::Device,
         transport: Option<String>,
     },
+    /// `last_seen` (ms) of devices whose check-ins changed nothing else.
+    LastSeen(Vec<(String, i64)>),
     Labels {
         mac: String,
         labels: Vec<String>,
@@ -513,6 +515,7 @@ fn write_op(
 ) -> flotilla_store::Result<()> {
     match op {
         Op::Device { device, transport } => devices::put(tx, device, transport.as_deref())?,
+        Op::LastSeen(seen) => devices::touch(tx, seen)?,
         Op::Labels { mac, labels } => devices::set_labels(tx, mac, labels)?,
         Op::Channel { mac, channel } => devices::set_channel(tx, mac, *channel).map(drop)?,
         Op::LabelChannel { label, channel } => devices::set_label_channel(tx, label, *channel)?,

@@ -144,6 +144,16 @@ pub fn put(conn: &Connection, d: &Device, transport: Option<&str>) -> Result<()>
     Ok(())
 }
 
+/// Moves `last_seen` of devices forward (ms), never back: the write-behind of check-ins that
+/// changed nothing else, one small update per device instead of its whole row.
+pub fn touch(conn: &Connection, seen: &[(String, i64)]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("UPDATE devices SET last_seen = ?2 WHERE mac = ?1 AND last_seen < ?2")?;
+    for (mac, ms) in seen {
+        stmt.execute(params![mac, ms])?;
+    }
+    Ok(())
+}
+
 /// Sets (or clears) the channel a device itself follows; false when there is no such device.
 pub fn set_channel(conn: &Connection, mac: &str, channel: Option<Channel>) -> Result<bool> {
     let n = conn
@@ -362,6 +372,11 @@ mod tests {
         );
         assert_eq!(got.labels, vec!["floor-2", "line-a"]);
         assert_eq!(got.first_seen, clock::rfc3339(1_000));
+        // The write-behind of last_seen moves it forward only.
+        store.write(|tx| touch(tx, &[(mac.to_owned(), 5_000), ("00:00:00:00:00:00".to_owned(), 1)])).unwrap();
+        assert_eq!(get(store.conn(), mac).unwrap().unwrap().last_seen, clock::rfc3339(5_000));
+        store.write(|tx| touch(tx, &[(mac.to_owned(), 4_000)])).unwrap();
+        assert_eq!(get(store.conn(), mac).unwrap().unwrap().last_seen, clock::rfc3339(5_000), "never back");
         let all = list_with_transport(store.conn()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].1.as_deref(), Some(r#"{"kind":"pull"}"#), "a put without transport keeps the stored one");

@@ -443,13 +443,13 @@ impl EngineHandle {
             // last_seen of devices that only checked in: written behind, in bulk, now and then
             // (offline detection works from memory; the store needs it only across restarts).
             if fleet.seen.len() >= 8192 || (!fleet.seen.is_empty() && fleet.last_seen_flush.elapsed() >= SEEN_FLUSH) {
-                fleet.last_seen_flush = std::time::Instant::now();
-                let seen: Vec<String> = fleet.seen.drain().collect();
-                for mac in seen {
-                    if let Some(e) = fleet.inventory.get(&mac) {
-                        ops.push(Op::Device { device: e.snapshot(), transport: None });
-                    }
-                }
+                // Under the fleet lock, so only (MAC, time) pairs: no device is copied here.
+                let f = &mut *fleet;
+                f.last_seen_flush = std::time::Instant::now();
+                let inventory = &f.inventory;
+                let seen: Vec<(String, i64)> =
+                    f.seen.drain().filter_map(|mac| inventory.get(&mac).map(|e| (mac, e.last_seen_ms))).collect();
+                ops.push(Op::LastSeen(seen));
             }
         }
         self.queue(ops);
