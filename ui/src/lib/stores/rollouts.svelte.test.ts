@@ -118,6 +118,29 @@ describe('LiveRollout', () => {
     expect(l.counts.failed).toBe(1);
     expect(l.readAt).toBeGreaterThanOrEqual(before);
   });
+  it("never goes back to running on an answer the rollout's completion overtook", async () => {
+    vi.useFakeTimers();
+    try {
+      const l = new LiveRollout(1);
+      l.merge({ rollout: rollout({ state: 'paused' }), jobs: [] });
+      // Resume is sent; the rollout completes at once and its event arrives before the answer.
+      rolloutMock.mockResolvedValue({ rollout: rollout({ state: 'completed', outcome: 'some_failed' }), jobs: [] });
+      l.applyRolloutEvent(ev('rollout.completed', { id: 1, state: 'completed' }));
+      expect(l.rollout?.state).toBe('completed');
+      l.take(rollout({ state: 'running' }));
+      expect(l.rollout?.state, 'the stale answer is not taken').toBe('completed');
+      await vi.advanceTimersByTimeAsync(400);
+      expect(rolloutMock).toHaveBeenCalled();
+      expect(l.rollout?.state).toBe('completed');
+      // A read sent after it finished is believed (a retry that runs it again).
+      rolloutMock.mockResolvedValue({ rollout: rollout({ state: 'running' }), jobs: [] });
+      await vi.advanceTimersByTimeAsync(10);
+      await l.load();
+      expect(l.rollout?.state).toBe('running');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
   it('indexes wave counts by wave', () => {
     expect(waveCounts([{ number: 2, counts: counts({ total: 5 }) }]).map((c) => c.total)).toEqual([0, 5]);
   });

@@ -80,6 +80,8 @@ export class LiveRollout {
   private progressSeq = 0;
   private stopped = true;
   private finalLoad = false;
+  /** When this copy last saw the rollout become completed or cancelled (ms). */
+  private finishedSeenAt = 0;
   private cache: { version: number; view: LiveView } | null = null;
 
   constructor(
@@ -89,7 +91,17 @@ export class LiveRollout {
     if (initial) this.setRollout(initial, true);
   }
 
+  /**
+   * Is `r` (read at `sentAt`, ms) older than what this copy knows: the rollout was seen finished
+   * after the request was sent, and `r` says it is not? A finished rollout runs again only
+   * through an action, which a read sent after it shows.
+   */
+  private isStale(r: Rollout, sentAt: number): boolean {
+    return !!this.rollout && FINISHED.has(this.rollout.state) && !FINISHED.has(r.state) && sentAt <= this.finishedSeenAt;
+  }
+
   private setRollout(r: Rollout, withCounts: boolean): void {
+    if (FINISHED.has(r.state) && !(this.rollout && FINISHED.has(this.rollout.state))) this.finishedSeenAt = Date.now();
     this.rollout = r;
     this.readAt = Date.now();
     if (withCounts && r.counts) {
@@ -100,8 +112,11 @@ export class LiveRollout {
 
   async load(): Promise<void> {
     const seq = this.progressSeq;
+    const started = Date.now();
     try {
       const detail = await api.rollout(this.id);
+      // A read sent before the rollout was seen to finish may answer from before it did.
+      if (this.isStale(detail.rollout, started)) return this.refreshSoon();
       // Counts from a live event received while the request ran may be newer than the answer's.
       this.merge(detail, seq === this.progressSeq || FINISHED.has(detail.rollout.state));
       this.error = null;
@@ -112,6 +127,9 @@ export class LiveRollout {
 
   /** The engine's answer to an action (start, pause, resume, skip…): the rollout as it is now. */
   take(r: Rollout): void {
+    // An action's answer may have been overtaken by the live events of the rollout finishing
+    // (Resume of a rollout that then completes at once): read it again rather than go back.
+    if (this.isStale(r, Number.NEGATIVE_INFINITY)) return this.refreshSoon();
     this.setRollout(r, true);
     this.noteState(r.state, true);
   }
@@ -196,6 +214,7 @@ export class LiveRollout {
     this.counts = p.counts;
     this.waves = waveCounts(p.waves);
     if (this.rollout && (this.rollout.state !== p.state || this.rollout.current_wave !== p.current_wave)) {
+      if (FINISHED.has(p.state) && !FINISHED.has(this.rollout.state)) this.finishedSeenAt = now;
       this.rollout = { ...this.rollout, state: p.state, current_wave: p.current_wave };
       this.noteState(p.state, true);
     }
@@ -215,6 +234,7 @@ export class LiveRollout {
       else if (e.at && d.state !== this.rollout.state) next.paused_at = e.at;
       if (typeof d.wave === 'number') next.current_wave = d.wave;
     }
+    if (FINISHED.has(next.state) && !FINISHED.has(this.rollout.state)) this.finishedSeenAt = Date.now();
     this.rollout = next;
     if (d.state) this.noteState(d.state, true);
     // Why it paused, what Resume will do, what it waits on: only a read says them.
