@@ -17,18 +17,51 @@ use utoipa::ToSchema;
 
 use crate::firmware::Chip;
 
+// The bounds the engine enforces on every device field (`flotilla-core`'s `limits`), written into
+// the device API's OpenAPI description so that a client generated from it (or schemathesis) sends
+// what is accepted. A test in flotilla-core checks they agree with the limits.
+/// Visible ASCII, no spaces (ids, chips, jobs).
+pub const VISIBLE_PATTERN: &str = "^[!-~]*$";
+/// No control characters (names, versions, models).
+pub const TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// No control characters but tab and newline (error messages).
+pub const LINES_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
+/// Six hex pairs, separated by `:` or `-` or not at all (what `normalize_mac` reads).
+pub const MAC_PATTERN: &str = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$";
+
+/// The schema of a check-in's `labels`: at most 32 of 1–64 characters of `A-Z a-z 0-9 . _ : / -`.
+pub fn labels_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .pattern(Some("^[A-Za-z0-9._:/-]+$")),
+        )
+        .max_items(Some(32))
+        .build()
+}
+
 /// A device checking in (pull). Also registers or refreshes the device (identity = MAC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct CheckRequest {
     /// The device's own id (hostname, topic id).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     pub device_id: String,
+    #[schema(max_length = 32, pattern = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")]
     pub mac: String,
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub model: Option<String>,
+    #[schema(max_length = 32, pattern = "^[!-~]*$")]
     pub chip: Option<String>,
     /// Version the device runs now.
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub version: String,
     #[serde(default)]
+    #[schema(schema_with = labels_schema)]
     pub labels: Option<Vec<String>>,
     /// ESP-IDF `secure_version` of the running app (anti-rollback), when the device uses it.
     #[serde(default)]
@@ -132,18 +165,24 @@ pub enum DeviceOtaState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ReportRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     pub device_id: String,
     #[serde(default)]
+    #[schema(max_length = 32, pattern = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")]
     pub mac: Option<String>,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     pub job: String,
     pub state: DeviceOtaState,
     /// Percent, 0–100.
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub progress: Option<u8>,
     #[serde(default)]
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$")]
     pub error: Option<String>,
     /// The version the device runs, if it says.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub version: Option<String>,
 }
 

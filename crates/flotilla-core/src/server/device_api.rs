@@ -223,15 +223,21 @@ async fn site_key(State(engine): State<EngineHandle>) -> Json<flotilla_proto::Pu
 /// `POST /api/v1/check-update` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CheckUpdate {
+    #[schema(max_length = 32, pattern = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")]
     mac: String,
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     current_version: String,
     #[serde(default)]
+    #[schema(schema_with = flotilla_proto::native::labels_schema)]
     labels: Vec<String>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     device_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     model: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 32, pattern = "^[!-~]*$")]
     chip: Option<String>,
 }
 
@@ -268,11 +274,15 @@ async fn check_update(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FirmwareCheck {
+    #[param(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     device_id: String,
     #[serde(default)]
+    #[param(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     device_model: Option<String>,
+    #[param(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     current_version: String,
     #[serde(default)]
+    #[param(max_length = 32, pattern = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")]
     mac: Option<String>,
 }
 
@@ -323,18 +333,24 @@ async fn firmware_check(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CompatStatus {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     device_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 32, pattern = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")]
     mac: Option<String>,
     #[serde(alias = "job_id")]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     job: String,
     #[serde(alias = "status")]
     state: DeviceOtaState,
     #[serde(default)]
+    #[schema(maximum = 100)]
     progress: Option<u8>,
     #[serde(default, alias = "message")]
+    #[schema(max_length = 512, pattern = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$")]
     error: Option<String>,
     #[serde(default, alias = "current_version")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     version: Option<String>,
 }
 
@@ -354,7 +370,7 @@ impl CompatStatus {
 
 /// Report, query-string fleets.
 #[utoipa::path(post, path = "/api/device/{id}/update-status", tag = "compatibility", request_body = CompatStatus,
-    params(("id" = String, Path, description = "The device id")),
+    params(("id" = String, Path, description = "The device id", min_length = 1, max_length = 128, pattern = "^[!-~]*$")),
     responses(
         (status = 200, description = "Recorded (or ignored)", body = ReportAck),
         (status = 400, description = "A field out of bounds, named", body = ErrorBody),
@@ -375,13 +391,18 @@ async fn update_status(
 /// (`device_model`, `current_version`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct OtaCheck {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     device_id: String,
+    #[schema(max_length = 32, pattern = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")]
     mac: String,
     #[serde(default, alias = "device_model")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     model: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 32, pattern = "^[!-~]*$")]
     chip: Option<String>,
     #[serde(alias = "current_version")]
+    #[schema(max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     version: String,
 }
 
@@ -439,6 +460,121 @@ async fn ota_status(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
+
+    /// Every bounded field of every device-API body and query has the bounds the engine enforces
+    /// (`limits`) in the description, and each pattern accepts exactly what the engine accepts on
+    /// strings of every kind of character: a generated client (or schemathesis) that follows the
+    /// description is never refused for a field, and one that breaks it always is.
+    #[test]
+    fn device_openapi_states_the_limits_the_engine_enforces() {
+        use crate::limits::*;
+        use flotilla_proto::native::{LINES_PATTERN, MAC_PATTERN, TEXT_PATTERN, VISIBLE_PATTERN};
+        let doc: serde_json::Value = serde_json::from_str(&super::openapi().to_json().unwrap()).unwrap();
+        let expected = |name: &str| -> Option<(u64, &str)> {
+            Some(match name {
+                "device_id" | "id" => (MAX_DEVICE_ID as u64, VISIBLE_PATTERN),
+                "mac" => (MAX_MAC as u64, MAC_PATTERN),
+                "model" | "device_model" | "version" | "current_version" => (MAX_TEXT as u64, TEXT_PATTERN),
+                "chip" => (MAX_CHIP as u64, VISIBLE_PATTERN),
+                "job" => (MAX_JOB as u64, VISIBLE_PATTERN),
+                "error" => (MAX_ERROR as u64, LINES_PATTERN),
+                _ => return None,
+            })
+        };
+        let mut checked = 0;
+        let mut check = |where_: &str, name: &str, schema: &serde_json::Value| {
+            let Some((max, pattern)) = expected(name) else { return };
+            assert_eq!(schema["maxLength"].as_u64(), Some(max), "{where_}.{name}: {schema}");
+            assert_eq!(schema["pattern"].as_str(), Some(pattern), "{where_}.{name}: {schema}");
+            checked += 1;
+        };
+        for (schema_name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            if ["CheckResponse", "Offer", "DeviceCredential", "Health", "PublicKey", "ErrorBody", "ErrorDetail"]
+                .contains(&schema_name.as_str())
+            {
+                continue; // answers, not input
+            }
+            for (name, prop) in schema["properties"].as_object().into_iter().flatten() {
+                check(schema_name, name, prop);
+            }
+            if let Some(labels) = schema["properties"].get("labels") {
+                assert_eq!(labels["maxItems"].as_u64(), Some(MAX_LABELS as u64), "{schema_name}.labels");
+                assert_eq!(labels["items"]["maxLength"].as_u64(), Some(64), "{schema_name}.labels");
+            }
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for op in item.as_object().unwrap().values() {
+                for param in op["parameters"].as_array().into_iter().flatten() {
+                    check(path, param["name"].as_str().unwrap(), &param["schema"]);
+                }
+            }
+        }
+        // CheckRequest 5, ReportRequest 5, CheckUpdate 5, CompatStatus 5, OtaCheck 5, the query 4, the path id.
+        assert_eq!(checked, 5 + 5 + 5 + 5 + 5 + 4 + 1);
+
+        // Each pattern against the engine's own check, on characters of every kind.
+        let samples = [
+            "",
+            "a",
+            "dev-1",
+            "with space",
+            "tab\there",
+            "line\nbreak",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+            "caf\u{e9}",
+            "\u{1f600}",
+            "24:6F:28:AA:BB:01",
+            "246f28aabb01",
+            "24-6f-28-aa-bb-01",
+            "24:6F:28:AA:BB",
+        ];
+        let matches = |pattern: &str, s: &str| regex::Regex::new(pattern).unwrap().is_match(s);
+        for s in samples {
+            let mut r = flotilla_proto::native::CheckRequest {
+                device_id: "d".into(),
+                mac: "24:6F:28:AA:BB:01".into(),
+                model: Some(s.into()),
+                chip: Some(s.into()),
+                version: s.into(),
+                labels: None,
+                secure_version: None,
+                interval_secs: None,
+                tls: None,
+            };
+            let engine_says = |r: &flotilla_proto::native::CheckRequest| check_in(r).is_ok();
+            assert_eq!(
+                matches(TEXT_PATTERN, s),
+                engine_says(&flotilla_proto::native::CheckRequest { chip: None, ..r.clone() }),
+                "text {s:?}"
+            );
+            r.version = "1".into();
+            r.model = None;
+            assert_eq!(matches(VISIBLE_PATTERN, s), engine_says(&r), "visible {s:?}");
+            r.chip = None;
+            let non_empty = !s.is_empty();
+            assert_eq!(
+                matches(VISIBLE_PATTERN, s) && non_empty,
+                engine_says(&flotilla_proto::native::CheckRequest { device_id: s.into(), ..r.clone() }),
+                "id {s:?}"
+            );
+            // Every MAC the pattern admits is one the engine reads.
+            if matches(MAC_PATTERN, s) {
+                assert!(flotilla_proto::device::normalize_mac(s).is_some(), "mac {s:?}");
+            }
+            let rep = flotilla_proto::native::ReportRequest {
+                device_id: "d".into(),
+                mac: None,
+                job: "1-1".into(),
+                state: flotilla_proto::native::DeviceOtaState::Failed,
+                progress: None,
+                error: Some(s.into()),
+                version: None,
+            };
+            assert_eq!(matches(LINES_PATTERN, s), report(&rep).is_ok(), "lines {s:?}");
+        }
+    }
 
     /// `docs/device-openapi.json` is the committed description; it must match the code.
     /// Regenerate with `FLOTILLA_BLESS=1 cargo test -p flotilla-core device_openapi`.
