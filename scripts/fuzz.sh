@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh            # 20 s per target (what the test command runs)
 #   scripts/fuzz.sh 3600       # an hour per target
 #   scripts/fuzz.sh 60 image   # some targets only
+#   FUZZ_RUNS=10000000 scripts/fuzz.sh 7200   # 10 M executions per target (or 2 h, whichever first)
 # Without a nightly toolchain it says so and does nothing (exit 0). A crash, leak or timeout fails
 # the run (exit 1) and leaves the input in fuzz/artifacts/<target>/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -57,8 +58,11 @@ failed=0
 rows=()
 for t in "${TARGETS[@]}"; do
   log="$(mktemp)"
+  runs=()
+  [ -z "${FUZZ_RUNS:-}" ] || runs=(-runs="$FUZZ_RUNS")
+  started=$SECONDS
   if (cd fuzz && cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
-        -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) >"$log" 2>&1; then
+        -max_total_time="$SECONDS_EACH" "${runs[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) >"$log" 2>&1; then
     result=ok
   else
     result=FAILED
@@ -69,10 +73,11 @@ for t in "${TARGETS[@]}"; do
   speed="$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo ?)"
   cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo ?)"
   units="$(ls "fuzz/corpus/$t" | wc -l)"
-  rows+=("$(printf '| %-12s | %12s | %9s/s | %6s | %6s | %-6s |' "$t" "$execs" "$speed" "$cov" "$units" "$result")")
+  took=$((SECONDS - started))
+  rows+=("$(printf '| %-12s | %12s | %7s s | %9s/s | %6s | %6s | %-6s |' "$t" "$execs" "$took" "$speed" "$cov" "$units" "$result")")
   rm -f "$log"
 done
-printf '\n| %-12s | %12s | %11s | %6s | %6s | %-6s |\n' target executions speed edges corpus result
-printf '|%s|%s|%s|%s|%s|%s|\n' -------------- -------------- ------------- -------- -------- --------
+printf '\n| %-12s | %12s | %9s | %11s | %6s | %6s | %-6s |\n' target executions time speed edges corpus result
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' -------------- -------------- ----------- ------------- -------- -------- --------
 printf '%s\n' "${rows[@]}"
 exit "$failed"
