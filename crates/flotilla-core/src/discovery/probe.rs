@@ -165,17 +165,27 @@ impl Prober {
         };
         let mut last = Outcome::Unreachable { detail: "no answer".into() };
         for (i, family) in order.into_iter().enumerate() {
+            // Whether this answer says more than the ones before: the first family's does, and
+            // an event stream that is not ESPHome's says more than any 404.
+            let mut telling = i == 0;
             let outcome = match family {
                 Family::Tasmota => self.tasmota(addr, login(None, Family::Tasmota).as_ref()).await,
-                Family::Esphome => self.esphome(addr).await,
+                Family::Esphome => {
+                    let (outcome, streamed) = self.esphome(addr).await;
+                    telling |= streamed;
+                    outcome
+                }
                 _ => self.shelly(addr, login).await,
             };
             match outcome {
-                // Nothing answers there: no use asking again. (After an answer, a failure of the
-                // second request says less than the answer did.)
+                // Nothing answers there: no use asking again. (After an answer, a failure of a
+                // later request says less than the answer did.)
                 Outcome::Unreachable { .. } if i == 0 => return outcome,
                 Outcome::Unreachable { .. } => {}
-                Outcome::Unrecognised { .. } => last = outcome,
+                Outcome::Unrecognised { .. } if telling || !matches!(last, Outcome::Unrecognised { .. }) => {
+                    last = outcome;
+                }
+                Outcome::Unrecognised { .. } => {}
                 found => return found,
             }
         }
@@ -243,10 +253,11 @@ impl Prober {
     /// ESPHome's `web_server`: `GET /events` must be an event stream whose first event is the
     /// node's greeting ([`classify::esphome_ping`]). At most [`MAX_EVENT`] bytes are read, then
     /// the connection is closed; a stream that stays silent ends with the request's timeout.
-    async fn esphome(&self, addr: SocketAddr) -> Outcome {
+    /// Also says whether `/events` was an event stream at all.
+    async fn esphome(&self, addr: SocketAddr) -> (Outcome, bool) {
         let mut resp = match self.http.get(url(addr, "/events")).header("Accept", "text/event-stream").send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Unreachable { detail: describe(&e) },
+            Err(e) => return (Outcome::Unreachable { detail: describe(&e) }, false),
         };
         let status = resp.status().as_u16();
         let stream = resp
@@ -260,8 +271,12 @@ impl Prober {
                 Ok(Some(c)) => c.slice(..c.len().min(MAX_EVENT)).to_vec(),
                 _ => Vec::new(),
             };
-            return unrecognised("/events", status, &body);
+            return (unrecognised("/events", status, &body), false);
         }
+        (Self::first_event(addr, resp).await, true)
+    }
+
+    async fn first_event(addr: SocketAddr, mut resp: reqwest::Response) -> Outcome {
         let mut seen = Vec::new();
         loop {
             match resp.chunk().await {
