@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// The web server of an ESPHome node whose name (or friendly name) is `title`.
-pub(crate) fn router(title: String) -> Router {
+pub(crate) fn router(title: &str) -> Router {
     let page = index(&title);
     let greeting =
         serde_json::json!({ "title": title, "comment": "", "ota": true, "log": true, "lang": "en" }).to_string();

@@ -429,7 +429,7 @@ pub(crate) fn router(device: Arc<Device>, password: Option<String>) -> Router {
             .route("/shelly", get(shelly2_info))
             .route("/rpc/{method}", get(shelly2_rpc_get).post(shelly2_rpc_get))
             .route("/rpc", axum::routing::post(shelly2_rpc_frame)),
-        DeviceKind::Esphome => return super::esphome_web::router(format!("Sim {}", web.device.ident.id)),
+        DeviceKind::Esphome => return super::esphome_web::router(&format!("Sim {}", web.device.ident.id)),
         _ => r,
     };
     r.with_state(web)
