@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// The web server of an ESPHome node whose name (or friendly name) is `title`.
 pub(crate) fn router(title: &str) -> Router {
-    let page = index(&title);
+    let page = index(title);
     let greeting =
         serde_json::json!({ "title": title, "comment": "", "ota": true, "log": true, "lang": "en" }).to_string();
     Router::new()
