@@ -344,3 +344,196 @@ async fn tasmota_credentials_open_the_right_device_and_are_never_shown() {
     assert!(!stdout.contains(RIGHT));
     assert!(!log.lock().unwrap().contains(RIGHT), "the log shows the password");
 }
+
+/// A Shelly Gen1 with a web password (`auth: true`; `/settings` wants HTTP Basic `admin:password`)
+/// on `ip:port`. `settings_breaks`: its `/settings` closes mid-answer even to the right password.
+async fn locked_gen1(ip: &str, port: u16, n: usize, password: &'static str, settings_breaks: bool) {
+    use base64::Engine as _;
+    let listener = TcpListener::bind((ip, port)).await.unwrap();
+    let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}")));
+    let mac = format!("A8032AB6{n:04X}");
+    let info = reply("200 OK", &GEN1.replace("A8032AB20001", &mac));
+    let settings = reply(
+        "200 OK",
+        &format!(
+            r#"{{"device":{{"type":"SHSW-25","mac":"{mac}","hostname":"shellyswitch25-{mac}","num_outputs":2}},"name":"Hall {n}","fw":"20230913-112234/v1.14.0-gcb84623","login":{{"enabled":true,"unprotected":false,"username":"admin"}}}}"#
+        ),
+    );
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (want, info, settings) = (want.clone(), info.clone(), settings.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let authorised = request.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == want)
+                });
+                let out = match path.as_str() {
+                    "/shelly" => info,
+                    "/settings" if !authorised => {
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+                    }
+                    "/settings" if settings_breaks => settings[..settings.len() / 2].to_vec(),
+                    "/settings" => settings,
+                    _ => reply("404 Not Found", "<html>404</html>"),
+                };
+                let _ = s.write_all(&out).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}
+
+/// `flotilla credentials set SCOPE --username admin` with `password` on standard input.
+async fn set_credential(server: &Server, scope: &str, password: &str) {
+    let mut cmd = std::process::Command::new(flotilla_bin());
+    cmd.args(["credentials", "set", scope, "--username", "admin", "--data-dir"]).arg(server.data_dir());
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_locked_shelly_gen1_gives_its_name_from_settings_with_the_right_credential_only() {
+    const RIGHT: &str = "Hs4-family-password";
+    const OWN: &str = "Zt8-own-password";
+    let server = Server::start().await;
+    let port = TcpListener::bind("127.0.4.1:0").await.unwrap().local_addr().unwrap().port();
+    locked_gen1("127.0.4.1", port, 1, RIGHT, false).await;
+    locked_gen1("127.0.4.2", port, 2, OWN, false).await;
+    locked_gen1("127.0.4.3", port, 3, RIGHT, true).await;
+    let at = |n: u8| format!("127.0.4.{n}:{port}");
+
+    // No credential: what /shelly says, and that it has a password; /settings is not asked.
+    let (code, r, _) = add(&server, &at(1), &[]).await;
+    assert_eq!((code, r["state"].as_str(), r["auth_required"].as_bool()), (0, Some("found"), Some(true)), "{r}");
+    assert!(r["device"]["name"].is_null() || r["device"]["name"] != "Hall 1", "{r}");
+
+    set_credential(&server, "shelly", RIGHT).await;
+    let (code, r, _) = add(&server, &at(1), &[]).await;
+    assert_eq!((code, r["state"].as_str()), (0, Some("found")), "{r}");
+    let d = &r["device"];
+    assert_eq!(
+        (d["name"].as_str(), d["device_id"].as_str(), d["model"].as_str(), d["version"].as_str()),
+        (Some("Hall 1"), Some("shellyswitch25-A8032AB60001"), Some("SHSW-25"), Some("1.14.0")),
+        "name and host name from /settings: {d}"
+    );
+    // Another password on this one: authentication failed, on it only.
+    let (code, r, _) = add(&server, &at(2), &[]).await;
+    assert_eq!((code, r["state"].as_str(), r["family"].as_str()), (1, Some("authentication_failed"), Some("shelly")));
+    assert!(r["detail"].as_str().unwrap().contains("authentication failed"), "{r}");
+    let (code, r, _) = add(&server, &at(1), &[]).await;
+    assert_eq!((code, r["device"]["name"].as_str()), (0, Some("Hall 1")), "the first is still read: {r}");
+    // Its own credential (by the MAC /shelly gave) wins over the family's.
+    set_credential(&server, "A8:03:2A:B6:00:02", OWN).await;
+    let (code, r, _) = add(&server, &at(2), &[]).await;
+    assert_eq!((code, r["device"]["name"].as_str()), (0, Some("Hall 2")), "{r}");
+    // A /settings that breaks off keeps what /shelly gave.
+    let (code, r, _) = add(&server, &at(3), &[]).await;
+    let d = &r["device"];
+    assert_eq!(
+        (code, d["mac"].as_str(), d["model"].as_str(), d["name"].as_str()),
+        (0, Some("a8:03:2a:b6:00:03"), Some("SHSW-25"), None),
+        "{r}"
+    );
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Web {
+    /// ESPHome's `web_server`: its page and its stream's greeting, as the firmware writes them.
+    Esphome,
+    /// An event stream that never sends an event.
+    Silent,
+    /// An event stream whose first event is not ESPHome's greeting.
+    Garbage,
+    /// An event that never ends.
+    Endless,
+}
+
+/// A web server playing `web` on a loopback port; returns `127.0.0.1:port`.
+async fn web_server(web: Web) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                if path != "/events" {
+                    let _ = s.write_all(&reply("404 Not Found", "<html>404</html>")).await;
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let first: Vec<u8> = match web {
+                    Web::Esphome => b"retry: 30000\r\nid: 2291\r\nevent: ping\r\ndata: {\"title\":\"Porch light\",\"comment\":\"\",\"ota\":true,\"log\":true,\"lang\":\"en\"}\r\n\r\n".to_vec(),
+                    Web::Silent => Vec::new(),
+                    Web::Garbage => b"\xff\xfe\x00garbage\r\ndata: {\"title\":\"x\r\n\r\n".to_vec(),
+                    Web::Endless => {
+                        let _ = s.write_all(b"event: ping\r\ndata: ").await;
+                        let chunk = "a".repeat(16 * 1024);
+                        for _ in 0..4096 {
+                            if s.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                };
+                let _ = s.write_all(&first).await;
+                // Then the stream stays open, as the firmware's does.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn esphome_web_servers_are_recognised_by_their_stream_and_broken_streams_end_in_time() {
+    let server = Server::start().await;
+    let esphome = web_server(Web::Esphome).await;
+    let (code, r, took) = add(&server, &esphome, &[]).await;
+    assert_eq!((code, r["state"].as_str(), r["family"].as_str()), (0, Some("found"), Some("esphome")), "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("Porch light"), "its name is told: {r}");
+    assert!(took < Duration::from_secs(4), "the first event is enough; the open stream is closed: {took:?}");
+    let (code, r, _) = add(&server, &esphome, &["--family", "esphome"]).await;
+    assert_eq!((code, r["family"].as_str()), (0, Some("esphome")), "{r}");
+    // Human output says what it found.
+    let (out, _) = cli(&server, &["devices", "add", &esphome]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Porch light"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let broken = [Web::Silent, Web::Garbage, Web::Endless];
+    let mut addrs = Vec::new();
+    for w in broken {
+        addrs.push(web_server(w).await);
+    }
+    let probes = addrs.iter().map(|a| add(&server, a, &["--family", "esphome"]));
+    let results = futures_util::future::join_all(probes).await;
+    for ((code, r, took), w) in results.iter().zip(broken) {
+        assert_eq!((*code, r["state"].as_str()), (1, Some("unrecognised")), "{r}");
+        assert!(r["device"].is_null(), "{r}");
+        assert!(*took < Duration::from_secs(15), "within the probe's timeout: {took:?}");
+        let detail = r["detail"].as_str().unwrap();
+        let want = match w {
+            Web::Silent => "timed out before its first event",
+            Web::Garbage => "is not ESPHome's greeting",
+            _ => "KiB without a whole event",
+        };
+        assert!(detail.contains(want), "{detail}");
+    }
+    // Without the hint the stream's answer still says most.
+    let (_, r, _) = add(&server, &addrs[1], &[]).await;
+    assert!(r["detail"].as_str().unwrap().contains("event stream"), "{r}");
+    let all: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert!(all.is_empty(), "no MAC, no inventory row: {all:?}");
+}

@@ -273,6 +273,9 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
                 if r.auth_required {
                     outln!("It protects its API with a password: set its credentials before updating it.");
                 }
+            } else if let (Some(detail), "found") = (&r.detail, r.state.as_str()) {
+                // Found, but it does not say its MAC (ESPHome's web server): not added.
+                outln!("{}: {detail}.", r.address);
             }
             match r.state.as_str() {
                 "found" => Ok(()),
@@ -310,7 +313,10 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
                 for p in r.found.iter().chain(&r.authentication_required) {
                     let family = p.family.map_or("unknown", Family::as_str);
                     let what = p.device.as_ref().map_or_else(
-                        || "authentication required".to_owned(),
+                        || match (p.state.as_str(), &p.detail) {
+                            ("found", Some(detail)) => detail.clone(),
+                            (state, _) => state.replace('_', " "),
+                        },
                         |d| format!("{} {}", d.mac, d.version.as_deref().unwrap_or("unknown version")),
                     );
                     outln!("  {:<21} {family:<12} {what}", p.address);

@@ -422,6 +422,121 @@ pub fn shelly_info(body: &[u8], ip: Option<IpAddr>) -> Option<(Observation, bool
     Some((o, i.auth.or(i.auth_en).unwrap_or(false)))
 }
 
+/// A Shelly Gen1's `GET /settings` (behind HTTP Basic when `login.enabled`): what `/shelly` lacks —
+/// `name` (null until set), `device.hostname` (`shelly1-AABBCCDDEEFF`), and again `fw`,
+/// `device.type`, `device.mac`. `None` unless it has a `device` object with a MAC.
+pub fn shelly_settings(body: &[u8]) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Settings {
+        device: SettingsDevice,
+        name: Option<String>,
+        fw: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct SettingsDevice {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        mac: String,
+        hostname: Option<String>,
+    }
+    let s: Settings = serde_json::from_slice(body).ok()?;
+    let mac = normalize_mac(&s.device.mac)?;
+    Some(Observation {
+        key: format!("probe:shelly:{mac}"),
+        family: Some(Family::Shelly),
+        generation: Some(1),
+        device_id: s.device.hostname.as_deref().and_then(clean),
+        name: s.name.as_deref().and_then(clean),
+        model: s.device.kind.as_deref().and_then(clean),
+        version: s.fw.as_deref().and_then(shelly_version),
+        mac: Some(mac),
+        online: true,
+        ..Observation::default()
+    })
+}
+
+/// Completes `o` (from `/shelly`) with what a Gen1's `/settings` said: its name and host name
+/// win; model, version and MAC only fill gaps. A `/settings` of another device changes nothing.
+pub fn with_shelly_settings(mut o: Observation, s: &Observation) -> Observation {
+    if o.mac.is_some() && o.mac != s.mac {
+        return o;
+    }
+    o.name = s.name.clone().or(o.name);
+    o.device_id = s.device_id.clone().or(o.device_id);
+    o.model = o.model.or_else(|| s.model.clone());
+    o.version = o.version.or_else(|| s.version.clone());
+    o.mac = o.mac.or_else(|| s.mac.clone());
+    o
+}
+
+/// The first complete event of a `text/event-stream` (lines end in CRLF, LF or CR; an event ends
+/// at a blank line; blocks without `data`, like the lone CRLF ESP-IDF's server opens with, are
+/// skipped): its type (`message` when unnamed) and data. `None` while no event is complete.
+pub fn sse_first_event(stream: &[u8]) -> Option<(String, String)> {
+    let text = String::from_utf8_lossy(stream);
+    let (mut event, mut data): (Option<String>, Option<String>) = (None, None);
+    let mut rest: &str = &text;
+    while let Some(end) = rest.find(['\r', '\n']) {
+        let line = &rest[..end];
+        let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[end + skip..];
+        if line.is_empty() {
+            if let Some(d) = data.take() {
+                return Some((event.take().unwrap_or_else(|| "message".into()), d));
+            }
+            event = None;
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+        match field {
+            "event" => event = Some(value.to_owned()),
+            "data" => {
+                let d = data.get_or_insert_with(String::new);
+                if !d.is_empty() {
+                    d.push('\n');
+                }
+                d.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// ESPHome's `web_server` greets each `/events` client with a `ping` event whose data is the
+/// node's configuration (`web_server.cpp` `get_config_json`): `{"title","comment","ota","log",
+/// "lang"}` — `title` the friendly name, else the node name. Those keys together, with their
+/// types, are what tells ESPHome apart from any other event stream. It carries no MAC, no
+/// version; `comment` is free text of the user's, not kept.
+pub fn esphome_ping(event: &str, data: &str, ip: Option<IpAddr>) -> Option<Observation> {
+    #[derive(Deserialize)]
+    struct Ping {
+        title: String,
+        #[allow(dead_code)]
+        ota: bool,
+        #[allow(dead_code)]
+        log: bool,
+        #[allow(dead_code)]
+        lang: String,
+    }
+    if event != "ping" {
+        return None;
+    }
+    let p: Ping = serde_json::from_str(data).ok()?;
+    let name = clean(&p.title)?;
+    Some(Observation {
+        key: format!("probe:esphome:{name}"),
+        family: Some(Family::Esphome),
+        name: Some(name),
+        ip,
+        online: true,
+        ..Observation::default()
+    })
+}
+
 /// Tasmota's `GET /cm?cmnd=Status%200`: `Status.Topic`, `Status.DeviceName`,
 /// `StatusFWR.Version` (`14.3.0(release-tasmota)`), `StatusFWR.Hardware`, `StatusNET.{Mac,IPAddress,Hostname}`.
 pub fn tasmota_status(body: &[u8]) -> Option<Observation> {
@@ -738,5 +853,68 @@ mod tests {
             (o.family, o.mac.as_deref(), o.version.as_deref()),
             (Some(Family::Esphome), Some("a8:03:2a:b1:00:09"), Some("2025.10.0"))
         );
+    }
+
+    #[test]
+    fn shelly_gen1_settings_give_name_and_host_name_and_fill_gaps() {
+        let s = shelly_settings(
+            br#"{"device":{"type":"SHSW-25","mac":"A8032AB20001","hostname":"shellyswitch25-A8032AB20001","num_outputs":2},
+                 "name":"Hall lights","fw":"20230913-112234/v1.14.0-gcb84623","login":{"enabled":true,"unprotected":false,"username":"admin"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.name.as_deref(), s.device_id.as_deref(), s.model.as_deref(), s.version.as_deref(), s.mac.as_deref()),
+            (
+                Some("Hall lights"),
+                Some("shellyswitch25-A8032AB20001"),
+                Some("SHSW-25"),
+                Some("1.14.0"),
+                Some("a8:03:2a:b2:00:01")
+            )
+        );
+        let (info, _) = shelly_info(br#"{"type":"SHSW-25","mac":"A8032AB20001","auth":true}"#, None).unwrap();
+        let o = with_shelly_settings(info.clone(), &s);
+        assert_eq!((o.name.as_deref(), o.version.as_deref()), (Some("Hall lights"), Some("1.14.0")));
+        let unnamed = shelly_settings(br#"{"device":{"mac":"A8032AB20001"},"name":null}"#).unwrap();
+        assert_eq!(with_shelly_settings(info.clone(), &unnamed), info, "nothing new, nothing lost");
+        let other = shelly_settings(br#"{"device":{"mac":"A8032AB29999"},"name":"Other"}"#).unwrap();
+        assert_eq!(with_shelly_settings(info.clone(), &other), info, "another device's settings are not this one's");
+        for bad in [&b"<html>"[..], br#"{"name":"x"}"#, br#"{"device":{"mac":"nope"}}"#, b"\xff\x00"] {
+            assert!(shelly_settings(bad).is_none());
+        }
+    }
+
+    #[test]
+    fn the_first_server_sent_event_is_read_whatever_the_line_ends() {
+        let esp_idf =
+            b"\r\nretry: 30000\r\nid: 5123\r\nevent: ping\r\ndata: {\"title\":\"Porch\"}\r\n\r\nevent: state\r\n";
+        assert_eq!(sse_first_event(esp_idf), Some(("ping".into(), r#"{"title":"Porch"}"#.into())));
+        assert_eq!(sse_first_event(b"data: a\ndata: b\n\n"), Some(("message".into(), "a\nb".into())));
+        assert_eq!(sse_first_event(b": comment\revent: x\rdata:y\r\r"), Some(("x".into(), "y".into())));
+        assert_eq!(sse_first_event(b"event: ping\r\ndata: {\"title\""), None, "not complete yet");
+        assert_eq!(sse_first_event(b"retry: 1000\r\n\r\n"), None, "no data, no event");
+        assert_eq!(sse_first_event(b""), None);
+    }
+
+    #[test]
+    fn esphome_is_told_by_its_ping_and_nothing_else() {
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let o = esphome_ping(
+            "ping",
+            r#"{"title":"Porch light","comment":"by the door","ota":true,"log":true,"lang":"en"}"#,
+            Some(ip),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.family, o.name.as_deref(), o.ip, o.mac.as_deref()),
+            (Some(Family::Esphome), Some("Porch light"), Some(ip), None)
+        );
+        let data = r#"{"title":"x","ota":false,"log":false,"lang":"en"}"#;
+        assert!(esphome_ping("ping", data, None).is_some());
+        assert!(esphome_ping("state", data, None).is_none(), "only the greeting");
+        assert!(esphome_ping("ping", "", None).is_none(), "the periodic empty ping is no greeting");
+        assert!(esphome_ping("ping", r#"{"title":"x"}"#, None).is_none(), "some other server's ping");
+        assert!(esphome_ping("ping", r#"{"title":"","ota":true,"log":true,"lang":"en"}"#, None).is_none());
+        assert!(esphome_ping("ping", "<html>", None).is_none());
     }
 }

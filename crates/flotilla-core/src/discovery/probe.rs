@@ -1,7 +1,9 @@
 //! HTTP probes: ask an address what it is, with the endpoints vendor firmware answers without a
-//! session — Shelly's `GET /shelly` (both generations, never behind auth) and Tasmota's
-//! `GET /cm?cmnd=Status%200` — and classify the answer ([`classify::shelly_info`],
-//! [`classify::tasmota_status`]).
+//! session — Shelly's `GET /shelly` (both generations, never behind auth; a Gen1's `/settings`
+//! after it, with its credential when it has a password), Tasmota's `GET /cm?cmnd=Status%200`
+//! and the first event of ESPHome's `web_server` stream `GET /events` — and classify the answer
+//! ([`classify::shelly_info`], [`classify::shelly_settings`], [`classify::tasmota_status`],
+//! [`classify::esphome_ping`]).
 //!
 //! A LAN device may hang, close mid-answer, answer HTML or a gigabyte of JSON: every request
 //! has a connect and a total timeout, bodies are read up to [`MAX_BODY`], and whatever goes wrong
@@ -27,6 +29,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// Largest part of an event stream read while waiting for its first event (ESPHome's greeting
+/// is well under 1 KiB).
+pub const MAX_EVENT: usize = 4 * 1024;
+
+/// The login to offer a device of `family` (HTTP Basic): the device's own when its MAC is
+/// known (the argument, else whatever the caller knows of the address), else its family's.
+pub type LoginFor<'a> = &'a (dyn Fn(Option<&str>, Family) -> Option<Secret> + Sync);
 
 /// What probing an address found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,7 +52,7 @@ pub enum Outcome {
     },
     /// It wants a password even to say what it is (Tasmota with a web password).
     AuthenticationRequired { family: Family },
-    /// It refused the credential Flotilla has for it.
+    /// It refused the credential Flotilla has for it (Tasmota; a Shelly Gen1's `/settings`).
     AuthenticationFailed { family: Family },
     /// It answered, but like no device we know.
     Unrecognised { detail: String },
@@ -109,7 +118,7 @@ impl Prober {
     /// An automatic probe (to confirm and enrich what mDNS or MQTT said): `None` while the
     /// address is backed off after failures (30 s, doubling to an hour); a success clears it.
     /// Probes people ask for ([`Prober::probe`]) are never held back.
-    pub async fn probe_auto(&self, addr: SocketAddr, hint: Option<Family>, login: Option<&Secret>) -> Option<Outcome> {
+    pub async fn probe_auto(&self, addr: SocketAddr, hint: Option<Family>, login: LoginFor<'_>) -> Option<Outcome> {
         if !self.may_probe(addr.ip(), Instant::now()) {
             return None;
         }
@@ -138,9 +147,9 @@ impl Prober {
         }
     }
 
-    /// Probes `addr` (port 80 for both families by default); `hint` tries that family first;
-    /// `login` is the Tasmota web login to offer (HTTP Basic), if any.
-    pub async fn probe(&self, addr: SocketAddr, hint: Option<Family>, login: Option<&Secret>) -> Outcome {
+    /// Probes `addr` (port 80 for every family by default): Shelly, then Tasmota, then ESPHome's
+    /// web server; `hint` tries that family first; `login` gives the credential to offer.
+    pub async fn probe(&self, addr: SocketAddr, hint: Option<Family>, login: LoginFor<'_>) -> Outcome {
         let guard = {
             let Ok(mut set) = self.in_flight.lock() else { return Outcome::Busy };
             if !set.insert(addr) {
@@ -149,16 +158,34 @@ impl Prober {
             InFlight(Arc::clone(&self.in_flight), addr)
         };
         let Ok(_permit) = self.limit.acquire().await else { return Outcome::Busy };
-        let tasmota_first = hint == Some(Family::Tasmota);
+        let order = match hint {
+            Some(Family::Tasmota) => [Family::Tasmota, Family::Shelly, Family::Esphome],
+            Some(Family::Esphome) => [Family::Esphome, Family::Shelly, Family::Tasmota],
+            _ => [Family::Shelly, Family::Tasmota, Family::Esphome],
+        };
         let mut last = Outcome::Unreachable { detail: "no answer".into() };
-        for (i, tasmota) in if tasmota_first { [true, false] } else { [false, true] }.into_iter().enumerate() {
-            let outcome = if tasmota { self.tasmota(addr, login).await } else { self.shelly(addr).await };
+        for (i, family) in order.into_iter().enumerate() {
+            // Whether this answer says more than the ones before: the first family's does, and
+            // an event stream that is not ESPHome's says more than any 404.
+            let mut telling = i == 0;
+            let outcome = match family {
+                Family::Tasmota => self.tasmota(addr, login(None, Family::Tasmota).as_ref()).await,
+                Family::Esphome => {
+                    let (outcome, streamed) = self.esphome(addr).await;
+                    telling |= streamed;
+                    outcome
+                }
+                _ => self.shelly(addr, login).await,
+            };
             match outcome {
-                // Nothing answers there: no use asking again. (After an answer, a failure of the
-                // second request says less than the answer did.)
+                // Nothing answers there: no use asking again. (After an answer, a failure of a
+                // later request says less than the answer did.)
                 Outcome::Unreachable { .. } if i == 0 => return outcome,
                 Outcome::Unreachable { .. } => {}
-                Outcome::Unrecognised { .. } => last = outcome,
+                Outcome::Unrecognised { .. } if telling || !matches!(last, Outcome::Unrecognised { .. }) => {
+                    last = outcome;
+                }
+                Outcome::Unrecognised { .. } => {}
                 found => return found,
             }
         }
@@ -167,13 +194,9 @@ impl Prober {
     }
 
     async fn get(&self, addr: SocketAddr, path: &str, login: Option<&Secret>) -> Answer {
-        let url = match addr.ip() {
-            IpAddr::V4(ip) => format!("http://{ip}:{}{path}", addr.port()),
-            IpAddr::V6(ip) => format!("http://[{ip}]:{}{path}", addr.port()),
-        };
-        let mut req = self.http.get(&url);
+        let mut req = self.http.get(url(addr, path));
         if let Some(l) = login {
-            // Tasmota's web user is `admin` unless set.
+            // Tasmota's and Shelly Gen1's web user is `admin` unless set.
             req = req.basic_auth(l.username.as_deref().unwrap_or("admin"), Some(&l.password));
         }
         let mut resp = match req.send().await {
@@ -196,14 +219,94 @@ impl Prober {
         }
     }
 
-    async fn shelly(&self, addr: SocketAddr) -> Outcome {
+    async fn shelly(&self, addr: SocketAddr, login: LoginFor<'_>) -> Outcome {
         match self.get(addr, "/shelly", None).await {
             Answer::Failed(detail) => Outcome::Unreachable { detail },
             Answer::Body(200, body) => match classify::shelly_info(&body, Some(addr.ip())) {
+                Some((o, auth)) if o.generation == Some(1) => self.shelly_gen1(addr, o, auth, login).await,
                 Some((o, auth)) => found(o, auth),
                 None => unrecognised("/shelly", 200, &body),
             },
             Answer::Body(status, body) => unrecognised("/shelly", status, &body),
+        }
+    }
+
+    /// A Gen1's `/settings` completes what `/shelly` said (its name, host name). Behind a
+    /// password it is read with the device's or the family's credential (user `admin` unless
+    /// set); without one it is not asked. Whatever else goes wrong keeps what `/shelly` gave.
+    async fn shelly_gen1(&self, addr: SocketAddr, info: Observation, auth: bool, login: LoginFor<'_>) -> Outcome {
+        let secret = login(info.mac.as_deref(), Family::Shelly);
+        if auth && secret.is_none() {
+            return found(info, auth);
+        }
+        let offered = if auth { secret.as_ref() } else { None };
+        match self.get(addr, "/settings", offered).await {
+            Answer::Body(200, body) => match classify::shelly_settings(&body) {
+                Some(s) => found(classify::with_shelly_settings(info, &s), auth),
+                None => found(info, auth),
+            },
+            Answer::Body(401, _) if offered.is_some() => Outcome::AuthenticationFailed { family: Family::Shelly },
+            _ => found(info, auth),
+        }
+    }
+
+    /// ESPHome's `web_server`: `GET /events` must be an event stream whose first event is the
+    /// node's greeting ([`classify::esphome_ping`]). At most [`MAX_EVENT`] bytes are read, then
+    /// the connection is closed; a stream that stays silent ends with the request's timeout.
+    /// Also says whether `/events` was an event stream at all.
+    async fn esphome(&self, addr: SocketAddr) -> (Outcome, bool) {
+        let mut resp = match self.http.get(url(addr, "/events")).header("Accept", "text/event-stream").send().await {
+            Ok(r) => r,
+            Err(e) => return (Outcome::Unreachable { detail: describe(&e) }, false),
+        };
+        let status = resp.status().as_u16();
+        let stream = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        if status != 200 || !stream {
+            // Read a little, to say what it was; never the whole of it.
+            let body = match resp.chunk().await {
+                Ok(Some(c)) => c.slice(..c.len().min(MAX_EVENT)).to_vec(),
+                _ => Vec::new(),
+            };
+            return (unrecognised("/events", status, &body), false);
+        }
+        (Self::first_event(addr, resp).await, true)
+    }
+
+    async fn first_event(addr: SocketAddr, mut resp: reqwest::Response) -> Outcome {
+        let mut seen = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    seen.extend_from_slice(&chunk[..chunk.len().min(MAX_EVENT + 1 - seen.len())]);
+                    if let Some((event, data)) = classify::sse_first_event(&seen) {
+                        return match classify::esphome_ping(&event, &data, Some(addr.ip())) {
+                            Some(o) => found(o, false),
+                            None => Outcome::Unrecognised {
+                                detail: format!(
+                                    "/events is an event stream, but its first event ({event:?}) is not ESPHome's greeting"
+                                ),
+                            },
+                        };
+                    }
+                    if seen.len() > MAX_EVENT {
+                        return Outcome::Unrecognised {
+                            detail: format!("/events sent more than {} KiB without a whole event", MAX_EVENT / 1024),
+                        };
+                    }
+                }
+                Ok(None) => {
+                    return Outcome::Unrecognised { detail: "/events ended before its first event".into() };
+                }
+                Err(e) => {
+                    return Outcome::Unrecognised {
+                        detail: format!("/events is an event stream, but {} before its first event", describe(&e)),
+                    };
+                }
+            }
         }
     }
 
@@ -224,6 +327,13 @@ impl Prober {
             Answer::Body(401, body) if is_tasmota_auth(&body) => refused,
             Answer::Body(status, body) => unrecognised("/cm", status, &body),
         }
+    }
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("http://{ip}:{}{path}", addr.port()),
+        IpAddr::V6(ip) => format!("http://[{ip}]:{}{path}", addr.port()),
     }
 }
 

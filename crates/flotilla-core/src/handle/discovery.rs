@@ -49,8 +49,11 @@ impl EngineHandle {
     /// Probes a device mDNS or MQTT told of, and merges what it answers as the `probe` source.
     async fn enrich(&self, addr: SocketAddr, hint: Option<Family>) {
         let Ok(prober) = prober() else { return };
-        let login = self.tasmota_login_for(addr);
-        match prober.probe_auto(addr, hint, login.as_ref()).await {
+        let login = |mac: Option<&str>, family: Family| self.login_for(addr, mac, family);
+        match prober.probe_auto(addr, hint, &login).await {
+            Some(Outcome::Found { observation, .. }) if observation.mac.is_none() => {
+                tracing::debug!(%addr, "enrichment probe found a device that does not say its MAC");
+            }
             Some(Outcome::Found { observation, .. }) => {
                 let mut o = *observation;
                 o.ip = Some(addr.ip());
@@ -63,14 +66,22 @@ impl EngineHandle {
         }
     }
 
-    /// The Tasmota login for `addr`: the device's own when a known device has this address,
-    /// else the family's.
-    fn tasmota_login_for(&self, addr: SocketAddr) -> Option<crate::credentials::Secret> {
-        let known = self.fleet().ok().and_then(|f| {
+    /// The login to offer `addr` as a device of `family`: the device's own (by the MAC it
+    /// gave, else by a known device with this address), else the family's.
+    fn login_for(&self, addr: SocketAddr, mac: Option<&str>, family: Family) -> Option<crate::credentials::Secret> {
+        let known = match mac {
+            Some(m) => Some(m.to_owned()),
+            None => self.known_mac_at(addr),
+        };
+        self.shared.vendor_credentials.for_device(known.as_deref(), family)
+    }
+
+    /// The MAC of the inventory's device at `addr`'s IP, if any.
+    fn known_mac_at(&self, addr: SocketAddr) -> Option<String> {
+        self.fleet().ok().and_then(|f| {
             let ip = addr.ip().to_string();
             f.inventory.iter().find(|e| e.device.ip.as_deref() == Some(ip.as_str())).map(|e| e.device.mac.clone())
-        });
-        self.shared.vendor_credentials.for_device(known.as_deref(), Family::Tasmota)
+        })
     }
 
     async fn merge_observation(&self, o: &Observation, source: &str) -> Result<Observed> {
@@ -255,8 +266,8 @@ impl EngineHandle {
     }
 
     async fn probe_socket(&self, addr: SocketAddr, hint: Option<Family>) -> Result<ProbeResult> {
-        let login = self.tasmota_login_for(addr);
-        let outcome = prober()?.probe(addr, hint, login.as_ref()).await;
+        let login = |mac: Option<&str>, family: Family| self.login_for(addr, mac, family);
+        let outcome = prober()?.probe(addr, hint, &login).await;
         let mut result = ProbeResult {
             address: addr.to_string(),
             state: String::new(),
@@ -273,6 +284,20 @@ impl EngineHandle {
                 result.state = "found".into();
                 result.family = Some(family);
                 result.auth_required = auth_required;
+                if o.mac.is_none() {
+                    // ESPHome's web server says its name, not its MAC: it describes the device
+                    // already known at this address, else it is only reported.
+                    o.mac = self.known_mac_at(addr).filter(|m| {
+                        self.fleet().ok().and_then(|f| f.inventory.get(m).map(|e| e.device.family)) == Some(family)
+                    });
+                    if o.mac.is_none() {
+                        result.detail = Some(format!(
+                            "{} says it is {:?} but not its MAC: it joins the inventory when mDNS, MQTT or its native API tell it",
+                            family.as_str(),
+                            o.name.as_deref().unwrap_or("unnamed")
+                        ));
+                    }
+                }
                 match self.observe(&o, "probe").await? {
                     Observed::Device(d) => result.device = Some(*d),
                     Observed::Ignored(why) => {
@@ -286,7 +311,7 @@ impl EngineHandle {
                 result.state = "authentication_failed".into();
                 result.family = Some(family);
                 result.auth_required = true;
-                result.detail = Some("it refused the credential Flotilla has for it".into());
+                result.detail = Some("authentication failed: it refused the credential Flotilla has for it".into());
             }
             Outcome::AuthenticationRequired { family } => {
                 result.state = "authentication_required".into();

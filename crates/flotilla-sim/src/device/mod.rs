@@ -14,9 +14,11 @@
 //! - `endpoint`: the device's tiny HTTP endpoint on its own address.
 //! - `vendor`: the vendor personalities (Tasmota, Shelly Gen1/Gen2+, ESPHome, ArduinoOTA): their
 //!   mDNS records, MQTT discovery messages and HTTP identification endpoints.
+//! - `esphome_web`: ESPHome's `web_server` (`/`, `/events`), as vendor ESPHome nodes serve it.
 
 pub(crate) mod download;
 pub(crate) mod endpoint;
+pub(crate) mod esphome_web;
 pub(crate) mod mqtt;
 pub(crate) mod pull;
 pub(crate) mod update;

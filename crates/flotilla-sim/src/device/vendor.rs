@@ -6,7 +6,8 @@
 //! - publishes its firmware's MQTT discovery, with the firmware's Last Will ([`run`], when the
 //!   fleet has a broker);
 //! - answers the HTTP endpoints firmware answers (Tasmota `/cm`, Shelly `/shelly`, `/settings`,
-//!   `/status`, `/rpc/…`) on its own loopback address ([`router`]).
+//!   `/status`, `/rpc/…`; ESPHome's `web_server`, in `esphome_web`) on its own loopback address
+//!   ([`router`]).
 //!
 //! Update behaviour comes later; these devices only say who they are.
 
@@ -54,9 +55,10 @@ pub fn version_of(kind: DeviceKind) -> Option<&'static str> {
     }
 }
 
-/// Whether the personality has an HTTP server a probe can ask (Tasmota, Shelly).
+/// Whether the personality has an HTTP server a probe can ask (Tasmota, Shelly, ESPHome's
+/// `web_server`).
 pub fn has_http(kind: DeviceKind) -> bool {
-    matches!(kind, DeviceKind::Tasmota | DeviceKind::Shelly1 | DeviceKind::Shelly2)
+    matches!(kind, DeviceKind::Tasmota | DeviceKind::Shelly1 | DeviceKind::Shelly2 | DeviceKind::Esphome)
 }
 
 /// The names one vendor device goes by, all derived from its MAC and fleet position.
@@ -427,6 +429,7 @@ pub(crate) fn router(device: Arc<Device>, password: Option<String>) -> Router {
             .route("/shelly", get(shelly2_info))
             .route("/rpc/{method}", get(shelly2_rpc_get).post(shelly2_rpc_get))
             .route("/rpc", axum::routing::post(shelly2_rpc_frame)),
+        DeviceKind::Esphome => return super::esphome_web::router(&format!("Sim {}", web.device.ident.id)),
         _ => r,
     };
     r.with_state(web)
