@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Nanoseconds the engine's threads have waited in a run queue, summed (schedstat's second field).
-runq_wait() { cat /proc/"$engine"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {print s + 0}'; }
+runq_wait() { cat /proc/"$engine"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}'; }
 
 start_engine() { # $1: the round; a fresh data dir each round
   "$BIN/flotilla" serve --data-dir "$work/data-$1" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
