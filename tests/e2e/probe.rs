@@ -36,6 +36,14 @@ fn reply(status: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The path of the one request a fake device reads (empty when the request is not HTTP).
+async fn request_path(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let request = String::from_utf8_lossy(&buf[..n]);
+    request.split_whitespace().nth(1).unwrap_or_default().to_owned()
+}
+
 /// Serves as `plays` on a loopback port until the test ends; returns `127.0.0.1:port`.
 async fn device(plays: Plays) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,10 +51,7 @@ async fn device(plays: Plays) -> String {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let path = request_path(&mut s).await;
                 let shelly = path == "/shelly";
                 let tasmota = path.starts_with("/cm?cmnd=Status%200");
                 let answer = match plays {
@@ -207,10 +212,7 @@ async fn fleet_device(ip: &str, port: u16, kind: usize, n: usize) {
         while let Ok((mut s, _)) = listener.accept().await {
             let answer = answer.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let path = request_path(&mut s).await;
                 let mine = (kind < 2 && path == "/shelly") || (kind == 2 && path.starts_with("/cm?"));
                 let _ = s.write_all(&if mine { answer } else { reply("404 Not Found", "<html>404</html>") }).await;
                 let _ = s.shutdown().await;
@@ -462,10 +464,7 @@ async fn web_server(web: Web) -> String {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let path = request_path(&mut s).await;
                 if path != "/events" {
                     let _ = s.write_all(&reply("404 Not Found", "<html>404</html>")).await;
                     return;
