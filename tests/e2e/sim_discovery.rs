@@ -253,7 +253,8 @@ fn home_assistant_libraries_read_the_simulator_as_real_devices() {
     let cmd = format!("exec \"{}\" \"{}\" '{request}'", test_python().display(), script.display());
     let (ok, stdout, stderr) = in_namespace(&cmd, Duration::from_secs(120));
     assert!(ok && stdout.trim_end().ends_with("ALL OK"), "fidelity.py failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok: zeroconf found all 12 instances"), "{stdout}");
+    assert!(stdout.contains("ok: zeroconf found all 14 instances"), "{stdout}");
     assert!(stdout.contains("ok: hatasmota device config of"), "{stdout}");
     assert!(stdout.contains("ok: aioshelly BlockDevice /settings and /status of"), "{stdout}");
+    assert!(stdout.contains("ok: aioshelly merged the device's NotifyStatus"), "{stdout}");
 }

@@ -10,7 +10,9 @@ It starts Debian's mosquitto and `flotilla-sim` with one or two devices of every
 - hatasmota validates the retained `tasmota/discovery/<MAC>/config` and `sensors` with its
   discovery schema and builds the device config and entities from them;
 - aioshelly reads `/shelly` of Gen1 and Gen2+ devices (`get_info`), Gen1 `/settings` and `/status`
-  through `BlockDevice`, Gen2+ `Shelly.GetDeviceInfo` / `Shelly.GetStatus` over HTTP RPC;
+  through `BlockDevice`, Gen2+ `Shelly.GetDeviceInfo` / `Shelly.GetStatus` over HTTP RPC, and
+  initializes `RpcDevice` over the WebSocket RPC channel, switches the relay there and receives
+  the device's `NotifyStatus`;
 - a Tasmota web password gives the firmware's 401 WARNING, and the right one the status.
 Prints one line per check and "ALL OK"; exits 1 at the first mismatch.
 """
@@ -28,6 +30,7 @@ import paho.mqtt.client as mqtt
 from aioshelly.block_device import BlockDevice
 from aioshelly.common import ConnectionOptions, get_info
 from aioshelly.const import MODEL_NAMES
+from aioshelly.rpc_device import RpcDevice, RpcUpdateType
 from hatasmota import discovery as tdisc
 from hatasmota.sensor import get_sensor_entities
 from zeroconf import IPVersion, ServiceBrowser, Zeroconf
@@ -94,7 +97,7 @@ def browse(ips):
     types = ["_shelly._tcp.local.", "_http._tcp.local.", "_esphomelib._tcp.local.", "_arduino._tcp.local."]
     browsers = [ServiceBrowser(zc, t, Listener()) for t in types]
     deadline = time.time() + 15
-    want = 2 + 2 + 2 * 2 + 2 + 2  # tasmota http, gen1 http, gen2 shelly+http, esphome, arduino
+    want = 2 + 2 + 2 * 2 + 2 * 2 + 2  # tasmota http, gen1 http, gen2 shelly+http, esphome api+http, arduino
     while len(names) < want and time.time() < deadline:
         time.sleep(0.2)
     infos = {}
@@ -126,6 +129,11 @@ def browse(ips):
           "Gen1 _http._tcp instances: shelly1-<MAC>, no gen, fw_id", gen1)
     tas = [(n, p) for n, _, p in http if p.get("devicetype") == "tasmota"]
     check(len(tas) == 2, "Tasmota _http._tcp devicetype=tasmota", tas)
+    # An empty TXT is one empty string on the wire (RFC 6763 §6.1), which zeroconf reads as {"": None}.
+    esp_http = [(n, info.port, p) for n, info, p in http if info.parsed_addresses()[0] in ips["esphome"]]
+    esp_names = {n.split(".")[0] for n, _, _ in by_type["_esphomelib._tcp.local."]}
+    check(len(esp_http) == 2 and all(port == 80 and not any(p) and n.split(".")[0] in esp_names for n, port, p in esp_http),
+          "ESPHome web_server _http._tcp: the node's name, port 80, no TXT", esp_http)
     return infos
 
 
@@ -200,6 +208,7 @@ async def aioshelly_reads(ips):
             async with session.post(f"http://{ip}/rpc", json={"id": 7, "src": "ha", "method": "Shelly.GetDeviceInfo"}) as r:
                 frame = await r.json()
             check(frame["id"] == 7 and frame["dst"] == "ha" and frame["result"] == info, f"Gen2 RPC frame over HTTP ({ip})")
+            await rpc_device_over_websocket(session, ip, info)
         for ip in ips["tasmota"]:
             async with session.get(f"http://{ip}/cm", params={"cmnd": "Status 0"}) as r:
                 body = await r.json()
@@ -213,6 +222,33 @@ async def aioshelly_reads(ips):
                 body = await r.json()
                 check(body["StatusNET"]["IPAddress"] == ip and len(body["StatusNET"]["Mac"]) == 17,
                       f"Tasmota Status 0 with Basic auth ({ip})")
+
+
+async def rpc_device_over_websocket(session, ip, info):
+    """What Home Assistant does with a Gen2+ device: RpcDevice over ws://<ip>/rpc."""
+    dev = await RpcDevice.create(session, None, ConnectionOptions(ip))
+    updates = []
+    dev.subscribe_updates(lambda _dev, kind: updates.append(kind))
+    await dev.initialize()  # Shelly.GetDeviceInfo, then GetConfig + GetStatus + GetComponents
+    try:
+        check(dev.initialized and dev.connected, f"aioshelly RpcDevice initialized over WebSocket ({ip})")
+        check(dev.shelly == info and dev.status["sys"]["mac"] == info["mac"]
+              and dev.config["sys"]["device"]["mac"] == info["mac"],
+              f"aioshelly RpcDevice: device info, status and config over WebSocket ({ip})")
+        check(dev.firmware_version == info["fw_id"] and dev.firmware_supported and dev.gen == 2,
+              f"aioshelly RpcDevice: Gen2 firmware supported ({ip})")
+        check(dev.status["switch:0"]["output"] is False, f"relay off before Switch.Set ({ip})")
+        result = await dev.call_rpc("Switch.Set", {"id": 0, "on": True})
+        check(result == {"was_on": False}, f"Switch.Set over WebSocket ({ip})", result)
+        for _ in range(100):  # the device pushes NotifyStatus; aioshelly merges it into status
+            if dev.status["switch:0"]["output"] is True:
+                break
+            await asyncio.sleep(0.02)
+        check(dev.status["switch:0"]["output"] is True and RpcUpdateType.STATUS in updates,
+              f"aioshelly merged the device's NotifyStatus ({ip})", updates)
+        await dev.call_rpc("Switch.Set", {"id": 0, "on": False})
+    finally:
+        await dev.shutdown()
 
 
 class _NoCoap:

@@ -21,6 +21,7 @@ pub(crate) mod endpoint;
 pub(crate) mod esphome_web;
 pub(crate) mod mqtt;
 pub(crate) mod pull;
+pub(crate) mod shelly_ws;
 pub(crate) mod update;
 pub(crate) mod vendor;
 

@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -26,6 +27,7 @@ use mdns_sd::{ServiceDaemon, ServiceInfo};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, broadcast};
 
 use super::{Ctx, Device};
 use crate::config::MqttTarget;
@@ -163,18 +165,23 @@ pub(crate) fn services(device: &Device, http_port: u16, tasmota_mdns: bool) -> V
             ];
             vec![svc("_shelly._tcp.local.", http_port, txt.clone()), svc("_http._tcp.local.", http_port, txt)]
         }
-        DeviceKind::Esphome => vec![svc(
-            "_esphomelib._tcp.local.",
-            6053,
-            vec![
-                ("friendly_name", format!("Sim {}", device.ident.id)),
-                ("version", ESPHOME_VERSION.into()),
-                ("mac", names.mac_lower.clone()),
-                ("platform", "ESP32".into()),
-                ("board", "esp32dev".into()),
-                ("network", "wifi".into()),
-            ],
-        )],
+        // The native API's service, then `web_server`'s: `_http._tcp` on its port, without TXT
+        // (esphome `components/mdns/mdns_component.cpp`, `USE_WEBSERVER`).
+        DeviceKind::Esphome => vec![
+            svc(
+                "_esphomelib._tcp.local.",
+                6053,
+                vec![
+                    ("friendly_name", format!("Sim {}", device.ident.id)),
+                    ("version", ESPHOME_VERSION.into()),
+                    ("mac", names.mac_lower.clone()),
+                    ("platform", "ESP32".into()),
+                    ("board", "esp32dev".into()),
+                    ("network", "wifi".into()),
+                ],
+            ),
+            svc("_http._tcp.local.", http_port, Vec::new()),
+        ],
         DeviceKind::Arduino => {
             let (board, port) = if names.esp32 { ("esp32", 3232) } else { ("nodemcuv2", 8266) };
             vec![svc(
@@ -407,17 +414,41 @@ async fn session(device: &Device, target: &MqttTarget, client_id: &str, will: La
 // ---- HTTP -------------------------------------------------------------------------------------
 
 #[derive(Debug)]
-struct Web {
+pub(super) struct Web {
     device: Arc<Device>,
-    names: Names,
+    pub(super) names: Names,
     /// Tasmota's web password (user `admin`).
     password: Option<String>,
+    /// A Shelly relay's output (`switch:0`), which `Switch.Set` changes.
+    output: AtomicBool,
+    /// Gen2+ `NotifyStatus` frames for the WebSocket channels (`shelly_ws`), without `dst`.
+    pub(super) notify: broadcast::Sender<Value>,
+    /// Open WebSocket channels: a real Gen2 device serves a handful at once.
+    pub(super) sockets: Arc<Semaphore>,
+}
+
+impl Web {
+    fn new(device: Arc<Device>, password: Option<String>) -> Web {
+        Web {
+            names: Names::of(&device),
+            device,
+            password,
+            output: AtomicBool::new(false),
+            notify: broadcast::channel(16).0,
+            sockets: Arc::new(Semaphore::new(super::shelly_ws::MAX_SOCKETS)),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn for_tests(device: Arc<Device>) -> Web {
+        Web::new(device, None)
+    }
 }
 
 /// The HTTP endpoints of a vendor device (an empty router for kinds without a web server).
 pub(crate) fn router(device: Arc<Device>, password: Option<String>) -> Router {
     let kind = device.ident.kind;
-    let web = Arc::new(Web { names: Names::of(&device), device, password });
+    let web = Arc::new(Web::new(device, password));
     let r = Router::new();
     let r = match kind {
         DeviceKind::Tasmota => r.route("/cm", get(tasmota_cm)),
@@ -428,7 +459,7 @@ pub(crate) fn router(device: Arc<Device>, password: Option<String>) -> Router {
         DeviceKind::Shelly2 => r
             .route("/shelly", get(shelly2_info))
             .route("/rpc/{method}", get(shelly2_rpc_get).post(shelly2_rpc_get))
-            .route("/rpc", axum::routing::post(shelly2_rpc_frame)),
+            .route("/rpc", get(super::shelly_ws::upgrade).post(shelly2_rpc_frame)),
         DeviceKind::Esphome => return super::esphome_web::router(&format!("Sim {}", web.device.ident.id)),
         _ => r,
     };
@@ -609,7 +640,7 @@ fn shelly2_status(web: &Web) -> Value {
         "ble": {}, "cloud": { "connected": false },
         "input:0": { "id": 0, "state": false },
         "mqtt": { "connected": true },
-        "switch:0": { "id": 0, "source": "init", "output": false, "apower": 0.0, "voltage": 230.1,
+        "switch:0": { "id": 0, "source": "init", "output": web.output.load(Ordering::Relaxed), "apower": 0.0, "voltage": 230.1,
             "freq": 50.0, "current": 0.0, "pf": 0.0,
             "aenergy": { "total": 0.0, "by_minute": [0.0, 0.0, 0.0], "minute_ts": 1_733_054_400 },
             "ret_aenergy": { "total": 0.0, "by_minute": [0.0, 0.0, 0.0], "minute_ts": 1_733_054_400 },
@@ -643,43 +674,104 @@ fn shelly2_config(web: &Web) -> Value {
     })
 }
 
-/// Answers one Gen2+ RPC method; `None` for a method this simulator does not know.
-fn shelly2_call(web: &Web, method: &str) -> Option<Value> {
-    match method {
-        "Shelly.GetDeviceInfo" => Some(shelly2_info_value(web)),
-        "Shelly.GetStatus" => Some(shelly2_status(web)),
-        "Shelly.GetConfig" => Some(shelly2_config(web)),
-        "Sys.GetStatus" => Some(shelly2_status(web)["sys"].clone()),
-        "Shelly.CheckForUpdate" => Some(json!({})),
-        "Shelly.ListMethods" => Some(json!({ "methods": [
-            "Shelly.GetDeviceInfo", "Shelly.GetStatus", "Shelly.GetConfig", "Sys.GetStatus", "Shelly.CheckForUpdate", "Shelly.ListMethods"
-        ] })),
-        _ => None,
-    }
+/// An RPC error: the code and message Gen2+ firmware answers with.
+type RpcError = (i64, String);
+
+fn no_handler(method: &str) -> RpcError {
+    (404, format!("No handler for {method}"))
 }
 
-async fn shelly2_rpc_get(State(web): State<Arc<Web>>, Path(method): Path<String>) -> Response {
-    match shelly2_call(&web, &method) {
-        Some(v) => Json(v).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({ "code": 404, "message": format!("No handler for {method}") })))
-            .into_response(),
-    }
-}
-
-/// `POST /rpc` with a whole frame: `{"id","src","method","params"}` → `{"id","src","dst","result"|"error"}`.
-async fn shelly2_rpc_frame(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> Response {
-    let Ok(frame) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "code": -32700, "message": "Parse error" }))).into_response();
+/// Answers one Gen2+ RPC method with its `params` (`Null` when none).
+fn shelly2_call(web: &Web, method: &str, params: &Value) -> Result<Value, RpcError> {
+    let switch_id = || match params.get("id").and_then(Value::as_u64) {
+        Some(0) => Ok(()),
+        Some(_) => Err((-105, "Argument 'id', value 1 not found!".to_owned())),
+        None => Err((-103, "Missing required argument 'id'!".to_owned())),
     };
+    Ok(match method {
+        "Shelly.GetDeviceInfo" => shelly2_info_value(web),
+        "Shelly.GetStatus" => shelly2_status(web),
+        "Shelly.GetConfig" => shelly2_config(web),
+        // No virtual components on a Plus 1PM: one empty page (`offset`, `total`), as firmware ≥ 1.2 says.
+        "Shelly.GetComponents" => json!({ "components": [], "cfg_rev": 10, "offset": 0, "total": 0 }),
+        "Sys.GetStatus" => shelly2_status(web)["sys"].clone(),
+        "Shelly.CheckForUpdate" => json!({}),
+        "Switch.GetStatus" => {
+            switch_id()?;
+            shelly2_status(web)["switch:0"].clone()
+        }
+        "Switch.Set" => {
+            switch_id()?;
+            let Some(on) = params.get("on").and_then(Value::as_bool) else {
+                return Err((-103, "Missing required argument 'on'!".to_owned()));
+            };
+            let was_on = web.output.swap(on, Ordering::Relaxed);
+            if was_on != on {
+                let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                let params = json!({ "ts": ts, "switch:0": { "id": 0, "output": on, "source": "WS_in" } });
+                // Nobody listening is fine: notifications go only to open channels.
+                let _ = web.notify.send(json!({ "src": web.names.id, "method": "NotifyStatus", "params": params }));
+            }
+            json!({ "was_on": was_on })
+        }
+        "Shelly.ListMethods" => json!({ "methods": [
+            "Shelly.GetDeviceInfo", "Shelly.GetStatus", "Shelly.GetConfig", "Shelly.GetComponents", "Sys.GetStatus",
+            "Shelly.CheckForUpdate", "Shelly.ListMethods", "Switch.GetStatus", "Switch.Set"
+        ] }),
+        _ => return Err(no_handler(method)),
+    })
+}
+
+/// The answer to one request frame `{"id","src","method","params"}`: `{"id","src","dst","result"|"error"}`.
+/// Shared by `POST /rpc` and the WebSocket channel.
+pub(super) fn shelly2_frame(web: &Web, frame: &Value) -> Value {
     let id = frame.get("id").cloned().unwrap_or(Value::Null);
     let dst = frame.get("src").cloned().unwrap_or(Value::Null);
-    let method = frame.get("method").and_then(Value::as_str).unwrap_or_default();
     let mut out = json!({ "id": id, "src": web.names.id, "dst": dst });
-    match shelly2_call(&web, method) {
-        Some(v) => out["result"] = v,
-        None => out["error"] = json!({ "code": 404, "message": format!("No handler for {method}") }),
+    let answer = match frame.get("method").and_then(Value::as_str) {
+        Some(method) => shelly2_call(web, method, frame.get("params").unwrap_or(&Value::Null)),
+        None => Err((-32600, "Invalid request: no method".to_owned())),
+    };
+    match answer {
+        Ok(v) => out["result"] = v,
+        Err((code, message)) => out["error"] = json!({ "code": code, "message": message }),
     }
-    Json(out).into_response()
+    out
+}
+
+/// The frame Gen2+ firmware answers to bytes that are not JSON.
+pub(super) fn parse_error() -> Value {
+    json!({ "id": null, "error": { "code": -32700, "message": "Parse error" } })
+}
+
+async fn shelly2_rpc_get(
+    State(web): State<Arc<Web>>,
+    Path(method): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    // `GET /rpc/Switch.Set?id=0&on=true`: query values are JSON where they parse, strings otherwise.
+    let params: serde_json::Map<String, Value> = query
+        .into_iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
+            (k, value)
+        })
+        .collect();
+    match shelly2_call(&web, &method, &Value::Object(params)) {
+        Ok(v) => Json(v).into_response(),
+        Err((code, message)) => {
+            let status = if code == 404 { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+            (status, Json(json!({ "code": code, "message": message }))).into_response()
+        }
+    }
+}
+
+/// `POST /rpc` with a whole frame.
+async fn shelly2_rpc_frame(State(web): State<Arc<Web>>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(frame) => Json(shelly2_frame(&web, &frame)).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, Json(parse_error())).into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -708,7 +800,8 @@ mod tests {
     #[test]
     fn services_carry_the_txt_records_of_real_firmware() {
         let e = services(&device(DeviceKind::Esphome, 0), 80, false);
-        assert_eq!((e.len(), e[0].service_type, e[0].port), (1, "_esphomelib._tcp.local.", 6053));
+        assert_eq!((e.len(), e[0].service_type, e[0].port), (2, "_esphomelib._tcp.local.", 6053));
+        assert_eq!((e[1].service_type, e[1].port, e[1].txt.len()), ("_http._tcp.local.", 80, 0));
         assert!(
             e[0].txt.iter().any(|(k, v)| *k == "mac" && v.len() == 12 && v.chars().all(|c| !c.is_ascii_uppercase()))
         );
