@@ -224,8 +224,9 @@ pub struct ProbeRequest {
 pub struct ProbeResult {
     /// The address probed (`ip:port`).
     pub address: String,
-    /// `found`, `authentication_required`, `unrecognised`, `unreachable` or `busy` (a probe of
-    /// this address is already running).
+    /// `found`, `authentication_required` (it has a password and Flotilla has none for it),
+    /// `authentication_failed` (it refused the credential Flotilla has), `unrecognised`,
+    /// `unreachable` or `busy` (a probe of this address is already running).
     pub state: String,
     pub family: Option<Family>,
     /// The device protects its API beyond identification with a password.

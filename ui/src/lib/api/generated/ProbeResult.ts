@@ -11,8 +11,9 @@ export type ProbeResult = {
  */
 address: string, 
 /**
- * `found`, `authentication_required`, `unrecognised`, `unreachable` or `busy` (a probe of
- * this address is already running).
+ * `found`, `authentication_required` (it has a password and Flotilla has none for it),
+ * `authentication_failed` (it refused the credential Flotilla has), `unrecognised`,
+ * `unreachable` or `busy` (a probe of this address is already running).
  */
 state: string, family: Family | null, 
 /**
