@@ -47,6 +47,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# CPU ticks of each of the engine's threads, one "tid name ticks" line each (stat fields 14 + 15).
+thread_ticks() {
+  for f in /proc/"$engine"/task/*/stat; do
+    awk '{ sub(/^[^(]*\(/, ""); split($0, a, ") "); split(a[2], b, " "); print FILENAME, a[1], b[12] + b[13] }' "$f" 2>/dev/null
+  done
+}
+# Prints the engine's busiest threads between two thread_ticks snapshots ($1, $2: files).
+busiest_threads() {
+  python3 - "$1" "$2" "$(getconf CLK_TCK)" <<'PY'
+import sys
+def read(path):
+    out = {}
+    for line in open(path):
+        f = line.rsplit(" ", 1)
+        key, ticks = f[0], int(f[1])
+        out[key] = ticks
+    return out
+a, b, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3])
+by_name = {}
+for key, t in b.items():
+    name = key.split(" ", 1)[1]
+    by_name[name] = by_name.get(name, 0) + t - a.get(key, 0)
+busy = sorted(((t, n) for n, t in by_name.items() if t > 0), reverse=True)[:4]
+print("  engine threads: " + ", ".join(f"{n} {t / hz:.2f} s" for t, n in busy))
+PY
+}
+
 # Nanoseconds the engine's threads have waited in a run queue, summed (schedstat's second field).
 runq_wait() { cat /proc/"$engine"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}'; }
 
@@ -68,6 +95,7 @@ for round in $(seq 1 "$ROUNDS"); do
   cut -d' ' -f1 /proc/loadavg >"$work/load-$round.txt"
   # Exit 1 with a report means some requests failed: the summary shows them, so go on.
   wait_before="$(runq_wait)"
+  thread_ticks >"$work/threads-before"
   $LOAD_CPUS "$BIN/flotilla-load" --url "$device_url" --devices "$DEVICES" --connections "$CONNECTIONS" \
     --duration "${DURATION}s" --pid "$engine" --save-devices "$work/devices-$round.tsv" --json \
     >"$work/round-$round.json" || [ -s "$work/round-$round.json" ]
@@ -87,11 +115,14 @@ for name in ("engine", "generator"):
 print(f"  engine threads waited {waited / 1e9:.2f} s in the run queue (with registration; "
       f"{waited / 1e3 / max(m['requests'], 1):.1f} µs per measured request)")
 PY
+  thread_ticks >"$work/threads-after"
+  busiest_threads "$work/threads-before" "$work/threads-after"
   # The same engine, the same devices and bodies, driven by wrk.
   for t in $WRK_THREADS; do
     out="$work/wrk-$round-t$t.txt"
     cpu_before="$(awk '{print $14 + $15}' "/proc/$engine/stat")"
     wait_before="$(runq_wait)"
+    thread_ticks >"$work/threads-before"
     # wrk's own CPU time (getrusage of the child): a load generator short of CPU queues
     # responses in its sockets, and that shows as latency it attributes to the server.
     python3 -c 'import resource, subprocess, sys
@@ -116,6 +147,8 @@ print(f"  engine    CPU {ticks / hz:.2f} s ({ticks / hz * 1e6 / max(req, 1):.1f}
       f"its threads waited {waited / 1e9:.2f} s in the run queue ({waited / 1e3 / max(req, 1):.1f} µs per request)")
 print(f"  wrk       CPU {wrk_cpu:.2f} s ({wrk_cpu * 1e6 / max(req, 1):.1f} µs per request, {wrk_cpu / secs:.0%} of a core)")
 PY
+    thread_ticks >"$work/threads-after"
+    busiest_threads "$work/threads-before" "$work/threads-after"
   done
   # The next round's engine runs alone.
   if [ "$round" -lt "$ROUNDS" ]; then kill "$engine" 2>/dev/null || true; wait "$engine" 2>/dev/null || true; fi
