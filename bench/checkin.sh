@@ -74,6 +74,10 @@ print("  engine threads: " + ", ".join(f"{n} {t / hz:.2f} s" for t, n in busy))
 PY
 }
 
+# Inter-processor interrupts so far, all CPUs: rescheduling (RES) and function-call (CAL, which
+# also carries queued remote wake-ups); under a VM each is an exit.
+ipis() { awk '/^ *(RES|CAL):/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { printf "%.0f\n", s }' /proc/interrupts; }
+
 # Nanoseconds the engine's threads have waited in a run queue, summed (schedstat's second field).
 runq_wait() { cat /proc/"$engine"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}'; }
 
@@ -96,6 +100,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # Exit 1 with a report means some requests failed: the summary shows them, so go on.
   wait_before="$(runq_wait)"
   thread_ticks >"$work/threads-before"
+  ipis_before="$(ipis)"
   $LOAD_CPUS "$BIN/flotilla-load" --url "$device_url" --devices "$DEVICES" --connections "$CONNECTIONS" \
     --duration "${DURATION}s" --pid "$engine" --save-devices "$work/devices-$round.tsv" --json \
     >"$work/round-$round.json" || [ -s "$work/round-$round.json" ]
@@ -117,12 +122,14 @@ print(f"  engine threads waited {waited / 1e9:.2f} s in the run queue (with regi
 PY
   thread_ticks >"$work/threads-after"
   busiest_threads "$work/threads-before" "$work/threads-after"
+  echo "  inter-processor interrupts (RES + CAL), enrolment included: $(( $(ipis) - ipis_before ))"
   # The same engine, the same devices and bodies, driven by wrk.
   for t in $WRK_THREADS; do
     out="$work/wrk-$round-t$t.txt"
     cpu_before="$(awk '{print $14 + $15}' "/proc/$engine/stat")"
     wait_before="$(runq_wait)"
     thread_ticks >"$work/threads-before"
+    ipis_before="$(ipis)"
     # wrk's own CPU time (getrusage of the child): a load generator short of CPU queues
     # responses in its sockets, and that shows as latency it attributes to the server.
     python3 -c 'import resource, subprocess, sys
@@ -149,6 +156,7 @@ print(f"  wrk       CPU {wrk_cpu:.2f} s ({wrk_cpu * 1e6 / max(req, 1):.1f} µs p
 PY
     thread_ticks >"$work/threads-after"
     busiest_threads "$work/threads-before" "$work/threads-after"
+    echo "  inter-processor interrupts (RES + CAL): $(( $(ipis) - ipis_before ))"
   done
   # The next round's engine runs alone.
   if [ "$round" -lt "$ROUNDS" ]; then kill "$engine" 2>/dev/null || true; wait "$engine" 2>/dev/null || true; fi
