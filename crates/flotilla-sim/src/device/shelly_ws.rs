@@ -123,8 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_are_answered_and_a_src_subscribes_the_channel_to_notifications() {
-        let device = shelly2();
-        let web = Web::for_tests(device);
+        let web = Web::new(shelly2(), None);
         let mut listener = None;
         let garbage = answer(&web, "{not json", &mut listener);
         assert_eq!(garbage["error"]["code"], -32700);

@@ -428,7 +428,7 @@ pub(super) struct Web {
 }
 
 impl Web {
-    fn new(device: Arc<Device>, password: Option<String>) -> Web {
+    pub(super) fn new(device: Arc<Device>, password: Option<String>) -> Web {
         Web {
             names: Names::of(&device),
             device,
@@ -437,11 +437,6 @@ impl Web {
             notify: broadcast::channel(16).0,
             sockets: Arc::new(Semaphore::new(super::shelly_ws::MAX_SOCKETS)),
         }
-    }
-
-    #[cfg(test)]
-    pub(super) fn for_tests(device: Arc<Device>) -> Web {
-        Web::new(device, None)
     }
 }
 
@@ -677,15 +672,11 @@ fn shelly2_config(web: &Web) -> Value {
 /// An RPC error: the code and message Gen2+ firmware answers with.
 type RpcError = (i64, String);
 
-fn no_handler(method: &str) -> RpcError {
-    (404, format!("No handler for {method}"))
-}
-
 /// Answers one Gen2+ RPC method with its `params` (`Null` when none).
 fn shelly2_call(web: &Web, method: &str, params: &Value) -> Result<Value, RpcError> {
     let switch_id = || match params.get("id").and_then(Value::as_u64) {
         Some(0) => Ok(()),
-        Some(_) => Err((-105, "Argument 'id', value 1 not found!".to_owned())),
+        Some(id) => Err((-105, format!("Argument 'id', value {id} not found!"))),
         None => Err((-103, "Missing required argument 'id'!".to_owned())),
     };
     Ok(match method {
@@ -718,7 +709,7 @@ fn shelly2_call(web: &Web, method: &str, params: &Value) -> Result<Value, RpcErr
             "Shelly.GetDeviceInfo", "Shelly.GetStatus", "Shelly.GetConfig", "Shelly.GetComponents", "Sys.GetStatus",
             "Shelly.CheckForUpdate", "Shelly.ListMethods", "Switch.GetStatus", "Switch.Set"
         ] }),
-        _ => return Err(no_handler(method)),
+        _ => return Err((404, format!("No handler for {method}"))),
     })
 }
 
