@@ -271,6 +271,28 @@ async fn a_forgotten_device_leaves_the_inventory_and_comes_back_as_new() {
 }
 
 #[tokio::test]
+async fn last_seen_written_behind_survives_a_stop() {
+    // A check-in that changes nothing moves last_seen in memory only; it is written every
+    // 30 s, and at shutdown whatever is left.
+    let server = Server::start().await;
+    let mac = "02:00:00:00:0e:01";
+    check_in(&server, pull(mac, "1.0.0")).await;
+    let first = device(&server, mac).await["last_seen"].as_str().unwrap_or_default().to_owned();
+    let mut latest = first.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while latest == first {
+        assert!(Instant::now() < deadline, "last_seen never moved from {first}");
+        check_in(&server, pull(mac, "1.0.0")).await;
+        latest = device(&server, mac).await["last_seen"].as_str().unwrap_or_default().to_owned();
+    }
+    let (stopped, _, dir) = server.stop();
+    assert!(stopped.success());
+    let server = Server::start_in(dir).await;
+    let after = device(&server, mac).await;
+    assert_eq!(after["last_seen"], latest.as_str(), "the last check-in before the stop: {after:#}");
+}
+
+#[tokio::test]
 async fn metrics_and_the_audit_logs_retention() {
     let server = Server::start().await;
     let (status, _) = server.upload(image("2.0.0", 60_000), &[]).await;

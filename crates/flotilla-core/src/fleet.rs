@@ -62,6 +62,20 @@ impl Default for Fleet {
 }
 
 impl Fleet {
+    /// The `last_seen` of every device seen since the last write, as one store operation
+    /// (`None` when there is none); starts the next period. Only (MAC, time) pairs are taken
+    /// under the lock: no device is copied.
+    pub(crate) fn take_seen(&mut self) -> Option<Op> {
+        self.last_seen_flush = std::time::Instant::now();
+        if self.seen.is_empty() {
+            return None;
+        }
+        let inventory = &self.inventory;
+        Some(Op::LastSeen(
+            self.seen.drain().filter_map(|mac| inventory.get(&mac).map(|e| (mac, e.last_seen_ms))).collect(),
+        ))
+    }
+
     /// The unfinished job of a device, if any: `(rollout id, job index)`.
     pub fn job_of(&self, mac: &str) -> Option<(i64, usize)> {
         self.runs.iter().find_map(|(id, r)| {

@@ -238,6 +238,9 @@ impl EngineHandle {
         if let Some(broker) = self.broker.lock().await.take() {
             broker.stop().await;
         }
+        // last_seen of the devices seen since the last periodic write.
+        let seen = self.fleet().ok().and_then(|mut f| f.take_seen());
+        self.queue(seen.into_iter().collect());
         let _ = self.shared.writer.flush().await;
         let _ = self.record("engine.stopped", "engine", None, json!({})).await;
         // Everything into the database file, the WAL cut to nothing: a copy of `flotilla.db`

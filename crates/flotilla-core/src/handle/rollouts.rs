@@ -440,16 +440,13 @@ impl EngineHandle {
                 commands.extend(run.admit(now, at, &mut ops));
                 run.gates(now, &mut ops);
             }
-            // last_seen of devices that only checked in: written behind, in bulk, now and then
-            // (offline detection works from memory; the store needs it only across restarts).
-            if fleet.seen.len() >= 8192 || (!fleet.seen.is_empty() && fleet.last_seen_flush.elapsed() >= SEEN_FLUSH) {
-                // Under the fleet lock, so only (MAC, time) pairs: no device is copied here.
-                let f = &mut *fleet;
-                f.last_seen_flush = std::time::Instant::now();
-                let inventory = &f.inventory;
-                let seen: Vec<(String, i64)> =
-                    f.seen.drain().filter_map(|mac| inventory.get(&mac).map(|e| (mac, e.last_seen_ms))).collect();
-                ops.push(Op::LastSeen(seen));
+            // last_seen of devices that only checked in: written behind, in bulk, every
+            // SEEN_FLUSH (offline detection works from memory; the store needs it only across
+            // restarts, and shutdown writes what is left). `seen` holds each known device at
+            // most once, so it is bounded by the inventory, not by how often devices check in:
+            // a busy fleet costs the writer one row per device per period, not one per check-in.
+            if fleet.last_seen_flush.elapsed() >= SEEN_FLUSH {
+                ops.extend(fleet.take_seen());
             }
         }
         self.queue(ops);
