@@ -31,7 +31,13 @@ pub fn workers_from(value: Option<&str>) -> Result<usize, String> {
 pub fn build() -> io::Result<tokio::runtime::Runtime> {
     let value = std::env::var(WORKERS_VAR).ok();
     let workers = workers_from(value.as_deref()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name("flotilla-rt").enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("flotilla-rt")
+        // Device responses a worker made wait for it to run out of work (`server::corked`).
+        .on_thread_park(crate::server::corked::flush_queued)
+        .enable_all()
+        .build()
 }
 
 #[cfg(test)]

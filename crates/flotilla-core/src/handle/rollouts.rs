@@ -22,7 +22,6 @@ use crate::rollout::plan::{self, DeviceFacts};
 use crate::rollout::run::{Command, DeviceRef, JobRec, Run, human_span};
 use crate::rollout::target::{Facts, Target, Term};
 use crate::rollout::window::Window;
-use crate::writer::Op;
 
 /// A rollout as planned, before anything is stored.
 #[derive(Debug)]

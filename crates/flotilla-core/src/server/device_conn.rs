@@ -47,6 +47,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use super::GRACE;
+use super::corked::Corked;
 use crate::config::DeviceServerLimits;
 use crate::log_limit::{WarnLimit, warn_limited};
 
@@ -243,9 +244,9 @@ impl Activity {
     }
 }
 
-/// A TCP stream that records when a byte last moved.
+/// A TCP stream that records when a byte last moved (its small writes [`Corked`]).
 struct Tracked {
-    stream: TcpStream,
+    stream: Corked,
     activity: Arc<Activity>,
 }
 
@@ -304,7 +305,7 @@ async fn connection(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let activity = Arc::new(Activity::new());
-    let tracked = Tracked { stream, activity: Arc::clone(&activity) };
+    let tracked = Tracked { stream: Corked::new(stream), activity: Arc::clone(&activity) };
     let Some(acceptor) = tls else {
         return http(TokioIo::new(tracked), activity, peer, router, limits, stop).await;
     };

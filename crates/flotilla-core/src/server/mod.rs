@@ -10,6 +10,7 @@
 //! listener; [`serve`] runs one until the engine's cancellation token fires.
 
 pub mod admin;
+pub(crate) mod corked;
 pub mod device;
 pub(crate) mod device_api;
 pub mod device_conn;
