@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -144,16 +145,30 @@ fn ip(addr: SocketAddr) -> Option<String> {
     Some(addr.ip().to_canonical().to_string())
 }
 
-/// Who is asking: the bearer secret of `Authorization` and the address; `native` for the
-/// native routes (whose check-in may enrol a device).
-fn caller(addr: SocketAddr, headers: &HeaderMap, native: bool) -> Caller {
-    Caller {
-        secret: crate::auth::bearer(headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned),
-        native,
-        ip: ip(addr),
-        mqtt_device: None,
-        site_broker: false,
+/// Who is asking: the peer's address and the bearer secret of `Authorization`, read from the
+/// request's parts without copying its header map.
+struct Who {
+    addr: SocketAddr,
+    secret: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = DeviceError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // The device server's connections always set it (`device_conn`).
+        let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied() else {
+            return Err(DeviceError(StatusCode::INTERNAL_SERVER_ERROR, "the peer's address is unknown".into()));
+        };
+        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Ok(Who { addr, secret: crate::auth::bearer(header).map(str::to_owned) })
     }
+}
+
+/// The engine's caller for `who`; `native` for the native routes (whose check-in may enrol a
+/// device).
+fn caller(who: Who, native: bool) -> Caller {
+    Caller { secret: who.secret, native, ip: ip(who.addr), mqtt_device: None, site_broker: false }
 }
 
 /// Every check-in profile ends here: the native check-in, answered as JSON.
@@ -187,11 +202,10 @@ async fn acknowledge(engine: &EngineHandle, req: ReportRequest, caller: Caller) 
     ))]
 async fn check(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    who: Who,
     Body(req): Body<CheckRequest>,
 ) -> DeviceResult<CheckResponse> {
-    answer(&engine, req, caller(addr, &headers, true)).await
+    answer(&engine, req, caller(who, true)).await
 }
 
 /// Report the progress or outcome of a job.
@@ -206,11 +220,10 @@ async fn check(
     ))]
 async fn report(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    who: Who,
     Body(req): Body<ReportRequest>,
 ) -> DeviceResult<ReportAck> {
-    acknowledge(&engine, req, caller(addr, &headers, true)).await
+    acknowledge(&engine, req, caller(who, true)).await
 }
 
 /// The site's Ed25519 public key (what signs the manifests).
@@ -252,8 +265,7 @@ struct CheckUpdate {
     ))]
 async fn check_update(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    who: Who,
     Body(b): Body<CheckUpdate>,
 ) -> DeviceResult<CheckResponse> {
     let req = CheckRequest {
@@ -267,7 +279,7 @@ async fn check_update(
         interval_secs: None,
         tls: None,
     };
-    answer(&engine, req, caller(addr, &headers, false)).await
+    answer(&engine, req, caller(who, false)).await
 }
 
 /// `GET /api/firmware/check` query.
@@ -306,7 +318,7 @@ fn mac_of(given: Option<String>, headers: &HeaderMap) -> Option<String> {
     ))]
 async fn firmware_check(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    who: Who,
     headers: HeaderMap,
     query: Result<Query<FirmwareCheck>, QueryRejection>,
 ) -> DeviceResult<CheckResponse> {
@@ -325,7 +337,7 @@ async fn firmware_check(
         interval_secs: None,
         tls: None,
     };
-    answer(&engine, req, caller(addr, &headers, false)).await
+    answer(&engine, req, caller(who, false)).await
 }
 
 /// Status body of the compatibility profiles: the native report with common spellings accepted
@@ -379,12 +391,11 @@ impl CompatStatus {
     ))]
 async fn update_status(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    who: Who,
     Path(id): Path<String>,
     Body(b): Body<CompatStatus>,
 ) -> DeviceResult<ReportAck> {
-    acknowledge(&engine, b.into_report(id), caller(addr, &headers, false)).await
+    acknowledge(&engine, b.into_report(id), caller(who, false)).await
 }
 
 /// `POST /api/ota/check` body: the native check-in with common spellings accepted
@@ -417,8 +428,7 @@ struct OtaCheck {
     ))]
 async fn ota_check(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    who: Who,
     Body(b): Body<OtaCheck>,
 ) -> DeviceResult<CheckResponse> {
     let req = CheckRequest {
@@ -432,7 +442,7 @@ async fn ota_check(
         interval_secs: None,
         tls: None,
     };
-    answer(&engine, req, caller(addr, &headers, false)).await
+    answer(&engine, req, caller(who, false)).await
 }
 
 /// Report, `/api/ota` fleets.
@@ -445,8 +455,7 @@ async fn ota_check(
     ))]
 async fn ota_status(
     State(engine): State<EngineHandle>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    who: Who,
     Body(b): Body<CompatStatus>,
 ) -> DeviceResult<ReportAck> {
     let device_id = b
@@ -454,7 +463,7 @@ async fn ota_status(
         .clone()
         .or_else(|| b.mac.clone())
         .ok_or_else(|| DeviceError(StatusCode::BAD_REQUEST, "device_id or mac is required".into()))?;
-    acknowledge(&engine, b.into_report(device_id), caller(addr, &headers, false)).await
+    acknowledge(&engine, b.into_report(device_id), caller(who, false)).await
 }
 
 #[cfg(test)]

@@ -33,9 +33,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use flotilla_proto::{ErrorBody, ErrorDetail};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -106,27 +105,15 @@ fn timed_out(after: Duration) -> Response {
     resp
 }
 
-/// Answers 408 when a request (its body included) takes longer than the request timeout.
-async fn request_timeout(State(after): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(after, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            warn_limited!(limit = TIMEOUTS, after_s = after.as_secs_f64(), "device request timed out (408)");
-            timed_out(after)
-        }
-    }
-}
-
 /// Warnings of the device server: the cap reached, accept errors, timeouts.
 static WARNINGS: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
 static TIMEOUTS: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
 static TLS_FAILURES: std::sync::LazyLock<WarnLimit> = std::sync::LazyLock::new(WarnLimit::new);
 
-/// The device router with the body cap and the request timeout.
+/// The device router with the body cap (the request timeout is applied per connection, in
+/// [`http`], where it costs no allocation).
 pub(crate) fn with_limits(router: Router, limits: &DeviceServerLimits) -> Router {
-    router
-        .layer(DefaultBodyLimit::max(limits.max_body))
-        .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
+    router.layer(DefaultBodyLimit::max(limits.max_body))
 }
 
 /// [`serve_with`] over TLS: each accepted connection's handshake must end within the header timeout,
@@ -341,10 +328,20 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let after = limits.request_timeout;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
-        async move { router.call(req).await }
+        // A request (its body included) is answered within the request timeout, else 408.
+        async move {
+            match tokio::time::timeout(after, router.call(req)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    warn_limited!(limit = TIMEOUTS, after_s = after.as_secs_f64(), "device request timed out (408)");
+                    Ok(timed_out(after))
+                }
+            }
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
