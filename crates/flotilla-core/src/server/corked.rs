@@ -78,10 +78,6 @@ impl Corked {
         let state = State { write, pending: Vec::new(), queued: false, error: None, waker: None };
         Corked { read, shared: Arc::new(Shared { state: Mutex::new(state) }) }
     }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.shared.lock()
-    }
 }
 
 impl Shared {
@@ -153,7 +149,7 @@ impl AsyncRead for Corked {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         {
-            let mut st = this.state();
+            let mut st = this.shared.lock();
             if let Some(e) = st.error.take() {
                 return Poll::Ready(Err(e));
             }
@@ -181,7 +177,7 @@ impl Corked {
         put: impl FnOnce(&mut Vec<u8>),
         direct: impl FnOnce(Pin<&mut OwnedWriteHalf>, &mut Context<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        let mut st = self.state();
+        let mut st = self.shared.lock();
         if let Some(e) = st.error.take() {
             return Poll::Ready(Err(e));
         }
@@ -222,7 +218,7 @@ impl AsyncWrite for Corked {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let mut st = this.state();
+        let mut st = this.shared.lock();
         if st.pending.is_empty() {
             return match st.error.take() {
                 Some(e) => Poll::Ready(Err(e)),
@@ -251,7 +247,7 @@ impl AsyncWrite for Corked {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let mut st = this.state();
+        let mut st = this.shared.lock();
         // Everything written before the end, in order.
         st.queued = false;
         match st.drive(cx) {
@@ -279,6 +275,14 @@ mod tests {
         (Corked::new(accepted.expect("accept").0), client.expect("connect"))
     }
 
+    /// Runs `test` as a task of the engine's runtime (`block_on` itself runs on the calling
+    /// thread, which is not one of the runtime's workers and never defers).
+    fn on_the_engines_runtime(test: impl std::future::Future<Output = ()> + Send + 'static) {
+        let rt = crate::runtime::build().expect("runtime");
+        let task = rt.spawn(test);
+        rt.block_on(task).expect("task");
+    }
+
     /// What the client can read now, without waiting.
     fn ready_bytes(client: &TcpStream) -> usize {
         let mut buf = [0u8; 4096];
@@ -291,85 +295,70 @@ mod tests {
 
     #[test]
     fn on_the_engines_runtime_small_writes_wait_for_the_worker_to_run_out_of_work() {
-        let rt = crate::runtime::build().expect("runtime");
-        rt.block_on(async {
-            tokio::spawn(async {
-                let (mut ours, client) = pair().await;
-                // The worker has parked once here: from now on it defers.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                ours.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("write");
-                ours.flush().await.expect("flush");
-                assert_eq!(ready_bytes(&client), 0, "written before the worker ran out of work");
-                // Waiting parks the worker: what waited is written.
-                client.readable().await.expect("readable");
-                assert_eq!(ready_bytes(&client), 19);
-            })
-            .await
-            .expect("task");
+        on_the_engines_runtime(async {
+            let (mut ours, client) = pair().await;
+            // The worker has parked once here: from now on it defers.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            ours.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("write");
+            ours.flush().await.expect("flush");
+            assert_eq!(ready_bytes(&client), 0, "written before the worker ran out of work");
+            // Waiting parks the worker: what waited is written.
+            client.readable().await.expect("readable");
+            assert_eq!(ready_bytes(&client), 19);
         });
     }
 
     #[test]
     fn large_writes_go_through_after_what_waits_and_nothing_is_lost_when_the_socket_is_full() {
-        let rt = crate::runtime::build().expect("runtime");
-        rt.block_on(async {
-            tokio::spawn(async {
-                let (mut ours, mut client) = pair().await;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                // 32 MiB in writes of every size, small ones flushed one by one, while the client
-                // reads nothing: the socket fills, and writes wait for it as plain ones do.
-                let total: usize = 32 << 20;
-                let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-                let writer = tokio::spawn(async move {
-                    let mut at = 0;
-                    let mut size = 1;
-                    while at < total {
-                        let end = (at + size).min(total);
-                        ours.write_all(&data[at..end]).await?;
-                        ours.flush().await?;
-                        at = end;
-                        size = if size > 3 * MAX_PENDING { 1 } else { size * 3 + 7 };
-                    }
-                    ours.shutdown().await
-                });
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let mut got = Vec::with_capacity(total);
-                client.read_to_end(&mut got).await.expect("read");
-                writer.await.expect("writer task").expect("writes");
-                assert_eq!(got.len(), total);
-                assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "bytes out of order");
-            })
-            .await
-            .expect("task");
+        on_the_engines_runtime(async {
+            let (mut ours, mut client) = pair().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            // 32 MiB in writes of every size, small ones flushed one by one, while the client
+            // reads nothing: the socket fills, and writes wait for it as plain ones do.
+            let total: usize = 32 << 20;
+            let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            let writer = tokio::spawn(async move {
+                let mut at = 0;
+                let mut size = 1;
+                while at < total {
+                    let end = (at + size).min(total);
+                    ours.write_all(&data[at..end]).await?;
+                    ours.flush().await?;
+                    at = end;
+                    size = if size > 3 * MAX_PENDING { 1 } else { size * 3 + 7 };
+                }
+                ours.shutdown().await
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut got = Vec::with_capacity(total);
+            client.read_to_end(&mut got).await.expect("read");
+            writer.await.expect("writer task").expect("writes");
+            assert_eq!(got.len(), total);
+            assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8), "bytes out of order");
         });
     }
 
     #[test]
     fn a_client_that_left_is_an_error_on_the_next_write_not_a_hang() {
-        let rt = crate::runtime::build().expect("runtime");
-        rt.block_on(async {
-            tokio::spawn(async {
-                let (mut ours, client) = pair().await;
-                drop(client);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let mut failed = false;
-                for _ in 0..200 {
-                    let r = async {
-                        ours.write_all(b"answer\r\n").await?;
-                        ours.flush().await
-                    }
-                    .await;
-                    if r.is_err() {
-                        failed = true;
-                        break;
-                    }
-                    // Parks: the deferred write meets the closed socket.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+        on_the_engines_runtime(async {
+            let (mut ours, client) = pair().await;
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let mut failed = false;
+            for _ in 0..200 {
+                let r = async {
+                    ours.write_all(b"answer\r\n").await?;
+                    ours.flush().await
                 }
-                assert!(failed, "writes to a closed connection kept succeeding");
-            })
-            .await
-            .expect("task");
+                .await;
+                if r.is_err() {
+                    failed = true;
+                    break;
+                }
+                // Parks: the deferred write meets the closed socket.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(failed, "writes to a closed connection kept succeeding");
         });
     }
 }
