@@ -28,6 +28,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::DeviceMap;
 use crate::error::{CoreError, Result};
 use crate::secrets;
 
@@ -152,8 +153,8 @@ pub(crate) struct Issued {
 /// Every credential, by MAC, with an index by device id; the policy; the security-event limit.
 #[derive(Debug)]
 pub(crate) struct Credentials {
-    by_mac: HashMap<String, Cred>,
-    by_id: HashMap<String, String>,
+    by_mac: DeviceMap<String, Cred>,
+    by_id: DeviceMap<String, String>,
     /// New devices wait for approval.
     pub approve_new: bool,
     /// Compatibility check-ins (unauthenticated) are refused.
@@ -164,8 +165,8 @@ pub(crate) struct Credentials {
 impl Default for Credentials {
     fn default() -> Credentials {
         Credentials {
-            by_mac: HashMap::new(),
-            by_id: HashMap::new(),
+            by_mac: DeviceMap::default(),
+            by_id: DeviceMap::default(),
             approve_new: false,
             refuse_unauthenticated: false,
             limit: RateLimit::new(),

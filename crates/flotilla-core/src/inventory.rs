@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::DeviceMap;
+
 use flotilla_proto::device::SourceSeen;
 use flotilla_proto::{Channel, Device, Family};
 use flotilla_store::clock;
@@ -108,10 +110,10 @@ pub(crate) struct SourceState {
 /// Every device, by MAC, with an index by device id.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
-    by_mac: HashMap<String, Entry>,
-    by_id: HashMap<String, String>,
+    by_mac: DeviceMap<String, Entry>,
+    by_id: DeviceMap<String, String>,
     /// MAC by IP address: one device per address.
-    by_ip: HashMap<String, String>,
+    by_ip: DeviceMap<String, String>,
     /// The channel of each label that has one.
     label_channels: HashMap<String, Channel>,
 }
