@@ -6,7 +6,7 @@
 //! the lock is released. A command is sent to a device only after its `commanded` write is
 //! durable (`Writer::flush`), so a crash never forgets a command it sent nor sends one twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +38,7 @@ pub const LIVENESS_SWEEP: Duration = Duration::from_secs(5);
 pub(crate) struct Fleet {
     pub inventory: Inventory,
     pub runs: BTreeMap<i64, Run>,
-    /// Devices seen (last_seen moved) since the last write of their row.
-    pub seen: HashSet<String>,
-    /// When `seen` was last written.
+    /// When the `last_seen` owed to the store (see [`Inventory::take_seen`]) was last written.
     pub last_seen_flush: std::time::Instant,
     /// The last version distribution sampled into the store, and when (Unix ms).
     pub last_sample: Option<(i64, BTreeMap<String, u32>)>,
@@ -53,7 +51,6 @@ impl Default for Fleet {
         Fleet {
             inventory: Inventory::default(),
             runs: BTreeMap::new(),
-            seen: HashSet::new(),
             last_seen_flush: std::time::Instant::now(),
             last_sample: None,
             auth: crate::auth::Credentials::default(),
@@ -67,13 +64,8 @@ impl Fleet {
     /// under the lock: no device is copied.
     pub(crate) fn take_seen(&mut self) -> Option<Op> {
         self.last_seen_flush = std::time::Instant::now();
-        if self.seen.is_empty() {
-            return None;
-        }
-        let inventory = &self.inventory;
-        Some(Op::LastSeen(
-            self.seen.drain().filter_map(|mac| inventory.get(&mac).map(|e| (mac, e.last_seen_ms))).collect(),
-        ))
+        let seen = self.inventory.take_seen();
+        (!seen.is_empty()).then_some(Op::LastSeen(seen))
     }
 
     /// The unfinished job of a device, if any: `(rollout id, job index)`.

@@ -93,6 +93,9 @@ pub(crate) struct Entry {
     pub broker_client: Option<String>,
     /// Each source's last word, by source (a handful at most).
     pub seen: Vec<SourceState>,
+    /// `last_seen_ms` moved since the device's row was last written: the write-behind
+    /// ([`Inventory::take_seen`]) owes the store this time.
+    pub last_seen_unsaved: bool,
 }
 
 /// What one source last said about a device (times in ms).
@@ -154,6 +157,7 @@ impl Inventory {
                 learned_interval_ms: None,
                 broker_client: None,
                 seen,
+                last_seen_unsaved: false,
             };
             refresh_channel(&inv.label_channels, &mut entry);
             inv.by_mac.insert(entry.device.mac.clone(), entry);
@@ -234,6 +238,19 @@ impl Inventory {
         self.by_id.get(id_or_mac).map(String::as_str)
     }
 
+    /// The `last_seen` of every device whose time moved since its row was last written, as
+    /// (MAC, ms); what is returned is no longer owed.
+    pub fn take_seen(&mut self) -> Vec<(String, i64)> {
+        self.by_mac
+            .values_mut()
+            .filter(|e| e.last_seen_unsaved)
+            .map(|e| {
+                e.last_seen_unsaved = false;
+                (e.device.mac.clone(), e.last_seen_ms)
+            })
+            .collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.by_mac.values()
     }
@@ -284,6 +301,7 @@ impl Inventory {
                 learned_interval_ms: None,
                 broker_client: None,
                 seen: Vec::new(),
+                last_seen_unsaved: false,
             };
             self.by_mac.insert(s.mac.clone(), entry);
         }
@@ -397,6 +415,9 @@ impl Inventory {
         change.version_changed = version_changed && !change.created;
         change.ip_changed = ip_changed && !change.created;
         change.fields_changed |= changed || version_changed || ip_changed;
+        // A change is written with the whole row (its `last_seen` too); otherwise only the time
+        // is owed, and written behind.
+        entry.last_seen_unsaved = !change.fields_changed;
         if id_changed {
             if let Some(old) = old_id {
                 self.by_id.remove(&old);
@@ -645,6 +666,31 @@ mod tests {
         assert!(!c.fields_changed);
         assert!(inv.set_offline(mac, None));
         assert!(inv.sight(&sighting(mac, "mdns"), 4_000).came_online);
+    }
+
+    #[test]
+    fn only_a_time_that_moved_unwritten_is_owed_to_the_store() {
+        let mut inv = Inventory::default();
+        let (a, b) = ("aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02");
+        // New devices are written whole (the time with them): nothing is owed.
+        inv.sight(&Sighting { version: Some("1.0.0".into()), ..sighting(a, "checkin") }, 1_000);
+        inv.sight(&Sighting { version: Some("1.0.0".into()), ..sighting(b, "checkin") }, 1_000);
+        assert!(inv.take_seen().is_empty());
+        // `a` checks in twice with nothing new: its latest time is owed, once.
+        inv.sight(&Sighting { version: Some("1.0.0".into()), ..sighting(a, "checkin") }, 2_000);
+        inv.sight(&Sighting { version: Some("1.0.0".into()), ..sighting(a, "checkin") }, 3_000);
+        assert_eq!(inv.take_seen(), vec![(a.to_string(), 3_000)]);
+        assert!(inv.take_seen().is_empty());
+        // A time owed, then a change that writes the row: the row carries the time.
+        inv.sight(&Sighting { version: Some("1.0.0".into()), ..sighting(b, "checkin") }, 4_000);
+        let c = inv.sight(&Sighting { version: Some("1.1.0".into()), ..sighting(b, "checkin") }, 5_000);
+        assert!(c.fields_changed);
+        assert_eq!(inv.get(b).map(|e| e.last_seen_ms), Some(5_000));
+        assert!(inv.take_seen().is_empty());
+        // A forgotten device owes nothing.
+        inv.sight(&Sighting { version: Some("1.0.0".into()), ..sighting(a, "checkin") }, 6_000);
+        inv.forget(a);
+        assert!(inv.take_seen().is_empty());
     }
 
     #[test]

@@ -73,9 +73,6 @@ impl EngineHandle {
         }
         let eventful = change.created || change.version_changed || change.ip_changed || change.came_online;
         if !change.fields_changed && !eventful {
-            if !fleet.seen.contains(&s.mac) {
-                fleet.seen.insert(s.mac.clone());
-            }
             return Ok(());
         }
         let entry = fleet.inventory.get(&s.mac).ok_or_else(|| CoreError::NotFound(format!("device {}", s.mac)))?;
@@ -85,9 +82,6 @@ impl EngineHandle {
             if change.labels_changed {
                 ops.push(Op::ReportedLabels { mac: device.mac.clone(), labels: device.device_labels.clone() });
             }
-            fleet.seen.remove(&s.mac);
-        } else {
-            fleet.seen.insert(s.mac.clone());
         }
         device_events(&change, &device, actor, ops);
         Ok(())
@@ -228,7 +222,6 @@ impl EngineHandle {
                 )));
             }
             let e = fleet.inventory.forget(&mac).ok_or_else(|| CoreError::NotFound(format!("device {mac}")))?;
-            fleet.seen.remove(&mac);
             // Found anew if it shows up again: it enrols again too.
             fleet.auth.forget(&mac);
             let d = e.snapshot();
