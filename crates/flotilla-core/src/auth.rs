@@ -130,6 +130,15 @@ pub(crate) struct Cred {
     pub enrolled_at: i64,
 }
 
+impl Cred {
+    /// Does `secret` prove to be this credential's device (approved or waiting for approval)?
+    /// Constant time in the secret.
+    fn proven_by(&self, secret: Option<&str>) -> bool {
+        let (Some(hash), Some(secret)) = (&self.hash, secret) else { return false };
+        matches!(self.state, CredState::Approved | CredState::Pending) && bool::from(digest(secret).ct_eq(hash))
+    }
+}
+
 /// What the engine does with a request that names a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -192,13 +201,23 @@ impl Credentials {
         for r in rows {
             let hash = r.secret_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| h.try_into().ok());
             let Some(state) = CredState::parse(&r.state) else { continue };
-            if let Some(id) = &r.device_id {
-                c.by_id.insert(id.clone(), r.mac.clone());
-            }
             c.by_mac.insert(
                 r.mac,
                 Cred { device_id: r.device_id, hash, generation: r.generation, state, enrolled_at: r.enrolled_at },
             );
+        }
+        // One device id may be on several rows: a re-keyed or revoked device's, and the device
+        // that took the id since. The id is that one's, whatever order the rows came in.
+        let holds = |c: &Cred| (matches!(c.state, CredState::Approved | CredState::Pending), c.enrolled_at);
+        for (mac, cred) in &c.by_mac {
+            let Some(id) = &cred.device_id else { continue };
+            let better = match c.by_id.get(id).and_then(|m| c.by_mac.get(m)) {
+                Some(held) => holds(cred) > holds(held),
+                None => true,
+            };
+            if better {
+                c.by_id.insert(id.clone(), mac.clone());
+            }
         }
         c
     }
@@ -219,21 +238,25 @@ impl Credentials {
 
     /// Does `secret` prove to be the device `mac`? Constant time in the secret.
     pub fn proves(&self, mac: &str, secret: Option<&str>) -> bool {
-        let (Some(cred), Some(secret)) = (self.by_mac.get(mac), secret) else { return false };
-        let Some(hash) = &cred.hash else { return false };
-        matches!(cred.state, CredState::Approved | CredState::Pending) && bool::from(digest(secret).ct_eq(hash))
+        self.by_mac.get(mac).is_some_and(|c| c.proven_by(secret))
     }
 
     /// Decides a check-in of `device_id` at `mac`. `native`: the native check-in (which may
     /// enrol); otherwise a compatibility profile (which never does).
     pub fn check_in(&self, mac: &str, device_id: &str, secret: Option<&str>, native: bool) -> Verdict {
-        if let Some(other) = self.by_id.get(device_id)
+        let cred = self.by_mac.get(mac);
+        // A device that holds its id (enrolled with it, not being re-keyed) is the one the id
+        // index names, or one the index does not refuse: enrolment never hands an id held that
+        // way to another device. Only other check-ins need the index.
+        let holds_id = cred.is_some_and(|c| c.state != CredState::Rekey && c.device_id.as_deref() == Some(device_id));
+        if !holds_id
+            && let Some(other) = self.by_id.get(device_id)
             && other != mac
             && self.by_mac.get(other).is_some_and(|c| c.state != CredState::Rekey)
         {
             return Verdict::Refuse(format!("device id {device_id:?} belongs to another enrolled device"));
         }
-        match self.by_mac.get(mac) {
+        match cred {
             None if native => Verdict::Enrol,
             None if self.refuse_unauthenticated => {
                 Verdict::Refuse("unauthenticated check-ins are refused on this site".into())
@@ -248,7 +271,7 @@ impl Credentials {
             }
             Some(c) if c.state == CredState::Revoked => Verdict::Refuse("the device's credential is revoked".into()),
             Some(c) => {
-                if self.proves(mac, secret) {
+                if c.proven_by(secret) {
                     Verdict::Pass {
                         authenticated: c.state == CredState::Approved,
                         pending: c.state == CredState::Pending,
@@ -439,6 +462,45 @@ mod tests {
         assert_eq!(again.generation, 2);
         c.set_state(MAC, CredState::Revoked, 8).unwrap();
         assert!(matches!(c.check_in(MAC, "pump-1", Some(&again.secret), true), Verdict::Refuse(_)));
+    }
+
+    #[test]
+    fn a_re_keyed_device_cannot_take_back_an_id_another_device_took() {
+        let mut c = Credentials::default();
+        let other = "aa:bb:cc:00:00:02";
+        c.enrol(MAC, "pump-1", 1).unwrap();
+        c.set_state(MAC, CredState::Rekey, 2).unwrap();
+        // While MAC is being re-keyed, a replacement board enrols under the same id.
+        assert_eq!(c.check_in(other, "pump-1", None, true), Verdict::Enrol);
+        let (issued, _) = c.enrol(other, "pump-1", 3).unwrap();
+        assert!(matches!(c.check_in(MAC, "pump-1", None, true), Verdict::Refuse(r) if r.contains("another")));
+        assert_eq!(
+            c.check_in(other, "pump-1", Some(&issued.secret), true),
+            Verdict::Pass { authenticated: true, pending: false }
+        );
+    }
+
+    #[test]
+    fn after_a_restart_an_id_belongs_to_the_device_that_holds_it_whatever_the_row_order() {
+        let cred = |mac: &str, state: &str, secret: Option<&str>, enrolled_at: i64| CredentialRow {
+            mac: mac.into(),
+            device_id: Some("pump-1".into()),
+            secret_hash: secret.map(|s| hex::encode(digest(s))),
+            generation: 1,
+            state: state.into(),
+            enrolled_at,
+            updated_at: enrolled_at,
+        };
+        let holder = "aa:bb:cc:00:00:02";
+        let ok = Verdict::Pass { authenticated: true, pending: false };
+        for old_state in ["rekey", "revoked"] {
+            let rows = [cred(holder, "approved", Some("s2"), 10), cred(MAC, old_state, None, 5)];
+            for order in [rows.to_vec(), rows.iter().rev().cloned().collect()] {
+                let c = Credentials::load(order);
+                assert_eq!(c.check_in(holder, "pump-1", Some("s2"), true), ok, "{old_state}");
+                assert!(matches!(c.check_in(MAC, "pump-1", None, true), Verdict::Refuse(_)), "{old_state}");
+            }
+        }
     }
 
     #[test]
