@@ -251,6 +251,11 @@ impl Inventory {
             .collect()
     }
 
+    /// How many devices there are.
+    pub fn len(&self) -> usize {
+        self.by_mac.len()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.by_mac.values()
     }

@@ -303,7 +303,7 @@ impl EngineHandle {
             if fleet.inventory.get(mac).is_some() {
                 return Ok(());
             }
-            fleet.inventory.iter().count()
+            fleet.inventory.len()
         };
         let admitted = self.shared.admission.admit(devices, Instant::now());
         if let Err(e) = &admitted {
