@@ -270,47 +270,49 @@ impl Inventory {
     /// Merges a sighting (its MAC already normalised). Returns what changed.
     pub fn sight(&mut self, s: &Sighting, now_ms: i64) -> Change {
         let mut change = Change::default();
-        // A known device (nearly every sighting) is found without copying its MAC.
-        if !self.by_mac.contains_key(&s.mac) {
-            change.created = true;
-            change.fields_changed = true;
-            let entry = Entry {
-                device: Device {
-                    mac: s.mac.clone(),
-                    device_id: None,
-                    name: None,
-                    family: Family::Unknown,
-                    generation: None,
-                    model: None,
-                    chip: None,
-                    version: None,
-                    ip: None,
-                    online: false,
-                    secure_version: None,
-                    channel: Channel::Stable,
-                    channel_from: None,
-                    labels: Vec::new(),
-                    admin_labels: Vec::new(),
-                    device_labels: Vec::new(),
-                    auth: flotilla_proto::device::DeviceAuth::None,
-                    authenticated: false,
-                    sources: Vec::new(),
+        // One lookup: a known device (nearly every sighting) is found without copying its MAC.
+        let entry = match self.by_mac.entry_ref(s.mac.as_str()) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                change.created = true;
+                change.fields_changed = true;
+                let entry = Entry {
+                    device: Device {
+                        mac: s.mac.clone(),
+                        device_id: None,
+                        name: None,
+                        family: Family::Unknown,
+                        generation: None,
+                        model: None,
+                        chip: None,
+                        version: None,
+                        ip: None,
+                        online: false,
+                        secure_version: None,
+                        channel: Channel::Stable,
+                        channel_from: None,
+                        labels: Vec::new(),
+                        admin_labels: Vec::new(),
+                        device_labels: Vec::new(),
+                        auth: flotilla_proto::device::DeviceAuth::None,
+                        authenticated: false,
+                        sources: Vec::new(),
+                        seen: Vec::new(),
+                        first_seen: clock::rfc3339(now_ms),
+                        last_seen: clock::rfc3339(now_ms),
+                    },
+                    transport: None,
+                    last_seen_ms: now_ms,
+                    own_channel: None,
+                    declared_interval_ms: None,
+                    learned_interval_ms: None,
+                    broker_client: None,
                     seen: Vec::new(),
-                    first_seen: clock::rfc3339(now_ms),
-                    last_seen: clock::rfc3339(now_ms),
-                },
-                transport: None,
-                last_seen_ms: now_ms,
-                own_channel: None,
-                declared_interval_ms: None,
-                learned_interval_ms: None,
-                broker_client: None,
-                seen: Vec::new(),
-                last_seen_unsaved: false,
-            };
-            self.by_mac.insert(s.mac.clone(), entry);
-        }
-        let Some(entry) = self.by_mac.get_mut(&s.mac) else { return change };
+                    last_seen_unsaved: false,
+                };
+                v.insert(entry)
+            }
+        };
         // Learn the check-in interval from the gaps between check-ins of an online device.
         if s.source == "checkin" && entry.device.online && !change.created {
             let gap = now_ms - entry.last_seen_ms;

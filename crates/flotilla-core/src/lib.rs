@@ -61,8 +61,9 @@ pub use fleet::{RolloutAction, parse_token};
 pub use handle::EngineHandle;
 pub use inventory::{Sighting, Transport};
 
-/// A map keyed by what devices send (MACs, device ids), read on every check-in: hashed with
-/// foldhash, seeded at random for each map as hashbrown's own default is. A few nanoseconds a
-/// key where std's SipHash takes about twenty, and keys collide only for someone who knows the
-/// seed, which never leaves the process.
-pub(crate) type DeviceMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A map keyed by what devices send (MACs, device ids), read on every check-in: hashbrown (the
+/// table std's map is built on, already in the tree) for `entry_ref`, which finds or inserts a
+/// device by a borrowed MAC in one lookup, and its default hasher, foldhash, seeded at random for
+/// each map: a few nanoseconds a key where std's SipHash takes about twenty, and keys collide only
+/// for someone who knows the seed, which never leaves the process.
+pub(crate) type DeviceMap<K, V> = hashbrown::HashMap<K, V>;
