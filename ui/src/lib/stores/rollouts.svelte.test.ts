@@ -141,6 +141,38 @@ describe('LiveRollout', () => {
       vi.useRealTimers();
     }
   });
+  it('never goes back to running on a live event the completion overtook; a read decides', async () => {
+    vi.useFakeTimers();
+    try {
+      const l = new LiveRollout(1);
+      l.merge({ rollout: rollout(), jobs: [job(1, 'verifying', 1, '2026-01-01T00:00:05Z', '1.0.0')] });
+      rolloutMock.mockResolvedValue({ rollout: rollout({ state: 'completed', outcome: 'all_succeeded' }), jobs: [job(1, 'succeeded', 1, '2026-01-01T00:00:20Z', '2.0.0')] });
+      // The stored `rollout.completed` arrives first; progress counted before it, and the stored
+      // `rollout.running` of a Resume written late, arrive after it.
+      l.applyRolloutEvent(ev('rollout.completed', { id: 1, state: 'completed' }));
+      await vi.advanceTimersByTimeAsync(10);
+      const calls = rolloutMock.mock.calls.length;
+      const v = l.version;
+      l.applyProgress(progress({ state: 'running', jobs: [{ job: 1, mac: 'm1', state: 'verifying', progress: 90, error: null }], counts: counts({ total: 1, in_flight: 1 }) }));
+      l.applyRolloutEvent(ev('rollout.running', { id: 1, state: 'running', action: 'resumed' }));
+      expect(l.rollout?.state).toBe('completed');
+      expect(l.jobs.get(1)?.state, 'nor its jobs').toBe('succeeded');
+      expect(l.version).toBe(v);
+      await vi.advanceTimersByTimeAsync(400);
+      expect(rolloutMock.mock.calls.length, 'one read, coalesced').toBe(calls + 1);
+      expect(l.rollout?.state).toBe('completed');
+      // A retry is an action: its read says running, and the stream is followed again.
+      rolloutMock.mockResolvedValue({ rollout: rollout({ state: 'running' }), jobs: [job(1, 'queued', 1, '2026-01-01T00:01:00Z')] });
+      l.applyRolloutEvent(ev('rollout.running', { id: 1, state: 'running', action: 'retried' }));
+      expect(l.rollout?.state).toBe('completed');
+      await vi.advanceTimersByTimeAsync(400);
+      expect(l.rollout?.state).toBe('running');
+      l.applyProgress(progress({ state: 'paused' }));
+      expect(l.rollout?.state).toBe('paused');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
   it('indexes wave counts by wave', () => {
     expect(waveCounts([{ number: 2, counts: counts({ total: 5 }) }]).map((c) => c.total)).toEqual([0, 5]);
   });

@@ -192,6 +192,7 @@ export class LiveRollout {
 
   /** The live-only `rollout.progress` event: changed jobs, and the engine's counts. */
   applyProgress(p: RolloutProgress): void {
+    if (this.overtaken(p.state)) return;
     const now = Date.now();
     this.lastProgressAt = now;
     this.progressSeq++;
@@ -221,9 +222,21 @@ export class LiveRollout {
     this.version++;
   }
 
+  /**
+   * Does a live event say a rollout this copy saw finish is running (or paused) again? Stored
+   * events reach the stream once written and live progress as soon as it is counted, so one may
+   * overtake the other: a finished rollout runs again only through an action, which a read
+   * sent now shows. The event is not taken; the read decides.
+   */
+  private overtaken(state: RolloutState | undefined): boolean {
+    if (!state || !this.rollout || !FINISHED.has(this.rollout.state) || FINISHED.has(state)) return false;
+    this.refreshSoon();
+    return true;
+  }
+
   applyRolloutEvent(e: Event): void {
     const d = e.data as { state?: Rollout['state']; wave?: number; reason?: string | null };
-    if (!this.rollout) return;
+    if (!this.rollout || this.overtaken(d.state)) return;
     const next = { ...this.rollout };
     if (e.kind === 'rollout.wave_started' && typeof d.wave === 'number') next.current_wave = d.wave;
     else if (d.state) {
