@@ -65,16 +65,27 @@ class DevicesStore {
     return i === undefined ? undefined : this.list[i];
   }
 
+  /** Events that arrived while a load was on its way, per load in flight. */
+  private inFlight = new Set<Event[]>();
+
   async load(): Promise<void> {
     this.loading = true;
+    const during: Event[] = [];
+    this.inFlight.add(during);
     try {
-      this.list = await api.devices();
+      const list = await api.devices();
+      this.inFlight.delete(during);
+      this.list = list;
       this.reindex();
+      // The answer may be older than events that arrived meanwhile (a device discovered after it
+      // was read, and fetched on its own): apply them again, in order, over it.
+      if (during.length) this.applyNow(during);
       this.loaded = true;
       this.error = null;
     } catch (e) {
       this.error = (e as Error).message;
     } finally {
+      this.inFlight.delete(during);
       this.loading = false;
     }
   }
@@ -109,6 +120,7 @@ class DevicesStore {
    * batches are held for up to 500 ms so the table re-derives at most twice a second.
    */
   applyEvents(events: Event[]): void {
+    for (const during of this.inFlight) during.push(...events);
     if (this.list.length < 2000) return this.applyNow(events);
     this.held.push(...events);
     if (this.holdTimer) return;

@@ -57,10 +57,17 @@ if (debug) {
 
 let stream: ReturnType<typeof openStream> | null = null;
 
+/**
+ * Opens the live stream, then loads every store: the engine subscribes a stream before it
+ * answers, so reading once it is open leaves no gap where a change (a device discovered) is in
+ * neither the answer nor the stream. A stream that cannot open does not leave the views empty:
+ * the stores are loaded at its first failure (and again once it opens).
+ */
 export function connectLive(): void {
   if (stream) return;
   const batcher = new Batcher<Event>(dispatch, frameOrTimeout);
   let wasOpen = false;
+  let loadedEarly = false;
   stream = openStream({
     url: `${API}/events/stream`,
     headers: () => authHeaders(),
@@ -86,8 +93,11 @@ export function connectLive(): void {
         if (wasOpen) {
           void status.load();
           rollouts.reloadWatched();
-        }
+        } else void reloadAll();
         wasOpen = true;
+      } else if (s === 'retrying' && !wasOpen && !loadedEarly) {
+        loadedEarly = true;
+        void reloadAll();
       }
     },
     onHttpError: (code) => {
