@@ -60,9 +60,12 @@ class DevicesStore {
     return this.facets;
   }
 
+  /** The device with this MAC. Reads `list` first, so a view that asked before the inventory
+   * arrived (or before the device was discovered) shows it when it does. */
   get(mac: string): Device | undefined {
+    const list = this.list;
     const i = this.index.get(mac);
-    return i === undefined ? undefined : this.list[i];
+    return i === undefined ? undefined : list[i];
   }
 
   /** Events that arrived while a load was on its way, per load in flight. */
