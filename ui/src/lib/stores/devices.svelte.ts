@@ -76,9 +76,7 @@ class DevicesStore {
     const during: Event[] = [];
     this.inFlight.add(during);
     try {
-      const list = await api.devices();
-      this.inFlight.delete(during);
-      this.list = list;
+      this.list = await api.devices();
       this.reindex();
       // The answer may be older than events that arrived meanwhile (a device discovered after it
       // was read, and fetched on its own): apply them again, in order, over it.
