@@ -2,8 +2,9 @@
 // Fails when a test cannot fail: a test file without any assertion, an assertion on a constant
 // (`assert!(true)`, `assert_eq!(1, 1)`, `assert.ok(count >= 0)`, `expect(true)`…), a zero count
 // checked as a substring ("0 outdated" is also in "10 outdated"), or a test that "skips" by
-// printing a message and returning (the runner counts it as passed). A simple lint over the test
-// sources, run by scripts/test.sh before the tests themselves.
+// printing a message and returning (the runner counts it as passed), or a fixed wait of a second
+// or more right before an assertion (sleep-and-hope: wait for what shows it instead). A simple
+// lint over the test sources, run by scripts/test.sh before the tests themselves.
 //
 //   node scripts/lint-tests.mjs [DIR]        # lint the tree (DIR: another checkout); exit 1 and
 //                                            # name file:line on a finding
@@ -83,6 +84,17 @@ const SKIP_RETURN = {
   js: /\bconsole\.(?:log|warn|error|info)\s*\([^;]*\bskip/i,
 };
 
+// A fixed wait of a second or more, then an assertion: the test hopes that what it checks has
+// happened (or has not) by then. A slow machine makes it flaky, a fast one makes it slow, and
+// when the thing it waits for is not what decides it the test cannot fail (an 11 s wait for a
+// 10 min timeout). Wait for what shows it instead: a state, an event, a counter, a control that
+// must change when the thing under test does. Polling loops (the wait ends the loop's body) pass.
+const SLEEP = {
+  rust: /\bsleep\s*\(\s*(?:std::time::)?Duration::from_(?:secs(?:_f64)?\s*\(\s*[1-9]|millis\s*\(\s*(?:[1-9]\d{3,}|[1-9]\d?_\d{3})\b)/,
+  js: /\b(?:sleep|waitForTimeout)\s*\(\s*(?:[1-9]\d{3,}|[1-9]\d?_\d{3})\s*\)/,
+};
+const ASSERT_START = /^\s*(?:assert|expect\s*\()/;
+
 /** Comments removed (line comments and block comments), lines kept so line numbers hold. */
 function stripComments(text) {
   return text
@@ -107,6 +119,12 @@ export function lint(text, lang) {
     if (constant) findings.push({ line: i + 1, why: `assertion on a constant (${constant[1]})` });
     if (ZERO_SUBSTRING[lang].some(starts)) {
       findings.push({ line: i + 1, why: 'a zero count checked as a substring ("0 x" is also in "10 x"): anchor it' });
+    }
+    if (SLEEP[lang].test(lines[i])) {
+      const next = lines.slice(i + 1).find((l) => l.trim() !== '');
+      if (next !== undefined && ASSERT_START.test(next)) {
+        findings.push({ line: i + 1, why: 'a fixed wait of a second or more, then an assertion (sleep-and-hope): wait for what shows it' });
+      }
     }
     if (SKIP_RETURN[lang].test(lines[i]) && /\breturn\b/.test(lines.slice(i, i + 3).join(' '))) {
       findings.push({ line: i + 1, why: 'a skip that returns, which the runner reports as passed: use #[ignore] (cfg_attr) or t.skip(), or fail' });
@@ -165,6 +183,11 @@ function selfTest() {
     ['js', "test('x', (t) => {\n  if (!ok) { console.log('skipping: no display');\n    return; }\n  assert.ok(f());\n});", ['a skip that returns, which the runner reports as passed: use #[ignore] (cfg_attr) or t.skip(), or fail']],
     ['js', "test('x', (t) => {\n  if (!ok) return t.skip('no display');\n  assert.ok(f());\n});", []],
     ['js', "test('x', async () => { await page.evaluate(() => window.__probe.expect('[data-testid=\"row\"]')); assert.ok(f()); });", []],
+    ['rust', '#[tokio::test]\nasync fn t() {\n    tokio::time::sleep(Duration::from_secs(11)).await;\n    assert_eq!(online(), true);\n}', ['a fixed wait of a second or more, then an assertion (sleep-and-hope): wait for what shows it']],
+    ['rust', '#[tokio::test]\nasync fn t() {\n    tokio::time::sleep(Duration::from_millis(1_500)).await;\n\n    assert!(nothing_flashed());\n}', ['a fixed wait of a second or more, then an assertion (sleep-and-hope): wait for what shows it']],
+    ['rust', '#[tokio::test]\nasync fn t() {\n    loop {\n        if done() { break; }\n        tokio::time::sleep(Duration::from_secs(1)).await;\n    }\n    assert!(f());\n}', []],
+    ['rust', '#[tokio::test]\nasync fn t() {\n    tokio::time::sleep(Duration::from_millis(200)).await;\n    assert!(f());\n}', []],
+    ['js', "test('x', async () => {\n  await sleep(2000);\n  assert.equal(rows(), 3);\n});", ['a fixed wait of a second or more, then an assertion (sleep-and-hope): wait for what shows it']],
   ];
   let bad = 0;
   for (const [lang, text, want] of cases) {
@@ -182,6 +205,7 @@ function selfTest() {
     'e2e/browser/tests/1-demo.test.mjs:1: a test file with no assertion',
     'e2e/desktop/driver.mjs:6: a zero count checked as a substring ("0 x" is also in "10 x"): anchor it',
     'tests/e2e/demo.rs:5: assertion on a constant (an unsigned value >= 0)',
+    'tests/e2e/demo.rs:12: a fixed wait of a second or more, then an assertion (sleep-and-hope): wait for what shows it',
     'ui/src/lib/demo.test.ts:5: assertion on a constant (expect(true): expect of a literal)',
   ];
   const got = lintTree(FIXTURE);

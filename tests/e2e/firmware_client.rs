@@ -420,8 +420,19 @@ async fn refused(mode: Mode, chip: &str, version: &str, other_key: bool, reason:
     assert_eq!(job["state"], "failed", "{job:#}");
     let error = job["error"].as_str().unwrap();
     assert!(error.contains(reason), "{error}");
-    // Nothing was "flashed", and the device still runs what it ran.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing was "flashed", and the device still runs what it ran — also once it is back in its
+    // check-in loop (a check-in after the refusal: the client is sequential, its update attempt
+    // is over).
+    let failed_at = job["updated_at"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = devices(&server).await.into_iter().find(|d| d["device_id"] == "c-refuser").unwrap();
+        if seen["last_seen"].as_str().unwrap() > failed_at.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c-refuser never checked in after refusing: {seen:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(flashed(&dev), Vec::<String>::new());
     assert_eq!(state_file(&dev, "running-version"), None);
     assert_eq!(state_file(&dev, "pending-version"), None);

@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, image};
 
+/// The longest any device that is not on MQTT may stay silent before the engine shows it offline
+/// (the inventory's `MAX_OFFLINE_MS`).
+const LONGEST_SILENCE_SECS: i64 = 2 * 3600;
+
 async fn check_in(server: &Server, body: Value) -> Value {
     let (status, answer) = server.device_check_in(&body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -68,7 +72,7 @@ fn presence(child: &mut Child, mac: &str, version: &str) {
 
 #[tokio::test]
 async fn mqtt_devices_are_online_while_their_session_lives_and_the_preview_says_who_is_left_out() {
-    let server = Server::start().await;
+    let (server, clock) = Server::start_with_fake_clock().await;
     let (status, _) = server.upload(image("2.0.0", 60_000), &[]).await;
     assert_eq!(status, 201);
     let (a, b) = ("02:00:00:00:0a:01", "02:00:00:00:0a:02");
@@ -79,9 +83,16 @@ async fn mqtt_devices_are_online_while_their_session_lives_and_the_preview_says_
     presence(&mut dev_b, b, "1.0.0");
     wait_device(&server, a, "came online", |d| d["online"] == true).await;
     wait_device(&server, b, "came online", |d| d["online"] == true).await;
-    // Quiet but connected: still online after several liveness sweeps (every 5 s).
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    assert_eq!(device(&server, a).await["online"], true, "a connected MQTT device is not timed out");
+    // Quiet but connected while the engine's clock moves past the longest silence it allows: a
+    // pull device quiet as long is shown offline by the next liveness sweep (every 5 s), the
+    // connected MQTT devices are not.
+    let quiet = "02:00:00:00:0a:03";
+    check_in(&server, json!({ "device_id": "quiet-pull", "mac": quiet, "model": "other", "version": "1.0.0" })).await;
+    clock.set(LONGEST_SILENCE_SECS + 60);
+    wait_device(&server, quiet, "timed out (no liveness sweep saw the new time?)", |d| d["online"] == false).await;
+    for m in [a, b] {
+        assert_eq!(device(&server, m).await["online"], true, "a connected MQTT device is not timed out: {m}");
+    }
 
     // A closes its connection cleanly (no will is sent): its session's end takes it offline.
     drop(dev_a.stdin.take());

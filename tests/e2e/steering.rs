@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use flotilla_store::clock;
 
-use crate::support::{Server, flotilla_bin, image};
+use crate::support::{Server, image};
 
 fn device_id(mac: &str) -> String {
     format!("dev-{}", mac[9..].replace(':', ""))
@@ -391,33 +391,9 @@ async fn a_scheduled_start_waits_and_the_command_rate_spaces_commands() {
     assert!(at[3] - at[0] >= 2_400, "four commands at 1/s span about 3 s: {at:?}");
 }
 
-/// libfaketime, as Debian installs it.
-const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
 #[tokio::test]
 async fn admission_stops_outside_the_maintenance_window_and_resumes_inside_it() {
-    assert!(
-        std::path::Path::new(FAKETIME).exists(),
-        "this test runs the engine under libfaketime: install the Debian package faketime (scripts/test.sh does)"
-    );
-    // The engine's wall clock is this machine's plus an offset read from a file on every call;
-    // timers stay on the real monotonic clock.
-    let dir = tempfile::tempdir().unwrap();
-    let offset = dir.path().join("faketime");
-    std::fs::write(&offset, "+0").unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(flotilla_bin())
-        .args(["serve", "--admin", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--no-mdns"])
-        .args(["--log", "warn", "--data-dir"])
-        .arg(data.path())
-        .env("LD_PRELOAD", FAKETIME)
-        .env("FAKETIME_TIMESTAMP_FILE", &offset)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("DONT_FAKE_MONOTONIC", "1")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server::adopt(child, data).await;
+    let (server, clock) = Server::start_with_fake_clock().await;
     let (status, fw) = server.upload(image("2.0.0", 60_000), &[]).await;
     assert_eq!(status, 201, "{fw}");
     for i in 1..=3 {
@@ -445,15 +421,17 @@ async fn admission_stops_outside_the_maintenance_window_and_resumes_inside_it() 
         never_offered(&server, &mac(i), "outside the window").await;
     }
     // The clock moves into the window: one device is commanded (concurrency 1) and updated.
-    std::fs::write(&offset, format!("+{}", open - now + 5)).unwrap();
+    clock.set(open - now + 5);
     let r = wait_for(&server, id, "a command inside the window", |r| r["rollout"]["counts"]["in_flight"] == 1).await;
     let first = r["jobs"].as_array().unwrap().iter().find(|j| j["state"] == "commanded").unwrap()["mac"]
         .as_str()
         .unwrap()
         .to_owned();
     // Out of the window again before the next command: the device in flight finishes, the rest wait.
-    std::fs::write(&offset, format!("+{}", open + 3600 - now + 5)).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await; // the scheduler sees the new time
+    clock.set(open + 3600 - now + 5);
+    // The engine's clock is past the window (its view of the rollout says so) before the first
+    // device finishes: nothing else may be commanded after that.
+    wait_for(&server, id, "the window to close", |r| r["rollout"]["waiting"]["reason"] == "window").await;
     let offer = wait_offer(&server, &first).await;
     come_back(&server, &first, &offer, "2.0.0").await;
     let r = wait_for(&server, id, "the first success", |r| r["rollout"]["counts"]["succeeded"] == 1).await;
@@ -462,7 +440,7 @@ async fn admission_stops_outside_the_maintenance_window_and_resumes_inside_it() 
         never_offered(&server, &m, "after the window closed").await;
     }
     // The next day's window: the rest are updated.
-    std::fs::write(&offset, format!("+{}", open + 86_400 - now + 5)).unwrap();
+    clock.set(open + 86_400 - now + 5);
     let mut left: Vec<String> = (1..=3).map(mac).filter(|m| *m != first).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !left.is_empty() {

@@ -34,6 +34,38 @@ fn device_keys() -> &'static std::sync::Mutex<std::collections::HashMap<(PathBuf
     KEYS.get_or_init(Default::default)
 }
 
+/// libfaketime, as Debian installs it (the package `faketime`; `scripts/test.sh` installs it).
+pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The offset of a server's wall clock from this machine's, which libfaketime reads from a file
+/// on every clock call ([`Server::start_with_fake_clock`]).
+pub struct FakeClock {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl FakeClock {
+    fn new() -> FakeClock {
+        assert!(
+            Path::new(FAKETIME).exists(),
+            "this test runs the engine under libfaketime: install the Debian package faketime (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("faketime");
+        let clock = FakeClock { dir, file };
+        clock.set(0);
+        clock
+    }
+
+    /// The server's clock is `secs` ahead of this machine's from now on (replaced at once: a
+    /// clock call never reads a half-written offset).
+    pub fn set(&self, secs: i64) {
+        let next = self.dir.path().join("faketime.next");
+        std::fs::write(&next, format!("{secs:+}")).unwrap();
+        std::fs::rename(&next, &self.file).unwrap();
+    }
+}
+
 /// A running `flotilla serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -62,9 +94,31 @@ impl Server {
         Server::spawn(dir, &["--http", &http, "--mqtt-listen", &mqtt]).await
     }
 
+    /// Starts a server in a fresh data dir whose wall clock the test moves ([`FakeClock`]); its
+    /// timers stay on the real monotonic clock.
+    pub async fn start_with_fake_clock() -> (Server, FakeClock) {
+        let clock = FakeClock::new();
+        let args = ["--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"];
+        let server = Server::spawn_with(tempfile::tempdir().unwrap(), &args, |cmd| {
+            cmd.env("LD_PRELOAD", FAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock.file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
+        })
+        .await;
+        (server, clock)
+    }
+
     /// Runs `flotilla serve` on `dir` (admin on a free loopback port, no mDNS) with `args`.
     async fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Server {
-        let child = Command::new(flotilla_bin())
+        Server::spawn_with(dir, args, |_| {}).await
+    }
+
+    /// [`Server::spawn`], with `setup` changing the command first (its environment).
+    async fn spawn_with(dir: tempfile::TempDir, args: &[&str], setup: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = Command::new(flotilla_bin());
+        setup(&mut cmd);
+        let child = cmd
             .args(["serve", "--admin", "127.0.0.1:0", "--no-mdns", "--log", "warn"])
             .args(["--https", "127.0.0.1:0", "--mqtt-tls-listen", "127.0.0.1:0"])
             .args(args)
