@@ -283,19 +283,29 @@ mod tests {
         rt.block_on(task).expect("task");
     }
 
-    /// What the client can read now, without waiting.
-    fn ready_bytes(client: &TcpStream) -> usize {
-        let mut buf = [0u8; 4096];
-        match client.try_read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => panic!("{e}"),
-        }
+    /// What the kernel holds for the client to read now (`FIONREAD`). Not `try_read`: tokio
+    /// answers that from the readiness it last saw, and with the one worker busy running this
+    /// test it has seen none — a `try_read` probe reads 0 whether or not bytes were written.
+    #[cfg(unix)]
+    fn ready_bytes(client: &TcpStream) -> u64 {
+        rustix::io::ioctl_fionread(client).expect("FIONREAD")
     }
 
+    #[cfg(unix)]
     #[test]
     fn on_the_engines_runtime_small_writes_wait_for_the_worker_to_run_out_of_work() {
         on_the_engines_runtime(async {
+            // The control: a plain socket's write is in the client's queue at once, and the
+            // probe sees it.
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+            let (mut plain, plain_client) = (accepted.expect("accept").0, client.expect("connect"));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            plain.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("write");
+            plain.flush().await.expect("flush");
+            assert_eq!(ready_bytes(&plain_client), 19, "the probe sees what a plain socket wrote");
+
             let (mut ours, client) = pair().await;
             // The worker has parked once here: from now on it defers.
             tokio::time::sleep(Duration::from_millis(1)).await;
