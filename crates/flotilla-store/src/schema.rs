@@ -93,9 +93,53 @@ mod tests {
                 SchemaVersion::Inside(std::num::NonZeroUsize::new(latest).unwrap()),
                 "upgrade from version {from}"
             );
-            let fk_violations: i64 =
-                conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
-            assert_eq!(fk_violations, 0);
         }
+    }
+
+    /// A site written by the first schema — a firmware, a device with a label, a rollout with a
+    /// job, an event — upgrades with every row and every reference between them intact.
+    #[test]
+    fn a_site_of_the_first_schema_upgrades_whole() {
+        let all = migrations();
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        all.to_version(&mut conn, 1).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO firmware (id, sha256, version, model, chip, format, size, image_json, manifest_json, created_at)
+                 VALUES (7, '{}', '2.0.0', 'pump', 'esp32', 'esp32', 1000, '{{}}', '{{}}', 1);
+             INSERT INTO devices (mac, device_id, family, version, sources, first_seen, last_seen)
+                 VALUES ('aa:bb:cc:00:00:01', 'pump-1', 'native', '1.0.0', '[\"checkin\"]', 1000, 2000);
+             INSERT INTO labels (mac, label) VALUES ('aa:bb:cc:00:00:01', 'hall');
+             INSERT INTO rollouts (id, name, firmware_id, state, created_at, updated_at) VALUES (3, 'r', 7, 'running', 1, 2);
+             INSERT INTO jobs (rollout_id, mac, state, from_version, created_at, updated_at)
+                 VALUES (3, 'aa:bb:cc:00:00:01', 'commanded', '1.0.0', 1, 2);
+             INSERT INTO events (at, kind, actor, subject) VALUES (1, 'rollout.started', 'admin', 'rollout:3');",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        all.to_latest(&mut conn).unwrap();
+        let count = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+        };
+        for table in ["firmware", "devices", "labels", "rollouts", "jobs", "events"] {
+            assert_eq!(count(table), 1, "{table} after the upgrade");
+        }
+        let fk_violations: i64 =
+            conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk_violations, 0);
+        let job: (i64, String, i64) = conn
+            .query_row(
+                "SELECT j.rollout_id, j.mac, r.firmware_id FROM jobs j JOIN rollouts r ON r.id = j.rollout_id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(job, (3, "aa:bb:cc:00:00:01".to_owned(), 7));
+        let devices = crate::devices::list(&conn).unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(
+            (devices[0].device_id.as_deref(), devices[0].labels.as_slice()),
+            (Some("pump-1"), &["hall".to_owned()][..])
+        );
     }
 }

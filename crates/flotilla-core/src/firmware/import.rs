@@ -276,7 +276,11 @@ mod tests {
     #[test]
     fn min_version_must_be_semver_and_not_above_the_version() {
         let opts = ImportOptions { min_version: Some("2.0.0".into()), ..Default::default() };
-        assert!(plan(&image(Some("1.0.0"), 10), &opts, |_| LIMIT).is_err());
+        let above = plan(&image(Some("1.0.0"), 10), &opts, |_| LIMIT).unwrap_err().to_string();
+        assert!(above.contains("min_version 2.0.0 is above the firmware's own version 1.0.0"), "{above}");
+        let opts = ImportOptions { min_version: Some("soon".into()), ..Default::default() };
+        let not_semver = plan(&image(Some("1.0.0"), 10), &opts, |_| LIMIT).unwrap_err().to_string();
+        assert!(not_semver.contains("min_version"), "{not_semver}");
         let opts = ImportOptions { min_version: Some("0.9.0".into()), ..Default::default() };
         assert_eq!(
             plan(&image(Some("1.0.0"), 10), &opts, |_| LIMIT).unwrap().manifest.min_version.as_deref(),

@@ -463,10 +463,10 @@ mod tests {
     /// `tls::external_broker_mosquitto_over_tls_with_ca_file_with_pin_and_refused_for_a_wrong_pin`.
     #[test]
     fn mqtts_url_selects_the_rustls_transport_config_only() {
-        assert!(matches!(
-            tls_transport(&crate::tls::ClientTls::default()),
-            Ok(Transport::Tls(TlsConfiguration::Rustls(_)))
-        ));
+        let tls = options(&parse_url("mqtts://host").unwrap(), &MqttConfig::new("mqtts://host", "c")).unwrap();
+        assert!(matches!(tls.transport(), Transport::Tls(TlsConfiguration::Rustls(_))), "mqtts:// is TLS (rustls)");
+        let plain = options(&parse_url("mqtt://host").unwrap(), &MqttConfig::new("mqtt://host", "c")).unwrap();
+        assert!(matches!(plain.transport(), Transport::Tcp), "mqtt:// is plain TCP");
         let mut c = MqttConfig::new("mqtt://host", "c");
         c.tls.pin = Some("ab".repeat(32).parse().unwrap());
         let url = parse_url("mqtt://host").unwrap();
