@@ -244,6 +244,7 @@ async fn a_backup_of_a_running_engine_restores_whole() {
         check_in(&server, &format!("02:00:00:00:0d:{n:02x}")).await;
     }
     let before = macs(&server).await;
+    assert_eq!(before.len(), 10, "{before:?}");
     let key: Value = server.get_json("/api/v1/keys/public").await;
 
     let place = tempfile::tempdir().unwrap();

@@ -165,9 +165,12 @@ async fn claiming_the_target_version_without_the_download_succeeds_nothing() {
     assert_eq!(resp.status(), StatusCode::OK);
     // Authenticated, on the target version, but nothing was downloaded: not a success.
     for _ in 0..3 {
-        server.device_check_in(&body("pump-1", VICTIM, "2.0.0")).await;
+        let (status, answer) = server.device_check_in(&body("pump-1", VICTIM, "2.0.0")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
     }
     let j = job_of(&server, rollout, VICTIM).await;
+    // The claim was heard (the job records the version), and did not count.
+    assert_eq!(j["current_version"], "2.0.0", "{j:#}");
     assert_ne!(j["state"], "succeeded", "{j:#}");
     assert_eq!(j["downloaded"], false);
     assert!(j["evidence"].is_null());
@@ -449,10 +452,21 @@ async fn an_mqtt_device_login_is_confined_to_its_own_topics() {
     let (user, pass) = (cred["mqtt_username"].as_str().unwrap(), cred["mqtt_password"].as_str().unwrap());
     server.device_check_in(&body("pump-2", OTHER, "1.0.0")).await;
 
-    // A wrong password is refused at CONNECT.
-    let (bad, _, bad_task) = mqtt_client(&server, "pump-1", user, "not-it");
-    bad.subscribe("flotilla/pump-1/cmd/ota", rumqttc::QoS::AtLeastOnce).await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(5), bad_task).await;
+    // A wrong password is refused at CONNECT (the broker's CONNACK says so).
+    let port: u16 = server.info.mqtt_url.clone().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let mut opts = rumqttc::MqttOptions::new("pump-1", "127.0.0.1", port);
+    opts.set_credentials(user, "not-it");
+    let (_bad, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    let refused = tokio::time::timeout(Duration::from_secs(5), events.poll()).await.expect("an answer to CONNECT");
+    assert!(
+        matches!(
+            refused,
+            Err(rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::BadUserNamePassword | rumqttc::ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "a wrong password must be refused at CONNECT: {refused:?}"
+    );
 
     let (client, mut acks, _task) = mqtt_client(&server, "pump-1", user, pass);
     // `#` and another device's commands are refused; its own commands are granted.

@@ -105,17 +105,18 @@ async fn the_desktop_path_preview_gives_the_same_verdicts() {
     let server = Server::start().await;
     let (status, _) = server.upload(image("2.0.0", 40_000), &[]).await;
     assert_eq!(status, StatusCode::CREATED);
-    for (name, bytes, extra) in [
-        ("big.bin", image("2.0.1", 4_200_000), json!({})),
-        ("taken.bin", image("2.0.0", 40_001), json!({})),
-        ("flash.bin", bigger_than_its_flash("2.0.2"), json!({})),
-        ("renamed.bin", image("2.0.0", 40_001), json!({ "version": "2.0.5" })),
-        ("same.bin", image("2.0.0", 40_000), json!({})),
+    for (name, bytes, extra, kind) in [
+        ("big.bin", image("2.0.1", 4_200_000), json!({}), "refused"),
+        ("taken.bin", image("2.0.0", 40_001), json!({}), "refused"),
+        ("flash.bin", bigger_than_its_flash("2.0.2"), json!({}), "refused"),
+        ("renamed.bin", image("2.0.0", 40_001), json!({ "version": "2.0.5" }), "ready"),
+        ("same.bin", image("2.0.0", 40_000), json!({}), "duplicate"),
     ] {
         let path = write(server.data_dir(), name, &bytes);
         let mut body = json!({ "path": path });
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         let by_path: Value = server.post_json("/api/v1/firmware/inspect", &body).await;
+        assert_eq!(by_path["verdict"]["kind"], kind, "{name}: {by_path:#}");
         let options: Vec<(&str, &str)> =
             extra.as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
         let by_bytes = preview(&server, &bytes, &options).await;

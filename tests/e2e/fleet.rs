@@ -274,6 +274,7 @@ async fn a_forgotten_device_leaves_the_inventory_and_comes_back_as_new() {
     assert!(stopped.success());
     let server = Server::start_in(dir).await;
     let list: Vec<Value> = server.get_json("/api/v1/devices").await;
+    assert!(list.iter().any(|d| d["mac"] == busy), "the inventory is read back: {list:?}");
     assert!(list.iter().all(|d| d["mac"] != gone), "forgotten across the restart");
     tokio::time::sleep(Duration::from_millis(20)).await;
     check_in(&server, pull(gone, "1.0.0")).await;

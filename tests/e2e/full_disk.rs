@@ -169,14 +169,9 @@ async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
     let status = resp.status();
     let rollout: Value = resp.json().await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{rollout}");
-    // The labels an admin set while the disk was full: kept in memory, written now.
-    let resp = server
-        .api(Method::POST, &format!("/api/v1/devices/{mac}/labels"))
-        .json(&serde_json::json!({ "add": ["hall"], "remove": [] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    // The labels an admin set while the disk was full: kept in memory (and written now, below).
+    let labelled: Value = server.get_json(&format!("/api/v1/devices/{mac}")).await;
+    assert!(labelled["labels"].as_array().unwrap().iter().any(|l| l == "hall"), "{labelled:#}");
 
     // Every device accepted with 200 is on disk: a backup (a snapshot of the database file,
     // written outside the tmpfs where this process can open it) holds each.
@@ -195,6 +190,8 @@ async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
     for mac in &accepted {
         assert!(on_disk.contains(mac), "device {mac} (answered 200 before the disk filled) is on disk");
     }
+    let stored = flotilla_store::devices::list(&conn).unwrap().into_iter().find(|d| d.mac == *mac).unwrap();
+    assert_eq!(stored.labels, vec!["hall".to_owned()], "the labels set on a full disk are on disk: {stored:?}");
     drop(conn);
     let (status, _, _) = server.stop();
     assert!(status.success(), "flotilla serve stops cleanly after a full disk: {status:?}");

@@ -3,6 +3,7 @@
 //! or hostile devices do: hanging, closing mid-answer, answering HTML or endless JSON. Each ends
 //! in a clear per-device state within the probe's timeout, and the engine keeps answering.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -349,8 +350,16 @@ async fn tasmota_credentials_open_the_right_device_and_are_never_shown() {
 
 /// A Shelly Gen1 with a web password (`auth: true`; `/settings` wants HTTP Basic `admin:password`)
 /// on `ip:port`. `settings_breaks`: its `/settings` closes mid-answer even to the right password.
-async fn locked_gen1(ip: &str, port: u16, n: usize, password: &'static str, settings_breaks: bool) {
+async fn locked_gen1(
+    ip: &str,
+    port: u16,
+    n: usize,
+    password: &'static str,
+    settings_breaks: bool,
+) -> Arc<Mutex<Vec<String>>> {
     use base64::Engine as _;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&asked);
     let listener = TcpListener::bind((ip, port)).await.unwrap();
     let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}")));
     let mac = format!("A8032AB6{n:04X}");
@@ -363,12 +372,13 @@ async fn locked_gen1(ip: &str, port: u16, n: usize, password: &'static str, sett
     );
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let (want, info, settings) = (want.clone(), info.clone(), settings.clone());
+            let (want, info, settings, log) = (want.clone(), info.clone(), settings.clone(), Arc::clone(&log));
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                log.lock().unwrap().push(path.clone());
                 let authorised = request.lines().any(|l| {
                     l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == want)
                 });
@@ -386,6 +396,7 @@ async fn locked_gen1(ip: &str, port: u16, n: usize, password: &'static str, sett
             });
         }
     });
+    asked
 }
 
 /// `flotilla credentials set SCOPE --username admin` with `password` on standard input.
@@ -406,7 +417,7 @@ async fn a_locked_shelly_gen1_gives_its_name_from_settings_with_the_right_creden
     const OWN: &str = "Zt8-own-password";
     let server = Server::start().await;
     let port = TcpListener::bind("127.0.4.1:0").await.unwrap().local_addr().unwrap().port();
-    locked_gen1("127.0.4.1", port, 1, RIGHT, false).await;
+    let asked = locked_gen1("127.0.4.1", port, 1, RIGHT, false).await;
     locked_gen1("127.0.4.2", port, 2, OWN, false).await;
     locked_gen1("127.0.4.3", port, 3, RIGHT, true).await;
     let at = |n: u8| format!("127.0.4.{n}:{port}");
@@ -414,7 +425,10 @@ async fn a_locked_shelly_gen1_gives_its_name_from_settings_with_the_right_creden
     // No credential: what /shelly says, and that it has a password; /settings is not asked.
     let (code, r, _) = add(&server, &at(1), &[]).await;
     assert_eq!((code, r["state"].as_str(), r["auth_required"].as_bool()), (0, Some("found"), Some(true)), "{r}");
-    assert!(r["device"]["name"].is_null() || r["device"]["name"] != "Hall 1", "{r}");
+    assert!(r["device"]["name"].is_null(), "{r}");
+    let paths = asked.lock().unwrap().clone();
+    assert!(paths.iter().any(|p| p == "/shelly"), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.starts_with("/settings")), "/settings asked without a credential: {paths:?}");
 
     set_credential(&server, "shelly", RIGHT).await;
     let (code, r, _) = add(&server, &at(1), &[]).await;
