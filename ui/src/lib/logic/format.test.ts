@@ -58,15 +58,19 @@ describe('pickLocale', () => {
 describe('numbers, dates and sorting in LOCALE', () => {
   it('group digits in a locale Intl accepts', () => {
     expect(() => new Intl.NumberFormat(LOCALE)).not.toThrow();
-    expect(num(10000)).toBe((10000).toLocaleString(LOCALE));
+    // In whatever language the platform has: grouped or not, the digits are all there.
+    expect(num(10000)).toMatch(/^10\D?000$/u);
     expect(plural(1, 'device')).toBe('1 device');
     expect(plural(2, 'device')).toBe('2 devices');
   });
   it('format dates and times, and say "—" for what is not a date', () => {
-    expect(dateTime('2024-05-01T10:00:00Z')).toBe(new Date('2024-05-01T10:00:00Z').toLocaleString(LOCALE));
+    // A local time, so the test does not depend on the machine's time zone.
+    const at = dateTime('2024-05-01T10:42:00');
+    expect(at).toMatch(/2024/);
+    expect(at).toMatch(/10\D42/);
     expect(dateTime(null)).toBe('—');
     expect(dateTime('yesterday')).toBe('yesterday');
-    expect(timeOfDay(0)).toBe(new Date(0).toLocaleTimeString(LOCALE));
+    expect(timeOfDay(new Date('2024-05-01T10:42:00').getTime())).toMatch(/10\D42/);
   });
   it('sort text case-insensitively with digits by value', () => {
     expect(['node-10', 'Node-9', 'node-1'].sort(compareText)).toEqual(['node-1', 'Node-9', 'node-10']);
@@ -81,7 +85,9 @@ describe('LOCALE on a platform that says its language is "c"', () => {
       const f = await import('./format');
       expect(f.LOCALE).toBe('en-US');
       expect(f.num(1234567)).toBe('1,234,567');
-      expect(f.dateTime('2024-05-01T10:00:00Z')).not.toBe('—');
+      expect(f.num(10000)).toBe('10,000');
+      // en-US as ICU writes it (a narrow no-break space before AM in newer ICU): a local time.
+      expect(f.dateTime('2024-05-01T10:42:00')).toMatch(/^5\/1\/2024, 10:42:00\sAM$/u);
       expect(f.ago(Date.now() - 3 * 86400_000)).toMatch(/\d/);
       // The modules that sort and count with it load too.
       await import('./devices');

@@ -110,13 +110,23 @@ describe('LiveRollout', () => {
     }
   });
   it('takes an action’s answer whole (what it waits on, its estimate)', () => {
-    const l = new LiveRollout(1);
-    l.merge({ rollout: rollout(), jobs: [] });
-    const before = l.readAt;
-    l.take(rollout({ state: 'paused', on_resume: 'Resume continues wave 1 of 2.', counts: counts({ total: 3, failed: 1, queued: 2 }) }));
-    expect(l.rollout?.on_resume).toBe('Resume continues wave 1 of 2.');
-    expect(l.counts.failed).toBe(1);
-    expect(l.readAt).toBeGreaterThanOrEqual(before);
+    vi.useFakeTimers();
+    try {
+      vi.setSystemTime(Date.parse('2026-01-01T00:00:00Z'));
+      const l = new LiveRollout(1);
+      l.merge({ rollout: rollout(), jobs: [] });
+      vi.setSystemTime(Date.parse('2026-01-01T00:00:05Z'));
+      const waiting = { reason: 'paused', summary: 'paused: by a person', until: null, devices: [], device_count: 0 } as Rollout['waiting'];
+      const estimate = { per_minute: 12, remaining_secs: 10, basis: 'paused' };
+      l.take(rollout({ state: 'paused', on_resume: 'Resume continues wave 1 of 2.', counts: counts({ total: 3, failed: 1, queued: 2 }), waiting, estimate }));
+      expect(l.rollout?.on_resume).toBe('Resume continues wave 1 of 2.');
+      expect(l.rollout?.waiting).toEqual(waiting);
+      expect(l.rollout?.estimate).toEqual(estimate);
+      expect(l.counts.failed).toBe(1);
+      expect(l.readAt).toBe(Date.parse('2026-01-01T00:00:05Z'));
+    } finally {
+      vi.useRealTimers();
+    }
   });
   it("never goes back to running on an answer the rollout's completion overtook", async () => {
     vi.useFakeTimers();
