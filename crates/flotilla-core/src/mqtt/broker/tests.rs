@@ -242,7 +242,9 @@ async fn a_consumer_that_does_not_read_is_disconnected_and_costs_bounded_memory(
         wait_for("the fast reader keeps up", || got.load(Ordering::Relaxed) >= want).await;
     }
     let _fast = tokio::time::timeout(WAIT, reader).await.expect("the fast reader got everything").unwrap();
-    // The slow one was cut off; the others are still connected.
+    // The slow one was cut off; the others are still connected. Only its queue's bound cuts it
+    // (it sent nothing wrong and its keep-alive is off): a queue bound above the 32 MiB sent, or
+    // none, leaves it connected holding all of it, and this wait fails.
     wait_for("the slow consumer disconnected", || broker.connections() == 2).await;
     publisher.write_all(&[0xc0, 0]).await.unwrap();
     assert_eq!(read_n(&mut publisher, 2).await, [0xd0, 0]);
