@@ -249,12 +249,20 @@ def test_will_message(b, p):
     # A clean DISCONNECT discards the will.
     r = raw_login(b, f"{p}will-owner2", will=(f"{p}will/topic2", b"must not arrive"))
     r.send(bytes([0xE0, 0]))
+    # The broker has handled the DISCONNECT once it closes the connection (3.14.4: it discards
+    # the will first); only then does the marker say that no will followed.
+    closed = r.closed_within(5)
     r.close()
     before = watcher.marker(f"{p}will/marker")
     watcher.close()
     assert got == (f"{p}will/topic", b"client not disconnected"), got
+    assert closed, "the broker closes the connection after DISCONNECT"
     assert before == [], before
-    return {"will after a lost connection": (got[0].removeprefix(p), got[1]), "will after DISCONNECT": before}
+    return {
+        "will after a lost connection": (got[0].removeprefix(p), got[1]),
+        "closes after DISCONNECT": closed,
+        "will after DISCONNECT": before,
+    }
 
 
 def test_zero_length_clientid(b, p):
@@ -309,12 +317,18 @@ def test_dollar_topics(b, p):
     c = Client(b, f"{p}dollar")
     c.connect()
     c.subscribe([("#", 1)])
+    # The control: a filter that names the $ topic gets it, so the message was routed.
+    named = Client(b, f"{p}dollar-named")
+    named.connect()
+    named.subscribe([(f"$flotilla-test/{p}x", 1)])
     c.publish(f"$flotilla-test/{p}x", b"dollar", qos=1)
+    named.wait("the $ topic on a filter that names it", lambda: len(named.messages) == 1)
     before = c.marker(f"{p}dollar-marker")
     c.close()
+    named.close()
     dollar = [m for m in before if m[0].startswith("$")]
     assert dollar == [], dollar
-    return {"'#' receives $ topics": bool(dollar)}
+    return {"'#' receives $ topics": bool(dollar), "'$flotilla-test/#' receives them": True}
 
 
 def test_unsubscribe(b, p):
