@@ -3,8 +3,11 @@
 // checkbox painted (the view is interactive), frame times while scrolling (wheel, keyboard, a
 // fast programmatic fling through the whole list), keystroke → paint while typing in the text
 // filter, and change → paint of the select filters and header sorts.
-// Targets: interactive < 1 s; no visible stalls (frames > 50 ms) while scrolling and filtering.
-// CI runs it light (3 page loads); UI_BENCH=1 makes 7 loads and longer scrolls.
+// Targets: interactive < 1 s; no stall (a frame over 100 ms) while scrolling with the wheel or
+// the keys, typing in the filter or changing filters and sorts — judged with UI_BENCH=1 (a
+// release engine, 7 loads, longer scrolls); CI runs it light (3 page loads) and prints the frame
+// times without judging them, as it does the programmatic fling (60,000 px/s, a stress, not a
+// target).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -81,12 +84,15 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
           const p = window.__probe;
           const click = p.interactions.find((x) => x.type === 'click');
           if (!click || p.firstRowAt === null) return null;
+          // Its result never painted within the probe's 10 s: a failure, not a fast click.
+          if (!Number.isFinite(click.ms)) return { timedOut: true };
           const api = performance.getEntriesByType('resource').find((r) => /\/api\/v1\/devices$/.test(r.name));
           // The click's paint on the page clock (0 = navigation start) = its timeStamp + click→paint.
           return { firstRow: p.firstRowAt, clickToPaint: click.ms, interactiveAt: click.at + click.ms, apiStart: api?.startTime ?? null, apiEnd: api?.responseEnd ?? null, apiDur: api ? api.responseEnd - api.startTime : null, bytes: api?.encodedBodySize ?? null, loaf: Math.max(0, ...p.longFrames.filter((f) => f.at < click.at).map((f) => f.duration)) };
         }),
       { what: 'the probe results of the first click' },
     );
+    assert.ok(!m.timedOut, `load ${k + 1}: the first click's result was painted within 10 s`);
     loads.push(m);
     if (k < LOADS - 1) await context.close();
   }
@@ -102,9 +108,11 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
     await page.evaluate(() => window.__probe.expect('[data-testid="devices-table"] [data-testid="device-row"]'));
     await page.getByTestId('nav-devices').click();
     await page.getByTestId('device-row').first().waitFor();
-    await sleep(300);
+    // The switch as the probe saw it (recorded once painted, or after 10 s as timed out).
+    await until(() => page.evaluate(() => window.__probe.interactions.some((i) => i.type === 'click' && i.target === 'nav-devices')), { what: 'the view switch measured' });
     const x = (await page.evaluate(() => window.__probe.takeInteractions())).find((i) => i.type === 'click' && i.target === 'nav-devices');
-    switches.push(x?.ms ?? null);
+    assert.ok(Number.isFinite(x.ms), `view switch ${k + 1}: the devices table was painted within 10 s`);
+    switches.push(x.ms);
   }
 
   // --- Scrolling.
@@ -149,8 +157,12 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
   );
   await sleep(200);
   scroll.fling = await page.evaluate(() => window.__probe.stopFrames());
-  const lastRow = await page.locator('[data-testid="device-row"]').last().getAttribute('data-mac');
-  assert.ok(lastRow, 'rows rendered at the bottom of the list');
+  // The bottom of the list is rendered, and in view: the last device in the table's order (by
+  // name, which is node-<n>: the highest n) is a row inside the grid.
+  const bottom = page.locator(`[data-testid="device-row"][data-mac="${mac(N - 1)}"]`);
+  const box = await bottom.boundingBox();
+  const grid2 = await grid.boundingBox();
+  assert.ok(box && box.y >= grid2.y - 1 && box.y + box.height <= grid2.y + grid2.height + 1, `the last device's row is shown at the bottom (${JSON.stringify(box)})`);
   await page.keyboard.press('Home');
 
   // --- Typing in the text filter (one keystroke every 60 ms, like a fast typist).
@@ -209,7 +221,7 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
     { measure: 'navigation → first click on a row painted (interactive)', ...pick(L((l) => l.interactiveAt)) },
     { measure: 'that click → paint', ...pick(L((l) => l.clickToPaint)) },
     { measure: 'first rows painted + click → paint (no driver delay)', ...pick(L((l) => l.firstRow + l.clickToPaint)) },
-    { measure: 'from the Overview: nav click → devices table painted', ...pick(stats(switches.filter((x) => x !== null))) },
+    { measure: 'from the Overview: nav click → devices table painted', ...pick(stats(switches)) },
   ];
   printTable(`Devices view, ${N.toLocaleString('en')} devices — opening (${LOADS} fresh loads) — ${machine()}`, rows);
   const frames = Object.entries({
@@ -236,7 +248,7 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
   // engine, whose 10k-device answer alone can take over a second on a busy 2-core machine: it
   // checks the UI's own share (answer received → rows painted) and the first click instead.
   const interactive = loads.map((l) => l.interactiveAt);
-  assert.ok(interactive.every((x) => x !== null), 'every load measured');
+  assert.ok(interactive.every(Number.isFinite), `every load measured: ${interactive}`);
   if (HEAVY) {
     const worst = Math.max(...interactive);
     assert.ok(worst < INTERACTIVE_TARGET, `devices view interactive in ${worst.toFixed(0)} ms at worst (target < ${INTERACTIVE_TARGET} ms)`);
@@ -246,7 +258,14 @@ test(`devices view with ${N.toLocaleString('en')} devices: interactive, scrollin
     const click = stats(loads.map((l) => l.clickToPaint)).p50;
     assert.ok(click < 100, `first click → paint ${click.toFixed(0)} ms (median; < 100 ms)`);
   }
-  const switchMax = stats(switches.filter((x) => x !== null)).max;
+  if (HEAVY) {
+    for (const [phase, d] of Object.entries({ wheel: scroll.wheel, keys: scroll.keys, typing: scroll.typing, filters: scroll.filters })) {
+      const f = frameSummary(d, stats);
+      assert.ok(f.n > 0, `${phase}: frames measured`);
+      assert.equal(f.over100, 0, `${phase}: no frame over 100 ms (worst ${fmtMs(f.max)})`);
+    }
+  }
+  const switchMax = stats(switches).max;
   assert.ok(switchMax < INTERACTIVE_TARGET, `devices view (10k) painted ${switchMax.toFixed(0)} ms after the nav click at worst (target < ${INTERACTIVE_TARGET} ms)`);
   const typingMax = stats(typing.map((x) => x.ms)).max;
   assert.ok(typingMax < 250, `every keystroke in the filter painted within 250 ms (worst ${typingMax.toFixed(0)} ms)`);

@@ -69,6 +69,7 @@ test('a device that never comes back: the waiting panel names it, Skip lets the 
     // The same device has a Skip on its row in the device list, and only unfinished devices do.
     const jobRow = page.locator(`[data-testid="job-row"][data-mac="${gone.mac}"]`);
     assert.equal(await jobRow.getByTestId('job-skip').getAttribute('aria-label'), `Skip ${name}`);
+    await until(async () => (await page.locator('[data-testid="job-row"][data-state="succeeded"]').count()) === N - 1, { what: `${N - 1} succeeded rows` });
     assert.equal(await page.locator('[data-testid="job-row"][data-state="succeeded"] [data-testid="job-skip"]').count(), 0);
     assert.equal((await jobRow.locator('[role="cell"]').nth(4).textContent()).trim(), '1.0.0 → not reported yet');
     await screenshot(page, 'waiting-for-device');
