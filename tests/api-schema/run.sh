@@ -37,9 +37,9 @@ wait_for_runtime "$work/data" "$work/engine.log"
 admin="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_url"])' "$work/data/runtime.json")"
 token="$(cat "$work/data/admin-token")"
 
-# Something to find: one firmware, so the lists answer with data. (Schemathesis makes its own
-# `ref`s for /firmware/{ref}, which mostly find nothing: the success paths of those routes are the
-# end-to-end tests'; here they must answer within their schema, found or not.)
+# Something to find: firmware 2.0.0 — the `example` of /firmware/{ref}, which schemathesis tries
+# first, so those routes' success answers are checked against their schema too (its own random
+# refs find nothing and check the 404s).
 "$BIN/flotilla-imagegen" --out "$work/fw.bin" --version 2.0.0 --project demo >/dev/null
 FLOTILLA_DATA_DIR="$work/data" "$BIN/flotilla" firmware import "$work/fw.bin" >/dev/null
 
@@ -51,6 +51,19 @@ status=0
   --exclude-path /api/v1/events/stream \
   --exclude-path /api/v1/backup \
   --max-time "$MAX_TIME" --workers 1 --no-color || status=$?
+# The example reached a real firmware: a change or the deletion of 2.0.0 was answered and logged.
+if ! "$PY" - "$admin" "$token" <<'PY'
+import json, sys, urllib.request
+admin, token = sys.argv[1:]
+req = urllib.request.Request(f"{admin}/api/v1/events?kind=firmware.&limit=1000", headers={"Authorization": f"Bearer {token}"})
+events = json.load(urllib.request.urlopen(req, timeout=10))["events"]
+kinds = {e["kind"] for e in events}
+sys.exit(0 if kinds & {"firmware.changed", "firmware.deleted"} else 1)
+PY
+then
+  echo "schemathesis never changed or deleted firmware 2.0.0: /firmware/{ref}'s example was not used" >&2
+  status=1
+fi
 device="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$work/data/runtime.json")"
 say "schemathesis: the device API against its OpenAPI description (${MAX_TIME} s)"
 "$VENV/schemathesis" run "$device/api/v1/openapi.json" \

@@ -517,7 +517,7 @@ async fn inspect_firmware(
 /// A firmware by id, sha256 (prefix of at least 6 hex digits) or version.
 #[utoipa::path(
     get, path = "/api/v1/firmware/{ref}", tag = "firmware",
-    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    params(("ref" = String, Path, description = "id, sha256 prefix or version", example = "2.0.0")),
     responses((status = OK, body = Firmware), (status = NOT_FOUND, body = ErrorBody))
 )]
 async fn get_firmware(
@@ -530,7 +530,7 @@ async fn get_firmware(
 /// Blocks or unblocks a firmware, makes it public or private, changes its channel or notes.
 #[utoipa::path(
     patch, path = "/api/v1/firmware/{ref}", tag = "firmware", request_body = FirmwarePatch,
-    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    params(("ref" = String, Path, description = "id, sha256 prefix or version", example = "2.0.0")),
     responses((status = OK, body = Firmware), (status = NOT_FOUND, body = ErrorBody))
 )]
 async fn patch_firmware(
@@ -545,7 +545,7 @@ async fn patch_firmware(
 /// Deletes a firmware that no rollout uses, and its file.
 #[utoipa::path(
     delete, path = "/api/v1/firmware/{ref}", tag = "firmware",
-    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    params(("ref" = String, Path, description = "id, sha256 prefix or version", example = "2.0.0")),
     responses((status = OK, body = Firmware), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody))
 )]
 async fn delete_firmware(
@@ -560,7 +560,7 @@ async fn delete_firmware(
 /// `"gzip": true` of the gzip form (404 when the firmware has none).
 #[utoipa::path(
     post, path = "/api/v1/firmware/{ref}/download-link", tag = "firmware", request_body = DownloadLinkRequest,
-    params(("ref" = String, Path, description = "id, sha256 prefix or version")),
+    params(("ref" = String, Path, description = "id, sha256 prefix or version", example = "2.0.0")),
     responses((status = OK, body = DownloadLink), (status = NOT_FOUND, body = ErrorBody))
 )]
 async fn download_link(
