@@ -406,6 +406,15 @@ async fn an_impostor_in_the_simulated_fleet_is_refused_and_the_rollout_is_unaffe
     fleet.stop().await;
 }
 
+/// Options of a client of the embedded broker logging in as `user`.
+fn mqtt_options(server: &Server, client_id: &str, user: &str, pass: &str) -> rumqttc::MqttOptions {
+    let url = server.info.mqtt_url.clone().unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_credentials(user, pass).set_keep_alive(Duration::from_secs(30));
+    opts
+}
+
 /// An MQTT client of the embedded broker; its SUBACKs go to the returned channel.
 fn mqtt_client(
     server: &Server,
@@ -413,11 +422,7 @@ fn mqtt_client(
     user: &str,
     pass: &str,
 ) -> (rumqttc::AsyncClient, tokio::sync::mpsc::UnboundedReceiver<rumqttc::SubAck>, tokio::task::JoinHandle<()>) {
-    let url = server.info.mqtt_url.clone().unwrap();
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
-    opts.set_credentials(user, pass).set_keep_alive(Duration::from_secs(30));
-    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    let (client, mut events) = rumqttc::AsyncClient::new(mqtt_options(server, client_id, user, pass), 16);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         while let Ok(ev) = events.poll().await {
@@ -453,10 +458,7 @@ async fn an_mqtt_device_login_is_confined_to_its_own_topics() {
     server.device_check_in(&body("pump-2", OTHER, "1.0.0")).await;
 
     // A wrong password is refused at CONNECT (the broker's CONNACK says so).
-    let port: u16 = server.info.mqtt_url.clone().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-    let mut opts = rumqttc::MqttOptions::new("pump-1", "127.0.0.1", port);
-    opts.set_credentials(user, "not-it");
-    let (_bad, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    let (_bad, mut events) = rumqttc::AsyncClient::new(mqtt_options(&server, "pump-1", user, "not-it"), 16);
     let refused = tokio::time::timeout(Duration::from_secs(5), events.poll()).await.expect("an answer to CONNECT");
     assert!(
         matches!(

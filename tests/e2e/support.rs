@@ -35,7 +35,7 @@ fn device_keys() -> &'static std::sync::Mutex<std::collections::HashMap<(PathBuf
 }
 
 /// libfaketime, as Debian installs it (the package `faketime`; `scripts/test.sh` installs it).
-pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// The offset of a server's wall clock from this machine's, which libfaketime reads from a file
 /// on every clock call ([`Server::start_with_fake_clock`]).
