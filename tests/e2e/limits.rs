@@ -179,6 +179,49 @@ async fn bodies_over_the_cap_are_refused_with_413() {
     assert!(devices(&server).await.is_empty(), "nothing was stored");
 }
 
+/// Status and JSON error of a raw answer (`raw_exchange`).
+fn status_and_error(answer: &str) -> (u16, Value) {
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The native check-in and report are served by the device server's connections themselves,
+/// not through the router (`device_api::serve_native`): bad and oversized bodies, and other
+/// methods, are answered as on a route the router serves (`/api/v1/check-update`).
+#[tokio::test]
+async fn the_native_routes_refuse_what_the_routed_ones_refuse() {
+    let server = Server::start().await;
+    let addr = server.info.device_url.trim_start_matches("http://").to_owned();
+    let exchange = |method: &str, path: &str, body: Vec<u8>| {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+        let addr = addr.clone();
+        async move { tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &body)).await.unwrap() }
+    };
+    let mut answers = Vec::new();
+    for path in ["/api/v1/check", "/api/v1/report", "/api/v1/check-update"] {
+        let cut = exchange("POST", path, br#"{"device_id":"#.to_vec()).await;
+        let (status, error) = status_and_error(&cut);
+        assert_eq!(status, 400, "{path}: {cut}");
+        assert_eq!(error["error"]["code"], "bad_request", "{path}: {cut}");
+        let message = error["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.starts_with("the request body is not what this route takes: EOF"), "{path}: {message}");
+        // 20 KB against the 16 KiB cap.
+        let big = exchange("POST", path, vec![b' '; 20_000]).await;
+        let (status, error) = status_and_error(&big);
+        assert_eq!(status, 413, "{path}: {big}");
+        let too_big = error["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(too_big, "the request body is larger than the device server takes", "{path}");
+        // A method the route does not take: the router's 405, which names the one it does.
+        let get = exchange("GET", path, Vec::new()).await;
+        assert!(get.starts_with("HTTP/1.1 405"), "{path}: {get}");
+        assert!(get.to_ascii_lowercase().contains("allow: post"), "{path}: {get}");
+        answers.push((message, too_big));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "every route words its refusals alike: {answers:?}");
+    assert!(devices(&server).await.is_empty(), "nothing was stored");
+}
+
 #[tokio::test]
 async fn new_devices_from_the_lan_are_capped_per_minute_and_in_all() {
     let (server, log) = serve_with(&[], &["--http", "0.0.0.0:0"]).await;

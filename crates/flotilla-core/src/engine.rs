@@ -229,8 +229,11 @@ impl Engine {
             handle.shutdown().await;
             return Err(e);
         }
-        let router =
-            server::device::router(Arc::clone(&handle.shared)).merge(server::device_api::router(handle.clone()));
+        let app = server::device_conn::App {
+            router: server::device::router(Arc::clone(&handle.shared))
+                .merge(server::device_api::router(handle.clone())),
+            engine: handle.clone(),
+        };
         let limits = handle.shared.config.device_limits.clone();
         let open_files = server::device_conn::raise_open_files();
         let max_connections =
@@ -240,24 +243,17 @@ impl Engine {
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
         if let (Some(listener), Some(t)) = (https, &handle.shared.tls) {
             let acceptor = tokio_rustls::TlsAcceptor::from(t.server_config(&[b"http/1.1"])?);
-            let (router, limits, permits) = (router.clone(), limits.clone(), Arc::clone(&permits));
+            let (app, limits, permits) = (app.clone(), limits.clone(), Arc::clone(&permits));
             handle.tracker.spawn(server::device_conn::serve_tls(
                 listener,
                 acceptor,
-                router,
+                app,
                 limits,
                 permits,
                 handle.stop_token(),
             ));
         }
-        handle.tracker.spawn(server::device_conn::serve_with(
-            device,
-            None,
-            router,
-            limits,
-            permits,
-            handle.stop_token(),
-        ));
+        handle.tracker.spawn(server::device_conn::serve_with(device, None, app, limits, permits, handle.stop_token()));
         let router = server::admin::router(handle.clone());
         handle.tracker.spawn(server::serve("admin", admin, router, handle.stop_token()));
         if handle.shared.config.mdns {

@@ -17,7 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -106,11 +106,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = DeviceError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| DeviceError(e.status(), e.body_text()))?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
-            DeviceError(StatusCode::BAD_REQUEST, format!("the request body is not what this route takes: {e}"))
-        })
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| unreadable(e.status() == StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
+        parse(&bytes).map(Body)
     }
+}
+
+/// A request body that could not be read: over the body cap (413), or cut off (400).
+fn unreadable(too_large: bool, detail: impl std::fmt::Display) -> DeviceError {
+    if too_large {
+        DeviceError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the device server takes".into())
+    } else {
+        DeviceError(StatusCode::BAD_REQUEST, format!("the request body could not be read: {detail}"))
+    }
+}
+
+/// A route's JSON request body.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DeviceError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        DeviceError(StatusCode::BAD_REQUEST, format!("the request body is not what this route takes: {e}"))
+    })
 }
 
 impl From<crate::limits::Refusal> for DeviceError {
@@ -160,8 +176,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
         let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied() else {
             return Err(DeviceError(StatusCode::INTERNAL_SERVER_ERROR, "the peer's address is unknown".into()));
         };
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        Ok(Who { addr, secret: crate::auth::bearer(header).map(str::to_owned) })
+        Ok(Who::of(addr, &parts.headers))
+    }
+}
+
+impl Who {
+    fn of(addr: SocketAddr, headers: &HeaderMap) -> Who {
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Who { addr, secret: crate::auth::bearer(header).map(str::to_owned) }
     }
 }
 
@@ -206,6 +228,61 @@ async fn check(
     Body(req): Body<CheckRequest>,
 ) -> DeviceResult<CheckResponse> {
     answer(&engine, req, caller(who, true)).await
+}
+
+/// The native routes every device calls all day, which a device server connection serves itself
+/// ([`serve_native`]); the router keeps them too (it answers their other methods with 405).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Native {
+    /// `POST /api/v1/check`: [`check`].
+    Check,
+    /// `POST /api/v1/report`: [`report`].
+    Report,
+}
+
+impl Native {
+    /// The native route a request is for, if it is one.
+    pub(crate) fn of(method: &Method, path: &str) -> Option<Native> {
+        if method != Method::POST {
+            return None;
+        }
+        match path {
+            "/api/v1/check" => Some(Native::Check),
+            "/api/v1/report" => Some(Native::Report),
+            _ => None,
+        }
+    }
+}
+
+/// Serves a native check-in or report as its handler behind the router does ([`check`],
+/// [`report`]), without the router's per-request work: its matching, extension map, boxed
+/// services, futures and bodies were an eighth of the engine's CPU per check-in
+/// (`docs/performance.md`). `max_body` is the device server's body cap, as the router's.
+pub(crate) async fn serve_native(
+    route: Native,
+    engine: &EngineHandle,
+    peer: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+    max_body: usize,
+) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let who = Who::of(peer, &parts.headers);
+    drop(parts);
+    let bytes = match http_body_util::Limited::new(body, max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return unreadable(e.is::<http_body_util::LengthLimitError>(), e).into_response(),
+    };
+    match route {
+        Native::Check => match parse(&bytes) {
+            Ok(req) => answer(engine, req, caller(who, true)).await.into_response(),
+            Err(e) => e.into_response(),
+        },
+        Native::Report => match parse(&bytes) {
+            Ok(req) => acknowledge(engine, req, caller(who, true)).await.into_response(),
+            Err(e) => e.into_response(),
+        },
+    }
 }
 
 /// Report the progress or outcome of a job.

@@ -2,7 +2,9 @@
 //!
 //! `axum::serve` has no timeouts and no connection cap: 1,100 half-sent requests used every file
 //! descriptor of the process, and the loopback admin API stopped answering with them. Here each
-//! connection is served by hyper's HTTP/1 connection with axum's router as the service, and:
+//! connection is served by hyper's HTTP/1 connection with axum's router as the service (the native
+//! check-in and report, which devices call all day, it serves itself with the router's limits:
+//! [`device_api::serve_native`]), and:
 //!
 //! - **header timeout**: a client has [`DeviceServerLimits::header_timeout`] to send a request's
 //!   headers, and a kept-alive connection waits that long for its next request;
@@ -37,6 +39,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flotilla_proto::{ErrorBody, ErrorDetail};
+use futures_util::future::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,7 +50,9 @@ use tower::Service;
 
 use super::GRACE;
 use super::corked::Corked;
+use super::device_api;
 use crate::config::DeviceServerLimits;
+use crate::handle::EngineHandle;
 use crate::log_limit::{WarnLimit, warn_limited};
 
 /// Descriptors kept for everything but device connections, at least (the admin API and the web
@@ -122,25 +127,33 @@ pub(crate) fn with_limits(router: Router, limits: &DeviceServerLimits) -> Router
 pub(crate) async fn serve_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
+    app: App,
     limits: DeviceServerLimits,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    serve_with(listener, Some(acceptor), router, limits, permits, stop).await;
+    serve_with(listener, Some(acceptor), app, limits, permits, stop).await;
 }
 
-/// Serves `router` (the device server's) on `listener` with `limits` and the connection cap
-/// `permits` until `stop`, then drains for at most [`GRACE`]; plain HTTP when `tls` is `None`.
+/// What a device server connection serves: the device server's router, and the engine whose
+/// native check-ins and reports it serves itself ([`device_api::serve_native`]).
+#[derive(Clone)]
+pub(crate) struct App {
+    pub router: Router,
+    pub engine: EngineHandle,
+}
+
+/// Serves `app` on `listener` with `limits` and the connection cap `permits` until `stop`, then
+/// drains for at most [`GRACE`]; plain HTTP when `tls` is `None`.
 pub(crate) async fn serve_with(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    router: Router,
+    app: App,
     limits: DeviceServerLimits,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    let router = with_limits(router, &limits);
+    let app = App { router: with_limits(app.router, &limits), engine: app.engine };
     let max_connections = permits.available_permits();
     let connections = TaskTracker::new();
     let limits = Arc::new(limits);
@@ -172,7 +185,7 @@ pub(crate) async fn serve_with(
                 connections.spawn(connection(
                     stream,
                     peer,
-                    router.clone(),
+                    app.clone(),
                     Arc::clone(&limits),
                     stop.clone(),
                     permit,
@@ -285,7 +298,7 @@ impl AsyncWrite for Tracked {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    app: App,
     limits: Arc<DeviceServerLimits>,
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
@@ -294,7 +307,7 @@ async fn connection(
     let activity = Arc::new(Activity::new());
     let tracked = Tracked { stream: Corked::new(stream), activity: Arc::clone(&activity) };
     let Some(acceptor) = tls else {
-        return http(TokioIo::new(tracked), activity, peer, router, limits, stop).await;
+        return http(TokioIo::new(tracked), activity, peer, app, limits, stop).await;
     };
     // The handshake counts as the first request's head: it must end within the header timeout.
     let handshake = tokio::select! {
@@ -302,7 +315,7 @@ async fn connection(
         r = tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked)) => r,
     };
     match handshake {
-        Ok(Ok(stream)) => http(TokioIo::new(stream), activity, peer, router, limits, stop).await,
+        Ok(Ok(stream)) => http(TokioIo::new(stream), activity, peer, app, limits, stop).await,
         Ok(Err(e)) => {
             warn_limited!(limit = TLS_FAILURES, %peer, error = %e, "device TLS handshake failed");
         }
@@ -322,19 +335,34 @@ async fn http<I>(
     io: I,
     activity: Arc<Activity>,
     peer: SocketAddr,
-    router: Router,
+    app: App,
     limits: Arc<DeviceServerLimits>,
     stop: CancellationToken,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let after = limits.request_timeout;
+    let (after, max_body) = (limits.request_timeout, limits.max_body);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let mut router = router.clone();
+        // The native check-ins and reports are served here; everything else by the router.
+        let native = device_api::Native::of(req.method(), req.uri().path());
+        let serve = match native {
+            Some(route) => Either::Left((route, app.engine.clone())),
+            None => {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                Either::Right(app.router.clone())
+            }
+        };
         // A request (its body included) is answered within the request timeout, else 408.
         async move {
-            match tokio::time::timeout(after, router.call(req)).await {
+            let answer = async move {
+                match serve {
+                    Either::Left((route, engine)) => {
+                        Ok(device_api::serve_native(route, &engine, peer, req, max_body).await)
+                    }
+                    Either::Right(mut router) => router.call(req).await,
+                }
+            };
+            match tokio::time::timeout(after, answer).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     warn_limited!(limit = TIMEOUTS, after_s = after.as_secs_f64(), "device request timed out (408)");
