@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Two builds of the engine side by side under wrk -t1: the check-in load of bench/checkin.sh
+# (10,000 enrolled devices, authenticated check-ins of random devices over 64 keep-alive
+# connections, bench/checkin.lua), one build after the other in each round, in alternating order
+# (A B, B A, A B…), a fresh engine and data dir every run. On a VM whose speed drifts by ±10 %
+# from one minute to the next, this is how a change of a few per cent can be told from the drift:
+# compare the medians and count the rounds each build won.
+#
+#   bench/checkin-ab.sh OLD_BINARY NEW_BINARY            # 8 rounds of 8 s
+#   ROUNDS=8 DURATION=8 bench/checkin-ab.sh /tmp/flotilla-6b83863 target/release/flotilla
+#
+# Build the old binary from its commit first (a worktree, or `git checkout` + `cargo build
+# --release` + copy). The devices are enrolled by flotilla-load (target/release, built here).
+# Prints one line per run and, at the end, each build's median and range of requests/s, engine
+# CPU per check-in (utime + stime of the engine's process over the wrk run) and p99. Everything
+# listens on 127.0.0.1 and is stopped at exit.
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+ensure_rust
+ensure_packages python3 wrk
+[ $# -eq 2 ] && [ -x "$1" ] && [ -x "$2" ] || {
+  echo "usage: $0 OLD_BINARY NEW_BINARY (two flotilla executables)" >&2
+  exit 2
+}
+A="$(realpath "$1")"
+B="$(realpath "$2")"
+DEVICES="${DEVICES:-10000}"
+CONNECTIONS="${CONNECTIONS:-64}"
+DURATION="${DURATION:-8}"
+ROUNDS="${ROUNDS:-8}"
+
+cd "$ROOT"
+say "building flotilla-load"
+cargo build --release --locked -p flotilla-sim --bin flotilla-load
+LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla-load"
+
+work="$(mktemp -d)"
+engine=""
+cleanup() {
+  [ -n "$engine" ] && kill "$engine" 2>/dev/null
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+run() { # $1: label, $2: binary, $3: run number. Appends one result line to $work/results.
+  local dir="$work/run-$3"
+  "$2" serve --data-dir "$dir" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
+    --https off --mqtt-tls-listen off --log warn >"$work/log-$3" 2>&1 &
+  engine=$!
+  wait_for_runtime "$dir" "$work/log-$3"
+  local url
+  url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$dir/runtime.json")"
+  "$LOAD" --url "$url" --devices "$DEVICES" --connections "$CONNECTIONS" --duration 2s \
+    --save-devices "$work/devices-$3.tsv" --json >/dev/null
+  local load ticks0 ticks1
+  load="$(cut -d' ' -f1 /proc/loadavg)"
+  ticks0="$(awk '{print $14 + $15}' /proc/"$engine"/stat)"
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s bench/checkin.lua "$url" -- "$work/devices-$3.tsv" \
+    | grep '^RESULT' >"$work/wrk-$3"
+  ticks1="$(awk '{print $14 + $15}' /proc/"$engine"/stat)"
+  kill "$engine"
+  wait "$engine" 2>/dev/null || true
+  engine=""
+  rm -rf "$dir"
+  python3 - "$1" "$work/wrk-$3" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" "$load" >>"$work/results" <<'PY'
+import sys
+label, path, ticks, hz, load = sys.argv[1:]
+_, requests, errors, secs, p50, p90, p99, p999, mx = open(path).read().split()
+requests = int(requests)
+print(label, requests / float(secs), int(ticks) / int(hz) * 1e6 / max(requests, 1), p99, errors, load)
+PY
+  tail -1 "$work/results" | awk '{printf "  %-4s %9.0f req/s  engine %5.2f µs/check-in  p99 %s ms  errors %s  load %s\n", $1, $2, $3, $4, $5, $6}'
+}
+
+n=0
+for round in $(seq 1 "$ROUNDS"); do
+  say "round $round of $ROUNDS"
+  if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
+  for which in $order; do
+    n=$((n + 1))
+    if [ "$which" = A ]; then run A "$A" "$n"; else run B "$B" "$n"; fi
+  done
+done
+
+python3 - "$work/results" "$A" "$B" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+by = {k: [(float(r[1]), float(r[2]), float(r[3]), int(r[4])) for r in rows if r[0] == k] for k in "AB"}
+print(f"\nwrk -t1, {len(by['A'])} rounds, order alternating; A = {sys.argv[2]}, B = {sys.argv[3]}")
+for k in "AB":
+    v = by[k]
+    col = lambda i: [x[i] for x in v]
+    print(f"  {k}: {statistics.median(col(0)):9,.0f} req/s (range {min(col(0)):,.0f}–{max(col(0)):,.0f}); "
+          f"engine {statistics.median(col(1)):.2f} µs per check-in ({min(col(1)):.2f}–{max(col(1)):.2f}); "
+          f"p99 {min(col(2)):.2f}–{max(col(2)):.2f} ms; errors {sum(col(3))}")
+wins = sum(1 for a, b in zip(by["A"], by["B"]) if b[1] < a[1])
+print(f"  B used less engine CPU per check-in than A in {wins} of {len(by['A'])} rounds")
+PY
