@@ -193,30 +193,40 @@ fn status_and_error(answer: &str) -> (u16, Value) {
 async fn the_native_routes_refuse_what_the_routed_ones_refuse() {
     let server = Server::start().await;
     let addr = server.info.device_url.trim_start_matches("http://").to_owned();
-    let exchange = |method: &str, path: &str, body: Vec<u8>| {
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let send = |head: String, body: Vec<u8>| {
         let addr = addr.clone();
         async move { tokio::task::spawn_blocking(move || raw_exchange(&addr, &head, &body)).await.unwrap() }
     };
+    let exchange = |method: &str, path: &str, body: Vec<u8>| {
+        send(format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()), body)
+    };
+    let message = |error: &Value| error["error"]["message"].as_str().unwrap_or_default().to_owned();
     let mut answers = Vec::new();
     for path in ["/api/v1/check", "/api/v1/report", "/api/v1/check-update"] {
-        let cut = exchange("POST", path, br#"{"device_id":"#.to_vec()).await;
-        let (status, error) = status_and_error(&cut);
-        assert_eq!(status, 400, "{path}: {cut}");
-        assert_eq!(error["error"]["code"], "bad_request", "{path}: {cut}");
-        let message = error["error"]["message"].as_str().unwrap_or_default().to_owned();
-        assert!(message.starts_with("the request body is not what this route takes: EOF"), "{path}: {message}");
+        // Whole, but JSON that stops half-way.
+        let half = exchange("POST", path, br#"{"device_id":"#.to_vec()).await;
+        let (status, error) = status_and_error(&half);
+        assert_eq!(status, 400, "{path}: {half}");
+        assert_eq!(error["error"]["code"], "bad_request", "{path}: {half}");
+        let not_json = message(&error);
+        assert!(not_json.starts_with("the request body is not what this route takes: EOF"), "{path}: {not_json}");
+        // A chunked body whose framing breaks: the body itself cannot be read.
+        let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let broken = send(head, b"zz\r\n{}\r\n0\r\n\r\n".to_vec()).await;
+        let (status, error) = status_and_error(&broken);
+        assert_eq!(status, 400, "{path}: {broken}");
+        assert_eq!(message(&error), "the request body could not be read", "{path}: {broken}");
         // 20 KB against the 16 KiB cap.
         let big = exchange("POST", path, vec![b' '; 20_000]).await;
         let (status, error) = status_and_error(&big);
         assert_eq!(status, 413, "{path}: {big}");
-        let too_big = error["error"]["message"].as_str().unwrap_or_default().to_owned();
+        let too_big = message(&error);
         assert_eq!(too_big, "the request body is larger than the device server takes", "{path}");
         // A method the route does not take: the router's 405, which names the one it does.
         let get = exchange("GET", path, Vec::new()).await;
         assert!(get.starts_with("HTTP/1.1 405"), "{path}: {get}");
         assert!(get.to_ascii_lowercase().contains("allow: post"), "{path}: {get}");
-        answers.push((message, too_big));
+        answers.push((not_json, too_big));
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "every route words its refusals alike: {answers:?}");
     assert!(devices(&server).await.is_empty(), "nothing was stored");

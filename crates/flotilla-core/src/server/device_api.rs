@@ -108,17 +108,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| unreadable(e.status() == StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
+            .map_err(|e| unreadable(e.status() == StatusCode::PAYLOAD_TOO_LARGE))?;
         parse(&bytes).map(Body)
     }
 }
 
-/// A request body that could not be read: over the body cap (413), or cut off (400).
-fn unreadable(too_large: bool, detail: impl std::fmt::Display) -> DeviceError {
+/// A request body that could not be read: over the body cap (413), or broken off or malformed in
+/// its framing (400). Worded the same whether the router or [`serve_native`] read it.
+fn unreadable(too_large: bool) -> DeviceError {
     if too_large {
         DeviceError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the device server takes".into())
     } else {
-        DeviceError(StatusCode::BAD_REQUEST, format!("the request body could not be read: {detail}"))
+        DeviceError(StatusCode::BAD_REQUEST, "the request body could not be read".into())
     }
 }
 
@@ -271,7 +272,7 @@ pub(crate) async fn serve_native(
     drop(parts);
     let bytes = match http_body_util::Limited::new(body, max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) => return unreadable(e.is::<http_body_util::LengthLimitError>(), e).into_response(),
+        Err(e) => return unreadable(e.is::<http_body_util::LengthLimitError>()).into_response(),
     };
     match route {
         Native::Check => match parse(&bytes) {
@@ -546,6 +547,21 @@ async fn ota_status(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
+
+    #[test]
+    fn only_the_exact_native_post_routes_are_served_without_the_router() {
+        use super::{Method, Native};
+        assert_eq!(Native::of(&Method::POST, "/api/v1/check"), Some(Native::Check));
+        assert_eq!(Native::of(&Method::POST, "/api/v1/report"), Some(Native::Report));
+        // Other methods get the router's 405; other paths its 404 or their own route.
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT] {
+            assert_eq!(Native::of(&method, "/api/v1/check"), None, "{method}");
+            assert_eq!(Native::of(&method, "/api/v1/report"), None, "{method}");
+        }
+        for path in ["/api/v1/check/", "/api/v1//check", "/API/v1/check", "/api/v1/%63heck", "/api/v1/check-update"] {
+            assert_eq!(Native::of(&Method::POST, path), None, "{path}");
+        }
+    }
 
     /// Every bounded field of every device-API body and query has the bounds the engine enforces
     /// (`limits`) in the description, and each pattern accepts exactly what the engine accepts on
