@@ -274,15 +274,10 @@ pub(crate) async fn serve_native(
         Ok(collected) => collected.to_bytes(),
         Err(e) => return unreadable(e.is::<http_body_util::LengthLimitError>()).into_response(),
     };
+    let caller = caller(who, true);
     match route {
-        Native::Check => match parse(&bytes) {
-            Ok(req) => answer(engine, req, caller(who, true)).await.into_response(),
-            Err(e) => e.into_response(),
-        },
-        Native::Report => match parse(&bytes) {
-            Ok(req) => acknowledge(engine, req, caller(who, true)).await.into_response(),
-            Err(e) => e.into_response(),
-        },
+        Native::Check => async { answer(engine, parse(&bytes)?, caller).await }.await.into_response(),
+        Native::Report => async { acknowledge(engine, parse(&bytes)?, caller).await }.await.into_response(),
     }
 }
 
