@@ -387,11 +387,49 @@ mod tests {
     }
 
     #[test]
-    fn check_responses_serialise_as_devices_expect() {
-        let none = serde_json::to_string(&CheckResponse::none()).unwrap_or_default();
+    fn check_responses_serialise_as_devices_expect() -> Result<(), serde_json::Error> {
+        // The answer is untagged: which variant a device's JSON becomes depends on the variants'
+        // order and fields, so each shape a device can get is parsed back to what was sent.
+        let none = serde_json::to_string(&CheckResponse::none())?;
         assert_eq!(none, r#"{"update_available":false}"#);
-        let parsed: CheckResponse =
-            serde_json::from_str(r#"{"update_available":false}"#).unwrap_or(CheckResponse::none());
-        assert_eq!(parsed, CheckResponse::none());
+        assert_eq!(serde_json::from_str::<CheckResponse>(&none)?, CheckResponse::none());
+
+        let offer = CheckResponse::Offer(Box::new(Offer {
+            update_available: true,
+            job: "7-1-abc".into(),
+            url: "http://10.0.0.2:8080/fw/7-1-abc".into(),
+            version: "1.2.0".into(),
+            size: 1_048_576,
+            sha256: "ab".repeat(32),
+            chip: crate::Chip::Esp32,
+            model: "sensor".into(),
+            min_version: Some("1.0.0".into()),
+            secure_version: None,
+            manifest_json: "{}".into(),
+            signature: "c2ln".into(),
+            key_id: "k1".into(),
+        }));
+        let json = serde_json::to_string(&offer)?;
+        assert!(json.starts_with(r#"{"update_available":true,"job":"7-1-abc""#), "{json}");
+        assert_eq!(serde_json::from_str::<CheckResponse>(&json)?, offer);
+
+        // An enrolment answer: no offer, the credential once, and the approval it waits for.
+        let enrolled = CheckResponse::NoUpdate {
+            update_available: false,
+            credential: Some(DeviceCredential {
+                secret: "s3cret".into(),
+                generation: 2,
+                mqtt_username: Some("dev-1".into()),
+                mqtt_password: None,
+            }),
+            approval: Some("pending".into()),
+        };
+        let json = serde_json::to_string(&enrolled)?;
+        assert_eq!(
+            json,
+            r#"{"update_available":false,"credential":{"secret":"s3cret","generation":2,"mqtt_username":"dev-1"},"approval":"pending"}"#
+        );
+        assert_eq!(serde_json::from_str::<CheckResponse>(&json)?, enrolled);
+        Ok(())
     }
 }

@@ -134,7 +134,56 @@ mod tests {
         // A state outside the four is refused by the schema.
         let bad = CredentialRow { state: "trusted".into(), ..cred };
         assert!(store.write(|tx| put_credential(tx, &bad)).is_err());
+    }
+
+    #[test]
+    fn reported_labels_and_evidence_round_trip() {
+        let mut store = Store::open_in_memory().unwrap();
         assert!(evidence(store.conn()).unwrap().is_empty());
         assert!(reported_labels(store.conn()).unwrap().is_empty());
+        let mac = "aa:bb:cc:00:00:01";
+        // Both tables hang off a device and a job (foreign keys): those rows first.
+        let job_id = store
+            .write(|tx| {
+                tx.execute("INSERT INTO devices (mac, first_seen, last_seen) VALUES (?1, 0, 0)", [mac])?;
+                tx.execute(
+                    "INSERT INTO firmware (sha256, version, model, chip, format, size, image_json, manifest_json, created_at)
+                     VALUES (?1, '1.0.0', 'm', 'esp32', 'esp32', 1, '{}', '{}', 0)",
+                    ["a".repeat(64)],
+                )?;
+                tx.execute(
+                    "INSERT INTO rollouts (name, firmware_id, state, spec_json, current_wave, seed, created_at, updated_at)
+                     VALUES ('r', 1, 'running', '{}', 1, 's', 0, 0)",
+                    [],
+                )?;
+                tx.execute(
+                    "INSERT INTO jobs (rollout_id, mac, wave, state, attempts, created_at, updated_at)
+                     VALUES (1, ?1, 1, 'commanded', 1, 0, 0)",
+                    [mac],
+                )?;
+                Ok(tx.last_insert_rowid())
+            })
+            .unwrap();
+
+        // Replacing, sorted, without duplicates; an empty list removes them all.
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        store.write(|tx| set_reported_labels(tx, mac, &labels(&["b", "a", "a"]))).unwrap();
+        assert_eq!(reported_labels(store.conn()).unwrap(), [(mac.to_string(), labels(&["a", "b"]))].into());
+        store.write(|tx| set_reported_labels(tx, mac, &labels(&["c"]))).unwrap();
+        assert_eq!(reported_labels(store.conn()).unwrap(), [(mac.to_string(), labels(&["c"]))].into());
+        store.write(|tx| set_reported_labels(tx, mac, &[])).unwrap();
+        assert!(reported_labels(store.conn()).unwrap().is_empty());
+
+        // One row a job: the second write replaces the first.
+        let first = EvidenceRow { job_id, downloaded_command: Some(1), evidence: None };
+        store.write(|tx| put_evidence(tx, &first)).unwrap();
+        assert_eq!(evidence(store.conn()).unwrap(), vec![first]);
+        let second =
+            EvidenceRow { job_id, downloaded_command: Some(2), evidence: Some("authenticated+download".into()) };
+        store.write(|tx| put_evidence(tx, &second)).unwrap();
+        assert_eq!(evidence(store.conn()).unwrap(), vec![second]);
+        // Evidence of a job that does not exist is refused (it would name nothing).
+        let stray = EvidenceRow { job_id: job_id + 100, downloaded_command: Some(1), evidence: None };
+        assert!(store.write(|tx| put_evidence(tx, &stray)).is_err());
     }
 }

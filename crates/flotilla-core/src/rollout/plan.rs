@@ -226,6 +226,8 @@ mod tests {
         let more: Vec<String> = (0..400).map(|i| format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)).collect();
         let more_refs: Vec<&str> = more.iter().map(String::as_str).collect();
         let b = assign_waves("seed", &more_refs, &waves);
+        let sizes = |w: &[u32]| (0..4u32).map(|n| w.iter().filter(|x| **x == n).count()).collect::<Vec<_>>();
+        assert_eq!(sizes(&b), [1, 39, 160, 200], "the larger target is split into waves too");
         for i in 0..200 {
             for j in 0..200 {
                 if a[i] < a[j] {

@@ -280,6 +280,11 @@ async fn unsubscribe_stops_delivery_and_stop_closes_everything() {
     assert_eq!(read_n(&mut sub, 4).await, [0xb0, 2, 0, 8]);
     let mut publisher = logged_in(addr, "pub", 0).await;
     publisher.write_all(&publish_packet("a/b", b"1", false)).await.unwrap();
+    // The publisher's ping is answered after its publish was routed (one connection's packets
+    // are handled in order), and the subscriber's queue is first in, first out: had the publish
+    // been routed to it, it would come before its own ping answer.
+    publisher.write_all(&[0xc0, 0]).await.unwrap();
+    assert_eq!(read_n(&mut publisher, 2).await, [0xd0, 0]);
     sub.write_all(&[0xc0, 0]).await.unwrap();
     assert_eq!(read_n(&mut sub, 2).await, [0xd0, 0], "no publish before the ping answer");
 
