@@ -76,6 +76,11 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("SemVer"), "{body}");
     assert!(stored_files(server.data_dir()).is_empty(), "nothing was stored: {:?}", stored_files(server.data_dir()));
+    // Nor listed, nor recorded as imported (a row without its file would pass the check above).
+    let listed: Vec<Value> = server.get_json("/api/v1/firmware").await;
+    assert!(listed.is_empty(), "{listed:#?}");
+    let imported: Value = server.get_json("/api/v1/events?kind=firmware.imported").await;
+    assert_eq!(imported["events"], json!([]), "{imported:#}");
     let (status, body) = server.upload(image("nightly-42", 40_000), &[("version", "0.9.0")]).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["firmware"]["version"], "0.9.0");
@@ -88,6 +93,10 @@ async fn bad_input_gets_a_clear_error_and_stores_nothing() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("already imported"), "{body}");
     assert_eq!(stored_files(server.data_dir()).len(), 1, "exactly the one good firmware is stored");
+    let listed: Vec<Value> = server.get_json("/api/v1/firmware").await;
+    assert_eq!(listed.iter().map(|f| f["version"].clone()).collect::<Vec<_>>(), [json!("0.9.0")], "{listed:#?}");
+    let imported: Value = server.get_json("/api/v1/events?kind=firmware.imported").await;
+    assert_eq!(imported["events"].as_array().map(Vec::len), Some(1), "{imported:#}");
 
     // Malformed JSON and unknown fields.
     let resp = server

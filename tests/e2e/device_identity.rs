@@ -119,21 +119,43 @@ async fn another_devices_mac_or_id_without_its_secret_gets_401_and_no_offer() {
 
 #[tokio::test]
 async fn compat_check_ins_with_an_enrolled_device_are_refused() {
-    let (server, _) = site().await;
+    let (server, rollout) = site().await;
     let http = &server.http;
+    let before: Value = server.get_json(&format!("/api/v1/devices/{VICTIM}")).await;
+    let job_before = job_of(&server, rollout, VICTIM).await;
+    // Each compatibility profile, claiming the version the rollout installs: were the claim
+    // applied before the refusal, the device would show 2.0.0.
     let get = http
-        .get(server.device("/api/firmware/check?device_id=pump-1&current_version=1.0.0"))
+        .get(server.device("/api/firmware/check?device_id=pump-1&current_version=2.0.0"))
         .header("x-ESP32-STA-MAC", VICTIM)
         .send()
         .await
         .unwrap();
     assert_eq!(get.status(), StatusCode::UNAUTHORIZED);
-    let ota = json!({ "device_id": "pump-1", "mac": VICTIM, "current_version": "1.0.0" });
+    let ota = json!({ "device_id": "pump-1", "mac": VICTIM, "current_version": "2.0.0" });
     let resp = http.post(server.device("/api/ota/check")).json(&ota).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let cu = json!({ "mac": VICTIM, "current_version": "1.0.0" });
+    let cu = json!({ "mac": VICTIM, "current_version": "2.0.0" });
     let resp = http.post(server.device("/api/v1/check-update")).json(&cu).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Nothing changed, and the refusal is a security event.
+    let after: Value = server.get_json(&format!("/api/v1/devices/{VICTIM}")).await;
+    for field in ["version", "ip", "last_seen", "device_id", "auth"] {
+        assert_eq!(after[field], before[field], "{field}: {after:#}");
+    }
+    assert_eq!(after["version"], "1.0.0");
+    let job_after = job_of(&server, rollout, VICTIM).await;
+    assert_eq!(
+        (&job_after["state"], &job_after["current_version"]),
+        (&job_before["state"], &job_before["current_version"])
+    );
+    let events = security_events(&server).await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "security.refused"
+            && e["data"]["what"] == "compat check-in"
+            && e["data"]["mac"] == VICTIM),
+        "{events:#?}"
+    );
     // A device that never enrolled works through them, marked unauthenticated.
     let legacy = json!({ "device_id": "legacy", "mac": "02:00:00:00:0d:50", "current_version": "1.0.0" });
     let resp = http.post(server.device("/api/ota/check")).json(&legacy).send().await.unwrap();
@@ -274,30 +296,71 @@ async fn a_check_in_with_no_labels_keeps_the_labels_people_set() {
 #[tokio::test]
 async fn unknown_and_known_device_ids_answer_alike() {
     let server = Server::start().await;
-    // A device known through a compatibility profile, with nothing to do.
-    let known = json!({ "device_id": "legacy", "mac": "02:00:00:00:0d:60", "current_version": "1.0.0" });
-    assert_eq!(server.http.post(server.device("/api/ota/check")).json(&known).send().await.unwrap().status(), 200);
+    // Two devices known through a compatibility profile, each with an offer waiting: what a LAN
+    // client learns by naming an id must not depend on whether the id exists or has work.
+    let (status, fw) = server.upload(image("2.0.0", 30_000), &[]).await;
+    assert_eq!(status, 201, "{fw}");
+    let check = |id: &str, mac: &str| {
+        let b =
+            json!({ "device_id": id, "mac": mac, "device_model": "demo", "chip": "esp32", "current_version": "1.0.0" });
+        server.http.post(server.device("/api/ota/check")).json(&b).send()
+    };
+    for (id, mac) in [("legacy", "02:00:00:00:0d:60"), ("other", "02:00:00:00:0d:61")] {
+        assert_eq!(check(id, mac).await.unwrap().status(), 200);
+    }
+    let created: Value = server
+        .post_json(
+            "/api/v1/rollouts",
+            &json!({ "firmware": "2.0.0", "target": "all", "start": true, "waves": [{"percent": 100.0}] }),
+        )
+        .await;
+    let rollout = created["rollout"]["id"].as_i64().unwrap();
+    let mut jobs = Vec::new();
+    for (id, mac) in [("legacy", "02:00:00:00:0d:60"), ("other", "02:00:00:00:0d:61")] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let offer = loop {
+            let a: Value = check(id, mac).await.unwrap().json().await.unwrap();
+            if a["update_available"] == true {
+                break a;
+            }
+            assert!(Instant::now() < deadline, "no offer for {id}: {a}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        jobs.push(offer["job"].as_str().unwrap().to_owned());
+    }
+    let other_job = jobs[1].clone();
+
+    // The query-string profile with an id alone: "legacy" (an offer waiting) and "ghost" (never
+    // seen) get the same answer, and neither gets the offer.
     let ask = |id: &str| {
         server.http.get(server.device(&format!("/api/firmware/check?device_id={id}&current_version=1.0.0"))).send()
     };
     let a = ask("legacy").await.unwrap();
     let b = ask("ghost").await.unwrap();
     assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
-    assert_eq!(a.text().await.unwrap(), b.text().await.unwrap());
-    // Reports for an unknown job and for a job that is not yours: the same refusal.
+    let (a, b) = (a.text().await.unwrap(), b.text().await.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(serde_json::from_str::<Value>(&a).unwrap(), json!({ "update_available": false }));
+
+    // "legacy" reporting on another device's real job, and on a job that does not exist: the
+    // same refusal, word for word.
     let r = |job: &str| {
         let b = json!({ "device_id": "legacy", "job_id": job, "status": "failed" });
         server.http.post(server.device("/api/ota/status")).json(&b).send()
     };
-    let (x, y) = (r("1-1-0123456789abcdef01234567").await.unwrap(), r("999-1-ffffffffffffffffffffffff").await.unwrap());
+    let ghost_job = "999-1-ffffffffffffffffffffffff";
+    let (x, y) = (r(&other_job).await.unwrap(), r(ghost_job).await.unwrap());
+    assert!(x.status().is_client_error(), "{}", x.status());
     assert_eq!(x.status(), y.status());
-    assert_eq!(
-        x.text().await.unwrap(),
-        y.text().await.unwrap().replace("999-1-ffffffffffffffffffffffff", "1-1-0123456789abcdef01234567")
-    );
+    assert_eq!(x.text().await.unwrap(), y.text().await.unwrap().replace(ghost_job, &other_job));
+    // And changed nothing: "other"'s job is still waiting for it, not failed.
+    let r: Value = server.get_json(&format!("/api/v1/rollouts/{rollout}")).await;
+    let job = r["jobs"].as_array().unwrap().iter().find(|j| j["mac"] == "02:00:00:00:0d:61").cloned();
+    assert_eq!(job.as_ref().map(|j| j["state"].clone()), Some(json!("commanded")), "{r:#}");
+    assert_eq!(r["rollout"]["counts"]["failed"], 0, "{r:#}");
     // Nothing was registered for the ghost.
     let devices: Vec<Value> = server.get_json("/api/v1/devices").await;
-    assert_eq!(devices.len(), 1);
+    assert_eq!(devices.len(), 2);
 }
 
 #[tokio::test]

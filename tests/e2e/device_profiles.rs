@@ -106,6 +106,14 @@ async fn compatibility_check_in_profiles_update_their_devices() {
     let p2 = |v: &str| http.get(p2_url(v)).header("x-ESP32-STA-MAC", "02:00:00:00:0A:02").send();
     let offer = until_offer(async || p2("1.0.0").await.unwrap().json().await.unwrap()).await;
     let job = offer["job"].as_str().unwrap().to_owned();
+    // dev-b has an offer waiting now: its id alone still gets nothing (anyone can send an id),
+    // while the same query with its MAC still gets the offer.
+    let url = server.device("/api/firmware/check?device_id=dev-b&device_model=demo&current_version=1.0.0");
+    let resp = http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "update_available": false }));
+    let again: Value = p2("1.0.0").await.unwrap().json().await.unwrap();
+    assert_eq!(again["job"], offer["job"], "{again:#}");
     assert_eq!(http.get(offer["url"].as_str().unwrap()).send().await.unwrap().status(), 200);
     let r = post("/api/device/dev-b/update-status", json!({ "job": job, "status": "installing", "progress": 100 }));
     assert_eq!(r.await.unwrap().status(), 200);

@@ -62,6 +62,7 @@ async fn the_preview_answers_what_the_import_then_does() {
         assert_eq!(verdict["kind"], kind, "{what}: {report}");
         assert_eq!(report["library_checked"], true, "{what}");
         let stored_before = stored_files(server.data_dir());
+        let listed_before: Vec<Value> = server.get_json("/api/v1/firmware").await;
         let (status, body) = server.upload(bytes, &options).await;
         match kind {
             "refused" => {
@@ -70,6 +71,8 @@ async fn the_preview_answers_what_the_import_then_does() {
                 assert_eq!(body["error"]["message"], verdict["message"], "{what}: the preview quotes the import");
                 assert_eq!(report["would_record"], Value::Null, "{what}");
                 assert_eq!(stored_files(server.data_dir()), stored_before, "{what}: a refusal stores nothing");
+                let listed: Vec<Value> = server.get_json("/api/v1/firmware").await;
+                assert_eq!(listed, listed_before, "{what}: and records nothing");
             }
             "ready" => {
                 assert_eq!(status, StatusCode::CREATED, "{what}: {body}");

@@ -329,6 +329,7 @@ async fn metrics_and_the_audit_logs_retention() {
     // start (and hourly), without a restart being asked for.
     let events: Value = server.get_json("/api/v1/events?limit=1000").await;
     assert!(events["events"].as_array().unwrap().len() > 150);
+    let newest_before = events["events"].as_array().unwrap().iter().filter_map(|e| e["id"].as_i64()).max().unwrap();
     let resp =
         server.api(Method::PUT, "/api/v1/settings").json(&json!({ "event_retention_max": 100 })).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
@@ -342,7 +343,14 @@ async fn metrics_and_the_audit_logs_retention() {
         let events: Value = server.get_json("/api/v1/events?limit=1000").await;
         let n = events["events"].as_array().unwrap().len();
         if n <= 100 {
-            // The newest are kept: this start's own event among them.
+            // Exactly the newest 100 are kept (ids are contiguous): this start's own event and
+            // the newest from before the restart among them.
+            assert_eq!(n, 100, "pruned to the retention, not below it");
+            let ids: Vec<i64> =
+                events["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+            let (newest, oldest) = (ids.iter().max().copied().unwrap(), ids.iter().min().copied().unwrap());
+            assert_eq!(newest - oldest, 99, "the newest 100, none lost between them: {ids:?}");
+            assert!(ids.contains(&newest_before), "{newest_before} (before the restart) kept: {ids:?}");
             assert!(events["events"].as_array().unwrap().iter().take(5).any(|e| e["kind"] == "engine.started"));
             break;
         }

@@ -172,6 +172,10 @@ async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
     // The labels an admin set while the disk was full: kept in memory (and written now, below).
     let labelled: Value = server.get_json(&format!("/api/v1/devices/{mac}")).await;
     assert!(labelled["labels"].as_array().unwrap().iter().any(|l| l == "hall"), "{labelled:#}");
+    // The firmware edit was refused (507), not half-applied: its note is nowhere.
+    const REFUSED_NOTE: &str = "written while the disk is full";
+    let fw: Value = server.get_json("/api/v1/firmware/2.0.0").await;
+    assert_ne!(fw["notes"], REFUSED_NOTE, "{fw:#}");
 
     // Every device accepted with 200 is on disk: a backup (a snapshot of the database file,
     // written outside the tmpfs where this process can open it) holds each.
@@ -190,6 +194,9 @@ async fn a_full_disk_keeps_every_change_and_saves_it_once_space_is_freed() {
     for mac in &accepted {
         assert!(on_disk.contains(mac), "device {mac} (answered 200 before the disk filled) is on disk");
     }
+    let firmware = flotilla_store::firmware::list(&conn).unwrap();
+    assert_eq!(firmware.len(), 2, "{firmware:?}");
+    assert!(firmware.iter().all(|f| f.notes.as_deref() != Some(REFUSED_NOTE)), "{firmware:?}");
     let stored = flotilla_store::devices::list(&conn).unwrap().into_iter().find(|d| d.mac == *mac).unwrap();
     assert_eq!(stored.labels, vec!["hall".to_owned()], "the labels set on a full disk are on disk: {stored:?}");
     drop(conn);

@@ -28,6 +28,10 @@ async fn a_broker_password_is_never_shown() {
     // A site broker that is not there: the engine runs and keeps trying.
     let url = format!("mqtt://flo:{PASSWORD}@127.0.0.1:9");
     let (server, log) = serve_with(&[], &["--http", "127.0.0.1:0", "--mqtt", &url]).await;
+    // The line that names the broker is logged (so the check below reads it), without the password.
+    let text = wait_log(&log, "cannot connect to the MQTT broker").await;
+    let line = text.lines().find(|l| l.contains("cannot connect to the MQTT broker")).unwrap_or_default();
+    assert!(line.contains("mqtt://flo@127.0.0.1:9"), "the broker is named without its password: {line}");
     let runtime = std::fs::read_to_string(server.data_dir().join("runtime.json")).unwrap();
     assert!(!runtime.contains(PASSWORD), "runtime.json: {runtime}");
     assert!(runtime.contains("mqtt://flo@127.0.0.1:9"), "the URL is there without its password: {runtime}");

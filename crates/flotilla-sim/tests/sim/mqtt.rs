@@ -114,9 +114,14 @@ async fn mqtt_device_updates_on_command_and_announces_the_new_version() {
     assert!(presences.iter().any(|p| !p.online), "the reboot dropped the connection, so the LWT fired");
     assert_eq!(engine.downloads(), vec![(200, None)]);
 
-    // The same command again (a QoS 1 redelivery, or an engine retrying) is ignored.
-    observer.client.publish("flotilla/sim-native-mqtt-0/cmd/ota", QoS::AtLeastOnce, false, payload).await.unwrap();
-    let d = wait_for("the duplicate", || fleet.device(DEV0).filter(|d| d.duplicate_offers == 1)).await;
+    // The same command again (a QoS 1 redelivery, or an engine retrying) is ignored. Sent twice:
+    // by the time the device has taken the second, a status it had sent for the first would
+    // have reached the observer (mosquitto delivers one client's messages in order).
+    for _ in 0..2 {
+        let cmd = payload.clone();
+        observer.client.publish("flotilla/sim-native-mqtt-0/cmd/ota", QoS::AtLeastOnce, false, cmd).await.unwrap();
+    }
+    let d = wait_for("both duplicates", || fleet.device(DEV0).filter(|d| d.duplicate_offers == 2)).await;
     assert_eq!((d.version.as_str(), d.commands_received, d.reboots), ("2.0.0", 1, 1));
     assert_eq!(observer.statuses("flotilla/sim-native-mqtt-0/status/ota").len(), statuses.len());
     fleet.stop().await;
