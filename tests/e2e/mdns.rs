@@ -548,6 +548,14 @@ async fn devices_advertised_on_the_lan_are_discovered_and_go_offline_on_goodbye(
     }
     assert_eq!(devices[b_mac.as_str()]["chip"], "esp32", "port 3232 is the ESP32 core's");
     assert_eq!(devices.len(), 5, "the printer is not a device: {devices:#?}");
+    // "Scan now" asks the running browser again, and says so.
+    let mut cmd = link.a.exec(&flotilla_bin());
+    cmd.args(["devices", "scan", "--data-dir"]).arg(data.path());
+    cmd.env_remove("FLOTILLA_API").env_remove("FLOTILLA_TOKEN");
+    let out = run_bounded(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "devices scan: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("mDNS queried again"), "{said}");
 
     // Goodbye packets take them offline.
     let stdin = advertiser.0.stdin.as_mut().unwrap();

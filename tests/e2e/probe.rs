@@ -240,6 +240,7 @@ async fn devices_scan_finds_a_whole_subnet_at_a_bounded_rate() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["addresses"], 126, "{r}");
+    assert_eq!(r["mdns"], false, "this engine runs with --no-mdns: no query was sent, none claimed: {r}");
     assert_eq!(r["found"].as_array().unwrap().len(), 100, "every device found: {r}");
     assert_eq!(r["unreachable"], 26, "{r}");
     let took = r["took_ms"].as_u64().unwrap();
@@ -252,6 +253,10 @@ async fn devices_scan_finds_a_whole_subnet_at_a_bounded_rate() {
     // A scan is in the audit log; a subnet too wide is refused with the widest allowed.
     let events: Value = server.get_json("/api/v1/events?kind=discovery.scan").await;
     assert!(events.to_string().contains("\"found\":100"), "{events}");
+    let (out, _) = cli(&server, &["devices", "scan"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("mDNS browsing is off") && !said.contains("queried again"), "{said}");
     let (out, _) = cli(&server, &["devices", "scan", "--subnet", "10.0.0.0/8"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/20"), "{}", String::from_utf8_lossy(&out.stderr));

@@ -299,7 +299,11 @@ pub async fn run(cmd: DevicesCmd) -> CliResult {
             if json {
                 return print_json(&r);
             }
-            outln!("mDNS queried again: devices that answer appear in the inventory.");
+            if r.mdns {
+                outln!("mDNS queried again: devices that answer appear in the inventory.");
+            } else if r.subnet.is_none() {
+                outln!("mDNS browsing is off on this engine: give --subnet to probe addresses instead.");
+            }
             if let Some(subnet) = &r.subnet {
                 outln!(
                     "{subnet}: {} addresses in {:.1} s — {} found, {} want a password, {} unrecognised, {} silent.",

@@ -171,6 +171,7 @@ impl Engine {
             native: Native::new(profiles.clone()),
             mqtt_connected: std::sync::OnceLock::new(),
             mqtt_devices: std::sync::OnceLock::new(),
+            mdns_browsing: std::sync::atomic::AtomicBool::new(false),
             started: std::time::Instant::now(),
             admission,
             storage: crate::storage::Storage::default(),
@@ -260,6 +261,7 @@ impl Engine {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             match crate::discovery::browse::Browser::start(&tx) {
                 Ok(browser) => {
+                    handle.shared.mdns_browsing.store(true, std::sync::atomic::Ordering::Relaxed);
                     handle.tracker.spawn(crate::discovery::browse::run(handle.clone(), browser, rx));
                 }
                 Err(e) => tracing::warn!(error = %e, "mDNS browsing is off: devices are found by check-ins and MQTT"),

@@ -261,6 +261,10 @@ pub struct ScanRequest {
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ScanResult {
     pub subnet: Option<String>,
+    /// mDNS browsing runs and was asked to query the LAN again (false with `--no-mdns`, or when
+    /// its sockets could not be opened: then only a subnet scan finds devices).
+    #[serde(default)]
+    pub mdns: bool,
     /// Addresses probed.
     pub addresses: u32,
     /// Devices found (and added), and devices that want a password to say what they are.

@@ -202,7 +202,10 @@ impl EngineHandle {
             Some(subnet) => subnet_hosts(subnet, MAX_SCAN).map_err(CoreError::BadRequest)?,
             None => Vec::new(),
         };
-        crate::discovery::browse::requery_all();
+        let mdns = self.shared.mdns_browsing.load(std::sync::atomic::Ordering::Relaxed);
+        if mdns {
+            crate::discovery::browse::requery_all();
+        }
         let port = req.port.unwrap_or(80);
         if port == 0 {
             return Err(CoreError::BadRequest("port 0 cannot be probed".into()));
@@ -226,6 +229,7 @@ impl EngineHandle {
         }
         let mut out = ScanResult {
             subnet: req.subnet.clone(),
+            mdns,
             addresses: u32::try_from(hosts.len()).unwrap_or(u32::MAX),
             found: Vec::new(),
             authentication_required: Vec::new(),

@@ -145,6 +145,8 @@ pub(crate) struct Shared {
     pub mqtt_connected: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
     /// How devices reach the broker, once MQTT runs.
     pub mqtt_devices: std::sync::OnceLock<crate::mqtt_link::DeviceBroker>,
+    /// mDNS browsing runs (not `--no-mdns`, and its sockets opened): "Scan now" asks it again.
+    pub mdns_browsing: std::sync::atomic::AtomicBool,
     /// When the engine started (for its uptime).
     pub started: std::time::Instant,
     /// Caps on the devices unauthenticated sources may create ([`crate::limits`]).

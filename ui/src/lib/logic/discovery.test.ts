@@ -63,6 +63,7 @@ describe('add by address', () => {
 describe('scan now', () => {
   const scan = (s: Partial<ScanResult>): ScanResult => ({
     subnet: '10.0.0.0/24',
+    mdns: true,
     addresses: 254,
     found: [],
     authentication_required: [],
@@ -77,7 +78,12 @@ describe('scan now', () => {
     );
     expect(scanText(scan({}))).toBe('10.0.0.0/24: 254 addresses probed in 3.4 s — 0 devices found.');
   });
-  it('says mDNS was asked again when no subnet was given', () => {
-    expect(scanText(scan({ subnet: null, addresses: 0 }))).toContain('mDNS');
+  it('says mDNS was asked again when no subnet was given, and when it could not be', () => {
+    expect(scanText(scan({ subnet: null, addresses: 0 }))).toBe(
+      'Asked the network again (mDNS): devices that answer appear in the list.',
+    );
+    expect(scanText(scan({ subnet: null, addresses: 0, mdns: false }))).toBe(
+      'mDNS discovery is off on this engine: add devices by address, or scan a subnet.',
+    );
   });
 });

@@ -50,7 +50,11 @@ export function probeText(r: ProbeResult): { ok: boolean; text: string } {
 
 /** One line for a scan. */
 export function scanText(r: ScanResult): string {
-  if (!r.subnet) return 'Asked the network again (mDNS): devices that answer appear in the list.';
+  if (!r.subnet) {
+    return r.mdns
+      ? 'Asked the network again (mDNS): devices that answer appear in the list.'
+      : 'mDNS discovery is off on this engine: add devices by address, or scan a subnet.';
+  }
   const secs = (r.took_ms / 1000).toFixed(1);
   const parts = [
     `${plural(r.found.length, 'device')} found`,

@@ -6,6 +6,11 @@ import type { ProbeResult } from "./ProbeResult";
  */
 export type ScanResult = { subnet: string | null, 
 /**
+ * mDNS browsing runs and was asked to query the LAN again (false with `--no-mdns`, or when
+ * its sockets could not be opened: then only a subnet scan finds devices).
+ */
+mdns: boolean, 
+/**
  * Addresses probed.
  */
 addresses: number, 
