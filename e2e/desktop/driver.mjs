@@ -23,6 +23,8 @@ const DRIVER = `http://127.0.0.1:${args.port}`;
 const SHOTS = args.screenshots;
 const DATA = args['data-dir'];
 const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+/// The demo fleet's size (`flotilla-desktop --demo`, as `flotilla serve --demo`).
+const DEMO_DEVICES = 48;
 /// How long the demo rollout may take (48 devices in 4 waves, 2 s polls, 1 s reboots).
 const ROLLOUT_LIMIT_MS = Number(process.env.E2E_ROLLOUT_TIMEOUT_MS || 180_000);
 mkdirSync(SHOTS, { recursive: true });
@@ -231,14 +233,25 @@ await essential('window opens', async () => {
 
 await essential('demo fleet devices appear', async () => {
   await view('devices', 'devices-table', 'devices-empty');
-  const rows = await until('device rows', async () => ((await count('device-row')) >= 10 ? count('device-row') : 0), 30_000);
+  // The demo fleet is 48 devices: exactly those, none twice, in the engine and on the page.
   const devices = await until('48 devices in the inventory', async () => {
     const list = await api('/api/v1/devices');
     const n = (Array.isArray(list) ? list : list.devices || []).length;
-    return n >= 48 ? n : 0;
+    if (n > DEMO_DEVICES) throw new Error(`${n} devices in the inventory, the demo fleet is ${DEMO_DEVICES}`);
+    return n === DEMO_DEVICES ? n : 0;
   }, 30_000, 250);
+  const shown = await until(`the page to count ${DEMO_DEVICES} devices`, async () => {
+    const t = await text('devices-count');
+    return t.startsWith(`${DEMO_DEVICES} devices ·`) ? t : null;
+  }, 30_000);
+  // The table renders the rows in view (at least the first ten), each a different device.
+  const macs = await until('device rows', async () => {
+    const m = await js((sel) => [...document.querySelectorAll(sel)].map((r) => r.dataset.mac), tid('device-row'));
+    return m.length >= 10 ? m : null;
+  }, 30_000);
+  if (new Set(macs).size !== macs.length) throw new Error(`a device shown twice: ${macs.join(', ')}`);
   await shot('devices');
-  return `${rows} rows shown, ${devices} devices in the inventory`;
+  return `${macs.length} rows shown, ${devices} devices in the inventory, “${shown}”`;
 });
 
 await step('overview shows the fleet', async () => {
@@ -289,6 +302,7 @@ await essential('a rollout started from the UI completes', async () => {
   rolloutId = Number(hash[1]);
   let sawProgress = false;
   let resumed = 0;
+  let unexpectedPause = null;
   const state = await until(
     'the rollout to complete',
     async () => {
@@ -299,6 +313,12 @@ await essential('a rollout started from the UI completes', async () => {
           sawProgress = true;
           await shot('rollout-live');
         }
+      }
+      if (st.includes('paused') && Number(process.env.E2E_DEMO_FAILURES ?? 0) === 0) {
+        // No demo device fails: nothing may trip a gate (the step fails below, not at the limit).
+        const r = (await apiList('/api/v1/rollouts', 'rollouts')).find((x) => x.id === rolloutId);
+        unexpectedPause = r?.pause_reason || st;
+        return st;
       }
       if (st.includes('paused') && resumed < 10) {
         // A gate tripped (failing demo devices): acknowledge and go on, as a technician would.
@@ -311,6 +331,10 @@ await essential('a rollout started from the UI completes', async () => {
     ROLLOUT_LIMIT_MS,
     500,
   );
+  if (unexpectedPause) {
+    await shot('rollout-paused');
+    throw new Error(`the rollout paused with no failing demo device: ${unexpectedPause}`);
+  }
   if (!sawProgress) await shot('rollout-live');
   await shot('rollout-completed');
   return `state “${state}”${resumed ? `, resumed ${resumed}×` : ''}`;

@@ -152,6 +152,9 @@ test(`live progress of ${N.toLocaleString('en')} devices: input stays responsive
   const detail = await engine.api('GET', `rollouts/${id}`);
   const count = (st) => detail.jobs.filter((j) => j.state === st).length;
   const want = { succeeded: count('succeeded'), failed: count('failed') + count('timed_out') };
+  // The simulated fleet runs without failures: every device updated (the rollout's thresholds
+  // would let up to a tenth fail and still complete).
+  assert.deepEqual(want, { succeeded: N, failed: 0 }, `the engine's end state: ${JSON.stringify(detail.rollout.counts)}`);
   const caughtUp = await until(
     async () =>
       (await page.evaluate(() => window.__uiLog)).find((e) => e.st === 'completed' && e.counts.succeeded === want.succeeded && e.counts.failed === want.failed),

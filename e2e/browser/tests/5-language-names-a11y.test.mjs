@@ -26,7 +26,8 @@ function auditScript() {
   const seen = new Map();
   for (const n of names) seen.set(n, (seen.get(n) ?? 0) + 1);
   const repeated = [...seen].filter(([, c]) => c > 1).map(([n, c]) => `${n} ×${c}`);
-  return { emptyHeaders, repeated, buttons: names.length };
+  const headers = document.querySelectorAll('main th, main [role="columnheader"]').length;
+  return { emptyHeaders, repeated, buttons: names.length, headers };
 }
 
 test('language "c": every view renders, names not MACs, URL filters, accessibility checks', { timeout: 180_000 }, async (t) => {
@@ -133,7 +134,8 @@ test('language "c": every view renders, names not MACs, URL filters, accessibili
     const shown = nameOf(someone);
     const search = page.getByTestId('jobs-filter-text');
     await search.fill(shown.split('-').slice(-2).join('-')); // e.g. "pull-3", part of what the row shows
-    await until(async () => (await page.getByTestId('job-row').evaluateAll((rs) => rs.map((r) => r.dataset.mac))).includes(someone), { what: `"${shown}" found by its name` });
+    // Exactly that device's row: the unfiltered list holds it too, so "includes" would not tell.
+    await until(async () => JSON.stringify(await page.getByTestId('job-row').evaluateAll((rs) => rs.map((r) => r.dataset.mac))) === JSON.stringify([someone]), { what: `"${shown}" found by its name, and only it` });
     await search.fill(someone.slice(-5));
     await until(async () => (await page.getByTestId('job-row').count()) === 1, { what: 'one row for the end of a MAC' });
     await search.fill('');
@@ -185,11 +187,23 @@ test('language "c": every view renders, names not MACs, URL filters, accessibili
     assert.equal(await page.getByTestId('import-clear-done').count(), 0, '"Clear imported" only after an import');
     await screenshot(page, 'lang-c-firmware');
 
-    for (const v of ['overview', 'devices', 'rollouts', 'events', 'settings']) {
+    // Each view audited once its rows are there (an audit of a view still loading checks
+    // nothing), with what there is to audit: its column headers, and its row buttons (the
+    // devices view has one a row; the others' rows are links).
+    const views = [
+      ['overview', async () => (await page.getByTestId('tile-devices').textContent())?.includes(`${N} devices`), { tables: true, buttons: 0 }],
+      ['devices', async () => (await page.getByTestId('device-row').count()) === N, { tables: true, buttons: N }],
+      ['rollouts', async () => (await page.getByTestId('rollout-row').count()) === 1, { tables: true, buttons: 0 }],
+      ['events', async () => (await page.getByTestId('event-row').count()) > 10, { tables: true, buttons: 0 }],
+      ['settings', async () => (await page.getByTestId('settings-form-panel').count()) === 1, { tables: false, buttons: 0 }],
+    ];
+    for (const [v, isReady, want] of views) {
       await page.getByTestId(`nav-${v}`).click();
       await page.locator(`[data-testid="nav-${v}"][aria-current="page"]`).waitFor();
-      await page.locator('main h1').first().waitFor();
+      await until(isReady, { what: `the ${v} view's content` });
       const a = await page.evaluate(auditScript);
+      assert.equal(a.headers > 0, want.tables, `${v}: column headers to audit (${a.headers})`);
+      assert.equal(a.buttons, want.buttons, `${v}: row buttons audited`);
       assert.deepEqual(a.emptyHeaders, [], `${v}: every column header has text`);
       assert.deepEqual(a.repeated, [], `${v}: row buttons have unique names`);
     }

@@ -17,14 +17,26 @@ const PULL = 4;
 const MQTT = 4;
 const N = PULL + MQTT;
 
-/** The engine's `JobCounts::summary`, to compare what the page shows with the API's numbers. */
+/**
+ * The engine's `JobCounts::summary` (flotilla-proto), to compare what the page shows with the
+ * API's numbers: succeeded of planned (all but the devices the plan left out), then the parts that
+ * are not zero; a device a person skipped counts, one the plan left out does not. Same cases as
+ * the proto's and the UI's unit tests; `summary-oracle` below pins the cases where they differ
+ * from the naive reading.
+ */
 function summary(c) {
-  let out = `${c.succeeded} of ${c.total - c.skipped} succeeded`;
-  for (const [n, what] of [[c.failed + c.timed_out, 'failed'], [c.in_flight, 'updating'], [c.queued, 'queued'], [c.cancelled, 'cancelled'], [c.skipped, 'skipped']]) {
+  let out = `${c.succeeded} of ${c.total - c.excluded} succeeded`;
+  for (const [n, what] of [[c.failed + c.timed_out, 'failed'], [c.in_flight, 'updating'], [c.queued, 'queued'], [c.cancelled, 'cancelled'], [c.skipped - c.excluded, 'skipped']]) {
     if (n > 0) out += ` · ${n} ${what}`;
   }
   return out;
 }
+const zero = { total: 0, succeeded: 0, failed: 0, timed_out: 0, in_flight: 0, queued: 0, cancelled: 0, skipped: 0, excluded: 0 };
+test('summary-oracle: the copy reads counts as JobCounts::summary does', () => {
+  assert.equal(summary({ ...zero, total: 10, skipped: 3, excluded: 3, succeeded: 7 }), '7 of 7 succeeded');
+  assert.equal(summary({ ...zero, total: 4, skipped: 1, succeeded: 3 }), '3 of 4 succeeded · 1 skipped');
+  assert.equal(summary({ ...zero, total: 19, succeeded: 18, failed: 1 }), '18 of 19 succeeded · 1 failed');
+});
 const rate = (r) => (r < 10 ? r.toFixed(1) : r.toFixed(0));
 
 test('a rollout that pauses itself: the banner says why and what Resume does; Resume continues it', { timeout: 240_000 }, async (t) => {
@@ -77,7 +89,7 @@ test('a rollout that pauses itself: the banner says why and what Resume does; Re
     await until(async () => /^Why it paused: .*\(at .*\)$/.test(await text('pause-reason')), { what: 'when it paused, beside the reason' });
     // …beside the numbers of now, the engine's.
     const failedNow = w.failed + w.timed_out;
-    await until(async () => (await text('paused-now')) === `Now: ${failedNow} of ${w.total - w.skipped} failed in wave ${r.current_wave} of ${r.wave_count}`, {
+    await until(async () => (await text('paused-now')) === `Now: ${failedNow} of ${w.total - w.excluded} failed in wave ${r.current_wave} of ${r.wave_count}`, {
       timeout: 15_000,
       what: 'the numbers of now beside the reason',
     });

@@ -79,7 +79,15 @@ describe('events in words', () => {
     expect(failed.parts).toContainEqual({ text: 'demo-native-pull-15', href: `#/devices/${encodeURIComponent(MAC)}` });
     expect(failed.parts).toContainEqual({ text: 'Rollout 3 “line 3 to 2.0.0”', href: '#/rollouts/3' });
     expect(say(job('timed_out', { detail: 'no progress for 300 s' }))).toMatch(/timed out in .*: no progress for 300 s$/);
-    for (const s of ['downloading', 'installing', 'rebooting', 'verifying', 'skipped', 'cancelled']) expect(say(job(s))).toMatch(/^demo-native-pull-15 \w/);
+    const verbs: [string, string][] = [
+      ['downloading', 'downloading'],
+      ['installing', 'installing'],
+      ['rebooting', 'rebooting'],
+      ['verifying', 'verifying its version'],
+      ['skipped', 'skipped'],
+      ['cancelled', 'cancelled'],
+    ];
+    for (const [s, verb] of verbs) expect(say(job(s))).toBe(`demo-native-pull-15 ${verb} in Rollout 3 “line 3 to 2.0.0” (wave 3)`);
   });
 
   it('says what happened to a rollout, with the reason of a pause', () => {

@@ -25,7 +25,7 @@ describe('versions over time', () => {
   it('draws closed areas that stack to the total', () => {
     const s = versionSeries(samples);
     const [a, b] = stackedAreas(s, 100, 50);
-    expect(a.startsWith('M0,0L50,18.8L100,41.7L100,50L50,50L0,50Z')).toBe(true);
+    expect(a).toBe('M0,0L50,18.8L100,41.7L100,50L50,50L0,50Z');
     expect(b).toBe('M0,0L50,0L100,0L100,41.7L50,18.8L0,0Z');
     expect(stackedAreas(versionSeries([samples[0]]), 100, 50)[0]).toBe('M0,0L100,0L100,50L0,50Z');
     expect(stackedAreas(versionSeries([]), 100, 50)).toEqual([]);
