@@ -11,10 +11,11 @@
 #
 # Build the old binary from its commit first (a worktree, or `git checkout` + `cargo build
 # --release` + copy). The devices are enrolled by flotilla-load (target/release, built here).
-# Prints one line per run and, at the end, each build's median and range of answered check-ins
-# per second (errors excluded), engine CPU per answered check-in (utime + stime of the engine's
-# process over the wrk run) and p99, and how many rounds each build used less CPU in. Everything
-# listens on 127.0.0.1 and is stopped at exit.
+# Prints one line per run and, at the end, each build's worst round, median and range of
+# check-ins answered per second, engine CPU per check-in (utime + stime of the engine's process
+# over the wrk run) and p99, the load average, and how many rounds each build used less CPU in.
+# A run with errors (or one wrk measured nothing in) is shown, left out of the comparison, and
+# makes the script exit 1. Everything listens on 127.0.0.1 and is stopped at exit.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 ensure_rust
 ensure_packages python3 wrk
@@ -61,9 +62,10 @@ run() { # $1: label, $2: binary, $3: run number. Appends one result line to $wor
   local load ticks0 ticks1
   load="$(cut -d' ' -f1 /proc/loadavg)"
   ticks0="$(cpu_ticks "$engine")"
-  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s bench/checkin.lua "$url" -- "$work/devices-$3.tsv" \
-    | grep '^RESULT' >"$work/wrk-$3"
-  ticks1="$(cpu_ticks "$engine")"
+  # A dead engine leaves no RESULT line and no /proc entry: recorded as a failed run below.
+  { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s bench/checkin.lua "$url" -- "$work/devices-$3.tsv" || true; } \
+    | { grep '^RESULT' || true; } >"$work/wrk-$3"
+  ticks1="$(cpu_ticks "$engine" 2>/dev/null || echo "$ticks0")"
   kill "$engine" 2>/dev/null || true
   wait "$engine" 2>/dev/null || true
   engine=""
@@ -71,11 +73,18 @@ run() { # $1: label, $2: binary, $3: run number. Appends one result line to $wor
   python3 - "$1" "$work/wrk-$3" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" "$load" >>"$work/results" <<'PY'
 import sys
 label, path, ticks, hz, load = sys.argv[1:]
-_, requests, errors, secs, p50, p90, p99, p999, mx = open(path).read().split()
-answered = max(int(requests) - int(errors), 1)
-print(label, answered / float(secs), int(ticks) / int(hz) * 1e6 / answered, p99, errors, load)
+fields = open(path).read().split()
+if len(fields) != 9 or int(fields[1]) == 0:
+    # wrk printed nothing usable (the engine died, nothing answered): a failed run, not a number.
+    print(label, 0, 0, 0, -1, load)
+    sys.exit(0)
+_, requests, errors, secs, p50, p90, p99, p999, mx = fields
+# A run with errors is reported and left out of the comparison: wrk's `requests` counts only
+# completed responses (4xx/5xx among them), socket errors not at all, so no rate is honest then.
+print(label, int(requests) / float(secs), int(ticks) / int(hz) * 1e6 / int(requests), p99, errors, load)
 PY
-  tail -1 "$work/results" | awk '{printf "  %-4s %9.0f req/s  engine %5.2f µs/check-in  p99 %s ms  errors %s  load %s\n", $1, $2, $3, $4, $5, $6}'
+  tail -1 "$work/results" | awk '$5 == -1 { printf "  %-4s FAILED: wrk measured nothing (see %s)  load %s\n", $1, "the engine log", $6; next }
+    { printf "  %-4s %9.0f req/s  engine %5.2f µs/check-in  p99 %s ms  errors %s%s  load %s\n", $1, $2, $3, $4, $5, ($5 > 0 ? " (left out)" : ""), $6 }'
 }
 
 n=0
@@ -91,16 +100,30 @@ done
 python3 - "$work/results" "$A" "$B" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-by = {k: [(float(r[1]), float(r[2]), float(r[3]), int(r[4])) for r in rows if r[0] == k] for k in "AB"}
-print(f"\nwrk -t1, {len(by['A'])} rounds, order alternating; A = {sys.argv[2]}, B = {sys.argv[3]}")
+runs = {k: [(float(r[1]), float(r[2]), float(r[3]), int(r[4]), r[5]) for r in rows if r[0] == k] for k in "AB"}
+loads = [float(r[5]) for r in rows]
+print(f"\nwrk -t1, {len(runs['A'])} rounds, order alternating, load average {min(loads):.2f}–{max(loads):.2f}; "
+      f"A = {sys.argv[2]}, B = {sys.argv[3]}")
+bad = 0
 for k in "AB":
-    v = by[k]
-    col = lambda i: [x[i] for x in v]
-    print(f"  {k}: {statistics.median(col(0)):9,.0f} req/s (range {min(col(0)):,.0f}–{max(col(0)):,.0f}); "
-          f"engine {statistics.median(col(1)):.2f} µs per check-in ({min(col(1)):.2f}–{max(col(1)):.2f}); "
-          f"p99 {statistics.median(col(2)):.2f} ms ({min(col(2)):.2f}–{max(col(2)):.2f}); errors {sum(col(3))}")
-pairs = list(zip(by["A"], by["B"]))
+    good = [x for x in runs[k] if x[3] == 0]
+    failed = len(runs[k]) - len(good)
+    bad += failed
+    if not good:
+        print(f"  {k}: every run failed or had errors")
+        continue
+    col = lambda i: [x[i] for x in good]
+    print(f"  {k}: worst {min(col(0)):,.0f} req/s, {max(col(1)):.2f} µs per check-in, p99 {max(col(2)):.2f} ms; "
+          f"median {statistics.median(col(0)):,.0f} req/s (best {max(col(0)):,.0f}), "
+          f"{statistics.median(col(1)):.2f} µs ({min(col(1)):.2f}–{max(col(1)):.2f}), p99 {statistics.median(col(2)):.2f} ms"
+          + (f"; {failed} run(s) failed or had errors, left out" if failed else ""))
+# Rounds won: only rounds where both runs are clean.
+pairs = [(a, b) for a, b in zip(runs["A"], runs["B"]) if a[3] == 0 and b[3] == 0]
 b_less = sum(1 for a, b in pairs if b[1] < a[1])
 a_less = sum(1 for a, b in pairs if a[1] < b[1])
-print(f"  engine CPU per check-in lower: B in {b_less} rounds, A in {a_less}, equal in {len(pairs) - a_less - b_less}")
+print(f"  engine CPU per check-in lower: B in {b_less} rounds, A in {a_less}, equal in {len(pairs) - a_less - b_less}"
+      f" (of {len(pairs)} clean rounds)")
+if bad:
+    print(f"FAILED: {bad} run(s) failed or had errors", file=sys.stderr)
+    sys.exit(1)
 PY

@@ -126,6 +126,7 @@ PY
   # The same engine, the same devices and bodies, driven by wrk.
   for t in $WRK_THREADS; do
     out="$work/wrk-$round-t$t.txt"
+    cut -d' ' -f1 /proc/loadavg >"$work/load-$round-t$t.txt"
     cpu_before="$(awk '{print $14 + $15}' "/proc/$engine/stat")"
     wait_before="$(runq_wait)"
     thread_ticks >"$work/threads-before"
@@ -169,6 +170,7 @@ work, rounds, registered, devices = sys.argv[1], int(sys.argv[2]), int(sys.argv[
 threads = sys.argv[5:]
 rs = [json.load(open(f"{work}/round-{i}.json")) for i in range(1, rounds + 1)]
 loads = [open(f"{work}/load-{i}.txt").read().strip() for i in range(1, rounds + 1)]
+wrk_loads = {t: [open(f"{work}/load-{i}-t{t}.txt").read().strip() for i in range(1, rounds + 1)] for t in threads}
 def wrk(i, t):
     lines = open(f"{work}/wrk-{i}-t{t}.txt").read().split("\n")
     first, second = lines[0].split(), lines[1].split()
@@ -189,14 +191,15 @@ rss = max(r["engine"]["peak_rss_kib"] for r in rs if r.get("engine")) / 1024
 mark = lambda ok: "ok" if ok else "MISSED"
 print()
 print(f"Authenticated check-ins of {devices:,} enrolled devices ({registered:,} in the last round's inventory), "
-      f"{rs[0]['connections']} connections, {rounds} rounds (1-minute load average at each round's start: "
-      f"{', '.join(loads)}); worst round of each tool:")
-print(f"  flotilla-load  {worst_rps:10,.0f} req/s  p99 {worst_p99:6.2f} ms  errors {errors}")
+      f"{rs[0]['connections']} connections, {rounds} rounds; worst round of each tool (1-minute load average "
+      f"before each of its runs). In every round the tools run in this order on one engine: flotilla-load "
+      f"enrols the devices the others replay, so it goes first; compare builds with bench/checkin-ab.sh.")
+print(f"  flotilla-load  {worst_rps:10,.0f} req/s  p99 {worst_p99:6.2f} ms  errors {errors}  (load {', '.join(loads)})")
 for t in threads:
     r = runs[t]
     print(f"  wrk -t{t:<8} {min(w['rps'] for w in r):10,.0f} req/s  p99 {max(w['p99'] for w in r):6.2f} ms  "
           f"errors {sum(w['errors'] for w in r)}  engine run-queue wait {max(w['wait_us'] for w in r):.1f} µs/request  "
-          f"wrk CPU {max(w['wrk_us'] for w in r):.1f} µs/request")
+          f"wrk CPU {max(w['wrk_us'] for w in r):.1f} µs/request  (load {', '.join(wrk_loads[t])})")
 floor = min(worst_rps, wrk_rps) >= 20000 and max(worst_p99, wrk_p99) < 10 and errors + wrk_errors == 0
 print(f"  floor: >= 20,000 req/s, p99 < 10 ms, no errors, both tools      {mark(floor)}")
 print(f"  goal (issue 10): >= 100,000 req/s, both tools                   {mark(min(worst_rps, wrk_rps) >= 100000)}")

@@ -147,6 +147,7 @@ if perf_data:  # DWARF call graphs: release builds keep line tables but no frame
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
 threads_start = threads(engine)
+load_before = open("/proc/loadavg").read().split()[0]
 cpu_start, wall_start = cpu_s(engine), time.monotonic()
 created = cli("rollout", "create", "--firmware", "2.0.0", "--target", "all", "--waves", "1,10%,50%,100%",
               "--concurrency", concurrency, "--timeout", "2m", "--start")
@@ -179,7 +180,8 @@ net = max(cpu - idle_rate * wall, 0) * 1000 / max(updated, 1)
 mib = lambda kib: kib / 1024
 mark = lambda ok: "ok" if ok else "MISSED"
 print()
-print(f"rollout {rid}: {state} in {wall:.1f} s; jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+print(f"rollout {rid}: {state} in {wall:.1f} s (one run; 1-minute load average {load_before} before it, "
+      f"{open('/proc/loadavg').read().split()[0]} after); jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 print(f"inventory versions: " + ", ".join(f"{v} x{n}" for v, n in sorted(versions.items())))
 print(f"  devices updated        {updated:,} of {devices:,}")
 print(f"  wall time              {wall:.1f} s")

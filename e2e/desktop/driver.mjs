@@ -192,13 +192,15 @@ const appArgs = ['--data-dir', DATA, '--demo', '--demo-failures', process.env.E2
 let coldStartMs = null;
 let rolloutId = null;
 
-// `--cold-starts N`: only measure N cold starts (each a fresh data dir, no demo) and their median.
+// `--cold-starts N`: only measure N cold starts (each a fresh data dir, no demo): each, the worst
+// and the median, with the load average before each start.
 if (args['cold-starts']) {
   const n = Number(args['cold-starts']);
   const times = [];
   for (let i = 0; i < n; i++) {
     const dir = join(DATA, `cold-${i}`);
     mkdirSync(dir, { recursive: true });
+    const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
     const t0 = performance.now();
     const created = await wd('POST', '/session', {
       capabilities: { alwaysMatch: { 'tauri:options': { application: args.app, args: ['--data-dir', dir, ...engineArgs] } } },
@@ -208,10 +210,10 @@ if (args['cold-starts']) {
     times.push(Math.round(performance.now() - t0));
     await wd('DELETE', s(''));
     session = null;
-    console.log(`cold start ${i + 1}: ${times.at(-1)} ms`);
+    console.log(`cold start ${i + 1}: ${times.at(-1)} ms (load average ${load} before it)`);
   }
   const sorted = [...times].sort((a, b) => a - b);
-  console.log(`cold start median of ${n}: ${sorted[Math.floor(n / 2)]} ms (spawn → navigation visible)`);
+  console.log(`cold start of ${n}: worst ${sorted.at(-1)} ms, median ${sorted[Math.floor(n / 2)]} ms (spawn → navigation visible)`);
   process.exit(0);
 }
 
