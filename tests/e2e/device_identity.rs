@@ -29,13 +29,19 @@ async fn site() -> (Server, i64) {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert!(server.device_secret(mac).is_some(), "{mac} enrolled on its first check-in");
     }
+    let rollout = start_rollout(&server).await;
+    (server, rollout)
+}
+
+/// Starts a rollout of 2.0.0 to every device, in one wave; its id.
+async fn start_rollout(server: &Server) -> i64 {
     let created: Value = server
         .post_json(
             "/api/v1/rollouts",
             &json!({ "firmware": "2.0.0", "target": "all", "start": true, "waves": [{"percent": 100.0}] }),
         )
         .await;
-    (server, created["rollout"]["id"].as_i64().unwrap())
+    created["rollout"]["id"].as_i64().unwrap()
 }
 
 /// Checks in as the device itself until the engine offers the update.
@@ -308,13 +314,7 @@ async fn unknown_and_known_device_ids_answer_alike() {
     for (id, mac) in [("legacy", "02:00:00:00:0d:60"), ("other", "02:00:00:00:0d:61")] {
         assert_eq!(check(id, mac).await.unwrap().status(), 200);
     }
-    let created: Value = server
-        .post_json(
-            "/api/v1/rollouts",
-            &json!({ "firmware": "2.0.0", "target": "all", "start": true, "waves": [{"percent": 100.0}] }),
-        )
-        .await;
-    let rollout = created["rollout"]["id"].as_i64().unwrap();
+    let rollout = start_rollout(&server).await;
     let mut jobs = Vec::new();
     for (id, mac) in [("legacy", "02:00:00:00:0d:60"), ("other", "02:00:00:00:0d:61")] {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -434,13 +434,7 @@ async fn an_impostor_in_the_simulated_fleet_is_refused_and_the_rollout_is_unaffe
         assert!(Instant::now() < deadline, "{devices:#?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let created: Value = server
-        .post_json(
-            "/api/v1/rollouts",
-            &json!({ "firmware": "2.0.0", "target": "all", "start": true, "waves": [{"percent": 100.0}] }),
-        )
-        .await;
-    let id = created["rollout"]["id"].as_i64().unwrap();
+    let id = start_rollout(&server).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let r = loop {
         let r: Value = server.get_json(&format!("/api/v1/rollouts/{id}")).await;

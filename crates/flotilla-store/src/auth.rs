@@ -145,12 +145,7 @@ mod tests {
         // Both tables hang off a device and a job (foreign keys): those rows first.
         let job_id = store
             .write(|tx| {
-                tx.execute("INSERT INTO devices (mac, first_seen, last_seen) VALUES (?1, 0, 0)", [mac])?;
-                tx.execute(
-                    "INSERT INTO firmware (sha256, version, model, chip, format, size, image_json, manifest_json, created_at)
-                     VALUES (?1, '1.0.0', 'm', 'esp32', 'esp32', 1, '{}', '{}', 0)",
-                    ["a".repeat(64)],
-                )?;
+                crate::test_rows::firmware_and_device(tx, mac)?;
                 tx.execute(
                     "INSERT INTO rollouts (name, firmware_id, state, spec_json, current_wave, seed, created_at, updated_at)
                      VALUES ('r', 1, 'running', '{}', 1, 's', 0, 0)",

@@ -186,6 +186,21 @@ pub fn integrity_check(conn: &Connection) -> Result<()> {
     if found == "ok" { Ok(()) } else { Err(StoreError::Corrupt { what: "database".into(), detail: found }) }
 }
 
+/// Rows other tables refer to, for the tests of those tables.
+#[cfg(test)]
+pub(crate) mod test_rows {
+    /// A firmware (id 1 in a fresh store: `demo` 1.0.0 for esp32) and the device `mac`.
+    pub fn firmware_and_device(conn: &rusqlite::Connection, mac: &str) -> rusqlite::Result<()> {
+        conn.execute(
+            "INSERT INTO firmware (sha256, version, model, chip, format, size, image_json, manifest_json, created_at)
+             VALUES (?1, '1.0.0', 'm', 'esp32', 'esp32', 1, '{}', '{}', 0)",
+            ["a".repeat(64)],
+        )?;
+        conn.execute("INSERT INTO devices (mac, first_seen, last_seen) VALUES (?1, 0, 0)", [mac])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -233,20 +233,7 @@ mod tests {
     #[test]
     fn rollouts_jobs_and_transitions_round_trip() {
         let mut store = Store::open_in_memory().unwrap();
-        store
-            .write(|tx| {
-                tx.execute(
-                    "INSERT INTO firmware (sha256, version, model, chip, format, size, image_json, manifest_json, created_at)
-                     VALUES (?1, '1.0.0', 'm', 'esp32', 'esp32', 1, '{}', '{}', 0)",
-                    ["a".repeat(64)],
-                )?;
-                tx.execute(
-                    "INSERT INTO devices (mac, first_seen, last_seen) VALUES ('aa:bb:cc:00:11:22', 0, 0)",
-                    [],
-                )?;
-                Ok(())
-            })
-            .unwrap();
+        store.write(|tx| Ok(crate::test_rows::firmware_and_device(tx, "aa:bb:cc:00:11:22")?)).unwrap();
         let r = RolloutRow {
             id: 0,
             name: "r".into(),
