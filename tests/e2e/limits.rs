@@ -17,8 +17,27 @@ fn checkin(mac: &str) -> Value {
     json!({ "device_id": format!("dev-{}", mac.replace(':', "")), "mac": mac, "model": "demo", "chip": "esp32", "version": "1.0.0" })
 }
 
+/// Appended to a collected log once the process's standard error has closed: everything it
+/// wrote is in the buffer.
+pub(crate) const STDERR_CLOSED: &str = "[stderr closed]\n";
+
+/// The whole log of a process that has exited (or is exiting): waits until its standard error
+/// has been read to the end. "Never in the log" is asserted on this, not on a buffer the reader
+/// may still be filling.
+pub(crate) async fn whole_log(log: &Arc<Mutex<String>>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = log.lock().unwrap().clone();
+        if text.ends_with(STDERR_CLOSED) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "standard error still open 10 s after the stop:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Starts `flotilla serve` on a fresh data dir with `args`, behind `prefix` (e.g. `prlimit …`),
-/// with its standard error collected into the returned buffer.
+/// with its standard error collected into the returned buffer ([`STDERR_CLOSED`] ends it).
 pub(crate) async fn serve_with(prefix: &[&str], args: &[&str]) -> (Server, Arc<Mutex<String>>) {
     serve_with_env(prefix, args, &[]).await
 }
@@ -60,6 +79,7 @@ pub(crate) async fn serve_with_env(
             eprintln!("[serve] {line}");
             sink.lock().unwrap().push_str(&(line + "\n"));
         }
+        sink.lock().unwrap().push_str(STDERR_CLOSED);
     });
     (Server::adopt(child, dir).await, log)
 }

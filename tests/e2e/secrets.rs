@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::limits::{serve_with, serve_with_env};
+use crate::limits::{serve_with, serve_with_env, whole_log};
 
 /// Waits until the collected log contains `needle`; returns the log.
 async fn wait_log(log: &Arc<Mutex<String>>, needle: &str) -> String {
@@ -43,7 +43,7 @@ async fn a_broker_password_is_never_shown() {
     assert!(status.success());
     assert!(stdout.contains("mqtt://flo@127.0.0.1:9"), "{stdout}");
     assert!(!stdout.contains(PASSWORD), "stdout: {stdout}");
-    let log = log.lock().unwrap().clone();
+    let log = whole_log(&log).await;
     assert!(!log.contains(PASSWORD), "stderr: {log}");
 }
 
