@@ -50,7 +50,9 @@ pub struct Measured {
     pub failed: u64,
     /// Requests answered `200` per second.
     pub throughput: f64,
-    pub latency_ms: Latency,
+    /// `None` (JSON `null`) when nothing was answered: no percentile to give, rather than zeros
+    /// that read as a fast server.
+    pub latency_ms: Option<Latency>,
 }
 
 /// Latency of answered requests, milliseconds.
@@ -64,16 +66,19 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Percentiles of a histogram recorded in microseconds.
-    pub fn from_micros(h: &Histogram<u64>) -> Latency {
+    /// Percentiles of a histogram recorded in microseconds; `None` when it is empty.
+    pub fn from_micros(h: &Histogram<u64>) -> Option<Latency> {
+        if h.is_empty() {
+            return None;
+        }
         let ms = |v: u64| v as f64 / 1000.0;
-        Latency {
+        Some(Latency {
             p50: ms(h.value_at_quantile(0.50)),
             p90: ms(h.value_at_quantile(0.90)),
             p99: ms(h.value_at_quantile(0.99)),
             p99_9: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
-        }
+        })
     }
 }
 
@@ -156,7 +161,6 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.registration;
         let m = &self.measured;
-        let l = &m.latency_ms;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -180,11 +184,14 @@ impl fmt::Display for Report {
             thousands(m.failed)
         );
         let _ = writeln!(out, "  throughput  {} req/s (answered 200)", thousands(m.throughput.round() as u64));
-        let _ = writeln!(
-            out,
-            "  latency     p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-            l.p50, l.p90, l.p99, l.p99_9, l.max
-        );
+        let _ = match &m.latency_ms {
+            Some(l) => writeln!(
+                out,
+                "  latency     p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                l.p50, l.p90, l.p99, l.p99_9, l.max
+            ),
+            None => writeln!(out, "  latency     none: no request was answered"),
+        };
         for (name, p) in [("engine", &self.engine), ("generator", &self.generator)] {
             if let Some(p) = p {
                 let per_request = if m.requests > 0 { p.cpu_seconds * 1e6 / m.requests as f64 } else { 0.0 };
@@ -238,10 +245,13 @@ mod tests {
             h.record(us).unwrap();
         }
         h.record(250_000).unwrap();
-        let l = Latency::from_micros(&h);
+        let l = Latency::from_micros(&h).unwrap();
         assert!((l.p50 - 0.5).abs() < 0.01, "{l:?}");
         assert!((l.p99 - 0.99).abs() < 0.01, "{l:?}");
         assert!((l.max - 250.0).abs() < 0.5, "{l:?}");
+        // Nothing answered: no percentiles, not zeros.
+        let empty = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        assert_eq!(Latency::from_micros(&empty), None);
     }
 
     #[test]
