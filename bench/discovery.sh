@@ -116,7 +116,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # A. mDNS + MQTT.
   data="$work/a-$round"
   t0="$(now)"
-  "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
+  "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --https 127.0.0.1:0 --mqtt-tls-listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --mqtt "mqtt://127.0.0.1:$mqtt_port" --mqtt-listen 127.0.0.1:0 --log warn >"$work/a-$round.log" 2>&1 &
   engine=$!
   pids+=("$engine")
@@ -133,7 +133,7 @@ for round in $(seq 1 "$ROUNDS"); do
   stop "$engine"
   rm -f "$data/runtime.json"
   # C. The same inventory, discovery off.
-  "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
+  "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --https 127.0.0.1:0 --mqtt-tls-listen 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
     --log warn >"$work/c-$round.log" 2>&1 &
   engine=$!
   pids+=("$engine")
@@ -146,7 +146,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # B. Subnet scan alone.
   data="$work/b-$round"
   t0="$(now)"
-  "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
+  "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --https 127.0.0.1:0 --mqtt-tls-listen 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
     --log warn >"$work/b-$round.log" 2>&1 &
   engine=$!
   pids+=("$engine")

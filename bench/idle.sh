@@ -37,7 +37,7 @@ for i in range(runs):
         loads.append(float(load()))
         # First run of a data dir creates keys and the database; measure that one too.
         t0 = time.perf_counter()
-        p = subprocess.Popen([binary, "serve", "--data-dir", d, "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--log", "warn"],
+        p = subprocess.Popen([binary, "serve", "--data-dir", d, "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--https", "127.0.0.1:0", "--mqtt-tls-listen", "127.0.0.1:0", "--log", "warn"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         runtime = os.path.join(d, "runtime.json")
         ready = None

@@ -48,7 +48,7 @@ trap cleanup EXIT
 
 say "starting flotilla serve (embedded MQTT broker)"
 "$BIN/flotilla" serve --data-dir "$data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 \
-  --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
+  --https 127.0.0.1:0 --mqtt-tls-listen 127.0.0.1:0 --no-mdns --log warn >"$work/flotilla.log" 2>&1 &
 engine=$!
 pids+=("$engine")
 wait_for_runtime "$data" "$work/flotilla.log"

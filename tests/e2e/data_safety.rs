@@ -56,6 +56,7 @@ async fn storage(server: &Server) -> Value {
 async fn serve_logging(dir: tempfile::TempDir) -> Server {
     let child = Command::new(flotilla_bin())
         .args(["serve", "--admin", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mqtt", "off", "--no-mdns"])
+        .args(["--https", "127.0.0.1:0", "--mqtt-tls-listen", "off"])
         .args(["--log", "warn"])
         .arg("--data-dir")
         .arg(dir.path())

@@ -60,6 +60,7 @@ pub(crate) async fn serve_with_env(
     };
     let mut child = cmd
         .args(["serve", "--admin", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--no-mdns", "--log", "warn"])
+        .args(["--https", "127.0.0.1:0", "--mqtt-tls-listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data-dir")
         .arg(dir.path())

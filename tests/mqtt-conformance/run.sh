@@ -26,8 +26,8 @@ cleanup() {
 trap cleanup EXIT
 
 say "starting flotilla serve (embedded broker) and mosquitto on loopback"
-"$CARGO_TARGET_DIR/debug/flotilla" serve --data-dir "$work/engine" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
-  --mqtt-listen 127.0.0.1:0 --no-mdns --log warn >"$work/engine.log" 2>&1 &
+"$CARGO_TARGET_DIR/debug/flotilla" serve --data-dir "$work/engine" --http 127.0.0.1:0 --https 127.0.0.1:0 --admin 127.0.0.1:0 \
+  --mqtt-listen 127.0.0.1:0 --mqtt-tls-listen 127.0.0.1:0 --no-mdns --log warn >"$work/engine.log" 2>&1 &
 pids+=($!)
 wait_for_runtime "$work/engine" "$work/engine.log"
 eport="$("$PY" -c 'import json,sys,urllib.parse; print(urllib.parse.urlparse(json.load(open(sys.argv[1]))["mqtt_url"]).port)' "$work/engine/runtime.json")"

@@ -90,7 +90,7 @@ export async function startEngine(t, { args = [] } = {}) {
   const log = path.join(dir, 'engine.log');
   const proc = track(
     bin('flotilla'),
-    ['serve', '--data-dir', dir, '--http', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0', '--no-mdns', '--log', 'warn', ...args],
+    ['serve', '--data-dir', dir, '--http', '127.0.0.1:0', '--https', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0', '--mqtt-tls-listen', '127.0.0.1:0', '--no-mdns', '--log', 'warn', ...args],
     { log },
   );
   const engine = { dir, log, proc, children: [] };
