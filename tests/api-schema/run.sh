@@ -9,6 +9,10 @@
 # as a stranger on the LAN would call them, for the same time; fails on any 5xx and any response
 # that does not match its schema.
 #   tests/api-schema/run.sh [SECONDS]      # default 90, per API
+# Operations that act on something that must exist (a rollout, a device's job, a credential, a
+# firmware file, a download token) get known-good requests too (known_good.py, schemathesis' hooks
+# module), and answered.py fails the run if any operation never answered a success: otherwise only
+# its refusals would have been checked against the schema.
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 cd "$ROOT"
 MAX_TIME="${1:-90}"
@@ -26,21 +30,30 @@ work="$(mktemp -d)"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  # API_SCHEMA_KEEP=DIR keeps the HAR reports (every request and answer) and the engine's log.
+  [ -n "${API_SCHEMA_KEEP:-}" ] && mkdir -p "$API_SCHEMA_KEEP" && cp "$work"/*.har "$work/engine.log" "$API_SCHEMA_KEEP"/ 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
-  --mqtt-listen 127.0.0.1:0 --no-mdns --log warn >"$work/engine.log" 2>&1 &
+"$BIN/flotilla" serve --data-dir "$work/data" --http 127.0.0.1:0 --https 127.0.0.1:0 --admin 127.0.0.1:0 \
+  --mqtt-listen 127.0.0.1:0 --mqtt-tls-listen 127.0.0.1:0 --no-mdns --log warn >"$work/engine.log" 2>&1 &
 pid=$!
 wait_for_runtime "$work/data" "$work/engine.log"
 admin="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_url"])' "$work/data/runtime.json")"
 token="$(cat "$work/data/admin-token")"
 
+# Known-good requests (known_good.py, the hooks module): every third positive case of the operations that
+# act on something that must exist becomes one that must succeed, so their success answers are
+# checked against the schema too; answered.py then checks every operation answered a 2xx.
+export FLOTILLA_ADMIN="$admin" FLOTILLA_TOKEN="$token" FLOTILLA_FW="$work/fw.bin"
+export FLOTILLA_DEVICE="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$work/data/runtime.json")"
+export PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=known_good PYTHONPATH="$ROOT/tests/api-schema${PYTHONPATH:+:$PYTHONPATH}"
+
 # Something to find: firmware 2.0.0 — the `example` of /firmware/{ref}, which schemathesis tries
 # first, so those routes' success answers are checked against their schema too (its own random
 # refs find nothing and check the 404s).
-"$BIN/flotilla-imagegen" --out "$work/fw.bin" --version 2.0.0 --project demo >/dev/null
+"$BIN/flotilla-imagegen" --out "$work/fw.bin" --version 2.0.0 --project st-fixture >/dev/null
 FLOTILLA_DATA_DIR="$work/data" "$BIN/flotilla" firmware import "$work/fw.bin" >/dev/null
 
 say "schemathesis: the admin API against its OpenAPI description (${MAX_TIME} s)"
@@ -50,7 +63,9 @@ status=0
   --checks not_a_server_error,response_schema_conformance,ignored_auth \
   --exclude-path /api/v1/events/stream \
   --exclude-path /api/v1/backup \
-  --max-time "$MAX_TIME" --workers 1 --no-color || status=$?
+  --max-time "$MAX_TIME" --workers 1 --no-color --report har --report-har-path "$work/admin.har" || status=$?
+"$PY" "$ROOT/tests/api-schema/answered.py" "$work/admin.har" "$admin/api/v1/openapi.json" --token "$token" \
+  --exclude /api/v1/events/stream --exclude /api/v1/backup --exclude /api/v1/openapi.json || status=1
 # The example reached a real firmware: a change or the deletion of 2.0.0 was answered and logged.
 if ! "$PY" - "$admin" "$token" <<'PY'
 import json, sys, urllib.request
@@ -64,11 +79,13 @@ then
   echo "schemathesis never changed or deleted firmware 2.0.0: /firmware/{ref}'s example was not used" >&2
   status=1
 fi
-device="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$work/data/runtime.json")"
+device="$FLOTILLA_DEVICE"
+"$PY" "$ROOT/tests/api-schema/known_good.py" defaults
 say "schemathesis: the device API against its OpenAPI description (${MAX_TIME} s)"
 "$VENV/schemathesis" run "$device/api/v1/openapi.json" \
   --checks not_a_server_error,response_schema_conformance \
-  --max-time "$MAX_TIME" --workers 1 --no-color || status=$?
+  --max-time "$MAX_TIME" --workers 1 --no-color --report har --report-har-path "$work/device.har" || status=$?
+"$PY" "$ROOT/tests/api-schema/answered.py" "$work/device.har" "$device/api/v1/openapi.json" --exclude /api/v1/openapi.json || status=1
 if grep -E "panicked|ERROR" "$work/engine.log" >/dev/null; then
   echo "the engine logged errors during the run:" >&2
   grep -E "panicked|ERROR" "$work/engine.log" | head -20 >&2

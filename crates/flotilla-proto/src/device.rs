@@ -187,9 +187,25 @@ pub struct SourceSeen {
 #[serde(default)]
 pub struct LabelRequest {
     /// Labels to add.
+    #[schema(schema_with = label_list_schema)]
     pub add: Vec<String>,
     /// Labels to remove.
+    #[schema(schema_with = label_list_schema)]
     pub remove: Vec<String>,
+}
+
+/// Labels: each 1-64 characters of `[A-Za-z0-9._:/-]` ([`valid_label`]).
+pub fn label_list_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .pattern(Some("^[A-Za-z0-9._:/-]+$")),
+        )
+        .build()
 }
 
 /// Set (or clear, with `None`) the channel a device follows.
@@ -212,6 +228,7 @@ pub struct LabelChannel {
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ProbeRequest {
     /// `HOST` or `HOST:PORT` (port 80 when absent): an IP address or a name the laptop resolves.
+    #[schema(min_length = 1, max_length = 253, pattern = "^[^/@ ]+$")]
     pub address: String,
     /// The family to try first (Tasmota, Shelly); all are tried.
     #[serde(default)]

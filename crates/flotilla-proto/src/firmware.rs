@@ -334,7 +334,8 @@ pub struct DownloadLink {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(default)]
 pub struct DownloadLinkRequest {
-    /// Job the link is for; any string without `/`.
+    /// Job the link is for: 1-64 characters of `A-Z a-z 0-9 - _` (default `manual`).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub job: Option<String>,
     /// Lifetime in seconds (default 3600).
     pub ttl_secs: Option<u64>,

@@ -31,17 +31,9 @@ pub const MAC_PATTERN: &str = "^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$";
 
 /// The schema of a check-in's `labels`: at most 32 of 1–64 characters of `A-Z a-z 0-9 . _ : / -`.
 pub fn labels_schema() -> utoipa::openapi::schema::Array {
-    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
-    ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::Type(Type::String))
-                .min_length(Some(1))
-                .max_length(Some(64))
-                .pattern(Some("^[A-Za-z0-9._:/-]+$")),
-        )
-        .max_items(Some(32))
-        .build()
+    let mut labels = crate::device::label_list_schema();
+    labels.max_items = Some(32);
+    labels
 }
 
 /// A device checking in (pull). Also registers or refreshes the device (identity = MAC).

@@ -585,13 +585,32 @@ async fn list_devices(State(engine): State<EngineHandle>) -> ApiResult<Json<Vec<
 /// A device added by hand (known MAC, not yet discovered).
 #[derive(Debug, Deserialize, ToSchema)]
 struct NewDevice {
+    /// Any common spelling: 12 hex digits, `:`, `-` or `.` anywhere.
+    #[schema(pattern = "^[:.-]*([0-9A-Fa-f][:.-]*){12}$")]
     mac: String,
+    /// An IPv4 or IPv6 address.
+    #[schema(schema_with = ip_schema)]
     ip: Option<String>,
     name: Option<String>,
     family: Option<Family>,
     model: Option<String>,
     chip: Option<String>,
     version: Option<String>,
+}
+
+/// An IPv4 or IPv6 address, or null.
+fn ip_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type};
+    let address = |format| {
+        ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)).format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(address(KnownFormat::Ipv4))
+            .item(address(KnownFormat::Ipv6))
+            .item(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Null)))
+            .build(),
+    )
 }
 
 /// Adds a device by hand, or merges what is given into the device with that MAC.
@@ -684,7 +703,7 @@ async fn remove_credential(
 /// One device by MAC.
 #[utoipa::path(
     get, path = "/api/v1/devices/{mac}", tag = "devices",
-    params(("mac" = String, Path, description = "MAC address, any common spelling")),
+    params(("mac" = String, Path, description = "MAC address, any common spelling (12 hex digits; `:`, `-`, `.` anywhere)", pattern = "^[:.-]*([0-9A-Fa-f][:.-]*){12}$")),
     responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody))
 )]
 async fn get_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<String>) -> ApiResult<Json<Device>> {
@@ -695,7 +714,7 @@ async fn get_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<St
 /// shows up again. Refused (409) while a rollout still works on it.
 #[utoipa::path(
     delete, path = "/api/v1/devices/{mac}", tag = "devices",
-    params(("mac" = String, Path, description = "MAC address, any common spelling")),
+    params(("mac" = String, Path, description = "MAC address, any common spelling (12 hex digits; `:`, `-`, `.` anywhere)", pattern = "^[:.-]*([0-9A-Fa-f][:.-]*){12}$")),
     responses((status = OK, body = Device, description = "the device as it was"), (status = NOT_FOUND, body = ErrorBody),
               (status = CONFLICT, body = ErrorBody))
 )]
@@ -743,7 +762,7 @@ async fn rekey_device(State(engine): State<EngineHandle>, ApiPath(mac): ApiPath<
 /// then follows its labels' channel, else stable).
 #[utoipa::path(
     put, path = "/api/v1/devices/{mac}/channel", tag = "devices", request_body = ChannelRequest,
-    params(("mac" = String, Path, description = "MAC address")),
+    params(("mac" = String, Path, description = "MAC address, any common spelling", pattern = "^[:.-]*([0-9A-Fa-f][:.-]*){12}$")),
     responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody), (status = BAD_REQUEST, body = ErrorBody))
 )]
 async fn set_device_channel(
@@ -764,7 +783,7 @@ async fn list_label_channels(State(engine): State<EngineHandle>) -> ApiResult<Js
 /// Sets (or, with `{"channel": null}`, clears) the channel of a label; answers every label channel.
 #[utoipa::path(
     put, path = "/api/v1/channels/{label}", tag = "devices", request_body = ChannelRequest,
-    params(("label" = String, Path, description = "label")),
+    params(("label" = String, Path, description = "label: 1-64 characters of A-Z a-z 0-9 . _ : / -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:/-]+$")),
     responses((status = OK, body = Vec<LabelChannel>), (status = BAD_REQUEST, body = ErrorBody))
 )]
 async fn set_label_channel(
@@ -798,7 +817,7 @@ async fn suggest_firmware(
 /// A device's jobs across all rollouts and its recent events (newest first, at most 200).
 #[utoipa::path(
     get, path = "/api/v1/devices/{mac}/history", tag = "devices",
-    params(("mac" = String, Path, description = "MAC address, any common spelling")),
+    params(("mac" = String, Path, description = "MAC address, any common spelling (12 hex digits; `:`, `-`, `.` anywhere)", pattern = "^[:.-]*([0-9A-Fa-f][:.-]*){12}$")),
     responses((status = OK, body = DeviceHistory), (status = NOT_FOUND, body = ErrorBody))
 )]
 async fn device_history(
@@ -811,7 +830,7 @@ async fn device_history(
 /// Adds and removes labels of a device.
 #[utoipa::path(
     post, path = "/api/v1/devices/{mac}/labels", tag = "devices", request_body = LabelRequest,
-    params(("mac" = String, Path, description = "MAC address")),
+    params(("mac" = String, Path, description = "MAC address, any common spelling", pattern = "^[:.-]*([0-9A-Fa-f][:.-]*){12}$")),
     responses((status = OK, body = Device), (status = NOT_FOUND, body = ErrorBody), (status = BAD_REQUEST, body = ErrorBody))
 )]
 async fn label_device(
@@ -926,7 +945,12 @@ struct ReportQuery {
 #[utoipa::path(
     get, path = "/api/v1/rollouts/{id}/report", tag = "rollouts",
     params(("id" = i64, Path, description = "rollout id"), ReportQuery),
-    responses((status = OK, body = RolloutDetail, description = "JSON, or text/csv with ?format=csv"), (status = NOT_FOUND, body = ErrorBody))
+    responses(
+        (status = OK, description = "JSON, or with `?format=csv` CSV (one row per device)",
+         content((RolloutDetail = "application/json"), (String = "text/csv"))),
+        (status = BAD_REQUEST, body = ErrorBody, description = "a format other than csv or json"),
+        (status = NOT_FOUND, body = ErrorBody),
+    )
 )]
 async fn rollout_report(
     State(engine): State<EngineHandle>,

@@ -5,7 +5,7 @@
  */
 export type DownloadLinkRequest = { 
 /**
- * Job the link is for; any string without `/`.
+ * Job the link is for: 1-64 characters of `A-Z a-z 0-9 - _` (default `manual`).
  */
 job: string | null, 
 /**
