@@ -26,6 +26,20 @@ if [ -z "${E2E_NO_BUILD:-}" ]; then
 fi
 BIN="$CARGO_TARGET_DIR/debug"
 
+# The runs themselves happen in a network namespace of their own (`unshare -n`: loopback only),
+# so nothing the fuzzer makes the engine do — probing an address, resolving a made-up host name,
+# scanning a subnet — leaves this machine. Needs root; FLOTILLA_SKIP_NETNS=1 runs without it.
+if [ -z "${API_SCHEMA_IN_NETNS:-}" ]; then
+  if [ "${FLOTILLA_SKIP_NETNS:-}" = 1 ]; then
+    printf '\033[1;33mFLOTILLA_SKIP_NETNS=1: schemathesis runs without a network namespace of its own (the fuzzed probe may reach the resolver)\033[0m\n' >&2
+  else
+    ensure_packages iproute2 util-linux
+    exec env API_SCHEMA_IN_NETNS=1 E2E_NO_BUILD=1 unshare -n -- bash "${BASH_SOURCE[0]}" "$@"
+  fi
+else
+  ip link set dev lo up
+fi
+
 work="$(mktemp -d)"
 pid=""
 cleanup() {
