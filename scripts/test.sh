@@ -66,6 +66,10 @@ export FLOTILLA_PYTHON
 say "cargo test (unit, integration, end-to-end; benchmarks run once as tests)"
 cargo test --locked --workspace --all-targets
 
+say "the embedded broker carries 2,000 devices (ignored by cargo test: 4,000 sockets need ulimit -n > 4,100)"
+(ulimit -n 8192 && cargo test --locked -q -p flotilla-core --lib mqtt::tests::embedded_broker_carries_2000_devices \
+  -- --ignored --exact --nocapture)
+
 say "MQTT conformance: the embedded broker beside mosquitto (paho-mqtt)"
 tests/mqtt-conformance/run.sh
 

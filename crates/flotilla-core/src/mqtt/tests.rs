@@ -437,7 +437,8 @@ async fn mosquitto_restart_client_reconnects_and_subscribes_again() {
     publisher.shutdown().await;
 }
 
-/// Capacity check, not run by default (4,000 sockets in one process: needs `ulimit -n` > 4,100):
+/// Capacity check, ignored by a plain `cargo test` (4,000 sockets in one process: needs `ulimit -n`
+/// > 4,100); the test command (`scripts/test.sh`) runs it with the limit raised:
 /// `cargo test -p flotilla-core mqtt::tests::embedded_broker_carries -- --ignored --nocapture`.
 /// 2,000 devices come online over two seconds (as a fleet does after a broker restart), each
 /// subscribes to its command topic and publishes a retained status; the engine sees every status
