@@ -17,6 +17,7 @@ FLOTILLA_FW (an image file on the engine's disk, of model `st-fixture`, already 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import itertools
 import json
@@ -68,6 +69,7 @@ def expect(status_body, *ok):
     return body
 
 
+@functools.cache
 def image() -> bytes:
     with open(FW, "rb") as f:
         return f.read()
@@ -118,20 +120,19 @@ def compat_offer() -> dict:
     if _offer is not None:
         return _offer
     ensure_firmware()
-    check = {k: COMPAT[k] for k in ("device_id", "mac", "version", "model", "chip")}
     made = None
-    offer = expect(call("POST", f"{DEVICE}/api/ota/check", check, admin=False), 200)
-    if not offer.get("update_available"):
-        spec = {"firmware": FIRMWARE, "target": f"device:{COMPAT['device_id']}", "start": True,
-                "waves": [{"count": 1}], "step_timeout_secs": 3600}
-        made = expect(call("POST", f"{ADMIN}/api/v1/rollouts", spec), 201)
+    deadline = time.monotonic() + 10
+    while True:
+        offer = expect(call("POST", f"{DEVICE}/api/ota/check", COMPAT, admin=False), 200)
+        if offer.get("update_available") or time.monotonic() > deadline:
+            break
+        if made is None:
+            spec = {"firmware": FIRMWARE, "target": f"device:{COMPAT['device_id']}", "start": True,
+                    "waves": [{"count": 1}], "step_timeout_secs": 3600}
+            made = expect(call("POST", f"{ADMIN}/api/v1/rollouts", spec), 201)
+            continue
         # The rollout's loop commands the device on its next turn: ask until then (at most 10 s).
-        deadline = time.monotonic() + 10
-        while True:
-            offer = expect(call("POST", f"{DEVICE}/api/ota/check", check, admin=False), 200)
-            if offer.get("update_available") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        time.sleep(0.1)
     if not offer.get("update_available"):
         jobs = made and [(j["state"], j["error"]) for j in made["jobs"]]
         raise RuntimeError(f"{COMPAT['device_id']} was given no offer ({offer}); its rollout's jobs: {jobs}")
@@ -144,10 +145,6 @@ def forget_offer() -> None:
     _offer = None
 
 
-def report(progress: int) -> dict:
-    return {"job": compat_offer()["job"], "state": "downloading", "progress": progress}
-
-
 def fw_file() -> tuple[str, str]:
     """(file, token) of the compatibility device's download URL."""
     url = compat_offer()["url"]
@@ -155,7 +152,6 @@ def fw_file() -> tuple[str, str]:
     return path.rsplit("/", 1)[1], query.removeprefix("t=")
 
 
-# operation label -> (rewrite the case, clean up after the call or None)
 def _credential_put(case):
     case.path_parameters = {"scope": "tasmota"}
     case.body = {"username": "admin", "password": "known-good"}
@@ -234,7 +230,7 @@ def _fw(case):
 
 
 def _report(case):
-    body = report(40)
+    body = {"job": compat_offer()["job"], "state": "downloading", "progress": 40}
     if case.operation.path == "/api/device/{id}/update-status":
         case.path_parameters = {"id": COMPAT["device_id"]}
     else:
@@ -242,6 +238,7 @@ def _report(case):
     case.body = body
 
 
+# operation label -> how a case of it becomes a request that must succeed
 REWRITES = {
     "PUT /api/v1/credentials/{scope}": _credential_put,
     "DELETE /api/v1/credentials/{scope}": _credential_delete,
@@ -292,9 +289,8 @@ def after_call(ctx, case, response):
     if not 200 <= response.status_code < 300:
         # Not a failure by itself (the fuzzer may have changed what it relied on); answered.py fails
         # the run if no such request of an operation ever succeeded, and this says why.
-        print(f"known-good {label} answered {response.status_code}: {response.text[:300]} (sent {case.body})", file=sys.stderr)
-    if label in ("POST /api/v1/report", "POST /api/ota/status", "POST /api/device/{id}/update-status", "GET /fw/{file}") \
-            and response.status_code >= 400:
+        print(f"known-good {label} answered {response.status_code}: {response.text[:300]} (sent {str(case.body)[:200]})", file=sys.stderr)
+    if REWRITES[label] in (_report, _fw) and response.status_code >= 400:
         forget_offer()  # the job ended (the fuzzer cancelled its rollout?): the next rewrite makes a new one
 
 
