@@ -186,7 +186,10 @@ async function essential(name, fn) {
 }
 
 /** Everything on loopback, on ports the system picks. */
-const engineArgs = ['--http', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0', '--no-mdns'];
+const engineArgs = [
+  '--http', '127.0.0.1:0', '--https', '127.0.0.1:0', '--admin', '127.0.0.1:0',
+  '--mqtt-listen', '127.0.0.1:0', '--mqtt-tls-listen', '127.0.0.1:0', '--no-mdns',
+];
 const appArgs = ['--data-dir', DATA, '--demo', '--demo-failures', process.env.E2E_DEMO_FAILURES ?? '0', ...engineArgs];
 
 let coldStartMs = null;
@@ -406,7 +409,7 @@ await step('overview after the rollout', async () => {
   await view('overview', 'tile-devices');
   // The tiles agree with the engine: every device counted; outdated = the devices of the
   // rollout's model not on its version (the demo has one firmware), at most those it did not update.
-  const { devices, outdated } = await fleetByEngine();
+  const { devices, library, outdated } = await fleetByEngine();
   const r = (await apiList('/api/v1/rollouts', 'rollouts')).find((x) => x.id === rolloutId);
   if (!r) throw new Error(`rollout ${rolloutId} is not listed`);
   if (outdated > r.counts.total - r.counts.succeeded) {
@@ -414,6 +417,7 @@ await step('overview after the rollout', async () => {
   }
   await tileSays('tile-devices', `${devices.length} devices`);
   const tile = await tileSays('tile-outdated', `${outdated} outdated`);
+  await tileSays('tile-firmware', `${library.length} firmware`);
   await tileSays('tile-rollouts', '0 rollouts in progress');
   await shot('overview-after');
   return `${devices.length} devices; “${tile}”`;

@@ -245,7 +245,8 @@ async fn serve_on_tmpfs() -> (Server, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         r#"mount -t tmpfs -o size={TMPFS_SIZE},mode=0700 flotilla-e2e "$1" && exec "$2" serve \
-           --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --no-mdns --log off \
+           --http 127.0.0.1:0 --https 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 \
+           --mqtt-tls-listen 127.0.0.1:0 --no-mdns --log off \
            --data-dir "$1""#
     );
     // `unshare` and then `sh` exec: the pid is the server's.
