@@ -6,8 +6,11 @@
 #   scripts/fuzz.sh 3600       # an hour per target
 #   scripts/fuzz.sh 60 image   # some targets only
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh 7200   # 10 M executions per target (or 2 h, whichever first)
-# Without a nightly toolchain it says so and does nothing (exit 0). A crash, leak or timeout fails
-# the run (exit 1) and leaves the input in fuzz/artifacts/<target>/.
+# Built with optimisations *and* debug assertions (`-O -a`: overflow checks on, as in the tests).
+# Without a nightly toolchain it installs one (rustup, minimal profile); when that fails it fuzzes
+# nothing and exits 3, which the test command treats as a failure unless FLOTILLA_SKIP_FUZZ=1
+# (then it is named under SKIPPED, never "all tests passed"). A crash, leak or timeout fails the
+# run (exit 1) and leaves the input in fuzz/artifacts/<target>/.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 SECONDS_EACH="${1:-20}"
@@ -15,9 +18,14 @@ shift || true
 TARGETS=("$@")
 [ "${#TARGETS[@]}" -gt 0 ] || TARGETS=(image mqtt_packet mqtt_topics native_json range)
 
-if ! command -v rustup >/dev/null || ! rustup toolchain list | grep -q '^nightly'; then
-  say "fuzzing skipped: no nightly toolchain (rustup toolchain install nightly)"
-  exit 0
+has_nightly() { command -v rustup >/dev/null && rustup toolchain list | grep -q '^nightly'; }
+if ! has_nightly && command -v rustup >/dev/null; then
+  say "installing the nightly toolchain for cargo fuzz (rustup, minimal profile)"
+  rustup toolchain install nightly --profile minimal || true
+fi
+if ! has_nightly; then
+  echo "fuzzing NOT run: no nightly toolchain, and rustup could not install one" >&2
+  exit 3
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   say "installing cargo-fuzz"
@@ -40,7 +48,7 @@ if [ ! -f "$corpus/image/esp32.bin" ]; then
   "$gen" --out "$corpus/image/bad-checksum.bin" --size 4096 --corrupt bad-checksum >/dev/null
   # MQTT: CONNECT with login and will, SUBSCRIBE, PUBLISH QoS 0/1/2, PUBREL, PINGREQ, DISCONNECT.
   # The first byte of each seed is the target's own (it picks the size limit).
-  printf '\x01\x10\x2c\x00\x04MQTT\x04\xee\x00\x3c\x00\x03dev\x00\x0awill/topic\x00\x04gone\x00\x04user\x00\x02pw' >"$corpus/mqtt_packet/connect"
+  printf '\x01\x10\x2b\x00\x04MQTT\x04\xee\x00\x3c\x00\x03dev\x00\x0awill/topic\x00\x04gone\x00\x04user\x00\x02pw' >"$corpus/mqtt_packet/connect"
   printf '\x00\x82\x0a\x00\x01\x00\x05a/+/#\x01' >"$corpus/mqtt_packet/subscribe"
   printf '\x00\x30\x07\x00\x03a/bhi\x32\x09\x00\x03a/b\x00\x07hi\x34\x09\x00\x03a/b\x00\x08hi\x62\x02\x00\x08\xc0\x00\xe0\x00' >"$corpus/mqtt_packet/publishes"
   printf 'a/+/c\n#\n+/+\nflotilla/+/status\n$SYS/#\n\na/b/c\nflotilla/dev-1/status\n$SYS/x\n/\na//c\n' >"$corpus/mqtt_topics/basic"
@@ -61,7 +69,7 @@ for t in "${TARGETS[@]}"; do
   runs=()
   [ -z "${FUZZ_RUNS:-}" ] || runs=(-runs="$FUZZ_RUNS")
   started=$SECONDS
-  if (cd fuzz && cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
+  if (cd fuzz && cargo +nightly fuzz run -O -a "$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" "${runs[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) >"$log" 2>&1; then
     result=ok
   else

@@ -100,8 +100,11 @@ ensure_py_venv() {
   if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
     say "setting up the Python test tools ($req)" >&2
     rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+    # `set -e` does not reach inside the $(…) this runs in: a failure must remove the venv (or the
+    # next run would take it for current) and be returned.
+    python3 -m venv "$venv" >&2 &&
+      "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2 ||
+      { rm -rf "$venv"; echo "cannot set up the Python test tools from $req" >&2; return 1; }
     cp "$req" "$venv/requirements.txt"
   fi
   echo "$venv/bin/python"
