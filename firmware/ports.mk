@@ -3,11 +3,18 @@
 CC ?= gcc
 CXX ?= g++
 B := build/ports
-W := -Wall -Wextra -Werror
+# -MMD -MP: each object also writes its header dependencies (build/ports/*.d, included below), so
+# a change to any header it includes (client/, esp-idf/, arduino/, stubs/) rebuilds it.
+W := -Wall -Wextra -Werror -MMD -MP
 HOSTINC := $(shell pkg-config --cflags libcjson libsodium)
 
+OBJS := $(B)/idf_port.o $(B)/idf_example.o $(B)/arduino_core.o $(B)/arduino_port.o $(B)/arduino_example.o
+
 .PHONY: all
-all: $(B)/idf_port.o $(B)/idf_example.o $(B)/arduino_core.o $(B)/arduino_port.o $(B)/arduino_example.o
+all: $(OBJS)
+
+# A change of flags here rebuilds them too (and objects from before the .d files existed).
+$(OBJS): ports.mk
 
 $(B):
 	mkdir -p $(B)
@@ -26,3 +33,5 @@ $(B)/arduino_example.o: arduino/examples/BasicOTA/BasicOTA.ino | $(B)
 
 $(B)/arduino_core.o: arduino/src/flotilla_ota.c client/src/flotilla_ota.c | $(B)
 	$(CC) -std=c99 $(W) -Istubs/arduino -Istubs/esp-idf $(HOSTINC) -c $< -o $@
+
+-include $(OBJS:.o=.d)

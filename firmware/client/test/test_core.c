@@ -46,8 +46,8 @@ typedef struct {
     uint8_t img[IMG_MAX];
     size_t img_len;
     long cut_after[8]; /* per GET: break off after this many body bytes (<0: never) */
-    int ignore_range;  /* answer 200 with the whole file */
-    int get_status;    /* answer this instead (0: 200/206) */
+    int range_status;  /* answer a Range request with this status and the whole file (0: 206, the rest) */
+    int get_status;    /* answer this instead, with no body (0: 200/206) */
     uint64_t get_offsets[32];
     int n_gets;
     char get_bearer[FL_SECRET_MAX];
@@ -65,8 +65,10 @@ typedef struct {
     /* storage as it was when a GET first broke off: what a power cut then would have left */
     char cut_keys[KV_MAX][32], cut_vals[KV_MAX][1024];
     int cut_seen;
-    /* clock */
+    /* clock, and each sleep asked for with the number of GETs made by then */
     uint64_t now, step;
+    uint32_t sleeps[16];
+    int sleep_gets[16], n_sleeps;
     /* TLS: GETs refused by the pin check */
     int get_tls_refused;
     /* the URL of every POST, in order */
@@ -112,8 +114,8 @@ static int fake_get(void *ctx, const char *url, const char *bearer, uint64_t off
         return 0;
     }
     if (f->get_tls_refused) return FL_HTTP_TLS_REFUSED;
-    pos = (f->ignore_range || offset == 0) ? 0 : (size_t)offset;
-    *status = pos ? 206 : 200;
+    pos = (f->range_status || offset == 0) ? 0 : (size_t)offset;
+    *status = offset ? (f->range_status ? f->range_status : 206) : 200;
     while (pos < f->img_len) {
         size_t n = f->img_len - pos < chunk ? f->img_len - pos : chunk;
         if (cut >= 0 && sent + n > (size_t)cut) {
@@ -172,7 +174,12 @@ static uint64_t fake_now(void *ctx) {
     return f->now;
 }
 static void fake_sleep(void *ctx, uint32_t ms) {
-    ((fake *)ctx)->now += ms;
+    fake *f = ctx;
+    if (f->n_sleeps < 16) {
+        f->sleeps[f->n_sleeps] = ms;
+        f->sleep_gets[f->n_sleeps++] = f->n_gets;
+    }
+    f->now += ms;
 }
 static int kv_find(fake *f, const char *k) {
     int i;
@@ -725,19 +732,74 @@ static void test_download_failures(void) {
     }
 }
 
-static void test_range_ignored_restarts(void) {
+static void test_range_answers(void) {
     fl_client cl;
     fl_config c = config();
     fl_port p = port_for(&F);
     char *offer = setup(&F, 40000, "j-norange");
+    const int other[] = {203, 500};
+    size_t k;
     F.cut_after[0] = 15000;
-    F.ignore_range = 1;
+    F.range_status = 200;
     fl_init(&cl, &c, &p);
     CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_OK_REBOOT);
     CHECK(F.n_gets == 2 && F.get_offsets[1] == 15000); /* asked to resume, got the whole file:
                                                          * started over within that GET */
     CHECK(memcmp(F.flash, F.img, 40000) == 0);
     CHECK(F.commits == 1);
+    free(offer);
+
+    /* any other answer to a Range request than 206 or 200 (here with the whole file as its
+     * body): failed at once, not retried, and none of that body written at the resume offset */
+    for (k = 0; k < sizeof other / sizeof other[0]; k++) {
+        offer = setup(&F, 40000, "j-badrange");
+        F.cut_after[0] = 15000;
+        F.range_status = other[k];
+        fl_init(&cl, &c, &p);
+        CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_FAILED);
+        CHECK(F.n_gets == 2 && F.get_offsets[1] == 15000);
+        CHECK(F.written == 15000 && F.commits == 0 && F.aborts == 1);
+        CHECK(strstr(F.reports[F.n_reports - 1], "\"state\":\"failed\",\"error\":\"download\"}") != NULL);
+        CHECK_STR(kv(&F, FL_KV_DL_OFFER), "");
+        free(offer);
+    }
+}
+
+static void test_retries_and_backoff(void) {
+    fl_client cl;
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    char *offer = setup(&F, 30000, "j-fresh");
+    int i;
+    /* one retry allowed, but every connection that brings bytes earns a fresh one: three GETs
+     * that each break off after 5000 bytes, then one that finishes */
+    F.cut_after[0] = 5000;
+    F.cut_after[1] = 5000;
+    F.cut_after[2] = 5000;
+    c.max_retries = 1;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_OK_REBOOT);
+    CHECK(F.n_gets == 4 && F.get_offsets[1] == 5000 && F.get_offsets[2] == 10000 && F.get_offsets[3] == 15000);
+    CHECK(memcmp(F.flash, F.img, 30000) == 0 && F.commits == 1);
+    /* the backoff starts over too: the first wait before each retry */
+    CHECK(F.n_sleeps == 3);
+    for (i = 0; i < F.n_sleeps; i++) CHECK(F.sleeps[i] == 1000 && F.sleep_gets[i] == i + 1);
+    free(offer);
+
+    /* no progress at all: a wait before each retry (none before the first GET), doubling from
+     * 1 s up to 16 s, then the download fails */
+    offer = setup(&F, 30000, "j-backoff");
+    memset(F.cut_after, 0, sizeof F.cut_after);
+    c.max_retries = 7;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_FAILED);
+    CHECK(F.n_gets == 8 && F.written == 0 && F.commits == 0);
+    CHECK(strstr(F.reports[F.n_reports - 1], "\"error\":\"download\"") != NULL);
+    CHECK(F.n_sleeps == 7);
+    {
+        const uint32_t want[] = {1000, 2000, 4000, 8000, 16000, 16000, 16000};
+        for (i = 0; i < 7; i++) CHECK(F.sleeps[i] == want[i] && F.sleep_gets[i] == i + 1);
+    }
     free(offer);
 }
 
@@ -1202,7 +1264,8 @@ int main(void) {
     test_tampered_image();
     test_rejections_write_nothing();
     test_download_failures();
-    test_range_ignored_restarts();
+    test_range_answers();
+    test_retries_and_backoff();
     test_resume_after_reboot();
     test_auth_paths();
     test_after_boot();
