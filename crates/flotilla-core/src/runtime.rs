@@ -6,9 +6,10 @@
 //! threads of its own (the store writer, `spawn_blocking` for image parsing, hashing and store
 //! reads). With a second worker, most wake-ups also wake the other worker to look for work, and
 //! on this project's 2-core machine that cost more than it gave: one rollout through 2,000
-//! simulated devices took 17 % less engine CPU with one worker (`bench/orchestrate.sh`), and the
-//! check-in benchmark served 116,000 requests/s instead of 85,000 with a lower p99
-//! (`bench/checkin.sh`; numbers in `docs/performance.md`).
+//! simulated devices took about 15 % less engine CPU with one worker (`bench/orchestrate.sh`),
+//! and check-ins were served faster and with a shorter tail under both load tools
+//! (`bench/checkin.sh`; the numbers, with their rounds and load average, in
+//! `docs/performance.md`).
 
 use std::io;
 
