@@ -37,21 +37,14 @@ cargo build --release --locked -p flotilla-sim --bin flotilla-load
 LOAD="${CARGO_TARGET_DIR:-$ROOT/target}/release/flotilla-load"
 
 work="$(mktemp -d)"
-engine=""
-cleanup() {
-  if [ -n "$engine" ]; then kill "$engine" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-# utime + stime of process $1, in clock ticks (after the name in parentheses, which may hold spaces).
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$1"/stat; }
-trap cleanup EXIT
+server=""
+trap bench_cleanup EXIT
 
 run() { # $1: label, $2: binary, $3: run number. Appends one result line to $work/results.
   local dir="$work/run-$3"
   "$2" serve --data-dir "$dir" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
     --https off --mqtt-tls-listen off --log warn >"$work/log-$3" 2>&1 &
-  engine=$!
+  server=$!
   wait_for_runtime "$dir" "$work/log-$3"
   local url
   url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$dir/runtime.json")"
@@ -61,14 +54,14 @@ run() { # $1: label, $2: binary, $3: run number. Appends one result line to $wor
     --save-devices "$work/devices-$3.tsv" --json >/dev/null || [ -s "$work/devices-$3.tsv" ]
   local load ticks0 ticks1
   load="$(cut -d' ' -f1 /proc/loadavg)"
-  ticks0="$(cpu_ticks "$engine")"
+  ticks0="$(cpu_ticks "$server")"
   # A dead engine leaves no RESULT line and no /proc entry: recorded as a failed run below.
   { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s bench/checkin.lua "$url" -- "$work/devices-$3.tsv" || true; } \
     | { grep '^RESULT' || true; } >"$work/wrk-$3"
-  ticks1="$(cpu_ticks "$engine" 2>/dev/null || echo "$ticks0")"
-  kill "$engine" 2>/dev/null || true
-  wait "$engine" 2>/dev/null || true
-  engine=""
+  ticks1="$(cpu_ticks "$server" 2>/dev/null || echo "$ticks0")"
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server=""
   rm -rf "$dir"
   python3 - "$1" "$work/wrk-$3" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" "$load" >>"$work/results" <<'PY'
 import sys

@@ -35,13 +35,7 @@ CEILING="$TARGET/release/http-ceiling"
 
 work="$(mktemp -d)"
 server=""
-cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$1"/stat; }
+trap bench_cleanup EXIT
 
 # wrk against $2 (pid $3) with devices file $4; appends "label req/s cpu_us p99 errors load".
 measure() {

@@ -90,6 +90,18 @@ wait_for_runtime() {
   return 1
 }
 
+# cpu_ticks PID: utime + stime of the process, in clock ticks (read after the name in parentheses,
+# which may hold spaces).
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/"$1"/stat; }
+
+# bench_cleanup: the benchmarks' EXIT trap: stops the server whose pid is in $server (when set),
+# waits for every child and removes the scratch directory $work.
+bench_cleanup() {
+  if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+  rm -rf "${work:?}"
+}
+
 # ensure_py_venv: a Python virtual environment with the test tools of tests/requirements.txt
 # (from PyPI), in $CARGO_TARGET_DIR/py-venv; prints its python. Reinstalled when the list changes.
 ensure_py_venv() {
