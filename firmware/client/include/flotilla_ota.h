@@ -65,7 +65,8 @@ typedef struct fl_port {
     /* GET `url` from byte `offset` ("Range: bytes=<offset>-" when offset > 0), streaming the body
      * to `sink`. Sets *status before the sink first sees data (200 for a Range request means
      * the server sent the whole file: the core starts over). Returns non-zero when the transfer broke off (the sink has
-     * then seen a prefix) or the sink aborted. */
+     * then seen a prefix) or the sink aborted. The body of another status may be dropped (the core never writes it):
+     * 5xx, 408 and 429 are retried, any other fails the download. */
     int (*http_get)(void *ctx, const char *url, const char *bearer, uint64_t offset, fl_sink_fn sink,
                     void *sink_ctx, int *status);
 

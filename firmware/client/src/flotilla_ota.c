@@ -592,6 +592,8 @@ static int sink(void *ctx, const uint8_t *data, size_t len) {
         } else if (c->offset > 0 && c->http_status != 206) {
             c->sink_error = FL_E_DOWNLOAD;
             return 1;
+        } else if (c->http_status != 200 && c->http_status != 206) {
+            return 1; /* an error body is not firmware: nothing written, the status decides */
         }
     }
     if (len > c->size - c->offset) {
@@ -676,8 +678,12 @@ static fl_result download_and_apply(fl_client *c, const fl_offer *o) {
         status = c->http_status;
         if (c->sink_error) return fail(c, o, (fl_error)c->sink_error);
         if (rc == FL_HTTP_TLS_REFUSED) return fail(c, o, FL_E_TLS); /* not the pinned server: no retry */
-        if (status == 401 || status == 403 || status == 404 || status == 410 || status == 416)
-            return fail(c, o, FL_E_DOWNLOAD);
+        if (status != 0 && status != 200 && status != 206) {
+            /* An error answer, whatever the port did with its body, is no short transfer. A server
+             * error, 408 or 429 is retried like a dropped connection; any other will not change. */
+            if ((status < 500 || status > 599) && status != 408 && status != 429) return fail(c, o, FL_E_DOWNLOAD);
+            rc = -1;
+        }
         if (rc == 0 && c->offset < c->size) return fail(c, o, FL_E_SIZE_MISMATCH);
         if (c->offset != before) attempt = 0; /* progress was made: a fresh set of retries */
         persist_offset(c);

@@ -48,6 +48,8 @@ typedef struct {
     long cut_after[8]; /* per GET: break off after this many body bytes (<0: never) */
     int range_status;  /* answer a Range request with this status and the whole file (0: 206, the rest) */
     int get_status;    /* answer this instead, with no body (0: 200/206) */
+    int status_at[8];  /* per GET: answer this instead (0: 200/206, or get_status) */
+    int error_body;    /* with such a status, the sink sees ERROR_BODY (0: no body, as the ports drop it) */
     uint64_t get_offsets[32];
     int n_gets;
     char get_bearer[FL_SECRET_MAX];
@@ -100,18 +102,22 @@ static int fake_post(void *ctx, const char *url, const char *bearer, const char 
     return 0;
 }
 
+static const char ERROR_BODY[] = "<html><body><h1>503 Service Unavailable</h1></body></html>";
+
 static int fake_get(void *ctx, const char *url, const char *bearer, uint64_t offset, fl_sink_fn sink, void *sctx,
                     int *status) {
     fake *f = ctx;
     size_t pos, sent = 0, chunk = f->chunk ? f->chunk : 1000;
     long cut = f->n_gets < 8 ? f->cut_after[f->n_gets] : -1;
+    int answer = f->n_gets < 8 && f->status_at[f->n_gets] ? f->status_at[f->n_gets] : f->get_status;
     (void)url;
     snprintf(f->get_bearer, FL_SECRET_MAX, "%s", bearer ? bearer : "");
     if (f->n_gets < 32) f->get_offsets[f->n_gets] = offset;
     f->n_gets++;
-    if (f->get_status) {
-        *status = f->get_status;
-        return 0;
+    if (answer) {
+        *status = answer;
+        if (f->error_body && sink(sctx, (const uint8_t *)ERROR_BODY, sizeof ERROR_BODY - 1)) return -1;
+        return 0; /* a complete answer */
     }
     if (f->get_tls_refused) return FL_HTTP_TLS_REFUSED;
     pos = (f->range_status || offset == 0) ? 0 : (size_t)offset;
@@ -803,6 +809,78 @@ static void test_retries_and_backoff(void) {
     free(offer);
 }
 
+/* A complete answer with another status than 200/206, its body dropped (as the ports do) or
+ * passed on: never a short transfer. 5xx, 408 and 429 are retried like a dropped connection;
+ * anything else fails the download at once. */
+static void test_error_statuses(void) {
+    fl_client cl;
+    fl_config c = config();
+    fl_port p = port_for(&F);
+    const int transient[] = {503, 500, 502, 504, 408, 429}, final[] = {400, 405, 302, 204};
+    char *offer;
+    size_t k;
+    int body, i;
+
+    /* a transient error to the first GET, then the file: one wait, then a normal download */
+    for (body = 0; body < 2; body++)
+        for (k = 0; k < sizeof transient / sizeof transient[0]; k++) {
+            offer = setup(&F, 30000, "j-503");
+            F.status_at[0] = transient[k];
+            F.error_body = body;
+            fl_init(&cl, &c, &p);
+            CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_OK_REBOOT);
+            CHECK(F.n_gets == 2 && F.get_offsets[1] == 0);
+            CHECK(F.n_sleeps == 1 && F.sleeps[0] == 1000 && F.sleep_gets[0] == 1);
+            CHECK(F.written == 30000 && memcmp(F.flash, F.img, 30000) == 0); /* no error body */
+            CHECK(F.commits == 1 && F.aborts == 0 && count_reports(&F, "failed") == 0);
+            free(offer);
+        }
+
+    /* a server error to every GET: the retries run out, then `download`, nothing committed */
+    for (body = 0; body < 2; body++) {
+        offer = setup(&F, 30000, "j-500");
+        F.get_status = 500;
+        F.error_body = body;
+        c.max_retries = 3;
+        fl_init(&cl, &c, &p);
+        CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_FAILED);
+        CHECK(F.n_gets == 4 && F.n_sleeps == 3);
+        CHECK(strstr(F.reports[F.n_reports - 1], "\"state\":\"failed\",\"error\":\"download\"}") != NULL);
+        CHECK(F.written == 0 && F.commits == 0 && F.aborts == 1);
+        CHECK_STR(kv(&F, FL_KV_DL_OFFER), "");
+        free(offer);
+    }
+    c.max_retries = 0;
+
+    /* an answer that will not change: `download` after one GET, no wait */
+    for (body = 0; body < 2; body++)
+        for (k = 0; k < sizeof final / sizeof final[0]; k++) {
+            offer = setup(&F, 30000, "j-400");
+            F.get_status = final[k];
+            F.error_body = body;
+            fl_init(&cl, &c, &p);
+            CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_FAILED);
+            CHECK(F.n_gets == 1 && F.n_sleeps == 0);
+            CHECK(strstr(F.reports[F.n_reports - 1], "\"state\":\"failed\",\"error\":\"download\"}") != NULL);
+            CHECK(F.written == 0 && F.commits == 0 && F.aborts == 1);
+            free(offer);
+        }
+
+    /* a 503 to a resumed GET: it counts as an attempt (the wait doubles), then the next one
+     * resumes at the same offset */
+    offer = setup(&F, 40000, "j-503-resume");
+    F.cut_after[0] = 15000;
+    F.status_at[1] = 503;
+    fl_init(&cl, &c, &p);
+    CHECK(fl_handle_offer(&cl, offer, strlen(offer)) == FL_OK_REBOOT);
+    CHECK(F.n_gets == 3 && F.get_offsets[1] == 15000 && F.get_offsets[2] == 15000);
+    CHECK(F.n_sleeps == 2);
+    for (i = 0; i < F.n_sleeps; i++) CHECK(F.sleeps[i] == 1000u << i && F.sleep_gets[i] == i + 1);
+    CHECK(F.written == 40000 && memcmp(F.flash, F.img, 40000) == 0 && F.commits == 1);
+    CHECK(count_reports(&F, "failed") == 0);
+    free(offer);
+}
+
 static void test_resume_after_reboot(void) {
     fl_client cl;
     fl_config c = config();
@@ -1266,6 +1344,7 @@ int main(void) {
     test_download_failures();
     test_range_answers();
     test_retries_and_backoff();
+    test_error_statuses();
     test_resume_after_reboot();
     test_auth_paths();
     test_after_boot();
