@@ -42,40 +42,10 @@ trap bench_cleanup EXIT
 
 run() { # $1: label, $2: binary, $3: run number. Appends one result line to $work/results.
   local dir="$work/run-$3"
-  "$2" serve --data-dir "$dir" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
-    --https off --mqtt-tls-listen off --log warn >"$work/log-$3" 2>&1 &
-  server=$!
-  wait_for_runtime "$dir" "$work/log-$3"
-  local url
-  url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$dir/runtime.json")"
-  # Enrols the devices (and keeps their secrets for wrk). It exits 1 when some of its requests
-  # failed: the devices it saved are enough to go on with.
-  "$LOAD" --url "$url" --devices "$DEVICES" --connections "$CONNECTIONS" --duration 2s \
-    --save-devices "$work/devices-$3.tsv" --json >/dev/null || [ -s "$work/devices-$3.tsv" ]
-  local load ticks0 ticks1
-  load="$(cut -d' ' -f1 /proc/loadavg)"
-  ticks0="$(cpu_ticks "$server")"
-  # A dead engine leaves no RESULT line and no /proc entry: recorded as a failed run below.
-  { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s bench/checkin.lua "$url" -- "$work/devices-$3.tsv" || true; } \
-    | { grep '^RESULT' || true; } >"$work/wrk-$3"
-  ticks1="$(cpu_ticks "$server" 2>/dev/null || echo "$ticks0")"
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  server=""
+  bench_engine "$2" "$dir" "$work/log-$3" "$DEVICES" "$work/devices-$3.tsv"
+  bench_wrk "$url" "$work/devices-$3.tsv" "$work/wrk-$3" "$1"
+  bench_stop
   rm -rf "$dir"
-  python3 - "$1" "$work/wrk-$3" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" "$load" >>"$work/results" <<'PY'
-import sys
-label, path, ticks, hz, load = sys.argv[1:]
-fields = open(path).read().split()
-if len(fields) != 9 or int(fields[1]) == 0:
-    # wrk printed nothing usable (the engine died, nothing answered): a failed run, not a number.
-    print(label, 0, 0, 0, -1, load)
-    sys.exit(0)
-_, requests, errors, secs, p50, p90, p99, p999, mx = fields
-# A run with errors is reported and left out of the comparison: wrk's `requests` counts only
-# completed responses (4xx/5xx among them), socket errors not at all, so no rate is honest then.
-print(label, int(requests) / float(secs), int(ticks) / int(hz) * 1e6 / int(requests), p99, errors, load)
-PY
   tail -1 "$work/results" | awk '$5 == -1 { printf "  %-4s FAILED: wrk measured nothing (see %s)  load %s\n", $1, "the engine log", $6; next }
     { printf "  %-4s %9.0f req/s  engine %5.2f µs/check-in  p99 %s ms  errors %s%s  load %s\n", $1, $2, $3, $4, $5, ($5 > 0 ? " (left out)" : ""), $6 }'
 }

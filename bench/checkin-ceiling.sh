@@ -37,43 +37,19 @@ work="$(mktemp -d)"
 server=""
 trap bench_cleanup EXIT
 
-# wrk against $2 (pid $3) with devices file $4; appends "label req/s cpu_us p99 errors load".
-measure() {
-  local label="$1" url="$2" pid="$3" devices="$4" load ticks0 ticks1
-  load="$(cut -d' ' -f1 /proc/loadavg)"
-  ticks0="$(cpu_ticks "$pid")"
-  { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s bench/checkin.lua "$url" -- "$devices" || true; } \
-    | { grep '^RESULT' || true; } >"$work/wrk"
-  ticks1="$(cpu_ticks "$pid" 2>/dev/null || echo "$ticks0")"
-  python3 - "$label" "$work/wrk" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" "$load" >>"$work/results" <<'PY'
-import sys
-label, path, ticks, hz, load = sys.argv[1:]
-f = open(path).read().split()
-if len(f) != 9 or int(f[1]) == 0:
-    print(label, 0, 0, 0, -1, load)
-else:
-    print(label, int(f[1]) / float(f[3]), int(ticks) / int(hz) * 1e6 / int(f[1]), f[6], f[2], load)
-PY
+# One line of $work/results for the run just made.
+show() {
   tail -1 "$work/results" | awk '$5 == -1 { printf "  %-10s FAILED: wrk measured nothing  load %s\n", $1, $6; next }
     { printf "  %-10s %9.0f req/s  %5.2f µs/request  p99 %s ms  errors %s  load %s\n", $1, $2, $3, $4, $5, $6 }'
 }
 
 # An engine with $2 enrolled devices; leaves their check-ins in $work/devices-$2.tsv.
 engine() {
-  local label="$1" devices="$2" dir="$work/data"
-  "$FLOTILLA" serve --data-dir "$dir" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
-    --https off --mqtt-tls-listen off --log warn >"$work/log" 2>&1 &
-  server=$!
-  wait_for_runtime "$dir" "$work/log"
-  local url
-  url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$dir/runtime.json")"
-  "$LOAD" --url "$url" --devices "$devices" --connections "$CONNECTIONS" --duration 2s \
-    --save-devices "$work/devices-$devices.tsv" --json >/dev/null || [ -s "$work/devices-$devices.tsv" ]
-  measure "$label" "$url" "$server" "$work/devices-$devices.tsv"
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  server=""
-  rm -rf "$dir"
+  bench_engine "$FLOTILLA" "$work/data" "$work/log" "$2" "$work/devices-$2.tsv"
+  bench_wrk "$url" "$work/devices-$2.tsv" "$work/wrk" "$1"
+  show
+  bench_stop
+  rm -rf "$work/data"
 }
 
 # http-ceiling in mode $1, loaded with the 10,000 devices' check-ins.
@@ -82,10 +58,9 @@ ceiling() {
   server=$!
   for _ in $(seq 1 100); do [ -s "$work/url" ] && break; sleep 0.05; done
   [ -s "$work/url" ] || { echo "http-ceiling $1 did not start" >&2; exit 1; }
-  measure "$1" "$(head -1 "$work/url")" "$server" "$work/devices-10000.tsv"
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  server=""
+  bench_wrk "$(head -1 "$work/url")" "$work/devices-10000.tsv" "$work/wrk" "$1"
+  show
+  bench_stop
   : >"$work/url"
 }
 

@@ -102,6 +102,54 @@ bench_cleanup() {
   rm -rf "${work:?}"
 }
 
+# bench_engine BINARY DIR LOG DEVICES FILE: `flotilla serve` on loopback (MQTT, mDNS and TLS off)
+# with DEVICES devices enrolled by flotilla-load ($LOAD), their check-ins saved to FILE for
+# bench/checkin.lua; sets $server (its pid) and $url (its device server).
+bench_engine() {
+  local bin="$1" dir="$2" log="$3" devices="$4" file="$5"
+  "$bin" serve --data-dir "$dir" --http 127.0.0.1:0 --admin 127.0.0.1:0 --mqtt off --no-mdns \
+    --https off --mqtt-tls-listen off --log warn >"$log" 2>&1 &
+  server=$!
+  wait_for_runtime "$dir" "$log"
+  url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["device_url"])' "$dir/runtime.json")"
+  # flotilla-load exits 1 when some of its requests failed: the devices it saved are enough.
+  "$LOAD" --url "$url" --devices "$devices" --connections "$CONNECTIONS" --duration 2s \
+    --save-devices "$file" --json >/dev/null || [ -s "$file" ]
+}
+
+# bench_wrk URL FILE OUT LABEL: wrk -t1 ($CONNECTIONS connections, $DURATION s) replaying FILE's
+# check-ins through bench/checkin.lua against the server $server, then appends to $work/results
+# "LABEL req/s cpu_µs_per_request p99_ms errors load" (the server's utime + stime over the run;
+# the 1-minute load average before it), or "LABEL 0 0 0 -1 load" when wrk measured nothing (a
+# dead server leaves no RESULT line and no /proc entry). wrk's own RESULT line goes to OUT.
+bench_wrk() {
+  local load ticks0 ticks1
+  load="$(cut -d' ' -f1 /proc/loadavg)"
+  ticks0="$(cpu_ticks "$server")"
+  { wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$ROOT/bench/checkin.lua" "$1" -- "$2" || true; } \
+    | { grep '^RESULT' || true; } >"$3"
+  ticks1="$(cpu_ticks "$server" 2>/dev/null || echo "$ticks0")"
+  python3 - "$4" "$3" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" "$load" >>"$work/results" <<'PY'
+import sys
+label, path, ticks, hz, load = sys.argv[1:]
+fields = open(path).read().split()
+if len(fields) != 9 or int(fields[1]) == 0:
+    print(label, 0, 0, 0, -1, load)  # nothing answered: a failed run, not a number
+    sys.exit(0)
+_, requests, errors, secs, p50, p90, p99, p999, mx = fields
+# wrk's `requests` counts completed responses (4xx/5xx among them), socket errors not at all: the
+# scripts leave a run with errors out of their comparisons.
+print(label, int(requests) / float(secs), int(ticks) / int(hz) * 1e6 / int(requests), p99, errors, load)
+PY
+}
+
+# bench_stop: stops the server $server and forgets it.
+bench_stop() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server=""
+}
+
 # ensure_py_venv: a Python virtual environment with the test tools of tests/requirements.txt
 # (from PyPI), in $CARGO_TARGET_DIR/py-venv; prints its python. Reinstalled when the list changes.
 ensure_py_venv() {
