@@ -28,9 +28,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::DeviceMap;
 use crate::error::{CoreError, Result};
 use crate::secrets;
+use crate::{DeviceKey, DeviceMap};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -122,7 +122,8 @@ impl CredState {
 /// One device's credential.
 #[derive(Debug, Clone)]
 pub(crate) struct Cred {
-    pub device_id: Option<String>,
+    /// Inline: every check-in compares it.
+    pub device_id: Option<DeviceKey>,
     /// SHA-256 of the secret.
     hash: Option<[u8; 32]>,
     pub generation: u32,
@@ -162,7 +163,7 @@ pub(crate) struct Issued {
 /// Every credential, by MAC, with an index by device id; the policy; the security-event limit.
 #[derive(Debug)]
 pub(crate) struct Credentials {
-    by_mac: DeviceMap<String, Cred>,
+    by_mac: DeviceMap<DeviceKey, Cred>,
     by_id: DeviceMap<String, String>,
     /// New devices wait for approval.
     pub approve_new: bool,
@@ -202,8 +203,14 @@ impl Credentials {
             let hash = r.secret_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| h.try_into().ok());
             let Some(state) = CredState::parse(&r.state) else { continue };
             c.by_mac.insert(
-                r.mac,
-                Cred { device_id: r.device_id, hash, generation: r.generation, state, enrolled_at: r.enrolled_at },
+                DeviceKey::from(r.mac),
+                Cred {
+                    device_id: r.device_id.map(DeviceKey::from),
+                    hash,
+                    generation: r.generation,
+                    state,
+                    enrolled_at: r.enrolled_at,
+                },
             );
         }
         // One device id may be on several rows: a re-keyed or revoked device's, and the device
@@ -211,12 +218,12 @@ impl Credentials {
         let holds = |c: &Cred| (matches!(c.state, CredState::Approved | CredState::Pending), c.enrolled_at);
         for (mac, cred) in &c.by_mac {
             let Some(id) = &cred.device_id else { continue };
-            let better = match c.by_id.get(id).and_then(|m| c.by_mac.get(m)) {
+            let better = match c.by_id.get(id.as_str()).and_then(|m| c.by_mac.get(m.as_str())) {
                 Some(held) => holds(cred) > holds(held),
                 None => true,
             };
             if better {
-                c.by_id.insert(id.clone(), mac.clone());
+                c.by_id.insert(id.as_str().to_owned(), mac.as_str().to_owned());
             }
         }
         c
@@ -248,11 +255,12 @@ impl Credentials {
         // A device that holds its id (enrolled with it, not being re-keyed) is the one the id
         // index names, or one the index does not refuse: enrolment never hands an id held that
         // way to another device. Only other check-ins need the index.
-        let holds_id = cred.is_some_and(|c| c.state != CredState::Rekey && c.device_id.as_deref() == Some(device_id));
+        let holds_id =
+            cred.is_some_and(|c| c.state != CredState::Rekey && c.device_id.as_ref().is_some_and(|d| d.is(device_id)));
         if !holds_id
             && let Some(other) = self.by_id.get(device_id)
             && other != mac
-            && self.by_mac.get(other).is_some_and(|c| c.state != CredState::Rekey)
+            && self.by_mac.get(other.as_str()).is_some_and(|c| c.state != CredState::Rekey)
         {
             return Verdict::Refuse(format!("device id {device_id:?} belongs to another enrolled device"));
         }
@@ -291,20 +299,20 @@ impl Credentials {
         let generation = self.by_mac.get(mac).map_or(1, |c| c.generation.saturating_add(1));
         let state = if self.approve_new { CredState::Pending } else { CredState::Approved };
         let cred = Cred {
-            device_id: Some(device_id.to_owned()),
+            device_id: Some(DeviceKey::from(device_id)),
             hash: Some(digest(&secret)),
             generation,
             state,
             enrolled_at: now,
         };
         if let Some(old) = self.by_mac.get(mac).and_then(|c| c.device_id.clone())
-            && self.by_id.get(&old).is_some_and(|m| m == mac)
+            && self.by_id.get(old.as_str()).is_some_and(|m| m == mac)
         {
-            self.by_id.remove(&old);
+            self.by_id.remove(old.as_str());
         }
         self.by_id.insert(device_id.to_owned(), mac.to_owned());
         let row = row(mac, &cred, now);
-        self.by_mac.insert(mac.to_owned(), cred);
+        self.by_mac.insert(DeviceKey::from(mac), cred);
         Ok((Issued { secret, generation, state }, row))
     }
 
@@ -322,9 +330,9 @@ impl Credentials {
     pub fn forget(&mut self, mac: &str) -> bool {
         let Some(c) = self.by_mac.remove(mac) else { return false };
         if let Some(id) = c.device_id
-            && self.by_id.get(&id).is_some_and(|m| m == mac)
+            && self.by_id.get(id.as_str()).is_some_and(|m| m == mac)
         {
-            self.by_id.remove(&id);
+            self.by_id.remove(id.as_str());
         }
         true
     }
@@ -390,7 +398,7 @@ pub(crate) fn load(
 fn row(mac: &str, c: &Cred, now: i64) -> CredentialRow {
     CredentialRow {
         mac: mac.to_owned(),
-        device_id: c.device_id.clone(),
+        device_id: c.device_id.as_ref().map(|d| d.as_str().to_owned()),
         secret_hash: c.hash.map(hex::encode),
         generation: c.generation,
         state: c.state.as_str().to_owned(),

@@ -146,7 +146,7 @@ pub(crate) fn build_run(
 ) -> Result<Run> {
     let window = spec.window.as_deref().map(Window::parse).transpose()?;
     let start_at = spec.start_at.as_deref().and_then(clock::parse_rfc3339);
-    let by_mac = jobs.iter().enumerate().map(|(i, j)| (j.mac.clone(), i)).collect();
+    let by_mac = jobs.iter().enumerate().map(|(i, j)| (crate::DeviceKey::from(j.mac.as_str()), i)).collect();
     Ok(Run {
         id: row.id,
         name: row.name,

@@ -67,3 +67,6 @@ pub use inventory::{Sighting, Transport};
 /// each map: a few nanoseconds a key where std's SipHash takes about twenty, and keys collide only
 /// for someone who knows the seed, which never leaves the process.
 pub(crate) type DeviceMap<K, V> = hashbrown::HashMap<K, V>;
+
+pub(crate) use device_key::DeviceKey;
+mod device_key;

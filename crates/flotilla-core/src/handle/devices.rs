@@ -336,16 +336,34 @@ impl EngineHandle {
             return Err(CoreError::BadRequest(format!("label {bad:?} is not valid")));
         }
         let CheckRequest { device_id, model, chip, version, labels, secure_version, interval_secs, .. } = req;
+        // What the device says, built once and read from here on: its MAC, id and address are
+        // moved in, not copied (a check-in is the engine's most frequent request).
+        let sighting = Sighting {
+            mac,
+            device_id: Some(device_id),
+            family: Some(Family::Native),
+            model,
+            chip,
+            version: Some(version),
+            ip: caller.ip,
+            labels,
+            secure_version,
+            interval_secs,
+            source: "checkin".into(),
+            transport: Some(Transport::Pull),
+            ..Sighting::default()
+        };
+        let (mac, device_id, ip) =
+            (sighting.mac.as_str(), sighting.device_id.as_deref().unwrap_or_default(), sighting.ip.as_deref());
         let mut ops = Vec::new();
         let mut issued = None;
         let outcome = {
             let mut fleet = self.fleet()?;
-            let verdict = fleet.auth.check_in(&mac, &device_id, caller.secret.as_deref(), caller.native);
+            let verdict = fleet.auth.check_in(mac, device_id, caller.secret.as_deref(), caller.native);
             let (authenticated, pending) = match verdict {
                 Verdict::Refuse(why) => {
                     let what = if caller.native { "check-in" } else { "compat check-in" };
-                    if let Some(ev) = fleet.auth.refusal(what, Some(&mac), Some(&device_id), caller.ip.as_deref(), &why)
-                    {
+                    if let Some(ev) = fleet.auth.refusal(what, Some(mac), Some(device_id), ip, &why) {
                         ops.push(Op::Event(ev));
                     }
                     drop(fleet);
@@ -354,7 +372,7 @@ impl EngineHandle {
                 }
                 Verdict::Pass { authenticated, pending } => (authenticated, pending),
                 Verdict::Enrol => {
-                    let (new, row) = fleet.auth.enrol(&mac, &device_id, clock::now_ms())?;
+                    let (new, row) = fleet.auth.enrol(mac, device_id, clock::now_ms())?;
                     let (authenticated, pending) = (new.state == CredState::Approved, new.state == CredState::Pending);
                     ops.push(Op::Credential(row));
                     ops.push(Op::Event(NewEvent::new(
@@ -362,38 +380,23 @@ impl EngineHandle {
                         &format!("device:{mac}"),
                         Some(format!("device:{mac}")),
                         json!({ "mac": mac, "device_id": device_id, "generation": new.generation,
-                                "state": new.state.device_auth(), "ip": caller.ip }),
+                                "state": new.state.device_auth(), "ip": ip }),
                     )));
                     issued = Some(new);
                     (authenticated, pending)
                 }
             };
-            let sighting = Sighting {
-                mac: mac.clone(),
-                device_id: Some(device_id.clone()),
-                family: Some(Family::Native),
-                model,
-                chip,
-                version: Some(version),
-                ip: caller.ip.clone(),
-                labels,
-                secure_version,
-                interval_secs,
-                source: "checkin".into(),
-                transport: Some(Transport::Pull),
-                ..Sighting::default()
-            };
             self.sight_locked(&mut fleet, &sighting, || format!("device:{mac}"), &mut ops)?;
-            if let Some(c) = fleet.auth.get(&mac).map(|c| c.state.device_auth()) {
-                fleet.inventory.set_auth(&mac, c);
+            if let Some(c) = fleet.auth.get(mac).map(|c| c.state.device_auth()) {
+                fleet.inventory.set_auth(mac, c);
             }
             let ticket = if pending {
                 // Believed only once a person approves it.
                 None
             } else {
                 let version = sighting.version.as_deref().unwrap_or_default();
-                seen_locked(&mut fleet, &mac, version, true, authenticated, &mut ops);
-                fleet.job_of(&mac).and_then(|(rid, i)| {
+                seen_locked(&mut fleet, mac, version, true, authenticated, &mut ops);
+                fleet.job_of(mac).and_then(|(rid, i)| {
                     let run = fleet.runs.get(&rid)?;
                     let job = run.jobs.get(i)?;
                     (issued.is_none() && job.state == JobState::Commanded && job.durable)
@@ -418,8 +421,8 @@ impl EngineHandle {
             let credential = DeviceCredential {
                 secret: new.secret,
                 generation: new.generation,
-                mqtt_username: mqtt.map(|_| device_id.clone()),
-                mqtt_password: mqtt.map(|_| self.shared.auth_key.mqtt_password(&mac, new.generation)),
+                mqtt_username: mqtt.map(|_| device_id.to_owned()),
+                mqtt_password: mqtt.map(|_| self.shared.auth_key.mqtt_password(mac, new.generation)),
             };
             let approval = (new.state == CredState::Pending).then(|| "pending".to_owned());
             return Ok(CheckResponse::NoUpdate { update_available: false, credential: Some(credential), approval });
@@ -604,7 +607,7 @@ impl EngineHandle {
                 .values()
                 .rev()
                 .filter_map(|r| {
-                    let j = r.jobs.get(*r.by_mac.get(&mac)?)?;
+                    let j = r.jobs.get(*r.by_mac.get(mac.as_str())?)?;
                     Some(DeviceJob {
                         rollout_id: r.id,
                         rollout_name: r.name.clone(),

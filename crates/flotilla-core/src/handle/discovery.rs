@@ -114,7 +114,7 @@ impl EngineHandle {
             // A native device's version counts only from its own check-ins and presence.
             version: if native { None } else { o.version.clone() },
             ip: o.ip.map(|ip| ip.to_string()),
-            source: source.to_owned(),
+            source: source.to_owned().into(),
             ..Sighting::default()
         };
         Ok(Observed::Device(Box::new(self.record_sighting(s).await?)))

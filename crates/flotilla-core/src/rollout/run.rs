@@ -14,7 +14,7 @@
 //!
 //! Waves are 0-based here and in the store; everything people and the API see numbers them from 1.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -271,7 +271,8 @@ pub(crate) struct Run {
     pub updated_at: i64,
     pub window: Option<Window>,
     pub jobs: Vec<JobRec>,
-    pub by_mac: HashMap<String, usize>,
+    /// Job index by MAC: read on every check-in, for every rollout kept.
+    pub by_mac: crate::DeviceMap<crate::DeviceKey, usize>,
     /// Jobs changed (state or progress) since the last [`Run::take_progress`], each once.
     pub changed: BTreeSet<usize>,
 }
@@ -1317,7 +1318,7 @@ mod tests {
                 });
             }
         }
-        let by_mac = jobs.iter().enumerate().map(|(i, j)| (j.mac.clone(), i)).collect();
+        let by_mac = jobs.iter().enumerate().map(|(i, j)| (crate::DeviceKey::from(j.mac.as_str()), i)).collect();
         Run {
             id: 1,
             name: "t".into(),
