@@ -8,7 +8,7 @@
 #![allow(clippy::expect_used, clippy::panic)] // a benchmark's set-up either works or stops it
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_core::config::{EngineConfig, MqttMode};
@@ -89,9 +89,8 @@ fn checkins(c: &mut Criterion) {
                 })
             });
         });
+        // Flushes the writer and checkpoints the store before the next fleet's engine starts.
         rt.block_on(engine.shutdown());
-        // Let the writer's last flush finish before the next fleet's engine starts.
-        std::thread::sleep(Duration::from_millis(50));
     }
     group.finish();
 }

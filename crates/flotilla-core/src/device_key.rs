@@ -40,9 +40,9 @@ impl DeviceKey {
 
     pub(crate) fn as_str(&self) -> &str {
         match self {
-            // Always whole UTF-8: the bytes were copied from a `str`, never cut.
-            DeviceKey::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
             DeviceKey::Heap(s) => s,
+            // Always whole UTF-8: the bytes were copied from a `str`, never cut.
+            DeviceKey::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
         }
     }
 }
@@ -57,12 +57,6 @@ impl From<&str> for DeviceKey {
             }
             _ => DeviceKey::Heap(s.into()),
         }
-    }
-}
-
-impl From<&String> for DeviceKey {
-    fn from(s: &String) -> DeviceKey {
-        DeviceKey::from(s.as_str())
     }
 }
 
